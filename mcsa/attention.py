@@ -1,0 +1,359 @@
+"""``MincutSparseAttention``: masks from gate packets and int8 sparse attention."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit
+from .density import density_kernel, f32_max, schedule_args
+from .expf import expf_kernel
+from .mask import (
+    DEFAULT_POSITION_LIMIT,
+    MaskStats,
+    SparseMask,
+    U16_END,
+    causal_positions,
+    check_limit,
+    full_count,
+    ordered_positions,
+    raw_positions,
+    resolve_target,
+    sparse_density,
+)
+from .packets import GatePacket, SparsityConfig
+from .target import Target, TargetPanic, int_as_f32
+
+OK, INDEX_OUT_OF_BOUNDS, ADD_OVERFLOW, MUL_OVERFLOW = 0, 1, 2, 3
+_I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
+_U32_END = 1 << 32
+_SAFE_DIM = 131072
+"""Below this ``dim`` an i32 sum of i8 * i8 products cannot overflow."""
+_NO_KEYS = np.zeros(0, np.uint16)
+_NO_CODES = np.zeros(0, np.uint32)
+
+
+def _panic(code: int, a: int, b: int) -> TargetPanic:
+    if code == INDEX_OUT_OF_BOUNDS:
+        return TargetPanic(f"index out of bounds: the len is {a} but the index is {b}")
+    return TargetPanic(f"attempt to {'add' if code == ADD_OVERFLOW else 'multiply'} with overflow")
+
+
+@jit
+def _group_by_query(positions, seq_len):
+    """``positions_by_query``: keys of each query in mask order, as CSR.
+
+    Returns ``(bad, offsets, keys)``; ``bad`` is the first query index that is
+    out of bounds (in mask order), else -1.
+    """
+    offsets = np.zeros(seq_len + 1, np.int64)
+    for p in range(positions.shape[0]):
+        query = np.int64(positions[p, 0])
+        if query >= seq_len:
+            return query, offsets, _NO_KEYS
+        offsets[query + 1] += 1
+    for i in range(seq_len):
+        offsets[i + 1] += offsets[i]
+    keys = np.empty(positions.shape[0], np.uint16)
+    cursor = offsets[:-1].copy()
+    for p in range(positions.shape[0]):
+        query = positions[p, 0]
+        keys[cursor[query]] = positions[p, 1]
+        cursor[query] += 1
+    return -1, offsets, keys
+
+
+@jit
+def _score_checked(q, k, qbase, key, dim, wrap32, panic_mode):
+    """One score with every Rust check in its order, for rows the fast path
+    cannot take: ``key * dim`` and ``+ d`` on a 32-bit usize, the bounds check
+    of ``k``, and the checked i32 ``score +=``. Returns (code, a, b, score, base)."""
+    score = 0
+    base = np.int64(key) * dim
+    if wrap32 and base >= _U32_END:
+        if panic_mode:
+            return MUL_OVERFLOW, 0, 0, 0, 0
+        base &= _U32_END - 1
+    for d in range(dim):
+        index = base + d
+        if wrap32 and index >= _U32_END:
+            if panic_mode:
+                return ADD_OVERFLOW, 0, 0, 0, 0
+            index &= _U32_END - 1
+        if index >= k.size:
+            return INDEX_OUT_OF_BOUNDS, k.size, index, 0, 0
+        score += np.int64(q[qbase + d]) * np.int64(k[index])
+        if score < _I32_MIN or score > _I32_MAX:
+            if panic_mode:
+                return ADD_OVERFLOW, 0, 0, 0, 0
+            score = np.int64(np.int32(score))
+    return OK, 0, 0, score, base
+
+
+@jit
+def _attention(q, k, v, offsets, keys, dim, scale, flavour, wrap32, panic_mode, out):
+    """``sparse_attention`` over the grouped keys; writes ``out``, returns (code, a, b)."""
+    seq_len = offsets.size - 1
+    widest = 0
+    for i in range(seq_len):
+        widest = max(widest, offsets[i + 1] - offsets[i])
+    scores = np.empty(widest, np.float32)
+    bases = np.empty(widest, np.int64)
+    qrow = np.empty(dim, np.int64)
+    for query in range(seq_len):
+        first, last = offsets[query], offsets[query + 1]
+        if first == last:
+            continue
+        qbase = query * dim
+        for d in range(dim):
+            qrow[d] = q[qbase + d]
+        for t in range(last - first):
+            key = np.int64(keys[first + t])
+            base = key * dim
+            if (wrap32 and base + dim - 1 >= _U32_END) or base + dim > k.size or (panic_mode and dim >= _SAFE_DIM):
+                code, a, b, score, base = _score_checked(q, k, qbase, key, dim, wrap32, panic_mode)
+                if code != OK:
+                    return code, a, b
+            else:
+                score = 0
+                for d in range(dim):
+                    score += qrow[d] * k[base + d]
+            bases[t] = base
+            scores[t] = np.float32(np.int32(score)) * scale
+        n = last - first
+        top = np.float32(-np.inf)
+        for t in range(n):
+            top = f32_max(top, scores[t])
+        total = np.float32(0.0)
+        for t in range(n):
+            scores[t] = expf_kernel(scores[t] - top, flavour)
+            total += scores[t]
+        if total > np.float32(0.0):
+            inv = np.float32(1.0) / total
+            for t in range(n):
+                scores[t] *= inv
+        for t in range(n):
+            weight = scores[t]
+            base = bases[t]
+            for d in range(dim):
+                out[qbase + d] += weight * np.float32(v[base + d])
+    return OK, 0, 0
+
+
+def _qkv(name: str, array, dim: int) -> np.ndarray:
+    arr = np.asarray(array)
+    if arr.dtype != np.int8:
+        raise TypeError(f"{name} must be an int8 array, got dtype {arr.dtype}")
+    if arr.ndim == 2 and arr.shape[1] != dim and dim != 0:
+        raise ValueError(f"{name} has shape {arr.shape}, whose rows are not dim={dim} long")
+    if arr.ndim > 2:
+        raise ValueError(f"{name} must be 1-D or 2-D (seq_len, dim), got shape {arr.shape}")
+    return np.ascontiguousarray(arr).reshape(-1)
+
+
+class MincutSparseAttention:
+    """The reference's ``MincutSparseAttention`` on a simulated build.
+
+    Parameters
+    ----------
+    config : SparsityConfig
+        The sparsity configuration (Rust defaults if omitted).
+    target : Target or str, optional
+        The build to simulate (preset name or :class:`Target`); default
+        ``x86_64-release``.
+    position_limit : int
+        Host-memory guard: the largest mask this simulator will materialise.
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a :class:`SparsityConfig`.
+    ValueError
+        If the target name is unknown or ``position_limit`` is negative.
+    """
+
+    def __init__(
+        self,
+        config: SparsityConfig | None = None,
+        target: Target | str | None = None,
+        position_limit: int = DEFAULT_POSITION_LIMIT,
+    ):
+        config = SparsityConfig() if config is None else config
+        if not isinstance(config, SparsityConfig):
+            raise TypeError(f"config must be a SparsityConfig, got {type(config).__name__}")
+        if isinstance(position_limit, bool) or not isinstance(position_limit, (int, np.integer)) or position_limit < 0:
+            raise ValueError(f"position_limit must be a non-negative integer, got {position_limit!r}")
+        self.config = config
+        self.target = resolve_target(target)
+        self.position_limit = int(position_limit)
+        self._schedule = schedule_args(config)
+
+    def __repr__(self) -> str:
+        return f"MincutSparseAttention({self.config!r}, target={str(self.target)!r})"
+
+    def calculate_density(self, gate: GatePacket) -> np.float32:
+        """``calculate_density(gate)``: the schedule's f32 target density.
+
+        Raises
+        ------
+        TypeError
+            If ``gate`` is not a :class:`GatePacket`.
+        """
+        _check_gate(gate)
+        return np.float32(
+            density_kernel(*self._schedule, gate.lambda_, gate.boundary_concentration_q15, gate.partition_count)
+        )
+
+    def should_use_sparse(self, gate: GatePacket, seq_len: int) -> bool:
+        """The reference's sparse-path test: ``seq_len >= 16``, two or more
+        partitions and ``lambda >= 30``."""
+        return seq_len >= 16 and gate.partition_count >= 2 and gate.lambda_ >= 30
+
+    def _layout(self, gate: GatePacket, seq_len):
+        """Validated ``seq_len`` and, on the sparse path, boundaries, tokens and
+        whether positions can be generated in order (no index can wrap)."""
+        _check_gate(gate)
+        seq_len = self.target.check_usize(seq_len, "seq_len")
+        if not self.should_use_sparse(gate, seq_len):
+            return seq_len, None
+        parts = max(gate.partition_count, 1)
+        size = seq_len // parts
+        bounds = (np.arange(parts, dtype=np.uint64) * np.uint64(size) & np.uint64(0xFFFF)).astype(np.uint16)
+        tokens = bounds[: self.config.max_cross_partition_edges]
+        cross = self.config.boundary_cross_attention and tokens.size > 0
+        token_wraps = cross and int(tokens.max()) + 3 >= U16_END
+        if token_wraps and self.target.panics_on_overflow:
+            raise TargetPanic("attempt to add with overflow")
+        ordered = seq_len <= U16_END and not token_wraps
+        return seq_len, (bounds, tokens, cross, ordered)
+
+    def _positions(self, seq_len, layout, fill_limit):
+        """Count, and when under ``fill_limit`` build, the sparse positions."""
+        bounds, tokens, cross, ordered = layout
+        intra = self.config.intra_partition_attention
+        kernel = ordered_positions if ordered else raw_positions
+        empty = np.zeros((0, 2), np.uint16) if ordered else _NO_CODES
+        count = kernel(seq_len, bounds, tokens, intra, cross, empty, False)
+        if ordered and count <= fill_limit:
+            out = np.empty((count, 2), np.uint16)
+            kernel(seq_len, bounds, tokens, intra, cross, out, True)
+            return count, out
+        if ordered:
+            return count, None
+        check_limit(count, self.position_limit, f"build_mask(seq_len={seq_len}) with wrapping indices")
+        codes = np.empty(count, np.uint32)
+        kernel(seq_len, bounds, tokens, intra, cross, codes, True)
+        codes = np.unique(codes)
+        out = np.stack([codes >> 16, codes & 0xFFFF], axis=1).astype(np.uint16)
+        return len(out), out
+
+    def mask_stats(self, gate: GatePacket, seq_len: int) -> MaskStats:
+        """What :meth:`build_mask` would give, without materialising positions
+        (except where indices wrap past 65535 and distinct pairs must be found).
+
+        Raises
+        ------
+        TargetPanic
+            Where ``build_mask`` panics on the target.
+        MaskTooLarge
+            Only on the wrapping path, when the pairs to deduplicate exceed the limit.
+        """
+        seq_len, layout = self._layout(gate, seq_len)
+        if layout is None:
+            count = full_count(seq_len, self.target)
+            return MaskStats(False, count, np.float32(1.0), np.zeros(1, np.uint16), _NO_KEYS)
+        count, _ = self._positions(seq_len, layout, fill_limit=-1)
+        bounds, tokens = layout[:2]
+        return MaskStats(True, count, sparse_density(count, seq_len, self.target), bounds, tokens)
+
+    def build_mask(self, gate: GatePacket, seq_len: int) -> SparseMask:
+        """``build_mask(gate, seq_len)``: the mask exactly as the build holds it.
+
+        Raises
+        ------
+        TypeError
+            If ``gate`` is not a GatePacket or ``seq_len`` not an integer.
+        ValueError
+            If ``seq_len`` is negative or above the target's ``usize::MAX``.
+        TargetPanic
+            ``attempt to add with overflow`` (debug, a boundary token within 3 of
+            65535) or the panics of ``SparseMask::full``.
+        MaskTooLarge
+            If the mask would exceed ``position_limit``.
+        """
+        seq_len, layout = self._layout(gate, seq_len)
+        if layout is None:
+            return SparseMask.full(seq_len, self.target, self.position_limit)
+        count, positions = self._positions(seq_len, layout, fill_limit=self.position_limit)
+        check_limit(count, self.position_limit, f"build_mask(seq_len={seq_len})")
+        bounds, tokens = layout[:2]
+        return SparseMask(positions, sparse_density(count, seq_len, self.target), bounds, tokens, self.target)
+
+    def estimated_flops_ratio(self, mask: SparseMask | MaskStats, seq_len: int) -> np.float32:
+        """``num_positions as f32 / (seq_len * (seq_len + 1) / 2) as f32``, 1.0 when that is 0.
+
+        Raises
+        ------
+        TargetPanic
+            On ``usize`` overflow in a debug build.
+        """
+        full = causal_positions(self.target.check_usize(seq_len, "seq_len"), self.target)
+        if full == 0:
+            return np.float32(1.0)
+        return int_as_f32(mask.num_positions) / int_as_f32(full)
+
+    def sparse_attention(self, q, k, v, mask: SparseMask, dim: int, scale) -> np.ndarray:
+        """``sparse_attention(q, k, v, mask, dim, scale)``: int8 scores with i32
+        accumulation, f32 softmax with the target's ``expf``, f32 weighted sum.
+
+        Parameters
+        ----------
+        q, k, v : numpy.ndarray of int8
+            ``seq_len * dim`` elements each, flat or shaped (seq_len, dim).
+        mask : SparseMask
+        dim : int
+        scale : float
+            Rounded to f32 as a Rust literal would be; pass ``np.float32`` to be explicit.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, ``seq_len * dim`` elements.
+
+        Raises
+        ------
+        TypeError
+            If q, k or v is not int8, or mask is not a SparseMask.
+        ValueError
+            If q, k, v differ in length or are not a whole number of dim-long rows.
+        TargetPanic
+            ``attempt to divide by zero`` (dim 0), ``index out of bounds`` (the
+            mask reaches past q), ``attempt to add with overflow`` (debug, i32 sum).
+        """
+        dim = self.target.check_usize(dim, "dim")
+        arrays = {name: _qkv(name, a, dim) for name, a in (("q", q), ("k", k), ("v", v))}
+        if not isinstance(mask, SparseMask):
+            raise TypeError(f"mask must be a SparseMask, got {type(mask).__name__}")
+        for name in ("k", "v"):
+            if arrays[name].size != arrays["q"].size:
+                raise ValueError(f"{name} has {arrays[name].size} elements but q has {arrays['q'].size}")
+        if dim == 0:
+            raise TargetPanic("attempt to divide by zero")
+        if arrays["q"].size % dim:
+            raise ValueError(f"q has {arrays['q'].size} elements, not a whole number of rows of dim={dim}")
+        seq_len = arrays["q"].size // dim
+        bad, offsets, keys = _group_by_query(mask.positions, seq_len)
+        if bad >= 0:
+            raise _panic(INDEX_OUT_OF_BOUNDS, seq_len, bad)
+        out = np.zeros(seq_len * dim, np.float32)
+        code, a, b = _attention(
+            arrays["q"], arrays["k"], arrays["v"], offsets, keys, dim, np.float32(scale),
+            self.target.expf.code, self.target.usize_bits == 32, self.target.panics_on_overflow, out,
+        )
+        if code != OK:
+            raise _panic(code, a, b)
+        return out
+
+
+def _check_gate(gate) -> None:
+    if not isinstance(gate, GatePacket):
+        raise TypeError(f"gate must be a GatePacket, got {type(gate).__name__}")

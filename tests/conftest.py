@@ -1,0 +1,26 @@
+import platform
+import sys
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden"
+BUILDS = ("x86_64-release", "x86_64-debug", "wasm32-release", "wasm32-debug")
+
+
+def pytest_report_header(config):
+    return (
+        f"platform: {platform.platform()} ({platform.machine()}), python {sys.version.split()[0]}, "
+        f"numpy {np.__version__}, numba {numba.__version__}"
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: exhaustive checks (minutes); CI runs them")
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    return GOLDEN
