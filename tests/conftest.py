@@ -24,3 +24,9 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     return GOLDEN
+
+
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("mcsa", derandomize=True, deadline=None, max_examples=150, print_blob=True)
+settings.load_profile("mcsa")

@@ -1,0 +1,199 @@
+"""Public API behaviour: validation messages, serde forms, packet helpers, guards."""
+
+import json
+
+import numpy as np
+import pytest
+
+import mcsa
+from mcsa import (
+    Adaptive, GatePacket, Linear, MaskTooLarge, MincutSparseAttention, SparseMask, SparsityConfig, Target,
+    TargetPanic, Threshold,
+)
+
+
+def test_issue_example_runs_on_a_microcontroller_target():
+    cfg = mcsa.SparsityConfig()
+    gate = mcsa.GatePacket(lambda_=100, lambda_prev=95, boundary_edges=5,
+                           boundary_concentration_q15=8192, partition_count=3, flags=0)
+    sim = mcsa.MincutSparseAttention(cfg, target=mcsa.Target.named("thumbv7em-release"))
+    mask = sim.build_mask(gate, seq_len=128)
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.integers(-128, 128, 128 * 32).astype(np.int8) for _ in range(3))
+    out = sim.sparse_attention(q, k, v, mask, dim=32, scale=np.float32(0.125))
+    assert out.dtype == np.float32 and out.shape == (128 * 32,)
+    assert mask.partition_boundaries.tolist() == [0, 42, 84]
+    assert mask.positions.dtype == np.uint16 and mask.positions.shape == (mask.num_positions, 2)
+    # positions are in BTreeSet order: sorted by (query, key), no duplicates
+    codes = mask.positions[:, 0].astype(np.int64) << 16 | mask.positions[:, 1]
+    assert np.all(np.diff(codes) > 0)
+
+
+@pytest.mark.parametrize(
+    "field,value,error,match",
+    [
+        ("lambda_", -1, ValueError, r"lambda must be in 0..=4294967295 \(u32\), got -1"),
+        ("lambda_prev", 1 << 32, ValueError, "lambda_prev must be in 0..=4294967295"),
+        ("partition_count", 65536, ValueError, r"partition_count must be in 0..=65535 \(u16\), got 65536"),
+        ("flags", 1.5, TypeError, "flags must be an integer, got float"),
+        ("boundary_edges", True, TypeError, "boundary_edges must be an integer"),
+    ],
+)
+def test_gate_fields_are_range_checked(field, value, error, match):
+    with pytest.raises(error, match=match):
+        GatePacket(**{field: value})
+
+
+def test_gate_serde_and_struct_round_trip():
+    record = json.loads('{"lambda":100,"lambda_prev":95,"boundary_edges":5,'
+                        '"boundary_concentration_q15":8192,"partition_count":3,"flags":0}')
+    gate = GatePacket.from_dict(record)
+    assert gate.lambda_ == 100 and gate.to_dict() == record
+    raw = gate.to_bytes()
+    assert len(raw) == 16 and raw[:4] == (100).to_bytes(4, "little")
+    assert GatePacket.from_bytes(raw) == gate
+    with pytest.raises(ValueError, match="missing field.*flags"):
+        GatePacket.from_dict({k: v for k, v in record.items() if k != "flags"})
+
+
+def test_gate_helpers():
+    gate = GatePacket(lambda_=5, lambda_prev=0xFFFF_FFFF)
+    assert gate.lambda_delta() == 6  # 5 - (-1), as i32
+    assert GatePacket(lambda_=0x8000_0000, lambda_prev=1).lambda_delta() == 0x7FFF_FFFF
+    with pytest.raises(TargetPanic, match="attempt to subtract with overflow"):
+        GatePacket(lambda_=0x8000_0000, lambda_prev=1).lambda_delta("x86_64-debug")
+    assert GatePacket(lambda_=50, lambda_prev=100).drop_ratio_q15() == 16384
+    assert GatePacket(lambda_=100, lambda_prev=50).drop_ratio_q15() == 0
+    assert GatePacket(lambda_=0, lambda_prev=0).drop_ratio_q15() == 0
+    flags = GatePacket(flags=0b011)
+    assert flags.force_safe() and flags.skip_requested() and not flags.boundary_ids_available()
+
+
+def test_config_defaults_and_serde():
+    cfg = SparsityConfig()
+    assert cfg.to_dict() == {
+        "intra_partition_attention": True, "boundary_cross_attention": True,
+        "lambda_based_density": "Adaptive", "max_cross_partition_edges": 20,
+        "min_density_q15": 3277, "max_density_q15": 29491,
+    }
+    for sched, form in [
+        (None, None),
+        (Adaptive(), "Adaptive"),
+        (Threshold(150), {"Threshold": {"dense_above_lambda": 150}}),
+        (Linear(0.1, 0.9), {"Linear": {"min_density": 0.1, "max_density": 0.9}}),
+    ]:
+        record = {**cfg.to_dict(), "lambda_based_density": form}
+        parsed = SparsityConfig.from_dict(record)
+        assert parsed.lambda_based_density == sched and parsed.to_dict() == record
+    linear = Linear("7fc00000", "3dcccccd")
+    assert np.isnan(linear.min_density) and linear.max_density == np.float32(0.1)
+    assert SparsityConfig(lambda_based_density=linear).to_dict(f32_as_bits=True)["lambda_based_density"] == {
+        "Linear": {"min_density": "7fc00000", "max_density": "3dcccccd"}}
+
+
+@pytest.mark.parametrize(
+    "record,error,match",
+    [
+        ({"max_cross_partition_edges": 70000}, ValueError, "max_cross_partition_edges must be in 0..=65535"),
+        ({"intra_partition_attention": 1}, TypeError, "intra_partition_attention must be a bool"),
+        ({"lambda_based_density": "Fast"}, ValueError, "lambda_based_density must be"),
+        ({"lambda_based_density": {"Threshold": {"dense_above_lambda": -5}}}, ValueError, "dense_above_lambda"),
+        ({"extra": 1}, ValueError, "unknown field.*extra"),
+    ],
+)
+def test_config_errors_name_the_field(record, error, match):
+    with pytest.raises(error, match=match):
+        SparsityConfig.from_dict({**SparsityConfig().to_dict(), **record})
+
+
+def test_targets():
+    t = Target.named("thumbv7em-release")
+    assert (t.usize_bits, t.overflow, t.expf) == (32, mcsa.Overflow.WRAP, mcsa.ExpF.LIBM_RS)
+    assert Target(32, "panic", "musl") == Target(32, mcsa.Overflow.PANIC, mcsa.ExpF.MUSL)
+    for name in ("x86_64-release", "x86_64-debug", "wasm32-release", "wasm32-debug", "thumbv7em-debug"):
+        assert Target.named(name).name == name
+    with pytest.raises(ValueError, match="unknown target 'avr'.*x86_64-release"):
+        Target.named("avr")
+    with pytest.raises(ValueError, match="usize_bits must be 32 or 64"):
+        Target(16)
+    with pytest.raises(ValueError, match="unknown overflow mode"):
+        Target(32, "saturate")
+
+
+def test_build_mask_argument_errors():
+    sim = MincutSparseAttention(target="wasm32-release")
+    gate = GatePacket(lambda_=100, partition_count=3)
+    with pytest.raises(ValueError, match="seq_len must be in 0..=4294967295"):
+        sim.build_mask(gate, -1)
+    with pytest.raises(ValueError, match="seq_len must be in 0..=4294967295 \\(usize on wasm32-release\\)"):
+        sim.build_mask(gate, 1 << 32)
+    with pytest.raises(TypeError, match="seq_len must be an integer"):
+        sim.build_mask(gate, 12.0)
+    with pytest.raises(TypeError, match="gate must be a GatePacket"):
+        sim.build_mask({"lambda": 100}, 32)
+    with pytest.raises(TypeError, match="config must be a SparsityConfig"):
+        MincutSparseAttention({"intra_partition_attention": True})
+
+
+def test_sparse_attention_argument_errors():
+    sim = MincutSparseAttention()
+    mask = sim.build_mask(GatePacket(lambda_=100, partition_count=2), 16)
+    ok = np.zeros(16 * 4, np.int8)
+    with pytest.raises(TypeError, match="q must be an int8 array, got dtype int64"):
+        sim.sparse_attention(ok.astype(np.int64), ok, ok, mask, 4, 0.5)
+    with pytest.raises(ValueError, match="v has 60 elements but q has 64"):
+        sim.sparse_attention(ok, ok, ok[:60], mask, 4, 0.5)
+    with pytest.raises(ValueError, match="q has 64 elements, not a whole number of rows of dim=5"):
+        sim.sparse_attention(ok, ok, ok, mask, 5, 0.5)
+    with pytest.raises(ValueError, match=r"k has shape \(16, 3\), whose rows are not dim=4 long"):
+        sim.sparse_attention(ok, ok.reshape(16, 4)[:, :3].copy().reshape(16, 3), ok, mask, 4, 0.5)
+    with pytest.raises(ValueError, match="dim must be in"):
+        sim.sparse_attention(ok, ok, ok, mask, -4, 0.5)
+    with pytest.raises(TypeError, match="mask must be a SparseMask"):
+        sim.sparse_attention(ok, ok, ok, mask.positions, 4, 0.5)
+    with pytest.raises(TargetPanic, match="^attempt to divide by zero$"):
+        sim.sparse_attention(ok, ok, ok, mask, 0, 0.5)
+    with pytest.raises(TargetPanic, match="^index out of bounds: the len is 8 but the index is 8$"):
+        sim.sparse_attention(ok[:32], ok[:32], ok[:32], mask, 4, 0.5)
+
+
+def test_position_guard_and_stats_without_positions():
+    sim = MincutSparseAttention(target="thumbv7em-release", position_limit=1_000_000)
+    gate = GatePacket(lambda_=200, partition_count=8)
+    stats = sim.mask_stats(gate, 32768)
+    # 8 partitions of 4096 tokens: 8 * 4096 * 4097 / 2 intra pairs, plus cross pairs
+    assert stats.sparse and stats.num_positions >= 8 * 4096 * 4097 // 2
+    assert stats.num_positions == MincutSparseAttention(target="thumbv7em-release", position_limit=10**9) \
+        .build_mask(gate, 32768).num_positions
+    with pytest.raises(MaskTooLarge, match=r"would hold 67,\d+,\d+ positions .*position_limit=1,000,000.*mask_stats"):
+        sim.build_mask(gate, 32768)
+    ratio = sim.estimated_flops_ratio(stats, 32768)
+    assert isinstance(ratio, np.float32) and 0.1 < ratio < 0.2
+
+
+def test_full_mask_capacity_overflow_on_32_bit():
+    """Vec::with_capacity(seq_len * seq_len) of 4-byte pairs: past isize::MAX on 32-bit."""
+    with pytest.raises(TargetPanic, match="^capacity overflow$"):
+        SparseMask.full(23171, "wasm32-release")  # 23171^2 * 4 > 2^31 - 1
+    with pytest.raises(TargetPanic, match="^attempt to multiply with overflow$"):
+        SparseMask.full(65536, "wasm32-debug")
+    with pytest.raises(TargetPanic, match="^capacity overflow$"):
+        SparseMask.full(65536, "wasm32-release")  # the product wraps to 0, then the pushes overflow
+    stats = MincutSparseAttention(target="x86_64-release").mask_stats(GatePacket(lambda_=10), 23171)
+    assert not stats.sparse and stats.num_positions == 23171 * 23172 // 2
+
+
+def test_sparse_mask_api():
+    full = SparseMask.full(4)
+    assert full.num_positions == 10 and full.density == 1.0 and full.sparsity() == 0.0
+    assert full.can_attend(3, 0) and not full.can_attend(0, 3)
+    assert full.max_positions(4) == 10
+    with pytest.raises(TargetPanic, match="attempt to add with overflow"):
+        full.max_positions(2**32 - 1, "wasm32-debug")
+    assert full.max_positions(2**32 - 1, "wasm32-release") == 0
+    empty = SparseMask.empty()
+    assert empty.num_positions == 0 and empty.density == 0.0
+    with pytest.raises(ValueError, match=r"positions must have shape \(N, 2\)"):
+        SparseMask(np.zeros((3, 3), np.int64), 0.5)
+    with pytest.raises(ValueError, match="positions must hold u16 values"):
+        SparseMask([[0, 70000]], 0.5)

@@ -1,0 +1,216 @@
+"""The kernels against the plain-Python transliteration (tests/naive.py) on random inputs."""
+
+import re
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from mcsa import MaskTooLarge, MincutSparseAttention, SparseMask, TargetPanic
+
+from . import naive
+from .strategies import configs, f32_values, gates, targets
+
+
+def outcome(fn, *args):
+    """The value of fn(*args), or ("panic", message)."""
+    try:
+        return fn(*args)
+    except TargetPanic as panic:
+        return ("panic", panic.message)
+
+
+def small_token_set(config, gate):
+    """The naive cross loops are quadratic in boundary tokens, as the Rust is: keep them few."""
+    assume(min(config.max_cross_partition_edges, max(gate.partition_count, 1)) <= 300)
+
+
+def bits(x):
+    return int(np.float32(x).view(np.uint32))
+
+
+def mask_tuple(mask):
+    return ([tuple(p) for p in mask.positions.tolist()], bits(mask.density),
+            mask.partition_boundaries.tolist(), mask.boundary_tokens.tolist())
+
+
+def naive_tuple(result):
+    positions, density, bounds, tokens = result
+    return positions, bits(density), list(bounds), list(tokens)
+
+
+@given(configs(), gates(), targets)
+def test_density_matches_naive(config, gate, target):
+    got = MincutSparseAttention(config, target).calculate_density(gate)
+    assert isinstance(got, np.float32)
+    assert bits(got) == bits(naive.calculate_density(config, gate))
+
+
+@st.composite
+def partitioned_lengths(draw, gate):
+    """seq_len as partitions * size + remainder (remainder < partitions), so short
+    partitions and cross windows reaching the last row come up often."""
+    if draw(st.integers(0, 3)) == 0:
+        return draw(st.integers(0, 160))
+    parts = max(gate.partition_count, 1)
+    return parts * draw(st.integers(1, 8)) + draw(st.integers(0, parts - 1))
+
+
+sparse_lambdas = st.one_of(st.integers(30, 400), st.integers(0, 0xFFFF_FFFF), st.integers(0, 40))
+
+
+@settings(max_examples=400)
+@given(
+    configs(),
+    gates(partition_count=st.one_of(st.integers(0, 12), st.integers(0, 40)), lambda_=sparse_lambdas),
+    st.data(),
+    targets,
+)
+def test_build_mask_matches_naive(config, gate, data, target):
+    seq_len = data.draw(partitioned_lengths(gate))
+    small_token_set(config, gate)
+    sim = MincutSparseAttention(config, target)
+    got = outcome(lambda: mask_tuple(sim.build_mask(gate, seq_len)))
+    want = outcome(lambda: naive_tuple(naive.build_mask(config, gate, seq_len, target)))
+    assert got == want
+
+
+@given(
+    configs(max_edges=st.integers(0, 24)).filter(lambda c: not c.intra_partition_attention),
+    gates(partition_count=st.one_of(st.integers(2, 30), st.integers(2, 0xFFFF)), lambda_=st.integers(30, 0xFFFF_FFFF)),
+    st.one_of(st.integers(65500, 65540), st.integers(65536, 300_000)),
+    targets,
+)
+def test_wrapping_masks_match_naive(config, gate, seq_len, target):
+    """Past 65535 tokens, `as u16` and `token + offset` wrap: pairs collide and turn non-causal."""
+    sim = MincutSparseAttention(config, target)
+    got = outcome(lambda: mask_tuple(sim.build_mask(gate, seq_len)))
+    want = outcome(lambda: naive_tuple(naive.build_mask(config, gate, seq_len, target)))
+    assert got == want
+
+
+@given(
+    configs(max_edges=st.integers(0, 4)).filter(lambda c: not c.intra_partition_attention),
+    gates(partition_count=st.integers(2, 3), lambda_=st.integers(30, 0xFFFF_FFFF)),
+    st.integers(65530, 65536),
+    st.integers(0, 2),
+    targets,
+)
+def test_high_tokens_near_u16_end(config, gate, size, extra, target):
+    """A boundary token within 3 of 65535: the u16 `token + offset` wraps (release) or panics (debug)."""
+    seq_len = gate.partition_count * size + min(extra, gate.partition_count - 1)
+    sim = MincutSparseAttention(config, target)
+    want = outcome(lambda: naive_tuple(naive.build_mask(config, gate, seq_len, target)))
+    assert outcome(lambda: mask_tuple(sim.build_mask(gate, seq_len))) == want
+
+
+@given(configs(), gates(), st.one_of(st.integers(0, 300), st.integers(0, 70_000)), targets)
+def test_mask_stats_agree_with_build_mask(config, gate, seq_len, target):
+    sim = MincutSparseAttention(config, target, position_limit=20_000_000)
+    try:
+        stats = sim.mask_stats(gate, seq_len)
+    except (TargetPanic, MaskTooLarge) as err:
+        with pytest.raises(type(err), match=re.escape(str(err))):
+            sim.build_mask(gate, seq_len)
+        return
+    if stats.num_positions > 5_000_000:
+        return  # too large to build in a property test; the counting path is still exercised
+    mask = sim.build_mask(gate, seq_len)
+    assert stats.num_positions == mask.num_positions
+    assert bits(stats.density) == bits(mask.density)
+    assert stats.sparse == (mask.partition_boundaries.tolist() != [0] or mask.density != 1)
+
+
+@st.composite
+def attention_inputs(draw):
+    dim = draw(st.integers(0, 9))
+    seq_len = draw(st.integers(0, 40))
+    n = seq_len * max(dim, 1)
+    data = st.lists(st.integers(-128, 127), min_size=n, max_size=n).map(lambda x: np.array(x, np.int8))
+    q, k, v = draw(data), draw(data), draw(data)
+    if draw(st.booleans()):
+        positions = draw(st.lists(st.tuples(st.integers(0, seq_len + 2), st.integers(0, seq_len + 2)), max_size=60))
+        mask = SparseMask(np.array(positions, np.int64).reshape(-1, 2), 0.5)
+    else:
+        mask = None
+    scale = draw(st.one_of(f32_values, st.sampled_from([np.float32(0.125), np.float32(1e30), np.float32(1e-30)])))
+    return q, k, v, mask, dim, scale
+
+
+@given(attention_inputs(), configs(), gates(), st.integers(0, 48), targets)
+def test_attention_matches_naive(inputs, config, gate, mask_len, target):
+    small_token_set(config, gate)
+    q, k, v, mask, dim, scale = inputs
+    sim = MincutSparseAttention(config, target)
+    if mask is None:
+        mask = outcome(sim.build_mask, gate, mask_len)
+        if isinstance(mask, tuple):
+            return
+    got = outcome(lambda: sim.sparse_attention(q, k, v, mask, dim, scale).view(np.uint32).tolist())
+    want = outcome(lambda: naive.sparse_attention(q, k, v, mask.positions.tolist(), dim, scale, target)
+                   .view(np.uint32).tolist())
+    assert got == want
+
+
+@pytest.mark.parametrize(
+    "x_bits,flavours",
+    [
+        (0xC27C65D9, {"x86_64-release": 0x11FA2993, "wasm32-release": 0x11FA2992}),
+        (0xBD0126DA, None),  # one of the inputs where libm-rs and glibc-fma differ
+    ],
+)
+def test_target_expf_reaches_the_softmax(x_bits, flavours):
+    """Scores 0 and x: the softmax weight of the second key is the target's exp(x) / (1 + exp(x))."""
+    x = np.uint32(x_bits).view(np.float32)
+    q = np.array([1, 1], np.int8)
+    k = np.array([0, 1], np.int8)
+    v = np.array([0, 100], np.int8)
+    mask = SparseMask([[1, 0], [1, 1]], 1.0)
+    outputs = {}
+    for name in ("x86_64-release", "wasm32-release", "thumbv7em-release"):
+        sim = MincutSparseAttention(target=name)
+        got = sim.sparse_attention(q, k, v, mask, 1, x)
+        want = naive.sparse_attention(q, k, v, [(1, 0), (1, 1)], 1, x, sim.target)
+        assert got.view(np.uint32).tolist() == want.view(np.uint32).tolist()
+        outputs[name] = int(got.view(np.uint32)[1])
+        e = naive.expf(np.array([x], np.float32), sim.target.expf)[0]
+        assert got[1] == (e * (np.float32(1) / (np.float32(1) + e))) * np.float32(100)
+    if flavours:
+        assert outputs["x86_64-release"] != outputs["wasm32-release"]
+    else:
+        assert outputs["x86_64-release"] != outputs["thumbv7em-release"]
+
+
+@pytest.mark.parametrize("target", ["x86_64-release", "x86_64-debug", "wasm32-release", "thumbv7em-debug"])
+@pytest.mark.parametrize("qk", [(-128, -128), (127, -128), (-128, 127)])
+def test_i32_score_overflow_matches_naive(target, qk):
+    """dim >= 131072: the i32 score sum overflows; release wraps, debug panics."""
+    dim = 131072 + 5
+    q = np.full(dim, qk[0], np.int8)
+    k = np.full(dim, qk[1], np.int8)
+    v = np.arange(dim).astype(np.int8)
+    sim = MincutSparseAttention(target=target)
+    mask = SparseMask([[0, 0]], 1.0)
+    got = outcome(lambda: sim.sparse_attention(q, k, v, mask, dim, np.float32(0.5)).view(np.uint32).tolist())
+    want = outcome(lambda: naive.sparse_attention(q, k, v, [(0, 0)], dim, np.float32(0.5), sim.target)
+                   .view(np.uint32).tolist())
+    assert got == want
+
+
+@pytest.mark.parametrize("target", ["wasm32-release", "wasm32-debug", "x86_64-release"])
+def test_usize_index_wraps_on_32_bit(target):
+    """key * dim past 2^32: debug panics on the multiply, release wraps and fails the bounds check."""
+    dim = 70_000
+    q = k = v = np.ones(dim, np.int8)
+    sim = MincutSparseAttention(target=target)
+    mask = SparseMask([[0, 65535]], 1.0)
+    got = outcome(lambda: sim.sparse_attention(q, k, v, mask, dim, np.float32(1)))
+    want = outcome(lambda: naive.sparse_attention(q, k, v, [(0, 65535)], dim, np.float32(1), sim.target))
+    assert got == want
+    expected = {
+        "wasm32-debug": ("panic", "attempt to multiply with overflow"),
+        "wasm32-release": ("panic", f"index out of bounds: the len is {dim} but the index is {65535 * dim - 2**32}"),
+        "x86_64-release": ("panic", f"index out of bounds: the len is {dim} but the index is {65535 * dim}"),
+    }
+    assert got == expected[target]
