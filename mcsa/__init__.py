@@ -3,7 +3,7 @@
 from .attention import MincutSparseAttention
 from .expf import ExpF, expf
 from .fnv import fnv1a64
-from .mask import DEFAULT_POSITION_LIMIT, MaskStats, MaskTooLarge, SparseMask
+from .mask import DEFAULT_POSITION_LIMIT, MaskPlan, MaskStats, MaskTooLarge, SparseMask
 from .packets import Adaptive, GatePacket, Linear, SparsityConfig, Threshold
 from .target import PRESETS, Overflow, Target, TargetPanic
 
@@ -15,6 +15,7 @@ __all__ = [
     "ExpF",
     "GatePacket",
     "Linear",
+    "MaskPlan",
     "MaskStats",
     "MaskTooLarge",
     "MincutSparseAttention",

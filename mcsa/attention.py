@@ -9,6 +9,7 @@ from .density import density_kernel, f32_max, schedule_args
 from .expf import expf_kernel
 from .mask import (
     DEFAULT_POSITION_LIMIT,
+    MaskPlan,
     MaskStats,
     SparseMask,
     U16_END,
@@ -212,13 +213,21 @@ class MincutSparseAttention:
         partitions and ``lambda >= 30``."""
         return seq_len >= 16 and gate.partition_count >= 2 and gate.lambda_ >= 30
 
-    def _layout(self, gate: GatePacket, seq_len):
-        """Validated ``seq_len`` and, on the sparse path, boundaries, tokens and
-        whether positions can be generated in order (no index can wrap)."""
+    def plan_mask(self, gate: GatePacket, seq_len: int) -> MaskPlan:
+        """Boundaries, tokens and path of ``build_mask(gate, seq_len)``, without positions.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a bad ``gate`` or ``seq_len``.
+        TargetPanic
+            ``attempt to add with overflow`` on a debug build when a boundary
+            token is within 3 of 65535 (the u16 ``boundary_token + offset``).
+        """
         _check_gate(gate)
         seq_len = self.target.check_usize(seq_len, "seq_len")
         if not self.should_use_sparse(gate, seq_len):
-            return seq_len, None
+            return MaskPlan(seq_len, False, _NO_KEYS, _NO_KEYS, False, False, True)
         parts = max(gate.partition_count, 1)
         size = seq_len // parts
         bounds = (np.arange(parts, dtype=np.uint64) * np.uint64(size) & np.uint64(0xFFFF)).astype(np.uint16)
@@ -228,30 +237,26 @@ class MincutSparseAttention:
         if token_wraps and self.target.panics_on_overflow:
             raise TargetPanic("attempt to add with overflow")
         ordered = seq_len <= U16_END and not token_wraps
-        return seq_len, (bounds, tokens, cross, ordered)
+        return MaskPlan(seq_len, True, bounds, tokens, self.config.intra_partition_attention, cross, ordered)
 
-    def _positions(self, seq_len, layout, fill_limit):
+    def _positions(self, plan: MaskPlan, fill_limit: int):
         """Count, and when under ``fill_limit`` build, the sparse positions."""
-        bounds, tokens, cross, ordered = layout
-        intra = self.config.intra_partition_attention
-        kernel = ordered_positions if ordered else raw_positions
-        empty = np.zeros((0, 2), np.uint16) if ordered else _NO_CODES
-        count = kernel(seq_len, bounds, tokens, intra, cross, empty, False)
-        if ordered and count <= fill_limit:
+        args = (plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
+        if plan.ordered:
+            count = ordered_positions(*args, np.zeros((0, 2), np.uint16), False)
+            if count > fill_limit:
+                return count, None
             out = np.empty((count, 2), np.uint16)
-            kernel(seq_len, bounds, tokens, intra, cross, out, True)
+            ordered_positions(*args, out, True)
             return count, out
-        if ordered:
-            return count, None
-        check_limit(count, self.position_limit, f"build_mask(seq_len={seq_len}) with wrapping indices")
-        codes = np.empty(count, np.uint32)
-        kernel(seq_len, bounds, tokens, intra, cross, codes, True)
+        count = raw_positions(*args, _NO_CODES, False)
+        check_limit(count, self.position_limit, f"build_mask(seq_len={plan.seq_len}) with wrapping indices")
+        codes = plan.insertion_codes()
         codes.sort()  # then drop repeats: faster than np.unique's hash pass
         first = np.ones(count, np.bool_)
         first[1:] = codes[1:] != codes[:-1]
         codes = codes[first]
-        out = np.stack([codes >> 16, codes & 0xFFFF], axis=1).astype(np.uint16)
-        return len(out), out
+        return len(codes), np.stack([codes >> 16, codes & 0xFFFF], axis=1).astype(np.uint16)
 
     def mask_stats(self, gate: GatePacket, seq_len: int) -> MaskStats:
         """What :meth:`build_mask` would give, without materialising positions
@@ -264,13 +269,13 @@ class MincutSparseAttention:
         MaskTooLarge
             Only on the wrapping path, when the pairs to deduplicate exceed the limit.
         """
-        seq_len, layout = self._layout(gate, seq_len)
-        if layout is None:
-            count = full_count(seq_len, self.target)
+        plan = self.plan_mask(gate, seq_len)
+        if not plan.sparse:
+            count = full_count(plan.seq_len, self.target)
             return MaskStats(False, count, np.float32(1.0), np.zeros(1, np.uint16), _NO_KEYS)
-        count, _ = self._positions(seq_len, layout, fill_limit=-1)
-        bounds, tokens = layout[:2]
-        return MaskStats(True, count, sparse_density(count, seq_len, self.target), bounds, tokens)
+        count, _ = self._positions(plan, fill_limit=-1)
+        density = sparse_density(count, plan.seq_len, self.target)
+        return MaskStats(True, count, density, plan.boundaries, plan.tokens)
 
     def build_mask(self, gate: GatePacket, seq_len: int) -> SparseMask:
         """``build_mask(gate, seq_len)``: the mask exactly as the build holds it.
@@ -287,13 +292,13 @@ class MincutSparseAttention:
         MaskTooLarge
             If the mask would exceed ``position_limit``.
         """
-        seq_len, layout = self._layout(gate, seq_len)
-        if layout is None:
-            return SparseMask.full(seq_len, self.target, self.position_limit)
-        count, positions = self._positions(seq_len, layout, fill_limit=self.position_limit)
-        check_limit(count, self.position_limit, f"build_mask(seq_len={seq_len})")
-        bounds, tokens = layout[:2]
-        return SparseMask(positions, sparse_density(count, seq_len, self.target), bounds, tokens, self.target)
+        plan = self.plan_mask(gate, seq_len)
+        if not plan.sparse:
+            return SparseMask.full(plan.seq_len, self.target, self.position_limit)
+        count, positions = self._positions(plan, fill_limit=self.position_limit)
+        check_limit(count, self.position_limit, f"build_mask(seq_len={plan.seq_len})")
+        density = sparse_density(count, plan.seq_len, self.target)
+        return SparseMask(positions, density, plan.boundaries, plan.tokens, self.target)
 
     def estimated_flops_ratio(self, mask: SparseMask | MaskStats, seq_len: int) -> np.float32:
         """``num_positions as f32 / (seq_len * (seq_len + 1) / 2) as f32``, 1.0 when that is 0.

@@ -182,6 +182,40 @@ def raw_positions(seq_len, bounds, tokens, intra, cross, out, fill):
 
 
 @dataclass(frozen=True)
+class MaskPlan:
+    """How ``build_mask`` lays out a mask, before any position exists.
+
+    Attributes
+    ----------
+    seq_len : int
+    sparse : bool
+        The sparse path is taken (else ``SparseMask::full``).
+    boundaries, tokens : numpy.ndarray
+        uint16 partition boundaries and boundary tokens (empty on the full path).
+    intra, cross : bool
+        Which of the two loops of ``build_sparse_positions`` insert anything.
+    ordered : bool
+        No index can wrap, so positions can be generated in order.
+    """
+
+    seq_len: int
+    sparse: bool
+    boundaries: np.ndarray
+    tokens: np.ndarray
+    intra: bool
+    cross: bool
+    ordered: bool
+
+    def insertion_codes(self) -> np.ndarray:
+        """Every ``(q, k)`` the reference inserts into its ``BTreeSet``, in
+        insertion order and with repeats, as uint32 ``q << 16 | k``."""
+        args = (self.seq_len, self.boundaries, self.tokens, self.intra, self.cross)
+        codes = np.empty(raw_positions(*args, np.zeros(0, np.uint32), False), np.uint32)
+        raw_positions(*args, codes, True)
+        return codes
+
+
+@dataclass(frozen=True)
 class MaskStats:
     """What ``build_mask`` would return, without its positions.
 
