@@ -21,13 +21,15 @@ What decides the numbers (``library/alloc/src`` of Rust's std):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 import mcsa
 from mcsa._jit import jit
-from mcsa.mask import POSITION_BYTES, MaskPlan
+from mcsa.mask import DEFAULT_POSITION_LIMIT, POSITION_BYTES, MaskPlan, check_limit, ordered_positions, raw_positions
+
+from .allocators import ALLOCATORS, Allocator
 
 CAPACITY = 11
 """Keys per B-tree node (2 * B - 1, B = 6)."""
@@ -64,35 +66,63 @@ def min_non_zero_cap(elem_size: int) -> int:
     return 8 if elem_size == 1 else 4 if elem_size <= 1024 else 1
 
 
-class Heap:
-    """Tracks live bytes and blocks over a call's allocations and frees."""
+@dataclass(frozen=True)
+class Crossing:
+    """The allocation that first takes the heap over its budget."""
 
-    def __init__(self):
+    call: str
+    allocation: str
+    requested: int
+    live_before: int
+
+
+class Heap:
+    """Tracks a call's allocations and frees: live and peak bytes (as the
+    allocator counts them), blocks, and the first allocation past a budget.
+
+    Parameters
+    ----------
+    usize_bits : int
+    allocator : Allocator
+        ``none`` counts bytes requested (the golden figures).
+    budget : int, optional
+        Record the first allocation that takes live bytes over it.
+    """
+
+    def __init__(self, usize_bits: int, allocator: Allocator = ALLOCATORS["none"], budget: int | None = None):
+        self.usize_bits = usize_bits
+        self.allocator = allocator
+        self.budget = budget
+        self.call = ""
         self.live_bytes = self.live_blocks = self.allocations = 0
         self.peak_bytes = self.peak_blocks = 0
+        self.crossing: Crossing | None = None
 
-    def alloc(self, size: int, blocks: int = 1) -> None:
-        """Allocate ``blocks`` blocks of ``size`` bytes in all (no-op for 0 bytes)."""
-        if size == 0:
+    def alloc(self, size: int, label: str, count: int = 1) -> None:
+        """Allocate ``count`` blocks of ``size`` requested bytes each (nothing for 0 bytes)."""
+        if size == 0 or count == 0:
             return
-        self.live_bytes += size
-        self.live_blocks += blocks
-        self.allocations += blocks
+        before = self.live_bytes
+        self.live_bytes += self.allocator.cost(size, self.usize_bits) * count
+        self.live_blocks += count
+        self.allocations += count
         if self.live_bytes > self.peak_bytes:
             self.peak_bytes, self.peak_blocks = self.live_bytes, self.live_blocks
+        if self.budget is not None and self.crossing is None and self.live_bytes > self.budget:
+            self.crossing = Crossing(self.call, label, size * count, before)
 
-    def free(self, size: int, blocks: int = 1) -> None:
-        if size == 0:
+    def free(self, size: int, count: int = 1) -> None:
+        if size == 0 or count == 0:
             return
-        self.live_bytes -= size
-        self.live_blocks -= blocks
+        self.live_bytes -= self.allocator.cost(size, self.usize_bits) * count
+        self.live_blocks -= count
 
-    def push_vec(self, count: int, elem_size: int) -> int:
-        """``Vec::new()`` then ``count`` pushes; returns the final capacity."""
+    def push_vec(self, count: int, elem_size: int, label: str) -> int:
+        """``Vec::new()`` then ``count`` pushes (allocate new, copy, free old); the final capacity."""
         cap = 0
         while cap < count:
             new_cap = max(cap * 2, cap + 1, min_non_zero_cap(elem_size))
-            self.alloc(new_cap * elem_size)
+            self.alloc(new_cap * elem_size, label)
             self.free(cap * elem_size)
             cap = new_cap
         return cap
@@ -114,58 +144,133 @@ def _split_point(edge):
 
 
 @jit
-def btree_node_counts(codes):
-    """Insert ``codes`` into a simulated ``BTreeSet`` in order; return (leaves, internals).
+def _level_counts(n):
+    """Keys reaching each level when ``n`` keys are inserted in ascending order.
 
-    Exactly Rust's insertion: linear search in each node, insert into the leaf,
-    split a full node at ``splitpoint`` and push the middle key up, a new root
-    when the root splits. Only counts matter, but the keys are kept to place
-    every insertion.
+    The rightmost node fills to 11 keys; the 12th splits it at key 6 (edge 11:
+    ``splitpoint`` gives middle 6, insert right), leaving 6 keys on the left and
+    sending one up; so every 7 keys past the first 12 send one more key up.
+    Level l then holds ``counts[l + 1] + 1`` nodes; node m of level l has the
+    level's keys ``7m .. 7m + 6`` (the last node: ``7m ..``), the key ``7m + 6``
+    goes up, and key i of level l is key ``(i + 1) * 7**l - 1`` of the sequence.
     """
-    n = codes.size
-    max_nodes = n // 4 + 8
-    lkeys = np.empty((max_nodes, CAPACITY), np.uint32)
-    llen = np.zeros(max_nodes, np.int64)
-    ikeys = np.empty((max_nodes // 4 + 8, CAPACITY), np.uint32)
-    ilen = np.zeros(max_nodes // 4 + 8, np.int64)
-    iedges = np.empty((max_nodes // 4 + 8, CAPACITY + 1), np.int64)
-    leaves = 0
+    counts = np.zeros(64, np.int64)
+    counts[0] = n
+    top = 0
+    while counts[top] > CAPACITY:
+        counts[top + 1] = (counts[top] - CAPACITY - 1) // 7 + 1
+        top += 1
+    return counts, top
+
+
+@jit
+def _grow(a, n):
+    b = np.empty((n,) + a.shape[1:], a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+@jit
+def _rank_code(rank, prefix, lo):
+    """Code ``q << 16 | k`` of the rank-th key of the ascending intra sequence."""
+    row = np.searchsorted(prefix, rank, side="right") - 1
+    return np.uint32((row << 16) | (lo[row] + rank - prefix[row]))
+
+
+@jit
+def btree_node_counts(n_ascending, prefix, lo, codes):
+    """Nodes of a ``BTreeSet`` after ``n_ascending`` keys in ascending order (the
+    intra pairs, whose rank-th key is given by ``prefix``/``lo``), then ``codes``
+    in order. Returns (leaves, internal nodes).
+
+    Exactly Rust's insertion: linear search in each node, insertion into the
+    leaf, a full node split at ``splitpoint`` with its middle key pushed up, a
+    new root when the root splits. The ascending part is never built: its shape
+    follows from :func:`_level_counts`, and a node is only materialised (its
+    keys computed from ranks) when a later key descends through it. Memory and
+    time are O(seq_len + len(codes) * depth).
+    """
+    counts, top = _level_counts(n_ascending)
+    leaves = counts[1] + 1 if n_ascending > 0 else 0
     internals = 0
-    root = -1
-    height = 0
+    for level in range(1, top + 1):
+        internals += counts[level + 1] + 1
+    height = top
+    root = -1 if n_ascending > 0 else 0  # -(1 + m): node m of the ascending tree, not yet materialised
+    size = 64
+    lkeys = np.empty((size, CAPACITY), np.uint32)
+    llen = np.zeros(size, np.int64)
+    ikeys = np.empty((size, CAPACITY), np.uint32)
+    ilen = np.zeros(size, np.int64)
+    iedges = np.empty((size, CAPACITY + 1), np.int64)
+    n_leaf = 0  # explicit nodes (materialised or new)
+    n_int = 0
     path_node = np.empty(64, np.int64)
     path_edge = np.empty(64, np.int64)
-    for c in range(n):
+    power = np.ones(64, np.int64)
+    for level in range(1, 64):
+        power[level] = power[level - 1] * 7 if power[level - 1] < (1 << 56) else power[level - 1]
+    for c in range(codes.size):
         key = codes[c]
-        if root < 0:
-            root = 0
+        if leaves == 0:
+            if n_leaf == lkeys.shape[0]:
+                lkeys, llen = _grow(lkeys, 2 * n_leaf), _grow(llen, 2 * n_leaf)
+            lkeys[n_leaf, 0] = key
+            llen[n_leaf] = 1
+            root = n_leaf
+            n_leaf += 1
             leaves = 1
-            lkeys[0, 0] = key
-            llen[0] = 1
             continue
-        node = root
+        ref = root
         level = height
+        parent = -1
         found = False
         while True:
-            length = llen[node] if level == 0 else ilen[node]
+            if ref < 0:  # materialise node m of the ascending tree at this level
+                m = -1 - ref
+                first = 7 * m
+                length = 6 if m < counts[level + 1] else counts[level] - first
+                if level == 0:
+                    if n_leaf == lkeys.shape[0]:
+                        lkeys, llen = _grow(lkeys, 2 * n_leaf), _grow(llen, 2 * n_leaf)
+                    for i in range(length):
+                        lkeys[n_leaf, i] = _rank_code((first + i + 1) * power[0] - 1, prefix, lo)
+                    llen[n_leaf] = length
+                    ref = n_leaf
+                    n_leaf += 1
+                else:
+                    if n_int == ikeys.shape[0]:
+                        ikeys, ilen, iedges = _grow(ikeys, 2 * n_int), _grow(ilen, 2 * n_int), _grow(iedges, 2 * n_int)
+                    for i in range(length):
+                        ikeys[n_int, i] = _rank_code((first + i + 1) * power[level] - 1, prefix, lo)
+                    for e in range(length + 1):
+                        iedges[n_int, e] = -1 - (first + e)
+                    ilen[n_int] = length
+                    ref = n_int
+                    n_int += 1
+                if parent < 0:
+                    root = ref
+                else:
+                    iedges[parent, path_edge[level + 1]] = ref
+            length = llen[ref] if level == 0 else ilen[ref]
             i = 0
             while i < length:
-                k = lkeys[node, i] if level == 0 else ikeys[node, i]
+                k = lkeys[ref, i] if level == 0 else ikeys[ref, i]
                 if k >= key:
                     found = k == key
                     break
                 i += 1
             if found:
                 break
-            path_node[level] = node
+            path_node[level] = ref
             path_edge[level] = i
             if level == 0:
                 break
-            node = iedges[node, i]
+            parent = ref
+            ref = iedges[ref, i]
             level -= 1
         if found:
             continue
-        # leaf insertion
         leaf = path_node[0]
         edge = path_edge[0]
         if llen[leaf] < CAPACITY:
@@ -174,8 +279,11 @@ def btree_node_counts(codes):
             lkeys[leaf, edge] = key
             llen[leaf] += 1
             continue
+        if n_leaf == lkeys.shape[0]:
+            lkeys, llen = _grow(lkeys, 2 * n_leaf), _grow(llen, 2 * n_leaf)
         middle, right, at = _split_point(edge)
-        new = leaves
+        new = n_leaf
+        n_leaf += 1
         leaves += 1
         for j in range(middle + 1, CAPACITY):
             lkeys[new, j - middle - 1] = lkeys[leaf, j]
@@ -189,40 +297,43 @@ def btree_node_counts(codes):
         llen[target] += 1
         left_node = leaf
         right_node = new
-        # push (up, right_node) into the parents
         level = 1
         while True:
-            if level > height:
-                parent = internals
+            if n_int == ikeys.shape[0]:
+                ikeys, ilen, iedges = _grow(ikeys, 2 * n_int), _grow(ilen, 2 * n_int), _grow(iedges, 2 * n_int)
+            if level > height:  # the root split: a new root above it
+                ikeys[n_int, 0] = up
+                iedges[n_int, 0] = left_node
+                iedges[n_int, 1] = right_node
+                ilen[n_int] = 1
+                root = n_int
+                n_int += 1
                 internals += 1
-                ikeys[parent, 0] = up
-                iedges[parent, 0] = left_node
-                iedges[parent, 1] = right_node
-                ilen[parent] = 1
-                root = parent
                 height += 1
+                counts[height + 1] = 0
                 break
-            parent = path_node[level]
+            node = path_node[level]
             edge = path_edge[level]
-            if ilen[parent] < CAPACITY:
-                for j in range(ilen[parent], edge, -1):
-                    ikeys[parent, j] = ikeys[parent, j - 1]
-                    iedges[parent, j + 1] = iedges[parent, j]
-                ikeys[parent, edge] = up
-                iedges[parent, edge + 1] = right_node
-                ilen[parent] += 1
+            if ilen[node] < CAPACITY:
+                for j in range(ilen[node], edge, -1):
+                    ikeys[node, j] = ikeys[node, j - 1]
+                    iedges[node, j + 1] = iedges[node, j]
+                ikeys[node, edge] = up
+                iedges[node, edge + 1] = right_node
+                ilen[node] += 1
                 break
             middle, right, at = _split_point(edge)
-            new = internals
+            new = n_int
+            n_int += 1
             internals += 1
             for j in range(middle + 1, CAPACITY):
-                ikeys[new, j - middle - 1] = ikeys[parent, j]
+                ikeys[new, j - middle - 1] = ikeys[node, j]
             for j in range(middle + 1, CAPACITY + 1):
-                iedges[new, j - middle - 1] = iedges[parent, j]
+                iedges[new, j - middle - 1] = iedges[node, j]
             ilen[new] = CAPACITY - middle - 1
-            ilen[parent] = middle
-            next_up = ikeys[parent, middle]
-            target = new if right else parent
+            ilen[node] = middle
+            next_up = ikeys[node, middle]
+            target = new if right else node
             for j in range(ilen[target], at, -1):
                 ikeys[target, j] = ikeys[target, j - 1]
                 iedges[target, j + 1] = iedges[target, j]
@@ -230,13 +341,20 @@ def btree_node_counts(codes):
             iedges[target, at + 1] = right_node
             ilen[target] += 1
             up = next_up
-            left_node = parent
+            left_node = node
             right_node = new
             level += 1
     return leaves, internals
 
 
-def full_mask_usage(seq_len: int, usize_bits: int) -> Usage:
+def _full_mask(heap: Heap, seq_len: int) -> None:
+    target = mcsa.Target(heap.usize_bits)
+    mcsa.mask.full_count(seq_len, target)
+    heap.alloc(target.mul(seq_len, seq_len) * POSITION_BYTES, "positions Vec::with_capacity(seq_len * seq_len)")
+    heap.alloc(2, "partition_boundaries vec![0]")
+
+
+def full_mask_usage(seq_len: int, usize_bits: int, allocator: Allocator = ALLOCATORS["none"]) -> Usage:
     """``SparseMask::full(seq_len)``: ``with_capacity(seq_len * seq_len)`` pairs, then ``vec![0u16]``.
 
     Raises
@@ -244,32 +362,21 @@ def full_mask_usage(seq_len: int, usize_bits: int) -> Usage:
     mcsa.TargetPanic
         Where the capacity overflows on this width (see ``mcsa.SparseMask.full``).
     """
-    target = mcsa.Target(usize_bits)
-    seq_len = target.check_usize(seq_len, "seq_len")
-    mcsa.mask.full_count(seq_len, target)
-    heap = Heap()
-    heap.alloc(target.mul(seq_len, seq_len) * POSITION_BYTES)
-    heap.alloc(2)
+    heap = Heap(usize_bits, allocator)
+    _full_mask(heap, mcsa.Target(usize_bits).check_usize(seq_len, "seq_len"))
     return heap.usage()
 
 
-def plan_usage(plan: MaskPlan, usize_bits: int) -> tuple[Usage, int]:
-    """Heap use of ``build_mask`` for a :class:`mcsa.MaskPlan`, and its position count."""
-    if not plan.sparse:
-        return full_mask_usage(plan.seq_len, usize_bits), plan.seq_len * (plan.seq_len + 1) // 2
-    heap = Heap()
-    heap.alloc(2 * plan.boundaries.size)  # Vec::with_capacity(num_partitions)
-    heap.push_vec(plan.boundaries.size, 2)  # boundary tokens: every boundary pushed, then truncated
-    codes = plan.insertion_codes()
-    leaves, internals = btree_node_counts(codes)
-    leaf, internal = node_bytes(usize_bits)
-    nodes = leaves * leaf + internals * internal
-    heap.alloc(nodes, leaves + internals)
-    count = _distinct(codes)
-    if count:
-        heap.alloc(max(min_non_zero_cap(POSITION_BYTES), count) * POSITION_BYTES)
-    heap.free(nodes, leaves + internals)
-    return heap.usage(), count
+def _intra_ranks(plan: MaskPlan) -> tuple[np.ndarray, np.ndarray]:
+    """For the ascending intra pairs of an ordered plan: ``prefix[i]``, the rank of
+    row i's first pair, and ``lo[i]``, its first key (its partition's start)."""
+    rows = np.arange(plan.seq_len, dtype=np.int64)
+    if not plan.intra:
+        return np.zeros(plan.seq_len + 1, np.int64), rows
+    lo = plan.boundaries.astype(np.int64)[np.searchsorted(plan.boundaries, rows, side="right") - 1]
+    prefix = np.zeros(plan.seq_len + 1, np.int64)
+    np.cumsum(rows - lo + 1, out=prefix[1:])
+    return prefix, lo
 
 
 def _distinct(codes: np.ndarray) -> int:
@@ -279,29 +386,82 @@ def _distinct(codes: np.ndarray) -> int:
     return int(np.count_nonzero(ordered[1:] != ordered[:-1])) + 1
 
 
-def build_mask_usage(config: mcsa.SparsityConfig, gate: mcsa.GatePacket, seq_len: int, usize_bits: int) -> Usage:
+def _build_mask(heap: Heap, plan: MaskPlan, position_limit: int) -> int:
+    """Replay ``build_mask``'s allocations for a plan; returns the position count.
+
+    In the ordered case (no index wraps) the intra pairs are inserted in
+    ascending order and never materialised; only the boundary-token pairs are.
+    Where indices wrap, every pair the reference inserts is replayed, so the
+    raw insertion count is held to ``position_limit``.
+    """
+    if not plan.sparse:
+        _full_mask(heap, plan.seq_len)
+        return plan.seq_len * (plan.seq_len + 1) // 2
+    heap.alloc(2 * plan.boundaries.size, "partition boundaries Vec::with_capacity(num_partitions)")
+    heap.push_vec(plan.boundaries.size, 2, "boundary_tokens Vec growth")  # every boundary pushed, then truncated
+    args = (plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
+    if plan.ordered:
+        prefix, lo = _intra_ranks(plan)
+        count = ordered_positions(*args, np.zeros((0, 2), np.uint16), False, np.zeros(0, np.int64))
+        codes = replace(plan, intra=False).insertion_codes()
+        leaves, internals = btree_node_counts(int(prefix[-1]), prefix, lo, codes)
+    else:
+        raw = raw_positions(*args, np.zeros(0, np.uint32), False)
+        check_limit(raw, position_limit, f"the heap model of a wrapping mask (seq_len={plan.seq_len})")
+        codes = plan.insertion_codes()
+        count = _distinct(codes)
+        leaves, internals = btree_node_counts(0, np.zeros(1, np.int64), np.zeros(1, np.int64), codes)
+    leaf, internal = node_bytes(heap.usize_bits)
+    heap.alloc(leaf, "BTreeSet leaf nodes", leaves)
+    heap.alloc(internal, "BTreeSet internal nodes", internals)
+    if count:
+        heap.alloc(max(min_non_zero_cap(POSITION_BYTES), count) * POSITION_BYTES, "positions Vec (collect)")
+    heap.free(leaf, leaves)
+    heap.free(internal, internals)
+    return count
+
+
+def build_mask_usage(
+    config: mcsa.SparsityConfig,
+    gate: mcsa.GatePacket,
+    seq_len: int,
+    usize_bits: int,
+    allocator: Allocator = ALLOCATORS["none"],
+    position_limit: int = DEFAULT_POSITION_LIMIT,
+) -> Usage:
     """Heap use of ``build_mask(gate, seq_len)`` on a ``usize_bits``-bit target.
 
     Raises
     ------
     mcsa.TargetPanic
-        Never for overflow checks (release semantics are assumed: heap use is the
-        same in debug builds that do not panic); ``capacity overflow`` on the full path.
+        ``capacity overflow`` on the full path where ``SparseMask::full`` panics.
+    mcsa.MaskTooLarge
+        Only for masks whose indices wrap past 65535 and whose insertions exceed
+        ``position_limit`` (they must be replayed one by one).
     """
-    sim = mcsa.MincutSparseAttention(config, mcsa.Target(usize_bits))
-    return plan_usage(sim.plan_mask(gate, seq_len), usize_bits)[0]
+    heap = Heap(usize_bits, allocator)
+    _build_mask(heap, _plan(config, gate, seq_len, usize_bits), position_limit)
+    return heap.usage()
+
+
+def _plan(config, gate, seq_len, usize_bits) -> MaskPlan:
+    """The plan on a release build of this width (heap use is the same in debug
+    builds that do not panic)."""
+    return mcsa.MincutSparseAttention(config, mcsa.Target(usize_bits)).plan_mask(gate, seq_len)
 
 
 @jit
-def _attention_heap(queries, runs, seq_len, vec_bytes, base_live, base_blocks):
+def _attention_heap(queries, runs, seq_len, header, min_block, align, state, budget):
     """``positions_by_query`` growth over (query, run) runs in mask order, then one
-    ``Vec<f32>`` of scores per non-empty query, freed at the end of its turn.
-    Returns (peak, peak_blocks, allocations, lengths)."""
-    live = base_live
-    blocks = base_blocks
-    peak = live
-    peak_blocks = blocks
-    allocations = 0
+    ``Vec<f32>`` of scores per non-empty query, freed at the end of its turn;
+    then the key Vecs are dropped.
+
+    ``state`` is [live, blocks, peak, peak_blocks, allocations] and is updated.
+    Returns (kind, requested, live_before) of the first allocation past
+    ``budget`` (kind 1: a query's key Vec growing, 2: a scores Vec), or kind 0.
+    """
+    live, blocks, peak, peak_blocks, allocations = state[0], state[1], state[2], state[3], state[4]
+    cross_kind, cross_size, cross_before = 0, 0, 0
     lengths = np.zeros(seq_len, np.int64)
     caps = np.zeros(seq_len, np.int64)
     for r in range(queries.size):
@@ -309,28 +469,39 @@ def _attention_heap(queries, runs, seq_len, vec_bytes, base_live, base_blocks):
         target = lengths[q] + runs[r]
         while caps[q] < target:
             new_cap = max(caps[q] * 2, caps[q] + 1, 4)
-            live += new_cap * 2
+            before = live
+            live += -(-max(new_cap * 2 + header, min_block) // align) * align
             blocks += 1
             allocations += 1
             if live > peak:
                 peak = live
                 peak_blocks = blocks
+            if budget >= 0 and cross_kind == 0 and live > budget:
+                cross_kind, cross_size, cross_before = 1, new_cap * 2, before
             if caps[q] > 0:
-                live -= caps[q] * 2
+                live -= -(-max(caps[q] * 2 + header, min_block) // align) * align
                 blocks -= 1
             caps[q] = new_cap
         lengths[q] = target
     for q in range(seq_len):
         if lengths[q] > 0:
-            size = lengths[q] * 4
+            cost = -(-max(lengths[q] * 4 + header, min_block) // align) * align
             allocations += 1
-            if live + size > peak:
-                peak = live + size
+            if live + cost > peak:
+                peak = live + cost
                 peak_blocks = blocks + 1
-    return peak, peak_blocks, allocations
+            if budget >= 0 and cross_kind == 0 and live + cost > budget:
+                cross_kind, cross_size, cross_before = 2, lengths[q] * 4, live
+    for q in range(seq_len):  # positions_by_query dropped: its Vecs first
+        if caps[q] > 0:
+            live -= -(-max(caps[q] * 2 + header, min_block) // align) * align
+            blocks -= 1
+    state[0], state[1], state[2], state[3], state[4] = live, blocks, peak, peak_blocks, allocations
+    return cross_kind, cross_size, cross_before
 
 
 def _runs(query_of_position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query, run length) of the consecutive positions of each query, in mask order."""
     if query_of_position.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     starts = np.flatnonzero(np.concatenate(([True], query_of_position[1:] != query_of_position[:-1])))
@@ -338,20 +509,30 @@ def _runs(query_of_position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return query_of_position[starts].astype(np.int64), lengths.astype(np.int64)
 
 
-def _attention_usage(queries, runs, qkv_seq_len: int, dim: int, usize_bits: int) -> Usage:
-    heap = Heap()
-    heap.alloc(qkv_seq_len * dim * 4)  # vec![0.0f32; seq_len * dim]
-    heap.alloc(qkv_seq_len * 3 * usize_bits // 8)  # vec![Vec::new(); seq_len]
-    peak, peak_blocks, allocations = _attention_heap(
-        queries, runs, qkv_seq_len, 3 * usize_bits // 8, heap.live_bytes, heap.live_blocks
+def _sparse_attention(heap: Heap, queries, runs, qkv_seq_len: int, dim: int) -> None:
+    """Replay ``sparse_attention``'s allocations; the output stays live."""
+    if queries.size and queries.max() >= qkv_seq_len:
+        raise ValueError(
+            f"the mask reaches query {queries.max()}, past qkv_seq_len={qkv_seq_len}: the call panics"
+        )
+    vec_header = 3 * heap.usize_bits // 8
+    heap.alloc(qkv_seq_len * dim * 4, "output vec![0.0f32; seq_len * dim]")
+    heap.alloc(qkv_seq_len * vec_header, "positions_by_query vec![Vec::new(); seq_len]")
+    state = np.array([heap.live_bytes, heap.live_blocks, heap.peak_bytes, heap.peak_blocks, heap.allocations])
+    budget = -1 if heap.budget is None or heap.crossing is not None else heap.budget
+    kind, size, before = _attention_heap(
+        queries, runs, qkv_seq_len, *heap.allocator.params(heap.usize_bits), state, budget
     )
-    if peak > heap.peak_bytes:
-        heap.peak_bytes, heap.peak_blocks = int(peak), int(peak_blocks)
-    output = qkv_seq_len * dim * 4
-    return Usage(heap.peak_bytes, heap.peak_blocks, output, int(output > 0), heap.allocations + int(allocations))
+    heap.live_bytes, heap.live_blocks, heap.peak_bytes, heap.peak_blocks, heap.allocations = (int(x) for x in state)
+    if kind:
+        label = "a query's key Vec<u16> growing" if kind == 1 else "a query's scores Vec::with_capacity"
+        heap.crossing = Crossing(heap.call, label, int(size), int(before))
+    heap.free(qkv_seq_len * vec_header)  # then positions_by_query itself; the output is returned
 
 
-def sparse_attention_usage(mask: mcsa.SparseMask, qkv_seq_len: int, dim: int, usize_bits: int) -> Usage:
+def sparse_attention_usage(
+    mask: mcsa.SparseMask, qkv_seq_len: int, dim: int, usize_bits: int, allocator: Allocator = ALLOCATORS["none"]
+) -> Usage:
     """Heap use of ``sparse_attention(q, k, v, mask, dim, scale)`` with q, k, v of
     ``qkv_seq_len * dim`` elements (a call that does not panic).
 
@@ -360,7 +541,6 @@ def sparse_attention_usage(mask: mcsa.SparseMask, qkv_seq_len: int, dim: int, us
     ValueError
         If the mask reaches a query at or past ``qkv_seq_len`` (the call would panic).
     """
-    queries, runs = _runs(mask.positions[:, 0])
-    if queries.size and queries.max() >= qkv_seq_len:
-        raise ValueError(f"the mask reaches query {queries.max()}, past qkv_seq_len={qkv_seq_len}: the call panics")
-    return _attention_usage(queries, runs, qkv_seq_len, dim, usize_bits)
+    heap = Heap(usize_bits, allocator)
+    _sparse_attention(heap, *_runs(mask.positions[:, 0]), qkv_seq_len, dim)
+    return heap.usage()

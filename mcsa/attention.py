@@ -31,6 +31,7 @@ _SAFE_DIM = 131072
 """Below this ``dim`` an i32 sum of i8 * i8 products cannot overflow."""
 _NO_KEYS = np.zeros(0, np.uint16)
 _NO_CODES = np.zeros(0, np.uint32)
+_NO_COUNTS = np.zeros(0, np.int64)
 
 
 def _panic(code: int, a: int, b: int) -> TargetPanic:
@@ -243,11 +244,11 @@ class MincutSparseAttention:
         """Count, and when under ``fill_limit`` build, the sparse positions."""
         args = (plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
         if plan.ordered:
-            count = ordered_positions(*args, np.zeros((0, 2), np.uint16), False)
+            count = ordered_positions(*args, np.zeros((0, 2), np.uint16), False, _NO_COUNTS)
             if count > fill_limit:
                 return count, None
             out = np.empty((count, 2), np.uint16)
-            ordered_positions(*args, out, True)
+            ordered_positions(*args, out, True, _NO_COUNTS)
             return count, out
         count = raw_positions(*args, _NO_CODES, False)
         check_limit(count, self.position_limit, f"build_mask(seq_len={plan.seq_len}) with wrapping indices")

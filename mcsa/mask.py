@@ -95,14 +95,15 @@ def _full_positions(seq_len, out):
 
 
 @jit
-def ordered_positions(seq_len, bounds, tokens, intra, cross, out, fill):
+def ordered_positions(seq_len, bounds, tokens, intra, cross, out, fill, row_counts):
     """The sparse positions in ``BTreeSet`` order, without a set or a sort.
 
     Valid when no index can wrap: ``seq_len <= 65536`` and every boundary token
     ``<= 65532``, so boundaries are nondecreasing. Row ``i`` attends to the
     distinct tokens below its partition start ``lo`` (when a cross window
     reaches it) followed by ``lo..=i`` (intra); without intra, to the tokens
-    ``<= i``. Returns the count; writes ``out`` only when ``fill``.
+    ``<= i``. Returns the count; writes ``out`` only when ``fill``, and each
+    row's count into ``row_counts`` unless it is empty.
     """
     uniq = np.empty(tokens.size, np.int64)
     n_uniq = 0
@@ -120,6 +121,7 @@ def ordered_positions(seq_len, bounds, tokens, intra, cross, out, fill):
     part = 0
     below = 0
     for i in range(seq_len):
+        row_start = n
         lo = i + 1
         if intra:
             while part + 1 < bounds.size and bounds[part + 1] <= i:
@@ -139,6 +141,8 @@ def ordered_positions(seq_len, bounds, tokens, intra, cross, out, fill):
                     out[n + j - lo, 0] = i
                     out[n + j - lo, 1] = j
             n += i + 1 - lo
+        if row_counts.size:
+            row_counts[i] = n - row_start
     return n
 
 

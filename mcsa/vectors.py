@@ -121,13 +121,17 @@ def _panic_or(fn) -> dict:
 
 
 def simulate(kind: str, case: dict, target: Target) -> dict:
-    """Run one case on a target; the result in the golden format (no ``heap``).
+    """Run one case on a target; the result in the golden format, with the
+    ``heap`` figures of :mod:`firmware_model.heap` for masks, full and attention.
 
     Raises
     ------
     ValueError, TypeError
         If the case is malformed (a missing or invalid field).
     """
+    from firmware_model import heap  # the heap model builds on this package
+
+    bits = target.usize_bits
     if kind == "density":
         sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target)
         return {"density": f32_hex(sim.calculate_density(GatePacket.from_dict(case["gate"])))}
@@ -147,14 +151,19 @@ def simulate(kind: str, case: dict, target: Target) -> dict:
     if kind == "full":
         def full():
             mask = SparseMask.full(case["seq_len"], target)
-            return {"num_positions": mask.num_positions, "positions_fnv1a64": hash_hex(mask.positions)}
+            return {
+                "num_positions": mask.num_positions,
+                "positions_fnv1a64": hash_hex(mask.positions),
+                "heap": heap.full_mask_usage(case["seq_len"], bits).as_dict(),
+            }
 
         return _panic_or(full)
     if kind == "masks":
         sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target)
 
         def masks():
-            mask = sim.build_mask(GatePacket.from_dict(case["gate"]), case["seq_len"])
+            gate = GatePacket.from_dict(case["gate"])
+            mask = sim.build_mask(gate, case["seq_len"])
             out = {
                 "num_positions": mask.num_positions,
                 "density": f32_hex(mask.density),
@@ -162,6 +171,7 @@ def simulate(kind: str, case: dict, target: Target) -> dict:
                 "positions_fnv1a64": hash_hex(mask.positions),
                 "partition_boundaries": mask.partition_boundaries.tolist(),
                 "boundary_tokens": mask.boundary_tokens.tolist(),
+                "heap": heap.build_mask_usage(sim.config, gate, case["seq_len"], bits).as_dict(),
             }
             if mask.num_positions <= POSITIONS_LIST_LIMIT:
                 out["positions"] = mask.positions.tolist()
@@ -177,7 +187,11 @@ def simulate(kind: str, case: dict, target: Target) -> dict:
             mask = sim.build_mask(GatePacket.from_dict(case["gate"]), case["mask_seq_len"])
             scale = f32_from_json(case["scale"], "scale")
             output = sim.sparse_attention(q, k, v, mask, dim, scale)
-            out = {"len": output.size, "output_fnv1a64": hash_hex(output)}
+            out = {
+                "len": output.size,
+                "output_fnv1a64": hash_hex(output),
+                "heap": heap.sparse_attention_usage(mask, case["qkv_seq_len"], dim, bits).as_dict(),
+            }
             if output.size <= OUTPUT_LIST_LIMIT:
                 out["output"] = [f32_hex(x) for x in output]
             return out
@@ -205,16 +219,16 @@ def expected_for(case: dict, build: str) -> dict:
     return expected
 
 
-def differences(expected: dict, got: dict, skip=("heap",)) -> list[str]:
-    """Fields where ``got`` differs from ``expected`` (fields absent from
-    ``expected`` and those in ``skip`` are not compared)."""
+def differences(expected: dict, got: dict, prefix: str = "") -> list[str]:
+    """Fields where ``got`` differs from ``expected``; only the fields that
+    ``expected`` holds are compared, nested objects (``heap``) field by field."""
     out = []
     for key, want in expected.items():
-        if key in skip:
-            continue
         have = got.get(key)
-        if have != want:
-            out.append(f"{key}: expected {_short(want)}, got {_short(have)}")
+        if isinstance(want, dict) and isinstance(have, dict):
+            out += differences(want, have, f"{prefix}{key}.")
+        elif have != want:
+            out.append(f"{prefix}{key}: expected {_short(want)}, got {_short(have)}")
     return out
 
 
