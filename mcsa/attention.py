@@ -293,7 +293,18 @@ class MincutSparseAttention:
         MaskTooLarge
             If the mask would exceed ``position_limit``.
         """
-        plan = self.plan_mask(gate, seq_len)
+        return self.mask_from_plan(self.plan_mask(gate, seq_len))
+
+    def mask_from_plan(self, plan: MaskPlan) -> SparseMask:
+        """The mask of a :meth:`plan_mask` result (what ``build_mask`` returns).
+
+        Raises
+        ------
+        TargetPanic
+            The panics of ``SparseMask::full`` on the full path.
+        MaskTooLarge
+            If the mask would exceed ``position_limit``.
+        """
         if not plan.sparse:
             return SparseMask.full(plan.seq_len, self.target, self.position_limit)
         count, positions = self._positions(plan, fill_limit=self.position_limit)

@@ -187,18 +187,22 @@ PRESETS: dict[str, Target] = {
         Target(32, Overflow.PANIC, ExpF.MUSL, "wasm32-debug"),
         Target(32, Overflow.WRAP, ExpF.LIBM_RS, "thumbv7em-release"),
         Target(32, Overflow.PANIC, ExpF.LIBM_RS, "thumbv7em-debug"),
+        Target(32, Overflow.WRAP, ExpF.LIBM_RS, "thumbv7m-release"),
+        Target(32, Overflow.PANIC, ExpF.LIBM_RS, "thumbv7m-debug"),
         Target(32, Overflow.WRAP, ExpF.LIBM_RS, "thumbv6m-release"),
         Target(32, Overflow.PANIC, ExpF.LIBM_RS, "thumbv6m-debug"),
         Target(32, Overflow.WRAP, ExpF.LIBM_RS, "riscv32imc-release"),
         Target(32, Overflow.PANIC, ExpF.LIBM_RS, "riscv32imc-debug"),
+        Target(32, Overflow.WRAP, ExpF.LIBM_RS, "xtensa-release"),
+        Target(32, Overflow.PANIC, ExpF.LIBM_RS, "xtensa-debug"),
         Target(32, Overflow.WRAP, ExpF.LIBM_RS, "wasm32-unknown-release"),
     )
 }
 """Simulator presets. ``x86_64-*`` and ``wasm32-*`` are exactly the four golden
 builds (glibc on x86-64 with FMA; wasm32-wasi with wasi-libc's musl ``expf``);
-``thumbv7em-*`` (Cortex-M4/M7), ``thumbv6m-*`` (Cortex-M0/M0+) and
-``riscv32imc-*`` are ``no_std`` firmware calling the Rust ``libm`` crate, as
-does ``wasm32-unknown-unknown``."""
+``thumbv7em-*`` (Cortex-M4/M7), ``thumbv7m-*`` (Cortex-M3), ``thumbv6m-*``
+(Cortex-M0/M0+), ``riscv32imc-*`` and ``xtensa-*`` (ESP32) are ``no_std``
+firmware calling the Rust ``libm`` crate, as does ``wasm32-unknown-unknown``."""
 
 
 def int_as_f32(n: int):

@@ -1,0 +1,124 @@
+"""Allocator models, profiles, the step fit verdict, the planner, representations and op counts."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mcsa
+from firmware_model import step
+from firmware_model.allocators import ALLOCATORS, allocator_named
+from firmware_model.heap import build_mask_usage, sparse_attention_usage
+from firmware_model.profiles import load_profiles, profile_named
+
+CFG = mcsa.SparsityConfig()
+
+
+@pytest.mark.parametrize(
+    "name,size,bits,cost",
+    [
+        ("none", 13, 32, 13),
+        ("linked-list", 1, 32, 8), ("linked-list", 13, 32, 16), ("linked-list", 13, 64, 16),
+        ("tlsf", 1, 32, 8), ("tlsf", 5, 32, 16), ("tlsf", 8, 64, 16), ("tlsf", 9, 64, 32),
+        ("newlib", 1, 32, 16), ("newlib", 12, 32, 16), ("newlib", 13, 32, 24),
+        ("freertos-heap4", 1, 32, 16), ("freertos-heap4", 9, 32, 24),
+        ("esp-idf", 1, 32, 16), ("esp-idf", 13, 32, 20),
+    ],
+)
+def test_allocator_block_costs(name, size, bits, cost):
+    assert allocator_named(name).cost(size, bits) == cost
+    assert allocator_named(name).cost(0, bits) == 0
+
+
+@given(st.sampled_from(sorted(ALLOCATORS)), st.integers(1, 10_000), st.sampled_from([32, 64]))
+def test_allocator_cost_covers_the_request(name, size, bits):
+    a = allocator_named(name)
+    header, min_block, align = a.params(bits)
+    cost = a.cost(size, bits)
+    assert cost >= size + header and cost >= min_block and cost % align == 0 and cost - (size + header) < max(align, min_block)
+
+
+def test_heap_usage_under_an_allocator_is_never_below_the_request():
+    gate = mcsa.GatePacket(lambda_=200, partition_count=4)
+    raw = build_mask_usage(CFG, gate, 256, 32)
+    for name in ALLOCATORS:
+        u = build_mask_usage(CFG, gate, 256, 32, allocator_named(name))
+        assert u.peak_bytes >= raw.peak_bytes and u.peak_blocks == raw.peak_blocks
+        assert u.allocations == raw.allocations
+
+
+def test_profiles_load_and_carry_their_sources():
+    profiles = load_profiles()
+    expected = {"stm32f103": 20480, "stm32f411": 131072, "nrf52840": 262144, "rp2040": 270336,
+                "esp32": 532480, "esp32s3": 524288, "samd21": 32768}
+    for name, ram in expected.items():
+        assert profiles[name].ram == ram and profiles[name].source and profiles[name].usize_bits == 32
+    assert profiles["stm32h743"].regions["axi_sram"] == 512 * 1024
+    assert profiles["x86_64"].target().expf is mcsa.ExpF.GLIBC_FMA
+    assert profiles["rp2040"].target("debug").overflow is mcsa.Overflow.PANIC
+
+
+def test_user_profile_file_overrides_and_errors_name_the_row(tmp_path):
+    own = tmp_path / "mine.toml"
+    own.write_text('[board]\ndescription = "x"\narch = "thumbv7em"\nusize_bits = 32\nram = 4096\n'
+                   'heap_budget = 2048\nfpu = "none"\nexpf = "libm-rs"\nallocator = "tlsf"\nsource = "me"\n')
+    assert profile_named("board", own).heap_budget == 2048
+    own.write_text('[board]\ndescription = "x"\narch = "a"\nusize_bits = 16\nram = 1\nheap_budget = 1\n'
+                   'fpu = "none"\nexpf = "musl"\nallocator = "tlsf"\nsource = "me"\n')
+    with pytest.raises(ValueError, match=r"mine.toml: \[board\] usize_bits must be 32 or 64"):
+        load_profiles(own)
+    own.write_text("[board\n")
+    with pytest.raises(ValueError, match="mine.toml: not valid TOML"):
+        load_profiles(own)
+    with pytest.raises(ValueError, match="unknown profile 'nope'"):
+        profile_named("nope")
+
+
+def test_readme_example_256_tokens_4_partitions_on_stm32f411():
+    profile = profile_named("stm32f411")
+    gate = mcsa.GatePacket(lambda_=200, partition_count=4)
+    report = step.fit_step(profile, CFG, gate, 256, 32)
+    assert (report.peak_bytes, report.budget, report.num_positions) == (139548, 65536, 8344)
+    assert not report.fits and report.crossing.call == "build_mask"
+    assert "requested 139,548 B, available 65,536 B, missing 74,012 B" in report.verdict()
+    bigger = step.fit_step(profile, CFG, gate, 256, 32, heap_budget=140_000)
+    assert bigger.fits and bigger.headroom == 140_000 - 139548 and bigger.crossing is None
+
+
+def test_step_peak_is_the_sum_of_its_parts_with_no_allocator_overhead():
+    profile = profile_named("x86_64")
+    gate = mcsa.GatePacket(lambda_=100, partition_count=3)
+    report = step.fit_step(profile, CFG, gate, 128, 16, allocator=allocator_named("none"))
+    sim = mcsa.MincutSparseAttention(CFG, profile.target())
+    mask = sim.build_mask(gate, 128)
+    mask_usage = build_mask_usage(CFG, gate, 128, 64)
+    attention = sparse_attention_usage(mask, 128, 16, 64)
+    inputs = 3 * 128 * 16
+    assert report.build_mask.peak_bytes == inputs + mask_usage.peak_bytes
+    assert report.sparse_attention.peak_bytes == inputs + mask_usage.live_bytes + attention.peak_bytes
+    assert report.peak_bytes == max(report.build_mask.peak_bytes, report.sparse_attention.peak_bytes)
+
+
+def test_planner_answer_is_a_boundary():
+    profile = profile_named("stm32f411")
+    for row in step.capacity_table(profile, CFG, 32, [2, 8]):
+        n = row["max_seq_len"]
+        gate = mcsa.GatePacket(lambda_=200, partition_count=row["partitions"])
+        assert step.fit_step(profile, CFG, gate, n, 32).fits
+        assert not step.fit_step(profile, CFG, gate, n + 1, 32).fits
+        assert row["peak_bytes"] <= row["budget"]
+
+
+def test_representations_and_op_counts():
+    sim = mcsa.MincutSparseAttention(CFG)
+    gate = mcsa.GatePacket(lambda_=200, partition_count=4)
+    mask = sim.build_mask(gate, 256)
+    reps = step.representations(mask.stats(), 256)
+    assert reps["vec_pairs"] == 4 * mask.num_positions
+    assert reps["csr"] == 2 * mask.num_positions + 4 * 257
+    runs = step.query_runs(sim, sim.plan_mask(gate, 256))
+    counts = np.bincount(mask.positions[:, 0], minlength=256)
+    assert np.array_equal(runs[1], counts[runs[0]])
+    ops = step.op_counts(runs, 32)
+    assert ops["i8_macs"] == mask.num_positions * 32 and ops["exp_calls"] == mask.num_positions
+    assert ops["f32_div"] == 256
