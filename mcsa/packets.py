@@ -72,6 +72,29 @@ def f32_from_json(value, what: str) -> np.float32:
     return np.float32(value)
 
 
+_F32 = struct.Struct("<f")
+
+
+def shortest_f32(value: float) -> str:
+    """The shortest decimal that reads back to the same finite f32 (as serde_json
+    and NumPy print it). Fewer digits never round-trip when more do not, so the
+    search goes up from 6 digits and, if 6 suffice, down."""
+    packed = _F32.pack(value)
+    text = f"{value:.6g}"
+    if _F32.pack(float(text)) == packed:
+        for digits in range(5, 0, -1):
+            shorter = f"{value:.{digits}g}"
+            if _F32.pack(float(shorter)) != packed:
+                break
+            text = shorter
+        return text
+    for digits in (7, 8):
+        text = f"{value:.{digits}g}"
+        if _F32.pack(float(text)) == packed:
+            return text
+    return f"{value:.9g}"
+
+
 def f32_to_json(value: np.float32, as_bits: bool = False) -> float | str:
     """An f32 for JSON: the shortest decimal that reads back to the same f32
     (serde_json's form), or its 8-hex-digit bit pattern when ``as_bits`` or
@@ -79,7 +102,7 @@ def f32_to_json(value: np.float32, as_bits: bool = False) -> float | str:
     value = np.float32(value)
     if as_bits or not np.isfinite(value):
         return f"{int(value.view(np.uint32)):08x}"
-    return float(str(value))
+    return float(shortest_f32(float(value)))
 
 
 @dataclass(frozen=True)
@@ -145,15 +168,32 @@ class GatePacket:
         """
         if not isinstance(record, dict):
             raise TypeError(f"gate packet must be a JSON object, got {type(record).__name__}")
-        json_names = ["lambda" if n == "lambda_" else n for n in cls._LIMITS]
-        missing = [n for n in json_names if n not in record]
+        missing = [n for n in _JSON_NAMES if n not in record]
         if missing:
             raise ValueError(f"gate packet is missing field(s): {', '.join(missing)}")
-        return cls(*(record[n] for n in json_names))
+        return cls(*(record[n] for n in _JSON_NAMES))
+
+    @classmethod
+    def values_from_dict(cls, record: dict) -> tuple:
+        """The six field values of serde's JSON form, validated, without building a
+        packet (the fast path of trace replay); errors as :meth:`from_dict`.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As :meth:`from_dict`.
+        """
+        try:
+            values = tuple(record[n] for n in _JSON_NAMES)
+        except (KeyError, TypeError):
+            values = ()
+        if values and all(type(v) is int and 0 <= v <= m for v, m in zip(values, _MAXIMA)):
+            return values
+        return cls.from_dict(record).values()
 
     def to_dict(self) -> dict:
         """serde's JSON form, key ``"lambda"`` for ``lambda_``."""
-        return {("lambda" if n == "lambda_" else n): getattr(self, n) for n in self._LIMITS}
+        return dict(zip(_JSON_NAMES, self.values()))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "GatePacket":
@@ -168,9 +208,14 @@ class GatePacket:
             raise ValueError(f"a GatePacket is {cls.STRUCT.size} bytes, got {len(data)}")
         return cls(*cls.STRUCT.unpack(data))
 
+    def values(self) -> tuple:
+        """The six fields in struct order."""
+        return (self.lambda_, self.lambda_prev, self.boundary_edges, self.boundary_concentration_q15,
+                self.partition_count, self.flags)
+
     def to_bytes(self) -> bytes:
         """The 16-byte little-endian ``repr(C)`` struct."""
-        return self.STRUCT.pack(*(getattr(self, n) for n in self._LIMITS))
+        return self.STRUCT.pack(*self.values())
 
     def lambda_delta(self, target: Target | str | None = None) -> int:
         """``lambda as i32 - lambda_prev as i32``: wraps in release, panics in debug.
@@ -212,6 +257,10 @@ class GatePacket:
     def boundary_ids_available(self) -> bool:
         """Flag bit 2."""
         return bool(self.flags & BOUNDARY_IDS_AVAILABLE)
+
+
+_JSON_NAMES = tuple("lambda" if n == "lambda_" else n for n in GatePacket._LIMITS)
+_MAXIMA = tuple(GatePacket._LIMITS.values())
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,19 @@ from firmware_model.profiles import Profile
 from firmware_model.step import fit_step, query_runs
 
 from .attention import MincutSparseAttention
+from .density import density_kernel, schedule_args
 from .packets import GatePacket, SparsityConfig
 from .target import TargetPanic
 
 SCHEMA_VERSION = 1
-COLUMNS = (
-    "index", "t", "seq_len", "sparse", "target_density", "density", "num_positions", "flops_ratio",
-    "partitions", "boundary_tokens", "build_mask_peak_bytes", "attention_peak_bytes", "step_peak_bytes",
-    "mask_bytes", "fits", "panic",
+PACKET_COLUMNS = ("index", "t", "seq_len", "target_density")
+"""Fields that change with every packet."""
+MASK_COLUMNS = (
+    "sparse", "density", "num_positions", "flops_ratio", "partitions", "boundary_tokens",
+    "build_mask_peak_bytes", "attention_peak_bytes", "step_peak_bytes", "mask_bytes", "fits", "panic",
 )
+"""Fields shared by every packet with the same seq_len and (on the sparse path) partition count."""
+COLUMNS = PACKET_COLUMNS + MASK_COLUMNS
 """Fields of a packet's record, in order."""
 
 
@@ -44,20 +48,21 @@ class Summary:
     first_over_budget: int | None = None
     panic_messages: dict = field(default_factory=dict)
 
-    def add(self, rec: dict) -> None:
+    def add(self, index: int, mask: dict) -> None:
+        """Count packet ``index`` whose mask fields are ``mask``."""
         self.packets += 1
-        if rec["panic"] is not None:
+        if mask["panic"] is not None:
             self.panics += 1
-            self.panic_messages.setdefault(rec["panic"], rec["index"])
-        if rec["num_positions"] is None:
+            self.panic_messages.setdefault(mask["panic"], index)
+        if mask["num_positions"] is None:
             return
-        self.sparse += rec["sparse"]
-        self.full += not rec["sparse"]
-        self.densities[rec["density"]] += 1
-        if self.worst_peak is None or rec["step_peak_bytes"] > self.worst_peak:
-            self.worst_peak, self.worst_packet = rec["step_peak_bytes"], rec["index"]
-        if not rec["fits"] and self.first_over_budget is None:
-            self.first_over_budget = rec["index"]
+        self.sparse += mask["sparse"]
+        self.full += not mask["sparse"]
+        self.densities[mask["density"]] += 1
+        if self.worst_peak is None or mask["step_peak_bytes"] > self.worst_peak:
+            self.worst_peak, self.worst_packet = mask["step_peak_bytes"], index
+        if not mask["fits"] and self.first_over_budget is None:
+            self.first_over_budget = index
 
     def density_quantiles(self) -> tuple:
         """(min, median, max) of the masks' densities (lower median), or Nones."""
@@ -109,6 +114,7 @@ class Replayer:
         self.sim = MincutSparseAttention(config, profile.target(build))
         self.bits = self.sim.target.usize_bits
         self._cache: dict = {}
+        self._schedule = schedule_args(config)
 
     def header(self) -> dict:
         """The first record of a JSONL output."""
@@ -120,12 +126,20 @@ class Replayer:
             "heap_budget": self.budget, "allocator": self.profile.allocator.name, "columns": list(COLUMNS),
         }
 
-    def _mask_fields(self, gate: GatePacket, seq_len: int) -> dict:
-        sparse = self.sim.should_use_sparse(gate, seq_len)
-        key = (seq_len, gate.partition_count if sparse else None)
-        if key not in self._cache:
-            self._cache[key] = self._compute(gate, seq_len)
-        return self._cache[key]
+    def mask_fields(self, values: tuple, seq_len: int) -> dict:
+        """The shared fields of a packet given as its six field values (already
+        validated), computed once per seq_len and partition count; treat as read-only."""
+        lam, pc = values[0], values[4]
+        sparse = seq_len >= 16 and pc >= 2 and lam >= 30  # MincutSparseAttention.should_use_sparse
+        key = (seq_len, pc if sparse else None)
+        fields = self._cache.get(key)
+        if fields is None:
+            fields = self._cache[key] = self._compute(GatePacket(*values), seq_len)
+        return fields
+
+    def target_density(self, values: tuple) -> float:
+        """``calculate_density`` of a packet given as its six field values (an f32 value)."""
+        return density_kernel(*self._schedule, values[0], values[3], values[4])
 
     def _compute(self, gate: GatePacket, seq_len: int) -> dict:
         try:
@@ -137,7 +151,7 @@ class Replayer:
             step = fit_step(self.profile, self.config, gate, seq_len, self.dim, build=self.build,
                             heap_budget=self.budget)
         except TargetPanic as panic:
-            return {"panic": panic.message}
+            return {**dict.fromkeys(MASK_COLUMNS), "panic": panic.message}
         fields = {
             "sparse": stats.sparse, "density": stats.density, "num_positions": stats.num_positions,
             "partitions": int(stats.partition_boundaries.size), "boundary_tokens": int(stats.boundary_tokens.size),
@@ -152,9 +166,8 @@ class Replayer:
         return fields
 
     def record(self, index: int, gate: GatePacket, seq_len: int | None = None, t: float | None = None) -> dict:
-        """The record of one packet (``panic`` set and mask fields None if the build panics)."""
+        """The whole record of one packet (``panic`` set, mask fields None, if the build panics)."""
+        values = gate.values()
         seq_len = self.seq_len if seq_len is None else seq_len
-        rec = dict.fromkeys(COLUMNS)
-        rec.update(index=index, t=t, seq_len=seq_len, target_density=self.sim.calculate_density(gate))
-        rec.update(self._mask_fields(gate, seq_len))
-        return rec
+        return {"index": index, "t": t, "seq_len": seq_len, "target_density": np.float32(self.target_density(values)),
+                **self.mask_fields(values, seq_len)}

@@ -38,19 +38,34 @@ class Record:
 
     Attributes
     ----------
-    gate : GatePacket
+    values : tuple
+        The six GatePacket fields in struct order, each in range for its type.
     seq_len : int or None
         The record's own ``seq_len``, if it carries one.
     t : float or None
         Its timestamp, if any.
-    where : str
-        ``file:line`` or ``file: byte N``, for messages.
+    source : str
+        The file.
+    position : int
+        Line number (text) or byte offset (binary).
+    binary : bool
     """
 
-    gate: GatePacket
+    values: tuple
     seq_len: int | None
     t: float | None
-    where: str
+    source: str
+    position: int
+    binary: bool = False
+
+    @property
+    def gate(self) -> GatePacket:
+        return GatePacket(*self.values)
+
+    @property
+    def where(self) -> str:
+        """``file:line`` or ``file: byte N``, for messages."""
+        return f"{self.source}: byte {self.position}" if self.binary else f"{self.source}:{self.position}"
 
 
 def trace_format(path: str | Path) -> str:
@@ -77,9 +92,10 @@ def _open(path: Path):
     return raw, raw
 
 
-def _record(values: dict, where: str) -> Record:
+def _record(values: dict, path: Path, line: int) -> Record:
+    where = f"{path}:{line}"
     try:
-        gate = GatePacket.from_dict(values)
+        fields = GatePacket.values_from_dict(values)
         seq_len = values.get("seq_len")
         if seq_len is not None:
             seq_len = check_uint(seq_len, "seq_len", (1 << 64) - 1)
@@ -88,23 +104,24 @@ def _record(values: dict, where: str) -> Record:
             raise TypeError(f"t must be a number, got {type(t).__name__} {t!r}")
     except (TypeError, ValueError) as err:
         raise TraceError(f"{where}: {err}") from None
-    return Record(gate, seq_len, t, where)
+    return Record(fields, seq_len, t, str(path), line)
 
 
-def _json_record(line: str, where: str) -> Record:
+def _json_record(line: str, path: Path, number: int) -> Record:
+    where = f"{path}:{number}"
     try:
         values = json.loads(line)
     except json.JSONDecodeError as err:
         raise TraceError(f"{where}: not JSON ({err.msg} at column {err.colno})") from None
     if not isinstance(values, dict):
         raise TraceError(f"{where}: a record must be a JSON object, got {type(values).__name__}")
-    return _record(values, where)
+    return _record(values, path, number)
 
 
 def _jsonl(path: Path, stream, skip_bad: bool) -> Iterator[Record | TraceError]:
     for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8"), 1):
         if line.strip():
-            yield _guarded(_json_record, skip_bad, line, f"{path}:{number}")
+            yield _guarded(_json_record, skip_bad, line, path, number)
 
 
 def _guarded(parse, skip_bad: bool, *args):
@@ -127,14 +144,15 @@ def _csv_value(name: str, text: str, where: str):
         raise TraceError(f"{where}: {name} must be {'a number' if name == 't' else 'an integer'}, got {text!r}") from None
 
 
-def _csv_record(header: list, row: list, where: str) -> Record:
+def _csv_record(header: list, row: list, path: Path, number: int) -> Record:
+    where = f"{path}:{number}"
     if len(row) != len(header):
         raise TraceError(f"{where}: {len(row)} fields, the header has {len(header)}")
     values = {name: _csv_value(name, text, where) for name, text in zip(header, row)}
     missing = [f for f in FIELDS if values[f] is None]
     if missing:
         raise TraceError(f"{where}: missing field(s): {', '.join(missing)}")
-    return _record(values, where)
+    return _record(values, path, number)
 
 
 def _csv(path: Path, stream, skip_bad: bool) -> Iterator[Record | TraceError]:
@@ -150,7 +168,7 @@ def _csv(path: Path, stream, skip_bad: bool) -> Iterator[Record | TraceError]:
         raise TraceError(f"{path}:1: CSV header {'; '.join(parts)}; expected {', '.join(FIELDS)} (and optional seq_len, t)")
     for row in reader:
         if row:
-            yield _guarded(_csv_record, skip_bad, header, row, f"{path}:{reader.line_num}")
+            yield _guarded(_csv_record, skip_bad, header, row, path, reader.line_num)
 
 
 def read_binary_chunks(path: str | Path, chunk_records: int = 1 << 16) -> Iterator[tuple[int, np.ndarray]]:
@@ -212,8 +230,9 @@ def read_trace(path: str | Path, skip_bad: bool = False, progress=None) -> Itera
     if fmt == "bin":
         try:
             for offset, chunk in read_binary_chunks(path):
-                for i, row in enumerate(chunk.tolist()):
-                    yield Record(GatePacket(*row), None, None, f"{path}: byte {offset + 16 * i}")
+                source = str(path)
+                for i, row in enumerate(chunk.tolist()):  # u32/u16 struct fields: in range by construction
+                    yield Record(row, None, None, source, offset + 16 * i, True)
         except TraceError as err:
             if not skip_bad or "incomplete record" not in str(err):
                 raise
@@ -241,7 +260,6 @@ def _reporting(records, path: Path, progress):
 
 def _position(record, size: int, n: int) -> int:
     """Bytes read, from a binary record's offset, else estimated from the record count."""
-    where = record.where if isinstance(record, Record) else ""
-    if ": byte " in where:
-        return int(where.rsplit(" ", 1)[1])
+    if isinstance(record, Record) and record.binary:
+        return record.position
     return size * n // max(n + 4096, 1) if size else 0

@@ -92,7 +92,7 @@ def test_replay_output_file_and_csv(tmp_path):
     result = run("replay", EXAMPLES / "trace.csv", *TRACE_ARGS, "--format", "csv", "-o", out)
     assert result.exit_code == 0 and result.stdout == ""
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("index,t,seq_len,sparse") and len(lines) == 401
+    assert lines[0].startswith("index,t,seq_len,target_density,sparse") and len(lines) == 401
     assert "packets 400" in result.stderr
 
 
@@ -186,6 +186,14 @@ def test_mask_ascii_and_png(tmp_path):
     assert result.exit_code == 0
     rows = [line for line in result.output.splitlines() if set(line) <= {"#", "."} and line]
     assert len(rows) == 24 and rows[8] == "#.......#..............."
+
+
+def test_plot_and_png(tmp_path):
+    plot, png = tmp_path / "replay.png", tmp_path / "mask.png"
+    result = run("replay", EXAMPLES / "trace.bin", *TRACE_ARGS, "-o", tmp_path / "r.jsonl", "--plot", plot)
+    assert result.exit_code == 0 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = run("mask", "--lambda", 100, "--partitions", 8, "--seq-len", 4096, "--png", png)
+    assert result.exit_code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plan_and_fit():

@@ -124,3 +124,15 @@ def atomic_output(path: str | None, mode: str = "w"):
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def pyplot(option: str):
+    """matplotlib.pyplot on the Agg backend, or an InputError naming the option and the extra."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError(f"{option} needs matplotlib: pip install 'mcsa[plot]'") from None
+    return plt

@@ -15,7 +15,7 @@ from ..packets import GatePacket
 from ..target import PRESETS, Target, TargetPanic
 from ..vectors import differences, expected_for, kind_of, read_cases, simulate
 from .common import (
-    InputError, atomic_output, config_option, dumps, fail_on_input_errors, load_config, resolve_profile,
+    InputError, atomic_output, config_option, dumps, fail_on_input_errors, load_config, pyplot, resolve_profile,
 )
 
 ASCII_LIMIT = 96
@@ -90,13 +90,7 @@ def mask(lambda_, partitions, seq_len, concentration, target_name, profiles_file
         for row in grid:
             click.echo("".join("#" if cell else "." for cell in row))
     if png:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise InputError("--png needs matplotlib: pip install 'mcsa[plot]'") from None
+        plt = pyplot("--png")
         fig, ax = plt.subplots(figsize=(6, 6))
         ax.imshow(_bitmap(m.positions, max(seq_len, 1), 1024), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"λ={lambda_}, {partitions} partitions, {seq_len} tokens: {m.num_positions:,} positions")

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import csv
+import json
+import math
 import os
 import sys
 
 import click
+import numpy as np
 
-from ..replay import COLUMNS, Replayer, Summary
+from ..packets import shortest_f32
+from ..replay import COLUMNS, MASK_COLUMNS, Replayer, Summary
 from ..traces import Record, read_trace
 from .common import (
-    InputError, atomic_output, config_option, dumps, fail_on_input_errors, jsonable, load_config, resolve_profile,
+    atomic_output, config_option, dumps, fail_on_input_errors, jsonable, load_config, pyplot, resolve_profile,
     target_options,
 )
 
 FAIL_ON = ("over-budget", "panic")
-TABLE = (("index", 7), ("seq_len", 7), ("sparse", 6), ("target_density", 14), ("density", 11),
+TABLE = (("index", 7), ("seq_len", 7), ("target_density", 14), ("sparse", 6), ("density", 11),
          ("num_positions", 13), ("flops_ratio", 11), ("partitions", 10), ("boundary_tokens", 15),
          ("build_mask_peak_bytes", 21), ("attention_peak_bytes", 20), ("step_peak_bytes", 15), ("fits", 5),
          ("panic", 0))
@@ -38,25 +41,47 @@ def _cell(value) -> str:
 
 
 class _Writer:
-    """Records out in one of the three formats."""
+    """Records out in one of the three formats. The mask fields of a record are
+    a dict shared by every packet with the same mask, so each is rendered once."""
 
     def __init__(self, out, fmt: str, header: dict):
         self.out, self.fmt = out, fmt
+        self._rendered: dict = {}
         if fmt == "jsonl":
             out.write(dumps(header) + "\n")
         elif fmt == "csv":
-            self.csv = csv.writer(out, lineterminator="\n")
-            self.csv.writerow(COLUMNS)
+            out.write(",".join(COLUMNS) + "\n")
         else:
             out.write(" ".join(f"{name:>{width}}" for name, width in TABLE) + "\n")
 
-    def write(self, rec: dict) -> None:
+    @staticmethod
+    def _f32(value: float) -> str:
+        if math.isfinite(value):
+            return shortest_f32(value)
+        return json.dumps(jsonable(np.float32(value)))
+
+    def _mask(self, mask: dict) -> str:
+        text = self._rendered.get(id(mask))
+        if text is None:
+            if self.fmt == "jsonl":
+                text = dumps(mask)[1:-1]
+            elif self.fmt == "csv":
+                text = ",".join("" if (v := jsonable(mask[c])) is None else json.dumps(v).strip('"')
+                                for c in MASK_COLUMNS)
+            else:
+                text = " ".join(f"{_cell(mask[name]):>{width}}" for name, width in TABLE if name in mask)
+            self._rendered[id(mask)] = text
+        return text
+
+    def write(self, index: int, t, seq_len: int, target_density: float, mask: dict) -> None:
+        density = self._f32(target_density)
         if self.fmt == "jsonl":
-            self.out.write(dumps(rec) + "\n")
+            self.out.write(f'{{"index": {index}, "t": {"null" if t is None else repr(t)}, "seq_len": {seq_len}, '
+                           f'"target_density": {density}, {self._mask(mask)}}}\n')
         elif self.fmt == "csv":
-            self.csv.writerow(["" if (v := jsonable(rec[c])) is None else v for c in COLUMNS])
+            self.out.write(f"{index},{'' if t is None else t},{seq_len},{density},{self._mask(mask)}\n")
         else:
-            self.out.write(" ".join(f"{_cell(rec[name]):>{width}}" for name, width in TABLE) + "\n")
+            self.out.write(f"{index:>7} {seq_len:>7} {density:>14} {self._mask(mask)}\n")
 
     def finish(self, summary: dict) -> None:
         if self.fmt == "jsonl":
@@ -79,13 +104,7 @@ def _summary_text(s: dict) -> str:
 
 
 def _plot(path: str, series: dict, budget: int) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InputError("--plot needs matplotlib: pip install 'mcsa[plot]'") from None
+    plt = pyplot("--plot")
     fig, axes = plt.subplots(3, 1, sharex=True, figsize=(9, 7))
     for ax, (name, label) in zip(axes, (("density", "mask density"), ("num_positions", "positions"),
                                         ("step_peak_bytes", "step heap peak (B)"))):
@@ -127,6 +146,8 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
       mcsa replay examples/trace.jsonl --target stm32f411 --seq-len 128 --dim 32 \\
           --fail-on over-budget,panic
     """
+    if plot:
+        pyplot("--plot")  # before any work: a missing extra is a usage error
     profile, build = resolve_profile(target_name, profiles_file)
     replayer = Replayer(profile, build, load_config(config_file), seq_len, dim, heap_budget)
     if fmt is None:
@@ -149,12 +170,14 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
                         if summary.bad <= 20:
                             click.echo(f"skipped: {item}", err=True)
                         continue
-                    rec = replayer.record(index, item.gate, item.seq_len, item.t)
-                    writer.write(rec)
-                    summary.add(rec)
-                    if series is not None and rec["panic"] is None:
-                        for k in series:
-                            series[k].append(rec[k])
+                    seq = seq_len if item.seq_len is None else item.seq_len
+                    mask = replayer.mask_fields(item.values, seq)
+                    writer.write(index, item.t, seq, replayer.target_density(item.values), mask)
+                    summary.add(index, mask)
+                    if series is not None and mask["num_positions"] is not None:
+                        series["index"].append(index)
+                        for k in ("density", "num_positions", "step_peak_bytes"):
+                            series[k].append(mask[k])
                     index += 1
         result = summary.as_dict()
         writer.finish(result)
