@@ -171,6 +171,33 @@ def _grow(a, n):
 
 
 @jit
+def _split_off(keys, lens, node, new, middle):
+    """Move the keys after ``middle`` of a full node to ``new``; return the middle key."""
+    for j in range(middle + 1, CAPACITY):
+        keys[new, j - middle - 1] = keys[node, j]
+    lens[new] = CAPACITY - middle - 1
+    lens[node] = middle
+    return keys[node, middle]
+
+
+@jit
+def _insert_key(keys, lens, node, at, key):
+    """``insert_fit``: shift the keys from ``at`` right and put ``key`` there."""
+    for j in range(lens[node], at, -1):
+        keys[node, j] = keys[node, j - 1]
+    keys[node, at] = key
+    lens[node] += 1
+
+
+@jit
+def _insert_edge(edges, length, node, at, edge):
+    """Put ``edge`` right of key ``at`` of a node that had ``length`` keys before the key went in."""
+    for j in range(length, at, -1):
+        edges[node, j + 1] = edges[node, j]
+    edges[node, at + 1] = edge
+
+
+@jit
 def _rank_code(rank, prefix, lo):
     """Code ``q << 16 | k`` of the rank-th key of the ascending intra sequence."""
     row = np.searchsorted(prefix, rank, side="right") - 1
@@ -274,10 +301,7 @@ def btree_node_counts(n_ascending, prefix, lo, codes):
         leaf = path_node[0]
         edge = path_edge[0]
         if llen[leaf] < CAPACITY:
-            for j in range(llen[leaf], edge, -1):
-                lkeys[leaf, j] = lkeys[leaf, j - 1]
-            lkeys[leaf, edge] = key
-            llen[leaf] += 1
+            _insert_key(lkeys, llen, leaf, edge, key)
             continue
         if n_leaf == lkeys.shape[0]:
             lkeys, llen = _grow(lkeys, 2 * n_leaf), _grow(llen, 2 * n_leaf)
@@ -285,16 +309,8 @@ def btree_node_counts(n_ascending, prefix, lo, codes):
         new = n_leaf
         n_leaf += 1
         leaves += 1
-        for j in range(middle + 1, CAPACITY):
-            lkeys[new, j - middle - 1] = lkeys[leaf, j]
-        llen[new] = CAPACITY - middle - 1
-        llen[leaf] = middle
-        up = lkeys[leaf, middle]
-        target = new if right else leaf
-        for j in range(llen[target], at, -1):
-            lkeys[target, j] = lkeys[target, j - 1]
-        lkeys[target, at] = key
-        llen[target] += 1
+        up = _split_off(lkeys, llen, leaf, new, middle)
+        _insert_key(lkeys, llen, new if right else leaf, at, key)
         left_node = leaf
         right_node = new
         level = 1
@@ -315,31 +331,19 @@ def btree_node_counts(n_ascending, prefix, lo, codes):
             node = path_node[level]
             edge = path_edge[level]
             if ilen[node] < CAPACITY:
-                for j in range(ilen[node], edge, -1):
-                    ikeys[node, j] = ikeys[node, j - 1]
-                    iedges[node, j + 1] = iedges[node, j]
-                ikeys[node, edge] = up
-                iedges[node, edge + 1] = right_node
-                ilen[node] += 1
+                _insert_edge(iedges, ilen[node], node, edge, right_node)
+                _insert_key(ikeys, ilen, node, edge, up)
                 break
             middle, right, at = _split_point(edge)
             new = n_int
             n_int += 1
             internals += 1
-            for j in range(middle + 1, CAPACITY):
-                ikeys[new, j - middle - 1] = ikeys[node, j]
             for j in range(middle + 1, CAPACITY + 1):
                 iedges[new, j - middle - 1] = iedges[node, j]
-            ilen[new] = CAPACITY - middle - 1
-            ilen[node] = middle
-            next_up = ikeys[node, middle]
+            next_up = _split_off(ikeys, ilen, node, new, middle)
             target = new if right else node
-            for j in range(ilen[target], at, -1):
-                ikeys[target, j] = ikeys[target, j - 1]
-                iedges[target, j + 1] = iedges[target, j]
-            ikeys[target, at] = up
-            iedges[target, at + 1] = right_node
-            ilen[target] += 1
+            _insert_edge(iedges, ilen[target], target, at, right_node)
+            _insert_key(ikeys, ilen, target, at, up)
             up = next_up
             left_node = node
             right_node = new

@@ -36,6 +36,25 @@ def check_uint(value, what: str, maximum: int) -> int:
     return value
 
 
+def _require(record, names, what: str):
+    """``names`` after checking that ``record`` is a JSON object holding all of them
+    (other keys are ignored, as serde does).
+
+    Raises
+    ------
+    TypeError
+        If ``record`` is not a dict.
+    ValueError
+        Naming the missing fields.
+    """
+    if not isinstance(record, dict):
+        raise TypeError(f"{what} must be a JSON object, got {type(record).__name__}")
+    missing = [n for n in names if n not in record]
+    if missing:
+        raise ValueError(f"{what} is missing field(s): {', '.join(missing)}")
+    return names
+
+
 def check_bool(value, what: str) -> bool:
     """Validate a Rust ``bool`` field.
 
@@ -162,16 +181,11 @@ class GatePacket:
         Raises
         ------
         ValueError
-            If a field is missing, unknown or out of range.
+            If a field is missing or out of range (other keys are ignored, as serde does).
         TypeError
             If a field has the wrong type.
         """
-        if not isinstance(record, dict):
-            raise TypeError(f"gate packet must be a JSON object, got {type(record).__name__}")
-        missing = [n for n in _JSON_NAMES if n not in record]
-        if missing:
-            raise ValueError(f"gate packet is missing field(s): {', '.join(missing)}")
-        return cls(*(record[n] for n in _JSON_NAMES))
+        return cls(*(record[n] for n in _require(record, _JSON_NAMES, "gate packet")))
 
     @classmethod
     def values_from_dict(cls, record: dict) -> tuple:
@@ -398,21 +412,11 @@ class SparsityConfig:
         Raises
         ------
         ValueError
-            If a field is missing, unknown or out of range.
+            If a field is missing or out of range (other keys are ignored, as serde does).
         TypeError
             If a field has the wrong type.
         """
-        if not isinstance(record, dict):
-            raise TypeError(f"sparsity config must be a JSON object, got {type(record).__name__}")
-        names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in record]
-        unknown = [n for n in record if n not in names]
-        if missing or unknown:
-            parts = ([f"missing field(s): {', '.join(missing)}"] if missing else []) + (
-                [f"unknown field(s): {', '.join(unknown)}"] if unknown else []
-            )
-            raise ValueError(f"sparsity config has {'; '.join(parts)}")
-        values = dict(record)
+        values = {n: record[n] for n in _require(record, [f.name for f in fields(cls)], "sparsity config")}
         values["lambda_based_density"] = schedule_from_json(record["lambda_based_density"])
         return cls(**values)
 

@@ -107,15 +107,25 @@ def _record(values: dict, path: Path, line: int) -> Record:
     return Record(fields, seq_len, t, str(path), line)
 
 
-def _json_record(line: str, path: Path, number: int) -> Record:
-    where = f"{path}:{number}"
+def json_object(line: str, where: str) -> dict:
+    """One JSON Lines record, which must be an object.
+
+    Raises
+    ------
+    TraceError
+        ``where: not JSON (...)`` or ``where: a record must be a JSON object``.
+    """
     try:
         values = json.loads(line)
     except json.JSONDecodeError as err:
         raise TraceError(f"{where}: not JSON ({err.msg} at column {err.colno})") from None
     if not isinstance(values, dict):
         raise TraceError(f"{where}: a record must be a JSON object, got {type(values).__name__}")
-    return _record(values, path, number)
+    return values
+
+
+def _json_record(line: str, path: Path, number: int) -> Record:
+    return _record(json_object(line, f"{path}:{number}"), path, number)
 
 
 def _jsonl(path: Path, stream, skip_bad: bool) -> Iterator[Record | TraceError]:

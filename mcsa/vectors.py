@@ -20,6 +20,7 @@ from .fnv import fnv1a64
 from .mask import MaskStats, SparseMask
 from .packets import GatePacket, SparsityConfig, f32_from_json
 from .target import Target, TargetPanic
+from .traces import json_object
 
 KINDS = ("density", "masks", "full", "scalar", "attention")
 OUTPUT_LIST_LIMIT = 8192
@@ -55,15 +56,8 @@ def read_cases(path: str | Path) -> Iterator[tuple[int, dict]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                case = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(case, dict):
-                raise ValueError(f"{path}:{number}: a case must be a JSON object")
-            yield number, case
+            if line.strip():
+                yield number, json_object(line, f"{path}:{number}")
 
 
 def f32_hex(value) -> str:

@@ -98,12 +98,19 @@ def test_config_defaults_and_serde():
         ({"intra_partition_attention": 1}, TypeError, "intra_partition_attention must be a bool"),
         ({"lambda_based_density": "Fast"}, ValueError, "lambda_based_density must be"),
         ({"lambda_based_density": {"Threshold": {"dense_above_lambda": -5}}}, ValueError, "dense_above_lambda"),
-        ({"extra": 1}, ValueError, "unknown field.*extra"),
     ],
 )
 def test_config_errors_name_the_field(record, error, match):
     with pytest.raises(error, match=match):
         SparsityConfig.from_dict({**SparsityConfig().to_dict(), **record})
+
+
+def test_unknown_keys_are_ignored_and_missing_ones_named_as_serde_does():
+    assert SparsityConfig.from_dict({**SparsityConfig().to_dict(), "extra": 1}) == SparsityConfig()
+    record = SparsityConfig().to_dict()
+    del record["max_density_q15"]
+    with pytest.raises(ValueError, match="sparsity config is missing field.*max_density_q15"):
+        SparsityConfig.from_dict(record)
 
 
 def test_targets():

@@ -170,7 +170,7 @@ def test_unknown_target_and_config_errors(tmp_path):
     bad = tmp_path / "cfg.json"
     bad.write_text('{"intra_partition_attention": true}')
     result = run("replay", EXAMPLES / "trace.jsonl", *TRACE_ARGS, "--config", bad)
-    assert result.exit_code == 2 and "cfg.json: sparsity config has missing field(s)" in result.stderr
+    assert result.exit_code == 2 and "cfg.json: sparsity config is missing field(s)" in result.stderr
 
 
 def test_config_from_toml(tmp_path):
