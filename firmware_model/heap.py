@@ -548,3 +548,43 @@ def sparse_attention_usage(
     heap = Heap(usize_bits, allocator)
     _sparse_attention(heap, *_runs(mask.positions[:, 0]), qkv_seq_len, dim)
     return heap.usage()
+
+
+def query_runs(sim: mcsa.MincutSparseAttention, plan: MaskPlan) -> tuple[np.ndarray, np.ndarray]:
+    """(query, key count) runs of the mask ``build_mask`` gives for ``plan``, in
+    mask order, without building it where no index wraps."""
+    if not plan.sparse and plan.seq_len <= mcsa.mask.U16_END:
+        rows = np.arange(plan.seq_len, dtype=np.int64)
+        return rows, rows + 1
+    if plan.sparse and plan.ordered:
+        counts = np.zeros(plan.seq_len, np.int64)
+        ordered_positions(plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross,
+                          np.zeros((0, 2), np.uint16), False, counts)
+        rows = np.flatnonzero(counts)
+        return rows.astype(np.int64), counts[rows]
+    return _runs(sim.mask_from_plan(plan).positions[:, 0])
+
+
+def planned_attention_usage(
+    config: mcsa.SparsityConfig,
+    gate: mcsa.GatePacket,
+    mask_seq_len: int,
+    qkv_seq_len: int,
+    dim: int,
+    usize_bits: int,
+    allocator: Allocator = ALLOCATORS["none"],
+) -> Usage:
+    """:func:`sparse_attention_usage` for the mask of ``build_mask(gate,
+    mask_seq_len)``, without materialising it (where no index wraps).
+
+    Raises
+    ------
+    ValueError
+        If the mask reaches a query at or past ``qkv_seq_len`` (the call would panic).
+    mcsa.TargetPanic
+        If ``build_mask`` itself panics on this width.
+    """
+    sim = mcsa.MincutSparseAttention(config, mcsa.Target(usize_bits))
+    heap = Heap(usize_bits, allocator)
+    _sparse_attention(heap, *query_runs(sim, sim.plan_mask(gate, mask_seq_len)), qkv_seq_len, dim)
+    return heap.usage()

@@ -3,15 +3,15 @@ representation advice and operation counts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 import mcsa
-from mcsa.mask import DEFAULT_POSITION_LIMIT, MaskPlan, ordered_positions
+from mcsa.mask import DEFAULT_POSITION_LIMIT
 
 from .allocators import Allocator
-from .heap import Crossing, Heap, _build_mask, _runs, _sparse_attention
+from .heap import Crossing, Heap, _build_mask, _sparse_attention, query_runs
 from .profiles import Profile
 
 
@@ -62,22 +62,6 @@ class StepReport:
         return (f"does not fit: requested {self.peak_bytes:,} B, available {self.budget:,} B, "
                 f"missing {-self.headroom:,} B; the budget is crossed in {c.call} by {c.allocation} "
                 f"({c.requested:,} B requested with {c.live_before:,} B live)")
-
-
-def query_runs(sim: mcsa.MincutSparseAttention, plan: MaskPlan) -> tuple[np.ndarray, np.ndarray]:
-    """(query, key count) runs of the mask ``build_mask`` gives for ``plan``, in
-    mask order, without building it where no index wraps."""
-    if not plan.sparse and plan.seq_len <= mcsa.mask.U16_END:
-        rows = np.arange(plan.seq_len, dtype=np.int64)
-        return rows, rows + 1
-    if plan.sparse and plan.ordered:
-        counts = np.zeros(plan.seq_len, np.int64)
-        ordered_positions(plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross,
-                          np.zeros((0, 2), np.uint16), False, counts)
-        rows = np.flatnonzero(counts)
-        return rows.astype(np.int64), counts[rows]
-    mask = sim.mask_from_plan(plan)
-    return _runs(mask.positions[:, 0])
 
 
 def fit_step(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._jit import jit
-from .target import PRESETS, Target, TargetPanic, int_as_f32
+from .target import PRESETS, Target, int_as_f32
 
 DEFAULT_POSITION_LIMIT = 1 << 27
 """Largest mask built on the host by default: 134,217,728 positions (512 MiB)."""

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from firmware_model.heap import Heap, _sparse_attention, build_mask_usage
+from firmware_model.heap import build_mask_usage, planned_attention_usage
 from firmware_model.profiles import Profile
-from firmware_model.step import fit_step, query_runs
+from firmware_model.step import fit_step
 
 from .attention import MincutSparseAttention
 from .density import density_kernel, schedule_args
@@ -143,11 +143,9 @@ class Replayer:
 
     def _compute(self, gate: GatePacket, seq_len: int) -> dict:
         try:
-            plan = self.sim.plan_mask(gate, seq_len)
             stats = self.sim.mask_stats(gate, seq_len)
             mask_usage = build_mask_usage(self.config, gate, seq_len, self.bits)
-            heap = Heap(self.bits)
-            _sparse_attention(heap, *query_runs(self.sim, plan), seq_len, self.dim)
+            attention = planned_attention_usage(self.config, gate, seq_len, seq_len, self.dim, self.bits)
             step = fit_step(self.profile, self.config, gate, seq_len, self.dim, build=self.build,
                             heap_budget=self.budget)
         except TargetPanic as panic:
@@ -155,7 +153,7 @@ class Replayer:
         fields = {
             "sparse": stats.sparse, "density": stats.density, "num_positions": stats.num_positions,
             "partitions": int(stats.partition_boundaries.size), "boundary_tokens": int(stats.boundary_tokens.size),
-            "build_mask_peak_bytes": mask_usage.peak_bytes, "attention_peak_bytes": heap.peak_bytes,
+            "build_mask_peak_bytes": mask_usage.peak_bytes, "attention_peak_bytes": attention.peak_bytes,
             "step_peak_bytes": step.peak_bytes, "mask_bytes": mask_usage.live_bytes, "fits": step.fits,
             "flops_ratio": None, "panic": None,
         }

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from mcsa.cli import main
+from mcsa.cli.common import dumps
 from mcsa.traces import BINARY_DTYPE
 
 from .conftest import GOLDEN
@@ -55,6 +56,11 @@ def test_replay_record_fields_match_the_library():
     assert np.float32(first["density"]) == mask.density and np.float32(first["target_density"]) == sim.calculate_density(gate)
     assert first["build_mask_peak_bytes"] == build_mask_usage(sim.config, gate, 128, 32).peak_bytes
     assert first["partitions"] == 4 and first["boundary_tokens"] == 4 and first["panic"] is None
+    from firmware_model.profiles import profile_named
+    from mcsa.replay import Replayer
+
+    api = Replayer(profile_named("stm32f411"), "release", sim.config, 128, 32).record(0, gate, t=0.0)
+    assert json.loads(dumps(api)) == first
 
 
 def test_replay_fail_on_and_exit_codes(tmp_path):

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import mcsa
 from firmware_model import step
 from firmware_model.allocators import ALLOCATORS, allocator_named
-from firmware_model.heap import build_mask_usage, sparse_attention_usage
+from firmware_model.heap import build_mask_usage, planned_attention_usage, query_runs, sparse_attention_usage
 from firmware_model.profiles import load_profiles, profile_named
 
 CFG = mcsa.SparsityConfig()
@@ -116,9 +116,20 @@ def test_representations_and_op_counts():
     reps = step.representations(mask.stats(), 256)
     assert reps["vec_pairs"] == 4 * mask.num_positions
     assert reps["csr"] == 2 * mask.num_positions + 4 * 257
-    runs = step.query_runs(sim, sim.plan_mask(gate, 256))
+    runs = query_runs(sim, sim.plan_mask(gate, 256))
     counts = np.bincount(mask.positions[:, 0], minlength=256)
     assert np.array_equal(runs[1], counts[runs[0]])
     ops = step.op_counts(runs, 32)
     assert ops["i8_macs"] == mask.num_positions * 32 and ops["exp_calls"] == mask.num_positions
     assert ops["f32_div"] == 256
+
+
+@given(st.integers(2, 12), st.integers(0, 300), st.sampled_from([32, 64]), st.booleans())
+def test_planned_attention_usage_equals_the_built_mask(partitions, seq_len, bits, intra):
+    config = mcsa.SparsityConfig(intra_partition_attention=intra)
+    gate = mcsa.GatePacket(lambda_=120, partition_count=partitions)
+    mask = mcsa.MincutSparseAttention(config, mcsa.Target(bits)).build_mask(gate, seq_len)
+    for name in ("none", "tlsf"):
+        alloc = allocator_named(name)
+        assert planned_attention_usage(config, gate, seq_len, seq_len, 16, bits, alloc) == \
+            sparse_attention_usage(mask, seq_len, 16, bits, alloc)

@@ -7,7 +7,8 @@ lambda 200) the median wall time of each implementation and the ratio. The
 NumPy peers are speed references only: ``build_mask_numpy`` builds all pairs,
 sorts and deduplicates (as fast as the Rust BTreeSet build, roughly);
 ``attention_numpy`` is per query (gather keys, mat-vec, softmax with np.exp,
-weighted sum) and is not bit-exact. Also times a fresh process importing mcsa
+weighted sum) and is not bit-exact. The last column is the heap model
+(firmware_model.heap.build_mask_usage, 32-bit) for the same mask. Also times a fresh process importing mcsa
 and running one small step, twice: the second run loads the cached kernels.
 """
 
@@ -25,6 +26,7 @@ import numba
 import numpy as np
 
 import mcsa
+from firmware_model.heap import build_mask_usage
 
 
 def machine() -> str:
@@ -107,7 +109,7 @@ def main() -> None:
     cfg = sim.config
     rng = np.random.default_rng(2026)
     print(f"{'seq_len':>8} {'positions':>11} | {'build_mask':>10} {'numpy':>9} {'ratio':>6} | "
-          f"{'attention':>10} {'numpy':>9} {'ratio':>6}   (medians, dim {args.dim})")
+          f"{'attention':>10} {'numpy':>9} {'ratio':>6} | {'heap model':>9}   (medians, dim {args.dim})")
     for seq_len in (int(s) for s in args.sizes.split(",")):
         gate = mcsa.GatePacket(lambda_=200, partition_count=args.partitions)
         mask = sim.build_mask(gate, seq_len)
@@ -121,8 +123,10 @@ def main() -> None:
         scale = np.float32(1 / np.sqrt(args.dim))
         t_att = median_time(lambda: sim.sparse_attention(q, k, v, mask, args.dim, scale), repeats)
         t_att_np = median_time(lambda: attention_numpy(q, k, v, mask.positions, args.dim, scale), repeats)
+        t_heap = median_time(lambda: build_mask_usage(cfg, gate, seq_len, 32), repeats)
         print(f"{seq_len:>8} {mask.num_positions:>11,} | {t_mask * 1e3:>8.2f}ms {t_mask_np * 1e3:>7.1f}ms "
-              f"{t_mask_np / t_mask:>5.1f}x | {t_att * 1e3:>8.2f}ms {t_att_np * 1e3:>7.1f}ms {t_att_np / t_att:>5.1f}x")
+              f"{t_mask_np / t_mask:>5.1f}x | {t_att * 1e3:>8.2f}ms {t_att_np * 1e3:>7.1f}ms {t_att_np / t_att:>5.1f}x"
+              f" | {t_heap * 1e3:>7.2f}ms")
 
 
 if __name__ == "__main__":
