@@ -150,13 +150,13 @@ class Replayer:
                             heap_budget=self.budget)
         except TargetPanic as panic:
             return {**dict.fromkeys(MASK_COLUMNS), "panic": panic.message}
-        fields = {
-            "sparse": stats.sparse, "density": stats.density, "num_positions": stats.num_positions,
-            "partitions": int(stats.partition_boundaries.size), "boundary_tokens": int(stats.boundary_tokens.size),
-            "build_mask_peak_bytes": mask_usage.peak_bytes, "attention_peak_bytes": attention.peak_bytes,
-            "step_peak_bytes": step.peak_bytes, "mask_bytes": mask_usage.live_bytes, "fits": step.fits,
-            "flops_ratio": None, "panic": None,
-        }
+        fields = dict.fromkeys(MASK_COLUMNS)
+        fields.update(
+            sparse=stats.sparse, density=stats.density, num_positions=stats.num_positions,
+            partitions=int(stats.partition_boundaries.size), boundary_tokens=int(stats.boundary_tokens.size),
+            build_mask_peak_bytes=mask_usage.peak_bytes, attention_peak_bytes=attention.peak_bytes,
+            step_peak_bytes=step.peak_bytes, mask_bytes=mask_usage.live_bytes, fits=step.fits,
+        )
         try:  # the mask builds, but its flops ratio can still overflow a 32-bit usize in debug
             fields["flops_ratio"] = self.sim.estimated_flops_ratio(stats, seq_len)
         except TargetPanic as panic:

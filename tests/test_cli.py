@@ -39,6 +39,7 @@ def test_replay_reads_every_format_alike(name):
     header, *records, summary = jsonl(result.stdout)
     assert header["schema_version"] == 1 and header["profile"] == "stm32f411" and header["config"]["max_cross_partition_edges"] == 20
     assert len(records) == 400 and summary["summary"]["packets"] == 400
+    assert all(list(r) == header["columns"] for r in records)
     reference = jsonl(run("replay", EXAMPLES / "trace.jsonl", *TRACE_ARGS, "--format", "jsonl").stdout)[1:-1]
     strip = lambda r: {k: v for k, v in r.items() if k != "t"}  # .bin has no timestamps
     assert [strip(r) for r in records] == [strip(r) for r in reference]
