@@ -40,6 +40,13 @@ def naive_tuple(result):
     return positions, bits(density), list(bounds), list(tokens)
 
 
+def assert_mask_matches_naive(config, gate, seq_len, target):
+    """build_mask and the transliteration give the same mask, or the same panic."""
+    sim = MincutSparseAttention(config, target)
+    got = outcome(lambda: mask_tuple(sim.build_mask(gate, seq_len)))
+    assert got == outcome(lambda: naive_tuple(naive.build_mask(config, gate, seq_len, target)))
+
+
 @given(configs(), gates(), targets)
 def test_density_matches_naive(config, gate, target):
     got = MincutSparseAttention(config, target).calculate_density(gate)
@@ -70,10 +77,7 @@ sparse_lambdas = st.one_of(st.integers(30, 400), st.integers(0, 0xFFFF_FFFF), st
 def test_build_mask_matches_naive(config, gate, data, target):
     seq_len = data.draw(partitioned_lengths(gate))
     small_token_set(config, gate)
-    sim = MincutSparseAttention(config, target)
-    got = outcome(lambda: mask_tuple(sim.build_mask(gate, seq_len)))
-    want = outcome(lambda: naive_tuple(naive.build_mask(config, gate, seq_len, target)))
-    assert got == want
+    assert_mask_matches_naive(config, gate, seq_len, target)
 
 
 @given(
@@ -84,10 +88,7 @@ def test_build_mask_matches_naive(config, gate, data, target):
 )
 def test_wrapping_masks_match_naive(config, gate, seq_len, target):
     """Past 65535 tokens, `as u16` and `token + offset` wrap: pairs collide and turn non-causal."""
-    sim = MincutSparseAttention(config, target)
-    got = outcome(lambda: mask_tuple(sim.build_mask(gate, seq_len)))
-    want = outcome(lambda: naive_tuple(naive.build_mask(config, gate, seq_len, target)))
-    assert got == want
+    assert_mask_matches_naive(config, gate, seq_len, target)
 
 
 @given(
@@ -100,9 +101,7 @@ def test_wrapping_masks_match_naive(config, gate, seq_len, target):
 def test_high_tokens_near_u16_end(config, gate, size, extra, target):
     """A boundary token within 3 of 65535: the u16 `token + offset` wraps (release) or panics (debug)."""
     seq_len = gate.partition_count * size + min(extra, gate.partition_count - 1)
-    sim = MincutSparseAttention(config, target)
-    want = outcome(lambda: naive_tuple(naive.build_mask(config, gate, seq_len, target)))
-    assert outcome(lambda: mask_tuple(sim.build_mask(gate, seq_len))) == want
+    assert_mask_matches_naive(config, gate, seq_len, target)
 
 
 @given(configs(), gates(), st.one_of(st.integers(0, 300), st.integers(0, 70_000)), targets)
