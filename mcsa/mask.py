@@ -323,9 +323,9 @@ class SparseMask:
         return bool(np.any((self.positions[:, 0] == pair[0]) & (self.positions[:, 1] == pair[1])))
 
     def stats(self) -> MaskStats:
-        """This mask's figures as :class:`MaskStats` (``sparse`` when it is not a full mask)."""
-        sparse = not (self.density == np.float32(1.0) and self.partition_boundaries.tolist() == [0]
-                      and self.boundary_tokens.size == 0)
+        """This mask's figures as :class:`MaskStats`; ``sparse`` when it has two or more
+        partitions, as every mask of ``build_mask``'s sparse path has."""
+        sparse = self.partition_boundaries.size >= 2
         return MaskStats(sparse, self.num_positions, self.density, self.partition_boundaries, self.boundary_tokens)
 
     @classmethod
