@@ -573,9 +573,11 @@ def planned_attention_usage(
     dim: int,
     usize_bits: int,
     allocator: Allocator = ALLOCATORS["none"],
+    position_limit: int = DEFAULT_POSITION_LIMIT,
 ) -> Usage:
     """:func:`sparse_attention_usage` for the mask of ``build_mask(gate,
-    mask_seq_len)``, without materialising it (where no index wraps).
+    mask_seq_len)``, without materialising it (where no index wraps; where one
+    does, the mask is built, up to ``position_limit`` positions).
 
     Raises
     ------
@@ -584,7 +586,7 @@ def planned_attention_usage(
     mcsa.TargetPanic
         If ``build_mask`` itself panics on this width.
     """
-    sim = mcsa.MincutSparseAttention(config, mcsa.Target(usize_bits))
+    sim = mcsa.MincutSparseAttention(config, mcsa.Target(usize_bits), position_limit)
     heap = Heap(usize_bits, allocator)
     _sparse_attention(heap, *query_runs(sim, sim.plan_mask(gate, mask_seq_len)), qkv_seq_len, dim)
     return heap.usage()

@@ -138,7 +138,7 @@ def largest_fitting_seq_len(profile: Profile, config, gate, dim: int, hi: int = 
 def capacity_table(profile: Profile, config, dim: int, partitions, lambda_: int = 200,
                    concentration_q15: int = 0, **kwargs) -> list[dict]:
     """For each partition count, the largest ``seq_len`` whose whole step fits the
-    budget, with that step's peak."""
+    budget, with that step's peak. ``kwargs`` go to :func:`fit_step`."""
     rows = []
     for p in partitions:
         gate = mcsa.GatePacket(lambda_=lambda_, partition_count=p, boundary_concentration_q15=concentration_q15)

@@ -52,8 +52,8 @@ def check_limit(count: int, limit: int, what: str) -> None:
     if count > limit:
         raise MaskTooLarge(
             f"{what} would hold {count:,} positions ({count * POSITION_BYTES / 2**20:,.0f} MiB on the host), "
-            f"over position_limit={limit:,}; pass a larger position_limit= to MincutSparseAttention "
-            "(or SparseMask.full) to build it, or call MincutSparseAttention.mask_stats() for "
+            f"over the position limit of {limit:,}; raise it (position_limit= in Python, "
+            "--position-limit on the command line), or use MincutSparseAttention.mask_stats() for "
             "num_positions and density without building the mask"
         )
 

@@ -18,6 +18,7 @@ from firmware_model.step import fit_step
 
 from .attention import MincutSparseAttention
 from .density import density_kernel, schedule_args
+from .mask import DEFAULT_POSITION_LIMIT
 from .packets import GatePacket, SparsityConfig
 from .target import TargetPanic
 
@@ -101,17 +102,20 @@ class Replayer:
         Head dimension for the attention heap figures (q, k, v of ``seq_len * dim``).
     heap_budget : int, optional
         Defaults to the profile's.
+    position_limit : int
+        Largest mask materialised (only masks whose indices wrap need it).
     """
 
     def __init__(self, profile: Profile, build: str, config: SparsityConfig, seq_len: int, dim: int,
-                 heap_budget: int | None = None):
+                 heap_budget: int | None = None, position_limit: int = DEFAULT_POSITION_LIMIT):
         self.profile = profile
         self.build = build
         self.config = config
         self.seq_len = seq_len
         self.dim = dim
         self.budget = profile.heap_budget if heap_budget is None else heap_budget
-        self.sim = MincutSparseAttention(config, profile.target(build))
+        self.sim = MincutSparseAttention(config, profile.target(build), position_limit)
+        self.position_limit = position_limit
         self.bits = self.sim.target.usize_bits
         self._cache: dict = {}
         self._schedule = schedule_args(config)
@@ -144,10 +148,12 @@ class Replayer:
     def _compute(self, gate: GatePacket, seq_len: int) -> dict:
         try:
             stats = self.sim.mask_stats(gate, seq_len)
-            mask_usage = build_mask_usage(self.config, gate, seq_len, self.bits)
-            attention = planned_attention_usage(self.config, gate, seq_len, seq_len, self.dim, self.bits)
+            limit = self.position_limit
+            mask_usage = build_mask_usage(self.config, gate, seq_len, self.bits, position_limit=limit)
+            attention = planned_attention_usage(self.config, gate, seq_len, seq_len, self.dim, self.bits,
+                                                position_limit=limit)
             step = fit_step(self.profile, self.config, gate, seq_len, self.dim, build=self.build,
-                            heap_budget=self.budget)
+                            heap_budget=self.budget, position_limit=limit)
         except TargetPanic as panic:
             return {**dict.fromkeys(MASK_COLUMNS), "panic": panic.message}
         fields = dict.fromkeys(MASK_COLUMNS)

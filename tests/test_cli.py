@@ -171,6 +171,12 @@ def test_record_seq_len_overrides(tmp_path):
     assert [r["seq_len"] for r in records] == [64, 128]
 
 
+def test_position_limit_option(tmp_path):
+    big = run("mask", "--lambda", 100, "--partitions", 2, "--seq-len", 4096, "--position-limit", 1000)
+    assert big.exit_code == 2 and "position limit of 1,000" in big.stderr and "--position-limit" in big.stderr
+    assert run("mask", "--lambda", 100, "--partitions", 2, "--seq-len", 4096).exit_code == 0
+
+
 def test_unknown_target_and_config_errors(tmp_path):
     result = run("replay", EXAMPLES / "trace.jsonl", "--target", "avr", "--seq-len", 8)
     assert result.exit_code == 2 and "unknown target 'avr'" in result.stderr

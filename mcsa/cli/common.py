@@ -17,6 +17,7 @@ import numpy as np
 
 from firmware_model.profiles import load_profiles
 
+from ..mask import DEFAULT_POSITION_LIMIT
 from ..packets import SparsityConfig, f32_to_json
 
 
@@ -86,6 +87,12 @@ def target_options(fn):
                       help="Extra target profiles (TOML), added to and overriding the built-in ones.")(fn)
     return click.option("--target", "target_name", required=True, metavar="NAME",
                         help="Target profile, e.g. stm32f411 or stm32f411-debug (see `mcsa targets`).")(fn)
+
+
+def limit_option(fn):
+    """--position-limit: the largest mask the host materialises."""
+    return click.option("--position-limit", type=click.IntRange(min=0), default=DEFAULT_POSITION_LIMIT,
+                        show_default=True, help="Largest mask (positions) built on the host.")(fn)
 
 
 def config_option(fn):

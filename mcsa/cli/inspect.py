@@ -15,7 +15,8 @@ from ..packets import GatePacket
 from ..target import PRESETS, Target, TargetPanic
 from ..vectors import differences, expected_for, kind_of, read_cases, simulate
 from .common import (
-    InputError, atomic_output, config_option, dumps, fail_on_input_errors, load_config, pyplot, resolve_profile,
+    InputError, atomic_output, config_option, dumps, fail_on_input_errors, limit_option, load_config, pyplot,
+    resolve_profile,
 )
 
 ASCII_LIMIT = 96
@@ -64,8 +65,9 @@ def _bitmap(positions: np.ndarray, seq_len: int, size: int) -> np.ndarray:
 @click.option("--profiles", "profiles_file", type=click.Path(exists=True, dir_okay=False), help="Extra profiles.")
 @config_option
 @click.option("--png", type=click.Path(dir_okay=False), help="Write the mask as a PNG (any size).")
+@limit_option
 @fail_on_input_errors
-def mask(lambda_, partitions, seq_len, concentration, target_name, profiles_file, config_file, png):
+def mask(lambda_, partitions, seq_len, concentration, target_name, profiles_file, config_file, png, position_limit):
     """Build one mask and show it: statistics, ASCII art for small masks, a PNG for any.
 
     \b
@@ -73,7 +75,7 @@ def mask(lambda_, partitions, seq_len, concentration, target_name, profiles_file
       mcsa mask --lambda 100 --partitions 3 --seq-len 48
     """
     profile, build = resolve_profile(target_name, profiles_file)
-    sim = MincutSparseAttention(load_config(config_file), profile.target(build))
+    sim = MincutSparseAttention(load_config(config_file), profile.target(build), position_limit)
     gate = GatePacket(lambda_=lambda_, partition_count=partitions, boundary_concentration_q15=concentration)
     try:
         m = sim.build_mask(gate, seq_len)

@@ -6,11 +6,11 @@ import json
 
 import click
 
-from firmware_model.allocators import allocator_named, ALLOCATORS
+from firmware_model.allocators import ALLOCATORS, allocator_named
 from firmware_model.step import capacity_table, fit_step
 
 from ..packets import GatePacket
-from .common import config_option, fail_on_input_errors, load_config, resolve_profile, target_options
+from .common import config_option, fail_on_input_errors, limit_option, load_config, resolve_profile, target_options
 
 
 def _range(ctx, param, value):
@@ -36,7 +36,7 @@ def _common(fn):
         click.option("--json", "as_json", is_flag=True, help="JSON instead of a table."),
     )):
         fn = option(fn)
-    return config_option(target_options(fn))
+    return limit_option(config_option(target_options(fn)))
 
 
 @click.command()
@@ -44,7 +44,7 @@ def _common(fn):
 @click.option("--partitions", default="2..16", show_default=True, callback=_range, help="Partition counts, A..B.")
 @fail_on_input_errors
 def plan(target_name, profiles_file, dim, lambda_, concentration, heap_budget, allocator, as_json, config_file,
-         partitions):
+         position_limit, partitions):
     """The largest seq_len whose whole step fits the heap, per partition count.
 
     \b
@@ -53,7 +53,8 @@ def plan(target_name, profiles_file, dim, lambda_, concentration, heap_budget, a
     """
     profile, build = resolve_profile(target_name, profiles_file)
     rows = capacity_table(profile, load_config(config_file), dim, partitions, lambda_, concentration, build=build,
-                          heap_budget=heap_budget, allocator=allocator and allocator_named(allocator))
+                          heap_budget=heap_budget, allocator=allocator and allocator_named(allocator),
+                          position_limit=position_limit)
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -71,7 +72,7 @@ def plan(target_name, profiles_file, dim, lambda_, concentration, heap_budget, a
 @click.option("--partitions", type=click.IntRange(0, 0xFFFF), required=True, help="Gate partition_count.")
 @fail_on_input_errors
 def fit(target_name, profiles_file, dim, lambda_, concentration, heap_budget, allocator, as_json, config_file,
-        seq_len, partitions):
+        position_limit, seq_len, partitions):
     """Does one step (build_mask, then sparse_attention) fit the target's heap? Exit 1 if not.
 
     \b
@@ -81,7 +82,7 @@ def fit(target_name, profiles_file, dim, lambda_, concentration, heap_budget, al
     profile, build = resolve_profile(target_name, profiles_file)
     gate = GatePacket(lambda_=lambda_, partition_count=partitions, boundary_concentration_q15=concentration)
     report = fit_step(profile, load_config(config_file), gate, seq_len, dim, build=build, heap_budget=heap_budget,
-                      allocator=allocator and allocator_named(allocator))
+                      allocator=allocator and allocator_named(allocator), position_limit=position_limit)
     if as_json:
         out = {k: getattr(report, k) for k in ("profile", "build", "seq_len", "dim", "allocator", "budget",
                                                "inputs_bytes", "peak_bytes", "num_positions", "fits", "headroom")}

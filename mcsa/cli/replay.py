@@ -14,8 +14,8 @@ from ..packets import shortest_f32
 from ..replay import COLUMNS, MASK_COLUMNS, Replayer, Summary
 from ..traces import Record, read_trace
 from .common import (
-    atomic_output, config_option, dumps, fail_on_input_errors, jsonable, load_config, pyplot, resolve_profile,
-    target_options,
+    atomic_output, config_option, dumps, fail_on_input_errors, jsonable, limit_option, load_config, pyplot,
+    resolve_profile, target_options,
 )
 
 FAIL_ON = ("over-budget", "panic")
@@ -136,9 +136,10 @@ def _plot(path: str, series: dict, budget: int) -> None:
 @click.option("--fail-on", callback=_fail_on, metavar="over-budget,panic",
               help="Exit 1 if a packet goes over budget and/or the build panics.")
 @click.option("--skip-bad", is_flag=True, help="Count and skip malformed records instead of stopping.")
+@limit_option
 @fail_on_input_errors
 def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_budget, fmt, output, plot,
-           fail_on, skip_bad):
+           fail_on, skip_bad, position_limit):
     """Replay recorded gate packets (JSONL, CSV or 16-byte .bin, optionally .gz) on a target.
 
     \b
@@ -149,7 +150,7 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
     if plot:
         pyplot("--plot")  # before any work: a missing extra is a usage error
     profile, build = resolve_profile(target_name, profiles_file)
-    replayer = Replayer(profile, build, load_config(config_file), seq_len, dim, heap_budget)
+    replayer = Replayer(profile, build, load_config(config_file), seq_len, dim, heap_budget, position_limit)
     if fmt is None:
         fmt = "table" if output is None and sys.stdout.isatty() else "jsonl"
     summary = Summary()
