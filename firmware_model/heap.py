@@ -27,7 +27,7 @@ import numpy as np
 
 import mcsa
 from mcsa._jit import jit
-from mcsa.mask import DEFAULT_POSITION_LIMIT, POSITION_BYTES, MaskPlan, check_limit, ordered_positions, raw_positions
+from mcsa.mask import DEFAULT_POSITION_LIMIT, POSITION_BYTES, MaskPlan, distinct_codes, ordered_positions
 
 from .allocators import ALLOCATORS, Allocator
 
@@ -96,6 +96,7 @@ class Heap:
         self.call = ""
         self.live_bytes = self.live_blocks = self.allocations = 0
         self.peak_bytes = self.peak_blocks = 0
+        self.call_peak = 0
         self.crossing: Crossing | None = None
 
     def alloc(self, size: int, label: str, count: int = 1) -> None:
@@ -108,8 +109,15 @@ class Heap:
         self.allocations += count
         if self.live_bytes > self.peak_bytes:
             self.peak_bytes, self.peak_blocks = self.live_bytes, self.live_blocks
+        self.call_peak = max(self.call_peak, self.live_bytes)
         if self.budget is not None and self.crossing is None and self.live_bytes > self.budget:
             self.crossing = Crossing(self.call, label, size * count, before)
+
+    def begin(self, call: str) -> None:
+        """Start the allocations of ``call``: it names budget crossings, and
+        ``call_peak`` counts from the bytes live now."""
+        self.call = call
+        self.call_peak = self.live_bytes
 
     def free(self, size: int, count: int = 1) -> None:
         if size == 0 or count == 0:
@@ -383,13 +391,6 @@ def _intra_ranks(plan: MaskPlan) -> tuple[np.ndarray, np.ndarray]:
     return prefix, lo
 
 
-def _distinct(codes: np.ndarray) -> int:
-    if codes.size == 0:
-        return 0
-    ordered = np.sort(codes)
-    return int(np.count_nonzero(ordered[1:] != ordered[:-1])) + 1
-
-
 def _build_mask(heap: Heap, plan: MaskPlan, position_limit: int) -> int:
     """Replay ``build_mask``'s allocations for a plan; returns the position count.
 
@@ -403,17 +404,15 @@ def _build_mask(heap: Heap, plan: MaskPlan, position_limit: int) -> int:
         return plan.seq_len * (plan.seq_len + 1) // 2
     heap.alloc(2 * plan.boundaries.size, "partition boundaries Vec::with_capacity(num_partitions)")
     heap.push_vec(plan.boundaries.size, 2, "boundary_tokens Vec growth")  # every boundary pushed, then truncated
-    args = (plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
     if plan.ordered:
         prefix, lo = _intra_ranks(plan)
-        count = ordered_positions(*args, np.zeros((0, 2), np.uint16), False, np.zeros(0, np.int64))
+        count = ordered_positions(plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross,
+                                  np.zeros((0, 2), np.uint16), False, np.zeros(0, np.int64))
         codes = replace(plan, intra=False).insertion_codes()
         leaves, internals = btree_node_counts(int(prefix[-1]), prefix, lo, codes)
     else:
-        raw = raw_positions(*args, np.zeros(0, np.uint32), False)
-        check_limit(raw, position_limit, f"the heap model of a wrapping mask (seq_len={plan.seq_len})")
-        codes = plan.insertion_codes()
-        count = _distinct(codes)
+        codes = plan.insertion_codes(position_limit)
+        count = distinct_codes(codes).size
         leaves, internals = btree_node_counts(0, np.zeros(1, np.int64), np.zeros(1, np.int64), codes)
     leaf, internal = node_bytes(heap.usize_bits)
     heap.alloc(leaf, "BTreeSet leaf nodes", leaves)
@@ -460,7 +459,8 @@ def _attention_heap(queries, runs, seq_len, header, min_block, align, state, bud
     ``Vec<f32>`` of scores per non-empty query, freed at the end of its turn;
     then the key Vecs are dropped.
 
-    ``state`` is [live, blocks, peak, peak_blocks, allocations] and is updated.
+    ``state`` is [live, blocks, peak, peak_blocks, allocations] and is updated;
+    ``peak`` may start at the peak so far of the enclosing call.
     Returns (kind, requested, live_before) of the first allocation past
     ``budget`` (kind 1: a query's key Vec growing, 2: a scores Vec), or kind 0.
     """
@@ -522,12 +522,15 @@ def _sparse_attention(heap: Heap, queries, runs, qkv_seq_len: int, dim: int) -> 
     vec_header = 3 * heap.usize_bits // 8
     heap.alloc(qkv_seq_len * dim * 4, "output vec![0.0f32; seq_len * dim]")
     heap.alloc(qkv_seq_len * vec_header, "positions_by_query vec![Vec::new(); seq_len]")
-    state = np.array([heap.live_bytes, heap.live_blocks, heap.peak_bytes, heap.peak_blocks, heap.allocations])
+    state = np.array([heap.live_bytes, heap.live_blocks, heap.call_peak, 0, heap.allocations])
     budget = -1 if heap.budget is None or heap.crossing is not None else heap.budget
     kind, size, before = _attention_heap(
         queries, runs, qkv_seq_len, *heap.allocator.params(heap.usize_bits), state, budget
     )
-    heap.live_bytes, heap.live_blocks, heap.peak_bytes, heap.peak_blocks, heap.allocations = (int(x) for x in state)
+    live, blocks, call_peak, call_peak_blocks, allocations = (int(x) for x in state)
+    if call_peak > heap.peak_bytes:
+        heap.peak_bytes, heap.peak_blocks = call_peak, call_peak_blocks
+    heap.live_bytes, heap.live_blocks, heap.call_peak, heap.allocations = live, blocks, call_peak, allocations
     if kind:
         label = "a query's key Vec<u16> growing" if kind == 1 else "a query's scores Vec::with_capacity"
         heap.crossing = Crossing(heap.call, label, int(size), int(before))

@@ -97,21 +97,17 @@ def fit_step(
         raise ValueError(f"heap budget must be non-negative, got {budget}")
     heap = Heap(target.usize_bits, allocator or profile.allocator, budget)
     inputs = 3 * seq_len * dim if inputs_on_heap else 0
-    heap.call = "the inputs"
+    heap.begin("the inputs")
     for name in ("q", "k", "v"):
         heap.alloc(seq_len * dim if inputs_on_heap else 0, f"{name} ({seq_len} x {dim} i8)")
-    figures = {}
-    for call in ("build_mask", "sparse_attention"):
-        heap.call = call
-        start_peak, heap.peak_bytes = heap.peak_bytes, heap.live_bytes
-        if call == "build_mask":
-            count = _build_mask(heap, plan, position_limit)
-        else:
-            _sparse_attention(heap, *query_runs(sim, plan), seq_len, dim)
-        figures[call] = CallFigures(heap.peak_bytes, heap.live_bytes)
-        heap.peak_bytes = max(start_peak, heap.peak_bytes)
+    heap.begin("build_mask")
+    count = _build_mask(heap, plan, position_limit)
+    mask = CallFigures(heap.call_peak, heap.live_bytes)
+    heap.begin("sparse_attention")
+    _sparse_attention(heap, *query_runs(sim, plan), seq_len, dim)
+    attention = CallFigures(heap.call_peak, heap.live_bytes)
     return StepReport(profile.name, build, seq_len, dim, heap.allocator.name, budget, inputs,
-                      figures["build_mask"], figures["sparse_attention"], heap.peak_bytes, count, heap.crossing)
+                      mask, attention, heap.peak_bytes, count, heap.crossing)
 
 
 def largest_fitting_seq_len(profile: Profile, config, gate, dim: int, hi: int = 65536, **kwargs) -> int | None:

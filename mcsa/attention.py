@@ -15,9 +15,9 @@ from .mask import (
     U16_END,
     causal_positions,
     check_limit,
+    distinct_codes,
     full_count,
     ordered_positions,
-    raw_positions,
     resolve_target,
     sparse_density,
 )
@@ -30,7 +30,6 @@ _U32_END = 1 << 32
 _SAFE_DIM = 131072
 """Below this ``dim`` an i32 sum of i8 * i8 products cannot overflow."""
 _NO_KEYS = np.zeros(0, np.uint16)
-_NO_CODES = np.zeros(0, np.uint32)
 _NO_COUNTS = np.zeros(0, np.int64)
 
 
@@ -250,13 +249,7 @@ class MincutSparseAttention:
             out = np.empty((count, 2), np.uint16)
             ordered_positions(*args, out, True, _NO_COUNTS)
             return count, out
-        count = raw_positions(*args, _NO_CODES, False)
-        check_limit(count, self.position_limit, f"build_mask(seq_len={plan.seq_len}) with wrapping indices")
-        codes = plan.insertion_codes()
-        codes.sort()  # then drop repeats: faster than np.unique's hash pass
-        first = np.ones(count, np.bool_)
-        first[1:] = codes[1:] != codes[:-1]
-        codes = codes[first]
+        codes = distinct_codes(plan.insertion_codes(self.position_limit))
         return len(codes), np.stack([codes >> 16, codes & 0xFFFF], axis=1).astype(np.uint16)
 
     def mask_stats(self, gate: GatePacket, seq_len: int) -> MaskStats:
