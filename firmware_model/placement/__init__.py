@@ -1,0 +1,74 @@
+"""Where every block of a step lands: allocation traces and allocator simulators.
+
+An allocation trace is a NumPy array of :data:`EVENT_DTYPE` records, in the order the
+Rust step makes them. Each allocator simulator replays a trace on a heap of a given
+size, placing every block as that allocator's own algorithm does, and returns a
+:class:`Placement`: the first event that cannot be satisfied (if any) and the heap map
+at that moment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+ALLOC, DEALLOC, REALLOC = 0, 1, 2
+"""Event kinds. ``REALLOC``'s ``size`` is the new size; the block keeps its ``obj`` id.
+A simulator whose allocator does not override ``GlobalAlloc::realloc`` replays it as
+alloc new, copy, dealloc old (Rust's default)."""
+
+EVENT_DTYPE = np.dtype([("op", "u1"), ("obj", "i8"), ("size", "i8"), ("align", "i8")])
+"""One allocator call: ``op`` (ALLOC/DEALLOC/REALLOC), ``obj`` (an id unique among live
+blocks), ``size`` and ``align`` of the ``Layout`` (for DEALLOC, the block's layout)."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What an allocator simulator found for one trace on one heap.
+
+    Attributes
+    ----------
+    allocator : str
+        The simulated allocator's name.
+    heap_size : int
+        Bytes of the arena handed to the allocator.
+    failed_event : int or None
+        Index of the first event the allocator could not satisfy (it returned null),
+        or None when the whole trace ran.
+    peak_used : int
+        Most bytes taken from the arena at once (headers, padding and rounding included).
+    blocks : numpy.ndarray
+        Live blocks at the failure (or at the end): (N, 3) int64 of (offset, size, obj),
+        offsets from the arena start, sizes as taken from the arena.
+    holes : numpy.ndarray
+        Free regions at the same moment: (M, 2) int64 of (offset, size).
+    """
+
+    allocator: str
+    heap_size: int
+    failed_event: int | None
+    peak_used: int
+    blocks: np.ndarray
+    holes: np.ndarray
+
+    @property
+    def fits(self) -> bool:
+        """True when every event was satisfied."""
+        return self.failed_event is None
+
+    @property
+    def free_total(self) -> int:
+        """Bytes free at the failure (or at the end)."""
+        return int(self.holes[:, 1].sum()) if len(self.holes) else 0
+
+    @property
+    def largest_hole(self) -> int:
+        """The largest free region at the failure (or at the end)."""
+        return int(self.holes[:, 1].max()) if len(self.holes) else 0
+
+
+Simulator = Callable[[np.ndarray, int, int], Placement]
+"""``simulate(events, heap_size, usize_bits) -> Placement``: every simulator's signature.
+``heap_size`` is the arena in bytes, its start aligned to ``2 * usize`` bytes."""
