@@ -1,0 +1,90 @@
+"""Strict JSON in, as serde_json reads it: no NaN/Infinity, finite numbers, no
+duplicate fields, a bounded nesting depth; and unknown keys reported with a guess.
+
+These are the rules for every JSON the package reads (traces, vectors, configs,
+gate packets); errors are ValueErrors that start with the place they were given.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+
+MAX_DEPTH = 128
+"""serde_json's default recursion limit."""
+MAX_INT_DIGITS = 40
+"""Longer integer literals are out of range for every Rust integer type (u128 has 39 digits)."""
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _pairs(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate field `{key}`")
+        out[key] = value
+    return out
+
+
+def _constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range for f64")
+    return value
+
+
+def _int(text):
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"integer of {len(text.lstrip('-'))} digits is out of range")
+    return int(text)
+
+
+def _depth(text: str) -> int:
+    """Deepest nesting of arrays and objects (outside strings)."""
+    bare = _STRING.sub("", text)
+    depth = deepest = 0
+    for char in bare:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads(text: str, where: str):
+    """Parse one JSON value strictly.
+
+    Raises
+    ------
+    ValueError
+        ``where: not JSON (...)`` naming the reason and, for syntax errors, the column.
+    """
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+        raise ValueError(f"{where}: not JSON (nested more than {MAX_DEPTH} levels deep)")
+    try:
+        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float,
+                          parse_int=_int)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: not JSON ({err.msg} at column {err.colno})") from None
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{where}: not JSON ({err})") from None
+
+
+def unknown_keys(record: dict, known, where: str) -> list[str]:
+    """One message per key of ``record`` not in ``known``, with a did-you-mean when one is close."""
+    known = list(known)
+    notes = []
+    for key in record:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            notes.append(f"{where}: unknown key {key!r} ignored{hint}")
+    return notes
