@@ -70,6 +70,18 @@ def target_option(fn):
                         help=f"Target: {TARGET_HELP}.")(profiles_option(fn))
 
 
+def mask_figure(plt, positions: np.ndarray, seq_len: int, title: str):
+    """The mask as an image of at most 1024 x 1024 cells, its axes counting tokens."""
+    fig, ax = plt.subplots(figsize=(6, 6))
+    side = max(seq_len, 1)
+    ax.imshow(_bitmap(positions, side, 1024), cmap="Greys", vmin=0, vmax=1, interpolation="nearest",
+              extent=(0, side, side, 0))
+    ax.set_title(title)
+    ax.set_xlabel("key (token)")
+    ax.set_ylabel("query (token)")
+    return fig
+
+
 @click.command()
 @click.option("--lambda", "lambda_", type=click.IntRange(0, 0xFFFF_FFFF), required=True, help="Gate lambda.")
 @click.option("--partitions", type=click.IntRange(0, 0xFFFF), required=True, help="Gate partition_count.")
@@ -107,13 +119,8 @@ def mask(lambda_, partitions, seq_len, concentration, target_name, profiles_file
         for row in grid:
             click.echo("".join("#" if cell else "." for cell in row))
     if png:
-        fig, ax = plt.subplots(figsize=(6, 6))
-        side = max(seq_len, 1)
-        ax.imshow(_bitmap(m.positions, side, 1024), cmap="Greys", vmin=0, vmax=1, interpolation="nearest",
-                  extent=(0, side, side, 0))  # axes in tokens, whatever the cell size
-        ax.set_title(f"λ={lambda_}, {partitions} partitions, {seq_len} tokens: {m.num_positions:,} positions")
-        ax.set_xlabel("key (token)")
-        ax.set_ylabel("query (token)")
+        fig = mask_figure(plt, m.positions, seq_len,
+                          f"λ={lambda_}, {partitions} partitions, {seq_len} tokens: {m.num_positions:,} positions")
         with atomic_output(png, "wb") as out:
             fig.savefig(out, format="png", dpi=100)
         plt.close(fig)
@@ -252,13 +259,14 @@ def attention(q_file, k_file, v_file, dim, scale, gate_json, target_name, profil
     """
     target = _target(target_name, profiles_file)
     gate = _gate(gate_json)
-    scale32 = np.float32(scale) if np.isfinite(np.float32(scale)) else None
-    if scale32 is None:
+    with np.errstate(over="ignore"):
+        scale32 = np.float32(scale)
+    if not np.isfinite(scale32):
         raise InputError(f"--scale {scale} is not a finite f32")
     q, k, v = (_load_i8(p, n) for p, n in ((q_file, "--q"), (k_file, "--k"), (v_file, "--v")))
-    for option, arr in (("--q", q), ("--k", k), ("--v", v)):
+    for option, path, arr in (("--q", q_file, q), ("--k", k_file, k), ("--v", v_file, v)):
         if arr.size % dim:
-            raise InputError(f"{option}: {arr.size:,} elements is not a multiple of --dim {dim}")
+            raise InputError(f"{option} {path}: {arr.size:,} elements is not a multiple of --dim {dim}")
     sim = MincutSparseAttention(load_config(config_file), target)
     seq_len = q.size // dim
     try:
