@@ -73,7 +73,7 @@ def loads(text: str, where: str):
         return json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float,
                           parse_int=_int)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{where}: not JSON ({err.msg} at column {err.colno})") from None
+        raise ValueError(f"{where}: not JSON ({err.msg.removesuffix(' at')} at column {err.colno})") from None
     except (ValueError, RecursionError) as err:
         raise ValueError(f"{where}: not JSON ({err})") from None
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from .attention import MincutSparseAttention
 from .fnv import fnv1a64
-from .mask import MaskStats, SparseMask
+from .mask import DEFAULT_POSITION_LIMIT, MaskStats, SparseMask
 from . import jsonio
 from .packets import GatePacket, SparsityConfig, check_uint, f32_from_json
 from .target import Target, TargetPanic
@@ -150,7 +150,7 @@ def _panic_or(fn) -> dict:
         return {"panic": panic.message}
 
 
-def simulate(kind: str, case: dict, target: Target) -> dict:
+def simulate(kind: str, case: dict, target: Target, position_limit: int = DEFAULT_POSITION_LIMIT) -> dict:
     """Run one case on a target; the result in the golden format, with the
     ``heap`` figures of :mod:`firmware_model.heap` for masks, full and attention.
 
@@ -165,7 +165,7 @@ def simulate(kind: str, case: dict, target: Target) -> dict:
     if not isinstance(case, dict):
         raise TypeError(f"a case must be a JSON object, got {type(case).__name__}")
     if kind == "density":
-        sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target)
+        sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target, position_limit)
         return {"density": f32_hex(sim.calculate_density(GatePacket.from_dict(case["gate"])))}
     if kind == "scalar":
         sim = MincutSparseAttention(target=target)
@@ -185,7 +185,7 @@ def simulate(kind: str, case: dict, target: Target) -> dict:
         seq_len = _size(case, "seq_len", target)
 
         def full():
-            mask = SparseMask.full(seq_len, target)
+            mask = SparseMask.full(seq_len, target, position_limit)
             return {
                 "num_positions": mask.num_positions,
                 "positions_fnv1a64": hash_hex(mask.positions),
@@ -194,7 +194,7 @@ def simulate(kind: str, case: dict, target: Target) -> dict:
 
         return _panic_or(full)
     if kind == "masks":
-        sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target)
+        sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target, position_limit)
         seq_len = _size(case, "seq_len", target)
         gate = GatePacket.from_dict(case["gate"])
 
@@ -215,7 +215,7 @@ def simulate(kind: str, case: dict, target: Target) -> dict:
 
         return _panic_or(masks)
     if kind == "attention":
-        sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target)
+        sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target, position_limit)
         dim, qkv_seq_len = _size(case, "dim", target), _size(case, "qkv_seq_len", target)
         mask_seq_len = _size(case, "mask_seq_len", target)
         count = qkv_seq_len * max(dim, 1)

@@ -90,8 +90,9 @@ def main():
     \b
     Exit codes:
       0    success (also when a reader closes the pipe early, as in `| head`)
-      1    a condition you asked to fail on: --fail-on, a step that does not fit
-           (fit), mismatches (verify)
+      1    a verdict you asked for went against the run: a --fail-on condition,
+           a step that does not fit (fit), mismatches (verify), a target panic
+           (mask, attention)
       2    bad input or usage; the message names the option, or file and line
       70   internal error: a bug in mcsa, to be reported
       130  interrupted (Ctrl-C or SIGTERM); no partial output file is left

@@ -132,8 +132,9 @@ def mask(lambda_, partitions, seq_len, concentration, target_name, profiles_file
 @click.option("--build", required=True, metavar="NAME",
               help="Which build's results to check: a preset (x86_64-release) or a profile (stm32f411-debug).")
 @profiles_option
+@limit_option
 @fail_on_input_errors
-def verify(file, build, profiles_file):
+def verify(file, build, profiles_file, position_limit):
     """Check a vectors file in the golden format against the simulator. Exit 1 on
     any mismatch, 2 on a malformed or empty file.
 
@@ -154,18 +155,20 @@ def verify(file, build, profiles_file):
         where = f"{file}:{line}"
         try:
             expected = expected_for(case, key)
-        except KeyError:
+        except KeyError as err:
+            if err.args[0] != key:
+                raise InputError(f"{where}: missing field {err}") from None
             held = case.get("results")
             builds = f" (it holds {', '.join(map(str, held))})" if isinstance(held, dict) and held else ""
             raise InputError(f"{where}: no result for build {key!r}{builds}") from None
         except TypeError as err:
-            raise InputError(f"{where}: malformed case ({err})") from None
+            raise InputError(f"{where}: {err}") from None
         try:
-            got = simulate(kind, case, target)
+            got = simulate(kind, case, target, position_limit)
         except KeyError as err:
-            raise InputError(f"{where}: malformed case (missing field {err})") from None
+            raise InputError(f"{where}: missing field {err}") from None
         except (TypeError, ValueError, OverflowError) as err:
-            raise InputError(f"{where}: malformed case ({err})") from None
+            raise InputError(f"{where}: {err}") from None
         cases += 1
         diff = differences(expected, got)
         if diff:
@@ -267,6 +270,9 @@ def attention(q_file, k_file, v_file, dim, scale, gate_json, target_name, profil
     for option, path, arr in (("--q", q_file, q), ("--k", k_file, k), ("--v", v_file, v)):
         if arr.size % dim:
             raise InputError(f"{option} {path}: {arr.size:,} elements is not a multiple of --dim {dim}")
+        if arr.size != q.size:
+            raise InputError(f"{option} {path}: {arr.size:,} elements, but --q has {q.size:,} "
+                             "(q, k and v hold seq_len x dim each)")
     sim = MincutSparseAttention(load_config(config_file), target)
     seq_len = q.size // dim
     try:
