@@ -315,7 +315,7 @@ def test_verify_refuses_malformed_cases_with_file_and_line(tmp_path, change, mes
 
 def test_verify_missing_field_and_build(tmp_path):
     path = _vectors(tmp_path, {k: v for k, v in GOOD_CASE.items() if k != "dim"})
-    refused(run("verify", path, "--build", "x86_64-release"), f"{path}:1: malformed case (missing field 'dim')")
+    refused(run("verify", path, "--build", "x86_64-release"), f"{path}:1: missing field 'dim'")
     path = _vectors(tmp_path, GOOD_CASE)
     refused(run("verify", path, "--build", "thumbv7em-release"),
             f"{path}:1: no result for build 'thumbv7em-release' (it holds x86_64-release, x86_64-debug")
