@@ -265,9 +265,11 @@ def expected_for(case: dict, build: str) -> dict:
     return expected
 
 
-def _ordered(bits: int) -> int:
-    """f32 bits on a line where adjacent floats differ by 1."""
-    return bits if bits < 0x8000_0000 else 0x8000_0000 - bits
+def f32_line(bits):
+    """f32 bit patterns (an int or an array) on the integer line where adjacent
+    floats differ by 1, so that a difference is a distance in ULPs (int64)."""
+    bits = np.asarray(bits, dtype=np.int64)
+    return np.where(bits < 0x8000_0000, bits, 0x8000_0000 - bits)
 
 
 def ulps(want, have) -> int | None:
@@ -278,7 +280,7 @@ def ulps(want, have) -> int | None:
             c in "0123456789abcdefABCDEF" for c in text) else None
 
     a, b = bits(want), bits(have)
-    return None if a is None or b is None else abs(_ordered(a) - _ordered(b))
+    return None if a is None or b is None else int(abs(f32_line(a) - f32_line(b)))
 
 
 def _distance(key: str, want, have) -> str:

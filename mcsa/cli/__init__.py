@@ -45,7 +45,10 @@ class _Main(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            previous = signal.signal(signal.SIGTERM, _interrupt)
+        except ValueError:  # not the main thread: leave signals to the host program
+            previous = None
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             sys.exit(code if isinstance(code, int) else EXIT_OK)
@@ -74,7 +77,8 @@ class _Main(click.Group):
                        f"with the command line)", err=True)
             sys.exit(EXIT_INTERNAL)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import stat
 import sys
@@ -148,9 +149,12 @@ def table(header, rows, right=frozenset()) -> list[str]:
 
 
 def jsonable(value):
-    """Records to JSON: f32 as the shortest decimal that reads back to it; NumPy ints as ints."""
+    """Records to JSON: f32 as the shortest decimal that reads back to it; NumPy ints
+    as ints; a non-finite Python float as null (serde_json's choice: JSON has no NaN)."""
     if isinstance(value, np.floating):
         return f32_to_json(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.bool_):

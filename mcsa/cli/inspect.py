@@ -13,7 +13,7 @@ from .. import jsonio
 from ..attention import MincutSparseAttention
 from ..packets import GatePacket
 from ..target import PRESETS, TargetPanic
-from ..vectors import differences, expected_for, kind_of, read_cases, simulate
+from ..vectors import differences, expected_for, f32_line, kind_of, read_cases, simulate
 from .common import (
     TARGET_HELP, InputError, atomic_output, config_option, dumps, fail_on_input_errors, limit_option, load_config,
     profiles_option, pyplot, table,
@@ -231,12 +231,6 @@ def _gate(text: str) -> GatePacket:
         raise InputError(str(err) if str(err).startswith("--gate") else f"--gate: {err}") from None
 
 
-def _f32_bits(values: np.ndarray) -> np.ndarray:
-    """f32 values on the integer line where adjacent floats differ by 1 (int64)."""
-    bits = values.astype(np.float32).view(np.uint32).astype(np.int64)
-    return np.where(bits < 0x8000_0000, bits, 0x8000_0000 - bits)
-
-
 @click.command()
 @click.option("--q", "q_file", required=True, type=click.Path(exists=True, dir_okay=False), help="q as int8 .npy.")
 @click.option("--k", "k_file", required=True, type=click.Path(exists=True, dir_okay=False), help="k as int8 .npy.")
@@ -282,7 +276,7 @@ def attention(q_file, k_file, v_file, dim, scale, gate_json, target_name, profil
         click.echo(f"{target.name} panics: {panic}")
         raise SystemExit(1)
     ref = _reference(q, k, v, m.positions, dim, scale32)
-    ulps = np.abs(_f32_bits(out) - _f32_bits(ref))
+    ulps = np.abs(f32_line(out.view(np.uint32)) - f32_line(ref.astype(np.float32).view(np.uint32)))
     worst = int(np.argmax(ulps)) if ulps.size else 0
     click.echo(dumps({
         "target": target.name, "seq_len": seq_len, "dim": dim, "num_positions": m.num_positions,
