@@ -27,6 +27,11 @@ from ..packets import SparsityConfig, f32_to_json
 
 MAX_POSITION_LIMIT = 1 << 40
 """Upper bound of --position-limit: 4 TiB of positions, beyond any host."""
+MAX_DIM = 1 << 16
+"""Upper bound of --dim (any real head is far smaller)."""
+USIZE64_MAX = (1 << 64) - 1
+"""Upper bound of sizes (--seq-len, --heap-budget): the widest usize; a command
+checks them against its target's own usize."""
 
 
 class InputError(click.ClickException):

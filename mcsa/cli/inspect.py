@@ -15,14 +15,11 @@ from ..packets import GatePacket
 from ..target import PRESETS, TargetPanic
 from ..vectors import differences, expected_for, f32_line, kind_of, read_cases, simulate
 from .common import (
-    TARGET_HELP, InputError, atomic_output, config_option, dumps, fail_on_input_errors, limit_option, load_config,
+    MAX_DIM, TARGET_HELP, USIZE64_MAX, InputError, atomic_output, config_option, dumps, fail_on_input_errors, limit_option, load_config,
     profiles_option, pyplot, table,
 )
 
 ASCII_LIMIT = 96
-USIZE64_MAX = (1 << 64) - 1
-MAX_DIM = 1 << 16
-"""Upper bound of --dim (any real head is far smaller)."""
 
 
 @click.command()
@@ -248,7 +245,8 @@ def attention(q_file, k_file, v_file, dim, scale, gate_json, target_name, profil
     """Run one step on your q, k, v and compare it with a float64 reference.
 
     max_ulp_error is the largest distance, in f32 ULPs (an integer), between the
-    output and the float64 reference rounded to f32; worst_index is where.
+    output and the float64 reference rounded to f32 (null if only one of them is
+    NaN somewhere); worst_index is where.
 
     \b
     Example:
@@ -276,12 +274,16 @@ def attention(q_file, k_file, v_file, dim, scale, gate_json, target_name, profil
         click.echo(f"{target.name} panics: {panic}")
         raise SystemExit(1)
     ref = _reference(q, k, v, m.positions, dim, scale32)
-    ulps = np.abs(f32_line(out.view(np.uint32)) - f32_line(ref.astype(np.float32).view(np.uint32)))
+    with np.errstate(over="ignore"):
+        ref32 = ref.astype(np.float32)
+    nan = np.isnan(out) | np.isnan(ref32)  # no ULP distance to a NaN: null when one side alone is NaN
+    ulps = np.where(nan, 0, np.abs(f32_line(out.view(np.uint32)) - f32_line(ref32.view(np.uint32))))
     worst = int(np.argmax(ulps)) if ulps.size else 0
     click.echo(dumps({
         "target": target.name, "seq_len": seq_len, "dim": dim, "num_positions": m.num_positions,
         "max_abs_error": float(np.abs(out.astype(np.float64) - ref).max()) if out.size else 0.0,
-        "max_ulp_error": int(ulps.max()) if ulps.size else 0, "worst_index": worst,
+        "max_ulp_error": None if (np.isnan(out) != np.isnan(ref32)).any() else int(ulps.max(initial=0)),
+        "worst_index": worst,
     }))
     if output:
         with atomic_output(output, "wb") as f:
