@@ -102,7 +102,10 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
     """
     sources = [("built-in profiles.toml", resources.files("firmware_model").joinpath("profiles.toml").read_text())]
     if path is not None:
-        sources.append((str(path), Path(path).read_text(encoding="utf-8")))
+        try:
+            sources.append((str(path), Path(path).read_bytes().decode("utf-8")))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
     profiles = {}
     for origin, text in sources:
         try:

@@ -426,3 +426,28 @@ def test_mask_png_axes_count_tokens(tmp_path):
     assert ax.get_xlim() == (0.0, 4096.0) and ax.get_ylim() == (4096.0, 0.0)
     assert "token" in ax.get_xlabel()
     plt.close(fig)
+
+
+def test_an_npy_header_promising_a_terabyte_is_refused_without_allocating(tmp_path):
+    qkv = _qkv(tmp_path, 8, 4)
+    with open(tmp_path / "huge.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|i1", "fortran_order": False, "shape": (2**40,)})
+        f.write(bytes(100))
+    qkv[1] = tmp_path / "huge.npy"
+    refused(run("attention", *qkv, "--dim", 4, "--scale", 0.5), "--q", "huge.npy: cannot read as .npy")
+
+
+def test_files_that_are_not_utf8_are_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"a = 1\n\xff")
+    refused(run("mask", "--lambda", 1, "--partitions", 2, "--seq-len", 8, "--config", bad),
+            f"{bad}: not UTF-8 (byte 6)")
+    refused(run("targets", "--profiles", bad), f"{bad}: not UTF-8 (byte 6)")
+
+
+def test_an_unknown_gate_key_is_ignored_with_a_guess(tmp_path):
+    gate = {"lambda": 100, "lambda_prev": 100, "boundary_edges": 0, "boundary_concentration_q15": 0,
+            "partition_count": 4, "flags": 0, "partition_cont": 3}
+    result = run("attention", *_qkv(tmp_path, 8, 4), "--dim", 4, "--scale", 0.5, "--gate", json.dumps(gate))
+    assert result.exit_code == 0
+    assert "warning: --gate: unknown key 'partition_cont' ignored (did you mean 'partition_count'?)" in result.stderr

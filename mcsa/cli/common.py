@@ -61,6 +61,21 @@ def fail_on_input_errors(fn):
     return wrapper
 
 
+def read_text(path: str) -> str:
+    """A UTF-8 text file.
+
+    Raises
+    ------
+    ValueError
+        ``path: not UTF-8 (byte N)``.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
+
+
 def load_config(path: str | None) -> SparsityConfig:
     """A SparsityConfig from a JSON or TOML file: the fields it gives over Rust's
     ``Default`` (a partial config is fine), or the defaults. JSON is read strictly
@@ -73,7 +88,7 @@ def load_config(path: str | None) -> SparsityConfig:
     """
     if path is None:
         return SparsityConfig()
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_text(path)
     if path.endswith(".toml"):
         try:
             record = tomllib.loads(text)

@@ -191,8 +191,8 @@ def _load_i8(path: str, option: str) -> np.ndarray:
     InputError
         Naming the option and the file for anything else (.npz, empty, pickled, other dtype).
     """
-    try:
-        arr = np.load(path, allow_pickle=False)
+    try:  # mapped, not read: a header that promises more than the file holds is refused, not allocated
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
         raise InputError(f"{option} {path}: cannot read as .npy ({err or 'empty file'})") from None
     if not isinstance(arr, np.ndarray):
@@ -200,7 +200,7 @@ def _load_i8(path: str, option: str) -> np.ndarray:
         raise InputError(f"{option} {path}: an .npz archive; give each of q, k, v as its own int8 .npy file")
     if arr.dtype != np.int8:
         raise InputError(f"{option} {path}: must be int8, got {arr.dtype}")
-    return arr.reshape(-1)
+    return np.array(arr).reshape(-1)
 
 
 def _reference(q, k, v, positions, dim, scale) -> np.ndarray:
@@ -223,7 +223,11 @@ def _reference(q, k, v, positions, dim, scale) -> np.ndarray:
 
 def _gate(text: str) -> GatePacket:
     try:
-        return GatePacket.from_dict(jsonio.loads(text, "--gate"))
+        record = jsonio.loads(text, "--gate")
+        packet = GatePacket.from_dict(record)
+        for note in jsonio.unknown_keys(record, GatePacket().to_dict(), "--gate"):
+            click.echo(f"warning: {note}", err=True)
+        return packet
     except (ValueError, TypeError) as err:
         raise InputError(str(err) if str(err).startswith("--gate") else f"--gate: {err}") from None
 
