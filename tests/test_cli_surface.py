@@ -451,3 +451,8 @@ def test_an_unknown_gate_key_is_ignored_with_a_guess(tmp_path):
     result = run("attention", *_qkv(tmp_path, 8, 4), "--dim", 4, "--scale", 0.5, "--gate", json.dumps(gate))
     assert result.exit_code == 0
     assert "warning: --gate: unknown key 'partition_cont' ignored (did you mean 'partition_count'?)" in result.stderr
+
+
+def test_a_target_panic_in_fit_is_a_verdict_not_a_traceback():
+    result = run("fit", "--target", "stm32f411", "--seq-len", 30000, "--partitions", 1, "--dim", 32)
+    assert result.exit_code == 1 and "capacity overflow" in result.output and "Traceback" not in result.output

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from ..target import TargetPanic
 from .inspect import attention, mask, targets, verify
 from .plan import fit, plan
 from .replay import replay
@@ -72,6 +73,9 @@ class _Main(click.Group):
             else:
                 click.echo(f"Error: {err.filename}: {err.strerror or err}", err=True)
             sys.exit(EXIT_INPUT)
+        except TargetPanic as panic:  # the simulated step failed: a verdict, like mask's and attention's
+            click.echo(f"the target panics: {panic}", err=True)
+            sys.exit(EXIT_FAILED)
         except Exception as err:  # a bug in mcsa: one line, its own exit code
             click.echo(f"internal error: {type(err).__name__}: {err} (a bug in mcsa: please report it "
                        f"with the command line)", err=True)
@@ -95,8 +99,8 @@ def main():
     Exit codes:
       0    success (also when a reader closes the pipe early, as in `| head`)
       1    a verdict you asked for went against the run: a --fail-on condition,
-           a step that does not fit (fit), mismatches (verify), a target panic
-           (mask, attention)
+           a step that does not fit (fit), mismatches (verify), a panic of the
+           simulated target in a single step (mask, attention, fit)
       2    bad input or usage; the message names the option, or file and line
       70   internal error: a bug in mcsa, to be reported
       130  interrupted (Ctrl-C or SIGTERM); no partial output file is left
