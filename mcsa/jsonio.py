@@ -30,19 +30,19 @@ def _pairs(pairs):
 
 
 def _constant(name):
-    raise ValueError(f"{name} is not a JSON number")
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _float(text):
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"number {text} is out of range for f64")
+        raise ValueError(f"number {text[:40]} is out of range for f64")
     return value
 
 
 def _int(text):
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ValueError(f"integer of {len(text.lstrip('-'))} digits is out of range")
+        raise ValueError(f"integer literal of {len(text.lstrip('-')):,} digits is out of range")
     return int(text)
 
 
@@ -68,7 +68,7 @@ def loads(text: str, where: str):
         ``where: not JSON (...)`` naming the reason and, for syntax errors, the column.
     """
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
-        raise ValueError(f"{where}: not JSON (nested more than {MAX_DEPTH} levels deep)")
+        raise ValueError(f"{where}: not JSON (nested deeper than {MAX_DEPTH} levels)")
     try:
         return json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float,
                           parse_int=_int)
@@ -84,7 +84,7 @@ def unknown_keys(record: dict, known, where: str) -> list[str]:
     notes = []
     for key in record:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            notes.append(f"{where}: unknown key {key!r} ignored{hint}")
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            notes.append(f"{where}: unknown key `{key}` ignored{hint}")
     return notes

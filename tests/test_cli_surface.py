@@ -250,18 +250,18 @@ def test_an_unknown_config_key_is_ignored_with_a_guess(tmp_path):
     cfg.write_text('{"max_cross_partition_edge": 5, "colour": 1}')
     result = run("mask", "--lambda", 100, "--partitions", 3, "--seq-len", 24, "--config", cfg)
     assert result.exit_code == 0
-    assert (f"warning: {cfg}: unknown key 'max_cross_partition_edge' ignored "
-            "(did you mean 'max_cross_partition_edges'?)") in result.stderr
-    assert f"warning: {cfg}: unknown key 'colour' ignored\n" in result.stderr
+    assert (f"note: {cfg}: unknown key `max_cross_partition_edge` ignored "
+            "(did you mean `max_cross_partition_edges`?)") in result.stderr
+    assert f"note: {cfg}: unknown key `colour` ignored\n" in result.stderr
 
 
 @pytest.mark.parametrize("text,message", [
-    ('{"min_density_q15": NaN}', "NaN is not a JSON number"),
-    ('{"min_density_q15": -Infinity}', "-Infinity is not a JSON number"),
+    ('{"min_density_q15": NaN}', "NaN is not a JSON value"),
+    ('{"min_density_q15": -Infinity}', "-Infinity is not a JSON value"),
     ('{"min_density_q15": 1e400}', "number 1e400 is out of range"),
-    ('{"min_density_q15": ' + "9" * 5000 + "}", "integer of 5000 digits is out of range"),
+    ('{"min_density_q15": ' + "9" * 5000 + "}", "integer literal of 5,000 digits is out of range"),
     ('{"min_density_q15": 1, "min_density_q15": 2}', "duplicate field `min_density_q15`"),
-    ("[" * 1000 + "]" * 1000, "nested more than 128 levels deep"),
+    ("[" * 1000 + "]" * 1000, "nested deeper than 128 levels"),
     ('{"min_density_q15": 1', "not JSON (Expecting"),
     ('{"min_density_q15": 70000}', "min_density_q15 must be in 0..=65535"),
     ("[1]", "a config must be a JSON object or TOML table, got list"),
@@ -325,7 +325,7 @@ def test_verify_missing_field_and_build(tmp_path):
     ("", "no cases, nothing verified"),
     ("\n\n", "no cases, nothing verified"),
     ("[1]", ":1: a case must be a JSON object, got list"),
-    ('{"a": NaN}', ":1: not JSON (NaN is not a JSON number)"),
+    ('{"a": NaN}', ":1: not JSON (NaN is not a JSON value)"),
     ("\xff", ":1: not UTF-8"),
 ])
 def test_verify_refuses_empty_and_bad_files(tmp_path, content, message):
@@ -395,7 +395,7 @@ def test_attention_reports_an_integer_ulp_error(tmp_path):
     (["attention", "--dim", 4, "--scale", 1e39], "is not a finite f32"),
     (["attention", "--dim", 4, "--gate", "{"], "--gate: not JSON"),
     (["attention", "--dim", 4, "--gate", '{"lambda": 1}'], "--gate: gate packet is missing field(s)"),
-    (["attention", "--dim", 4, "--gate", "[" * 500 + "]" * 500], "--gate: not JSON (nested"),
+    (["attention", "--dim", 4, "--gate", "[" * 500 + "]" * 500], "--gate: not JSON (nested deeper"),
     (["attention", "--dim", 4, "--target", "avr"], "unknown target 'avr'"),
     (["mask", "--lambda", 1, "--partitions", 2, "--seq-len", 2**64], "--seq-len"),
     (["mask", "--lambda", 1, "--partitions", 2, "--seq-len", 2**33, "--target", "thumbv7em-release"],
@@ -450,7 +450,7 @@ def test_an_unknown_gate_key_is_ignored_with_a_guess(tmp_path):
             "partition_count": 4, "flags": 0, "partition_cont": 3}
     result = run("attention", *_qkv(tmp_path, 8, 4), "--dim", 4, "--scale", 0.5, "--gate", json.dumps(gate))
     assert result.exit_code == 0
-    assert "warning: --gate: unknown key 'partition_cont' ignored (did you mean 'partition_count'?)" in result.stderr
+    assert "note: --gate: unknown key `partition_cont` ignored (did you mean `partition_count`?)" in result.stderr
 
 
 def test_a_target_panic_in_fit_is_a_verdict_not_a_traceback():

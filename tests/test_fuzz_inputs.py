@@ -199,4 +199,5 @@ def test_attention_on_mutated_arrays(tmp_path_factory, data, specs, dim, scale):
     check(result, "--q", "--k", "--v", "--gate", "--scale", "--dim", "'--")
     assert out.exists() == (result.exit_code == 0)
     if result.exit_code == 0:
-        assert type(json.loads(result.output)["max_ulp_error"]) is int
+        ulps = json.loads(result.output)["max_ulp_error"]
+        assert ulps is None or type(ulps) is int  # None: only one of output and reference is NaN somewhere

@@ -79,7 +79,7 @@ def read_text(path: str) -> str:
 def load_config(path: str | None) -> SparsityConfig:
     """A SparsityConfig from a JSON or TOML file: the fields it gives over Rust's
     ``Default`` (a partial config is fine), or the defaults. JSON is read strictly
-    (:func:`mcsa.jsonio.loads`); an unknown key is ignored with a warning on stderr.
+    (:func:`mcsa.jsonio.loads`); an unknown key is ignored with a note on stderr.
 
     Raises
     ------
@@ -100,7 +100,7 @@ def load_config(path: str | None) -> SparsityConfig:
         raise ValueError(f"{path}: a config must be a JSON object or TOML table, got {type(record).__name__}")
     defaults = SparsityConfig().to_dict()
     for note in jsonio.unknown_keys(record, defaults, path):
-        click.echo(f"warning: {note}", err=True)
+        click.echo(f"note: {note}", err=True)
     try:
         return SparsityConfig.from_dict({**defaults, **record})
     except (ValueError, TypeError) as err:

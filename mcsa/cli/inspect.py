@@ -226,7 +226,7 @@ def _gate(text: str) -> GatePacket:
         record = jsonio.loads(text, "--gate")
         packet = GatePacket.from_dict(record)
         for note in jsonio.unknown_keys(record, GatePacket().to_dict(), "--gate"):
-            click.echo(f"warning: {note}", err=True)
+            click.echo(f"note: {note}", err=True)
         return packet
     except (ValueError, TypeError) as err:
         raise InputError(str(err) if str(err).startswith("--gate") else f"--gate: {err}") from None
