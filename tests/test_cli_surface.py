@@ -19,7 +19,7 @@ import mcsa
 from firmware_model.profiles import load_profiles, resolve_target
 from mcsa import jsonio
 from mcsa.cli import main
-from mcsa.cli.common import atomic_output, load_config, resolve_profile, show_progress
+from mcsa.cli.common import atomic_output, load_config, resolve_profile
 
 from .conftest import GOLDEN
 
@@ -154,14 +154,6 @@ def test_no_temp_file_survives_a_failure(tmp_path):
             out.write("half")
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
-
-
-def test_a_progress_bar_is_never_drawn_into_stdout_on_a_terminal(monkeypatch):
-    for err_tty, out_tty, writes_stdout, shown in [(True, True, True, False), (True, True, False, True),
-                                                    (True, False, True, True), (False, False, False, False)]:
-        monkeypatch.setattr(sys.stderr, "isatty", lambda v=err_tty: v, raising=False)
-        monkeypatch.setattr(sys.stdout, "isatty", lambda v=out_tty: v, raising=False)
-        assert show_progress(writes_stdout) is shown
 
 
 # --- targets ----------------------------------------------------------------------------------------------

@@ -151,13 +151,6 @@ def config_option(fn):
                         help="SparsityConfig as JSON or TOML; fields it leaves out keep Rust's defaults.")(fn)
 
 
-def show_progress(writes_stdout: bool) -> bool:
-    """Whether to draw a progress bar (always on stderr): only when stderr is a
-    terminal and no output is going to that terminal through stdout, so a bar is
-    never drawn into a table."""
-    return sys.stderr.isatty() and not (writes_stdout and sys.stdout.isatty())
-
-
 def table(header, rows, right=frozenset()) -> list[str]:
     """Lines of a plain-text table, each column as wide as its widest cell;
     the columns whose index is in ``right`` (numbers) right-aligned, the last one unpadded."""
