@@ -13,6 +13,8 @@ import mcsa
 from .allocators import Allocator, allocator_named
 
 FPUS = ("none", "single", "double")
+PROFILES_LIMIT = 1 << 20
+"""Largest profiles file read, in bytes."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,12 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
     """
     sources = [("built-in profiles.toml", resources.files("firmware_model").joinpath("profiles.toml").read_text())]
     if path is not None:
+        with open(path, "rb") as f:
+            data = f.read(PROFILES_LIMIT + 1)
+        if len(data) > PROFILES_LIMIT:
+            raise ValueError(f"{path}: larger than {PROFILES_LIMIT:,} bytes; not a profiles file")
         try:
-            sources.append((str(path), Path(path).read_bytes().decode("utf-8")))
+            sources.append((str(path), data.decode("utf-8")))
         except UnicodeDecodeError as err:
             raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
     profiles = {}

@@ -28,6 +28,8 @@ OUTPUT_LIST_LIMIT = 8192
 """Outputs with at most this many elements are listed in full."""
 POSITIONS_LIST_LIMIT = 4096
 """Masks with at most this many positions are listed in full."""
+LINE_LIMIT = 1 << 26
+"""Longest case line read (64 MiB; the golden files' longest is about 0.5 MiB)."""
 QKV_LIMIT = 1 << 26
 """Largest q, k or v (elements) an attention case may ask for: 64 MiB each."""
 F32_FIELDS = ("density", "sparsity", "flops_ratio", "output")
@@ -63,8 +65,10 @@ def read_cases(path: str | Path) -> Iterator[tuple[int, dict]]:
     number = 0
     try:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as lines:
-            for number, raw in enumerate(lines, 1):
+            for number, raw in enumerate(iter(lambda: lines.readline(LINE_LIMIT + 1), b""), 1):
                 where = f"{path}:{number}"
+                if len(raw) > LINE_LIMIT:
+                    raise ValueError(f"{where}: line longer than {LINE_LIMIT:,} bytes")
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:

@@ -448,3 +448,18 @@ def test_an_unknown_gate_key_is_ignored_with_a_guess(tmp_path):
 def test_a_target_panic_in_fit_is_a_verdict_not_a_traceback():
     result = run("fit", "--target", "stm32f411", "--seq-len", 30000, "--partitions", 1, "--dim", 32)
     assert result.exit_code == 1 and "capacity overflow" in result.output and "Traceback" not in result.output
+
+
+def test_endless_inputs_are_bounded(tmp_path):
+    refused(run("mask", "--lambda", 1, "--partitions", 2, "--seq-len", 8, "--config", "/dev/zero"),
+            "/dev/zero: larger than 1,048,576 bytes")
+    refused(run("targets", "--profiles", "/dev/zero"), "/dev/zero: larger than 1,048,576 bytes")
+    from mcsa import vectors
+
+    path = tmp_path / "density-long.jsonl"
+    path.write_bytes(b" " * 100 + b"\n")
+    old, vectors.LINE_LIMIT = vectors.LINE_LIMIT, 64
+    try:
+        refused(run("verify", path, "--build", "x86_64-release"), f"{path}:1: line longer than 64 bytes")
+    finally:
+        vectors.LINE_LIMIT = old

@@ -61,15 +61,18 @@ def fail_on_input_errors(fn):
     return wrapper
 
 
-def read_text(path: str) -> str:
-    """A UTF-8 text file.
+def read_text(path: str, limit: int = 1 << 20) -> str:
+    """A UTF-8 text file of at most ``limit`` bytes (a config, not a device that never ends).
 
     Raises
     ------
     ValueError
-        ``path: not UTF-8 (byte N)``.
+        ``path: not UTF-8 (byte N)`` or ``path: larger than ... bytes``.
     """
-    data = Path(path).read_bytes()
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path}: larger than {limit:,} bytes; not a config file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
