@@ -48,7 +48,8 @@ def kind_of(path: str | Path) -> str:
     for kind in KINDS:
         if stem.startswith(kind):
             return kind
-    raise ValueError(f"{path}: cannot tell the case kind from the file name; it must start with one of {', '.join(KINDS)}")
+    raise ValueError(f"{path}: cannot tell the case kind from the file name; it must start with one of "
+                     f"{', '.join(KINDS)}")
 
 
 def read_cases(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -287,9 +288,13 @@ def ulps(want, have) -> int | None:
     return None if a is None or b is None else int(abs(f32_line(a) - f32_line(b)))
 
 
+def _apart(d: int) -> str:
+    return f"{d} ULP{'s' if d != 1 else ''} apart"
+
+
 def _distance(key: str, want, have) -> str:
-    d = ulps(want, have) if key.split(".")[-1].split("[")[0] in F32_FIELDS else None
-    return "" if d is None else f" ({d} ULP{'s' if d != 1 else ''} apart)"
+    d = ulps(want, have) if key in F32_FIELDS else None
+    return "" if d is None else f" ({_apart(d)})"
 
 
 def differences(expected: dict, got: dict, prefix: str = "") -> list[str]:
@@ -307,12 +312,12 @@ def differences(expected: dict, got: dict, prefix: str = "") -> list[str]:
             wrong = [i for i, (a, b) in enumerate(zip(want, have)) if a != b]
             if wrong:
                 i = wrong[0]
-                line = (f"{name}[{i}]: expected {_short(want[i])}, got {_short(have[i])}{_distance(key, want[i], have[i])}"
-                        f"; {len(wrong):,} of {len(want):,} elements differ")
+                line = (f"{name}[{i}]: expected {_short(want[i])}, got {_short(have[i])}"
+                        f"{_distance(key, want[i], have[i])}; {len(wrong):,} of {len(want):,} elements differ")
                 far = [(ulps(want[j], have[j]), j) for j in wrong]
                 if key in F32_FIELDS and all(d is not None for d, _ in far):
                     d, j = max(far)
-                    line += f", the farthest {d} ULP{'s' if d != 1 else ''} apart at [{j}]"
+                    line += f", the farthest {_apart(d)} at [{j}]"
                 out.append(line)
         elif have != want:
             out.append(f"{name}: expected {_short(want)}, got {_short(have)}{_distance(key, want, have)}")

@@ -15,8 +15,8 @@ from ..packets import GatePacket
 from ..target import PRESETS, TargetPanic
 from ..vectors import differences, expected_for, f32_line, kind_of, read_cases, simulate
 from .common import (
-    MAX_DIM, TARGET_HELP, USIZE64_MAX, InputError, atomic_output, config_option, dumps, fail_on_input_errors, limit_option, load_config,
-    profiles_option, pyplot, table,
+    MAX_DIM, TARGET_HELP, USIZE64_MAX, InputError, atomic_output, config_option, dumps, fail_on_input_errors,
+    limit_option, load_config, profiles_option, pyplot, table,
 )
 
 ASCII_LIMIT = 96
