@@ -171,6 +171,17 @@ def test_one_resolver_for_presets_and_profiles():
         resolve_target(32)
 
 
+def test_the_resolver_reads_user_profiles(tmp_path):
+    own = tmp_path / "mine.toml"
+    own.write_text(_profile_row())
+    r = resolve_target("board-debug", own)
+    assert r.profile.name == "board" and r.build == "debug" and r.target.name == "board-debug"
+    assert r.target.usize_bits == 32 and r.target.overflow is mcsa.Overflow.PANIC
+    result = run("mask", "--lambda", 100, "--partitions", 3, "--seq-len", 24, "--target", "board-debug",
+                 "--profiles", own)
+    assert result.exit_code == 0 and result.output.startswith("board-debug: seq_len 24")
+
+
 def test_commands_that_need_a_heap_refuse_a_bare_preset_clearly():
     with pytest.raises(ValueError, match=r"'thumbv7em-debug' is a simulator preset.*such as stm32f411-debug"):
         resolve_profile("thumbv7em-debug", None)
