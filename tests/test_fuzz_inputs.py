@@ -136,11 +136,12 @@ def test_mask_with_a_mutated_config(tmp_path_factory, data, toml):
                          if v is not None) if _object(text) else text
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     png = folder / "m.png"
+    draw_png = data.draw(st.integers(0, 4)) == 0  # matplotlib takes most of the time: one run in five
     result = invoke("mask", "--lambda", data.draw(st.sampled_from([0, 40, 200, 2**32 - 1])), "--partitions",
                     data.draw(st.integers(0, 9)), "--seq-len", data.draw(st.integers(0, 64)), "--config", path,
-                    "--position-limit", LIMIT, "--png", png)
+                    "--position-limit", LIMIT, *(["--png", png] if draw_png else []))
     check(result, f"{path}: ")
-    assert png.exists() == (result.exit_code == 0)
+    assert png.exists() == (draw_png and result.exit_code == 0)
 
 
 def _toml(value) -> str:
