@@ -47,7 +47,7 @@ def refused(result, *fragments):
 def test_exit_codes_are_documented_in_help_and_readme():
     text = run("--help").output
     readme = (ROOT / "README.md").read_text()
-    for code in ("0", "1", "2", "70", "130"):
+    for code in ("0", "1", "2", "70", "130", "141"):
         assert re.search(rf"^\s+{code}\s+\S", text, re.M), code
         assert f"| {code} |" in readme, code
 
@@ -76,7 +76,7 @@ def _mcsa(*args, **kwargs):
                             env=env, stderr=subprocess.PIPE, **kwargs)
 
 
-def test_a_closed_stdout_ends_quietly_with_0(tmp_path):
+def test_a_closed_stdout_ends_quietly_with_141(tmp_path):
     trace = _bin_trace(tmp_path / "t.bin", 50)
     proc = _mcsa("replay", trace, "--target", "stm32f411", "--seq-len", 128, "--format", "jsonl",
                  stdout=subprocess.PIPE)
@@ -84,7 +84,7 @@ def test_a_closed_stdout_ends_quietly_with_0(tmp_path):
     proc.stdout.close()
     _, err = proc.communicate(timeout=120)
     assert json.loads(first)["schema_version"] == 1
-    assert proc.returncode == 0 and err == b""
+    assert proc.returncode == 141 and err == b""
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

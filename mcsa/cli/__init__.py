@@ -14,6 +14,8 @@ from .plan import fit, plan
 from .replay import replay
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
+EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
+"""141, the status a shell gives a Unix tool that SIGPIPE ended."""
 
 
 def _interrupt(signum, frame):
@@ -66,7 +68,7 @@ class _Main(click.Group):
             sys.exit(EXIT_INTERRUPTED)
         except (_ClosedPipe, BrokenPipeError):
             _quiet_stdout()
-            sys.exit(EXIT_OK)
+            sys.exit(EXIT_CLOSED_PIPE)
         except OSError as err:
             if err.filename is None:
                 click.echo(f"Error: {err.strerror or err}", err=True)
@@ -97,13 +99,15 @@ def main():
 
     \b
     Exit codes:
-      0    success (also when a reader closes the pipe early, as in `| head`)
+      0    success
       1    a verdict you asked for went against the run: a --fail-on condition,
            a step that does not fit (fit), mismatches (verify), a panic of the
            simulated target in a single step (mask, attention, fit)
       2    bad input or usage; the message names the option, or file and line
       70   internal error: a bug in mcsa, to be reported
       130  interrupted (Ctrl-C or SIGTERM); no partial output file is left
+      141  stdout closed before the end (`| head`): quietly, as a Unix tool
+           that SIGPIPE ends; the run's verdict is unknown
     """
 
 
