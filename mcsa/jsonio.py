@@ -12,12 +12,20 @@ import json
 import math
 import re
 
+import numpy as np
+
 MAX_DEPTH = 128
 """serde_json's default recursion limit."""
 MAX_INT_DIGITS = 40
 """Longer integer literals are out of range for every Rust integer type (u128 has 39 digits)."""
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+_SHAPE = str.maketrans({**dict.fromkeys("0123456789", "0"), "E": "e", "-": "+"})
+_LONG = "0" * (MAX_INT_DIGITS + 1)
+_BIG_EXPONENT = re.compile(r'e\+?000+(?:[^0-9A-Za-z"]|$)')
+"""On a text whose digits are all 0, what a number out of range needs: over 40 digits,
+or an exponent of 3 digits (ending where a number ends, unlike hex digits in a string)."""
 
 
 def _pairs(pairs):
@@ -48,15 +56,9 @@ def _int(text):
 
 def _depth(text: str) -> int:
     """Deepest nesting of arrays and objects (outside strings)."""
-    bare = _STRING.sub("", text)
-    depth = deepest = 0
-    for char in bare:
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
+    bare = np.frombuffer(_STRING.sub("", text).encode(), np.uint8)
+    steps = np.isin(bare, _OPEN).astype(np.int64) - np.isin(bare, _CLOSE)
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def loads(text: str, where: str):
@@ -69,9 +71,12 @@ def loads(text: str, where: str):
     """
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
         raise ValueError(f"{where}: not JSON (nested deeper than {MAX_DEPTH} levels)")
+    hooks = {"object_pairs_hook": _pairs, "parse_constant": _constant}
+    shape = text.translate(_SHAPE)
+    if _LONG in shape or _BIG_EXPONENT.search(shape):  # only then may a number be out of range: check each
+        hooks.update(parse_float=_float, parse_int=_int)
     try:
-        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float,
-                          parse_int=_int)
+        return json.loads(text, **hooks)
     except json.JSONDecodeError as err:
         raise ValueError(f"{where}: not JSON ({err.msg.removesuffix(' at')} at column {err.colno})") from None
     except (ValueError, RecursionError) as err:
