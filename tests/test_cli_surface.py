@@ -279,6 +279,13 @@ def test_strict_json_accepts_what_serde_accepts():
     assert jsonio.loads('{"a": [1, -2.5e3, "x\\"]", null, true], "b": {}}', "w") == {
         "a": [1, -2500.0, 'x"]', None, True], "b": {}}
     assert jsonio.loads("[" * 128 + "]" * 128, "w") == eval("[" * 128 + "]" * 128)
+    assert jsonio.loads('["3e123", "e+0001", 1e-400, 1e308, -1.5E+2, ' + "9" * 40 + "]", "w") == [
+        "3e123", "e+0001", 0.0, 1e308, -150.0, int("9" * 40)]
+    for text, message in [("[1e309]", "number 1e309 is out of range"), ("[-1E+999]", "number -1E+999 is out"),
+                          ("[" + "1" * 41 + "]", "integer literal of 41 digits"),
+                          ("[1." + "0" * 500 + "1e400]", "number 1.000")]:
+        with pytest.raises(ValueError, match=re.escape(f"w: not JSON ({message}")):
+            jsonio.loads(text, "w")
 
 
 # --- verify -----------------------------------------------------------------------------------------------
