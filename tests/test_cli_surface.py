@@ -481,3 +481,16 @@ def test_endless_inputs_are_bounded(tmp_path):
         refused(run("verify", path, "--build", "x86_64-release"), f"{path}:1: line longer than 64 bytes")
     finally:
         vectors.LINE_LIMIT = old
+
+
+def test_output_into_a_device_or_fifo_is_written_not_replaced(tmp_path):
+    with atomic_output("/dev/null", "wb") as out:
+        out.write(b"gone")
+    assert Path("/dev/null").is_char_device()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    with atomic_output(str(fifo)) as out:
+        out.write("through the fifo\n")
+    assert reader.communicate(timeout=30)[0] == b"through the fifo\n"
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]

@@ -195,7 +195,8 @@ def atomic_output(path: str | None, mode: str = "w"):
 
     As a shell redirection would: through a symlink to its target (the link stays),
     with the permissions the umask gives a new file (an existing file keeps its
-    own), and errors name ``path``. On any exception, KeyboardInterrupt and the
+    own), straight into what is not a regular file (``/dev/null``, a FIFO), and
+    errors name ``path``. On any exception, KeyboardInterrupt and the
     SIGTERM that ``mcsa`` turns into one included, the temporary file is removed.
 
     Raises
@@ -206,11 +207,16 @@ def atomic_output(path: str | None, mode: str = "w"):
     if path is None or path == "-":
         yield sys.stdout if "b" not in mode else sys.stdout.buffer
         return
-    target = Path(os.path.realpath(path))
     try:
-        keep = stat.S_IMODE(target.stat().st_mode)
+        existing = os.stat(path).st_mode
     except OSError:
-        keep = 0o666 & ~_umask()
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing):  # /dev/null, /dev/stdout, a FIFO: write into it
+        with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as out:
+            yield out
+        return
+    target = Path(os.path.realpath(path))
+    keep = 0o666 & ~_umask() if existing is None else stat.S_IMODE(existing)
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as err:
