@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from importlib import resources
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import mcsa
 from .allocators import Allocator, allocator_named
 
 FPUS = ("none", "single", "double")
+PROFILES_LIMIT = 1 << 20
+"""Largest profiles file read, in bytes."""
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,16 @@ def _profile(name: str, row: dict, origin: str) -> Profile:
     unknown = sorted(set(row) - known)
     if unknown:
         raise ValueError(f"{where} has unknown field(s) {', '.join(unknown)}")
+    for key in ("description", "arch", "fpu", "expf", "allocator", "source"):
+        if not isinstance(row[key], str):
+            raise ValueError(f"{where} {key} must be a string, got {row[key]!r}")
     for key in ("usize_bits", "ram", "heap_budget"):
         if isinstance(row[key], bool) or not isinstance(row[key], int) or row[key] < 0:
             raise ValueError(f"{where} {key} must be a non-negative integer, got {row[key]!r}")
     if row["usize_bits"] not in (32, 64):
         raise ValueError(f"{where} usize_bits must be 32 or 64, got {row['usize_bits']}")
+    if row["ram"] > 1 << row["usize_bits"]:
+        raise ValueError(f"{where} ram {row['ram']:,} B is more than a {row['usize_bits']}-bit usize addresses")
     if row["fpu"] not in FPUS:
         raise ValueError(f"{where} fpu must be one of {', '.join(FPUS)}, got {row['fpu']!r}")
     try:
@@ -68,10 +76,20 @@ def _profile(name: str, row: dict, origin: str) -> Profile:
     except ValueError as err:
         raise ValueError(f"{where} {err}") from None
     regions = row.get("regions", {})
-    if row.get("heap_region") is not None and row["heap_region"] not in regions:
-        raise ValueError(f"{where} heap_region {row['heap_region']!r} is not one of its regions")
+    if not isinstance(regions, dict):
+        raise ValueError(f"{where} regions must be a table of region sizes in bytes, got {regions!r}")
+    for region, size in regions.items():
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= row["ram"]:
+            raise ValueError(f"{where} regions.{region} must be a size in bytes from 0 to ram "
+                             f"({row['ram']:,}), got {size!r}")
+    heap_region = row.get("heap_region")
+    if heap_region is not None and heap_region not in regions:
+        raise ValueError(f"{where} heap_region {heap_region!r} is not one of its regions")
+    room, what = (regions[heap_region], f"its heap_region {heap_region}") if heap_region else (row["ram"], "its ram")
+    if row["heap_budget"] > room:
+        raise ValueError(f"{where} heap_budget {row['heap_budget']:,} B is larger than {what} ({room:,} B)")
     return Profile(name, row["description"], row["arch"], row["usize_bits"], row["ram"], row["heap_budget"],
-                   row["fpu"], row["expf"], allocator, row["source"], dict(regions), row.get("heap_region"))
+                   row["fpu"], row["expf"], allocator, row["source"], dict(regions), heap_region)
 
 
 def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
@@ -86,7 +104,14 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
     """
     sources = [("built-in profiles.toml", resources.files("firmware_model").joinpath("profiles.toml").read_text())]
     if path is not None:
-        sources.append((str(path), Path(path).read_text(encoding="utf-8")))
+        with open(path, "rb") as f:
+            data = f.read(PROFILES_LIMIT + 1)
+        if len(data) > PROFILES_LIMIT:
+            raise ValueError(f"{path}: larger than {PROFILES_LIMIT:,} bytes; not a profiles file")
+        try:
+            sources.append((str(path), data.decode("utf-8")))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
     profiles = {}
     for origin, text in sources:
         try:
@@ -113,3 +138,46 @@ def profile_named(name: str, path: str | Path | None = None) -> Profile:
         return profiles[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; known: {', '.join(profiles)}") from None
+
+
+BUILDS = ("release", "debug")
+
+
+class Resolved(NamedTuple):
+    """A ``--target`` / ``target=`` name resolved: the simulator build, the profile
+    behind it (None for a bare simulator preset) and the build kind."""
+
+    target: mcsa.Target
+    profile: Profile | None
+    build: str
+
+
+def resolve_target(name: str, profiles_file: str | Path | None = None) -> Resolved:
+    """A target by name: a profile (``stm32f411``, ``stm32f411-debug``; built-in or
+    from ``profiles_file``; release by default) or a simulator preset
+    (``thumbv7em-debug``, see :data:`mcsa.PRESETS`). A profile wins over a preset
+    of the same name, and builds the same target.
+
+    Raises
+    ------
+    TypeError
+        If ``name`` is not a string.
+    ValueError
+        If ``name`` is neither, listing both kinds; or ``profiles_file`` is malformed.
+    OSError
+        If ``profiles_file`` cannot be read.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"target must be a name (str), got {type(name).__name__}")
+    profiles = load_profiles(profiles_file)
+    base, build = name, "release"
+    for kind in BUILDS:
+        if name.endswith(f"-{kind}") and name[: -len(kind) - 1] in profiles:
+            base, build = name[: -len(kind) - 1], kind
+    if base in profiles:
+        return Resolved(profiles[base].target(build), profiles[base], build)
+    if name in mcsa.PRESETS:
+        preset = mcsa.PRESETS[name]
+        return Resolved(preset, None, "release" if preset.overflow is mcsa.Overflow.WRAP else "debug")
+    raise ValueError(f"unknown target {name!r}; use a profile, optionally with -release or -debug "
+                     f"({', '.join(profiles)}), or a simulator preset ({', '.join(mcsa.PRESETS)})")

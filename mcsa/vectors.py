@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -17,16 +18,22 @@ import numpy as np
 
 from .attention import MincutSparseAttention
 from .fnv import fnv1a64
-from .mask import MaskStats, SparseMask
-from .packets import GatePacket, SparsityConfig, f32_from_json
+from .mask import DEFAULT_POSITION_LIMIT, MaskStats, SparseMask
+from . import jsonio
+from .packets import GatePacket, SparsityConfig, check_uint, f32_from_json
 from .target import Target, TargetPanic
-from .traces import json_object
 
 KINDS = ("density", "masks", "full", "scalar", "attention")
 OUTPUT_LIST_LIMIT = 8192
 """Outputs with at most this many elements are listed in full."""
 POSITIONS_LIST_LIMIT = 4096
 """Masks with at most this many positions are listed in full."""
+LINE_LIMIT = 1 << 26
+"""Longest case line read (64 MiB; the golden files' longest is about 0.5 MiB)."""
+QKV_LIMIT = 1 << 26
+"""Largest q, k or v (elements) an attention case may ask for: 64 MiB each."""
+F32_FIELDS = ("density", "sparsity", "flops_ratio", "output")
+"""Result fields holding f32 bit patterns (a ULP distance is given for them)."""
 
 
 def kind_of(path: str | Path) -> str:
@@ -41,23 +48,39 @@ def kind_of(path: str | Path) -> str:
     for kind in KINDS:
         if stem.startswith(kind):
             return kind
-    raise ValueError(f"{path}: cannot tell the case kind from the file name; it must start with one of {', '.join(KINDS)}")
+    raise ValueError(f"{path}: cannot tell the case kind from the file name; it must start with one of "
+                     f"{', '.join(KINDS)}")
 
 
 def read_cases(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, case)`` from a JSON Lines file, gzip or plain.
+    """Yield ``(line_number, case)`` from a JSON Lines file, gzip or plain; JSON
+    is read strictly (:func:`mcsa.jsonio.loads`).
 
     Raises
     ------
     ValueError
-        Naming the file and line of a line that is not a JSON object.
+        Naming the file and line of a line that is not a JSON object or not
+        UTF-8, or where a gzip stream is truncated or corrupt.
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if line.strip():
-                yield number, json_object(line, f"{path}:{number}")
+    number = 0
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as lines:
+            for number, raw in enumerate(iter(lambda: lines.readline(LINE_LIMIT + 1), b""), 1):
+                where = f"{path}:{number}"
+                if len(raw) > LINE_LIMIT:
+                    raise ValueError(f"{where}: line longer than {LINE_LIMIT:,} bytes")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise ValueError(f"{where}: not UTF-8 (byte {err.start} of the line)") from None
+                if line.strip():
+                    case = jsonio.loads(line, where)
+                    if not isinstance(case, dict):
+                        raise ValueError(f"{where}: a case must be a JSON object, got {type(case).__name__}")
+                    yield number, case
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise ValueError(f"{path}:{number + 1}: truncated or corrupt gzip stream ({err})") from None
 
 
 def f32_hex(value) -> str:
@@ -83,28 +106,46 @@ def splitmix64(seed: int, count: int) -> np.ndarray:
 def qkv_from_spec(spec: str, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """q, k, v of ``count`` int8 each from a golden ``data`` string.
 
-    ``r<seed>``: SplitMix64 low bytes, q then k then v; ``c<a>,<b>,<c>``: constant
-    fills; ``h<q>,<k>,<v>``: hex bytes.
+    ``r<seed>``: SplitMix64 low bytes, q then k then v (seed a u64); ``c<a>,<b>,<c>``:
+    constant fills (i8 each); ``h<q>,<k>,<v>``: hex bytes.
 
     Raises
     ------
+    TypeError
+        If ``spec`` is not a string.
     ValueError
-        If the spec is malformed or hex data has the wrong length.
+        If the spec is malformed, out of range, or hex data has the wrong length.
     """
-    try:
-        if spec.startswith("r"):
-            data = (splitmix64(int(spec[1:]), 3 * count) & np.uint64(0xFF)).astype(np.uint8).view(np.int8)
-            return data[:count], data[count : 2 * count], data[2 * count :]
-        parts = spec[1:].split(",")
-        if spec.startswith("c") and len(parts) == 3:
-            return tuple(np.full(count, int(p), np.int8) for p in parts)
-        if spec.startswith("h") and len(parts) == 3:
-            arrays = tuple(np.frombuffer(bytes.fromhex(p), np.int8) for p in parts)
-            if all(a.size == count for a in arrays):
-                return arrays
-    except ValueError:
-        pass
-    raise ValueError(f"bad data spec {spec!r} for {count} elements")
+    if not isinstance(spec, str):
+        raise TypeError(f"data must be a spec string (r<seed>, c<a>,<b>,<c> or h<hex>,<hex>,<hex>), got {spec!r}")
+    parts = spec[1:].split(",")
+    if spec[:1] == "r" and _digits(spec[1:]) and int(spec[1:]) < 1 << 64:
+        data = (splitmix64(int(spec[1:]), 3 * count) & np.uint64(0xFF)).astype(np.uint8).view(np.int8)
+        return data[:count], data[count : 2 * count], data[2 * count :]
+    if spec[:1] == "c" and len(parts) == 3 and all(_digits(p.removeprefix("-")) and -128 <= int(p) <= 127
+                                                   for p in parts):
+        return tuple(np.full(count, int(p), np.int8) for p in parts)
+    if spec[:1] == "h" and len(parts) == 3 and all(len(p) == 2 * count for p in parts):
+        try:
+            return tuple(np.frombuffer(bytes.fromhex(p), np.int8) for p in parts)
+        except ValueError:
+            pass
+    raise ValueError(f"bad data spec {spec[:40]!r} for {count} elements")
+
+
+def _digits(text: str) -> bool:
+    return 0 < len(text) <= 40 and text.isascii() and text.isdigit()
+
+
+def _size(case: dict, key: str, target: Target) -> int:
+    """A usize field of a case, checked against the target's usize.
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        If it is missing, not an integer, or out of range.
+    """
+    return check_uint(case[key], key, target.usize_max)
 
 
 def _panic_or(fn) -> dict:
@@ -114,7 +155,7 @@ def _panic_or(fn) -> dict:
         return {"panic": panic.message}
 
 
-def simulate(kind: str, case: dict, target: Target) -> dict:
+def simulate(kind: str, case: dict, target: Target, position_limit: int = DEFAULT_POSITION_LIMIT) -> dict:
     """Run one case on a target; the result in the golden format, with the
     ``heap`` figures of :mod:`firmware_model.heap` for masks, full and attention.
 
@@ -126,16 +167,19 @@ def simulate(kind: str, case: dict, target: Target) -> dict:
     from firmware_model import heap  # the heap model builds on this package
 
     bits = target.usize_bits
+    if not isinstance(case, dict):
+        raise TypeError(f"a case must be a JSON object, got {type(case).__name__}")
     if kind == "density":
-        sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target)
+        sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target, position_limit)
         return {"density": f32_hex(sim.calculate_density(GatePacket.from_dict(case["gate"])))}
     if kind == "scalar":
         sim = MincutSparseAttention(target=target)
-        stats = MaskStats(True, int(case["num_positions"]), np.float32(0), np.zeros(0), np.zeros(0))
+        seq_len = _size(case, "seq_len", target)
+        stats = MaskStats(True, _size(case, "num_positions", target), np.float32(0), np.zeros(0), np.zeros(0))
         out = {}
         for name, call in (
-            ("flops_ratio", lambda: f32_hex(sim.estimated_flops_ratio(stats, case["seq_len"]))),
-            ("max_positions", lambda: SparseMask.empty().max_positions(case["seq_len"], target)),
+            ("flops_ratio", lambda: f32_hex(sim.estimated_flops_ratio(stats, seq_len))),
+            ("max_positions", lambda: SparseMask.empty().max_positions(seq_len, target)),
         ):
             try:
                 out[name], out[f"{name}_panic"] = call(), None
@@ -143,21 +187,24 @@ def simulate(kind: str, case: dict, target: Target) -> dict:
                 out[name], out[f"{name}_panic"] = None, panic.message
         return out
     if kind == "full":
+        seq_len = _size(case, "seq_len", target)
+
         def full():
-            mask = SparseMask.full(case["seq_len"], target)
+            mask = SparseMask.full(seq_len, target, position_limit)
             return {
                 "num_positions": mask.num_positions,
                 "positions_fnv1a64": hash_hex(mask.positions),
-                "heap": heap.full_mask_usage(case["seq_len"], bits).as_dict(),
+                "heap": heap.full_mask_usage(seq_len, bits).as_dict(),
             }
 
         return _panic_or(full)
     if kind == "masks":
-        sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target)
+        sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target, position_limit)
+        seq_len = _size(case, "seq_len", target)
+        gate = GatePacket.from_dict(case["gate"])
 
         def masks():
-            gate = GatePacket.from_dict(case["gate"])
-            mask = sim.build_mask(gate, case["seq_len"])
+            mask = sim.build_mask(gate, seq_len)
             out = {
                 "num_positions": mask.num_positions,
                 "density": f32_hex(mask.density),
@@ -165,7 +212,7 @@ def simulate(kind: str, case: dict, target: Target) -> dict:
                 "positions_fnv1a64": hash_hex(mask.positions),
                 "partition_boundaries": mask.partition_boundaries.tolist(),
                 "boundary_tokens": mask.boundary_tokens.tolist(),
-                "heap": heap.build_mask_usage(sim.config, gate, case["seq_len"], bits).as_dict(),
+                "heap": heap.build_mask_usage(sim.config, gate, seq_len, bits).as_dict(),
             }
             if mask.num_positions <= POSITIONS_LIST_LIMIT:
                 out["positions"] = mask.positions.tolist()
@@ -173,18 +220,23 @@ def simulate(kind: str, case: dict, target: Target) -> dict:
 
         return _panic_or(masks)
     if kind == "attention":
-        sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target)
-        dim = case["dim"]
-        q, k, v = qkv_from_spec(case["data"], case["qkv_seq_len"] * max(dim, 1))
+        sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target, position_limit)
+        dim, qkv_seq_len = _size(case, "dim", target), _size(case, "qkv_seq_len", target)
+        mask_seq_len = _size(case, "mask_seq_len", target)
+        count = qkv_seq_len * max(dim, 1)
+        if count > QKV_LIMIT:
+            raise ValueError(f"qkv_seq_len * dim = {count:,} elements, over the limit of {QKV_LIMIT:,} per array")
+        q, k, v = qkv_from_spec(case["data"], count)
+        gate = GatePacket.from_dict(case["gate"])
+        scale = f32_from_json(case["scale"], "scale")
 
         def attention():
-            mask = sim.build_mask(GatePacket.from_dict(case["gate"]), case["mask_seq_len"])
-            scale = f32_from_json(case["scale"], "scale")
+            mask = sim.build_mask(gate, mask_seq_len)
             output = sim.sparse_attention(q, k, v, mask, dim, scale)
             out = {
                 "len": output.size,
                 "output_fnv1a64": hash_hex(output),
-                "heap": heap.sparse_attention_usage(mask, case["qkv_seq_len"], dim, bits).as_dict(),
+                "heap": heap.sparse_attention_usage(mask, qkv_seq_len, dim, bits).as_dict(),
             }
             if output.size <= OUTPUT_LIST_LIMIT:
                 out["output"] = [f32_hex(x) for x in output]
@@ -202,27 +254,73 @@ def expected_for(case: dict, build: str) -> dict:
     ------
     KeyError
         If the case has no result for ``build``.
+    TypeError
+        If ``results`` or the build's result is not a JSON object.
     """
-    expected = dict(case["results"][build])
+    results = case["results"]
+    if not isinstance(results, dict) or not isinstance(results[build], dict):
+        raise TypeError("results must map each build to a JSON object")
+    expected = dict(results[build])
     if expected.get("panic"):
         return expected
     if "positions" in case:
         expected["positions"] = case["positions"]
-    elif "positions_by_build" in case:
+    elif isinstance(case.get("positions_by_build"), dict) and build in case["positions_by_build"]:
         expected["positions"] = case["positions_by_build"][build]
     return expected
 
 
+def f32_line(bits):
+    """f32 bit patterns (an int or an array) on the integer line where adjacent
+    floats differ by 1, so that a difference is a distance in ULPs (int64)."""
+    bits = np.asarray(bits, dtype=np.int64)
+    return np.where(bits < 0x8000_0000, bits, 0x8000_0000 - bits)
+
+
+def ulps(want, have) -> int | None:
+    """The ULP distance between two f32 bit-pattern strings (an integer), or None
+    if either is not one."""
+    def bits(text):
+        return int(text, 16) if isinstance(text, str) and len(text) == 8 and all(
+            c in "0123456789abcdefABCDEF" for c in text) else None
+
+    a, b = bits(want), bits(have)
+    return None if a is None or b is None else int(abs(f32_line(a) - f32_line(b)))
+
+
+def _apart(d: int) -> str:
+    return f"{d} ULP{'s' if d != 1 else ''} apart"
+
+
+def _distance(key: str, want, have) -> str:
+    d = ulps(want, have) if key in F32_FIELDS else None
+    return "" if d is None else f" ({_apart(d)})"
+
+
 def differences(expected: dict, got: dict, prefix: str = "") -> list[str]:
     """Fields where ``got`` differs from ``expected``; only the fields that
-    ``expected`` holds are compared, nested objects (``heap``) field by field."""
+    ``expected`` holds are compared, nested objects (``heap``) field by field,
+    lists element by element (the first differing index, the count, and for f32
+    lists the largest ULP distance)."""
     out = []
     for key, want in expected.items():
         have = got.get(key)
+        name = f"{prefix}{key}"
         if isinstance(want, dict) and isinstance(have, dict):
-            out += differences(want, have, f"{prefix}{key}.")
+            out += differences(want, have, f"{name}.")
+        elif isinstance(want, list) and isinstance(have, list) and len(want) == len(have):
+            wrong = [i for i, (a, b) in enumerate(zip(want, have)) if a != b]
+            if wrong:
+                i = wrong[0]
+                line = (f"{name}[{i}]: expected {_short(want[i])}, got {_short(have[i])}"
+                        f"{_distance(key, want[i], have[i])}; {len(wrong):,} of {len(want):,} elements differ")
+                far = [(ulps(want[j], have[j]), j) for j in wrong]
+                if key in F32_FIELDS and all(d is not None for d, _ in far):
+                    d, j = max(far)
+                    line += f", the farthest {_apart(d)} at [{j}]"
+                out.append(line)
         elif have != want:
-            out.append(f"{prefix}{key}: expected {_short(want)}, got {_short(have)}")
+            out.append(f"{name}: expected {_short(want)}, got {_short(have)}{_distance(key, want, have)}")
     return out
 
 

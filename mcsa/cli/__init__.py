@@ -2,14 +2,92 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+
 import click
 
+from ..target import TargetPanic
 from .inspect import attention, mask, targets, verify
 from .plan import fit, plan
 from .replay import replay
 
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
+EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
+"""141, the status a shell gives a Unix tool that SIGPIPE ended."""
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so that flushing at exit stays silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (CliRunner)
+        pass
+
+
+class _ClosedPipe(BaseException):
+    """stdout's reader went away (click would turn the BrokenPipeError into exit 1)."""
+
+
+class _Main(click.Group):
+    """The group whose ``main`` maps every way a run can end to one exit code
+    (see ``mcsa --help``), so that no traceback ever reaches the user."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _ClosedPipe from None
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            previous = signal.signal(signal.SIGTERM, _interrupt)
+        except ValueError:  # not the main thread: leave signals to the host program
+            previous = None
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            sys.exit(code if isinstance(code, int) else EXIT_OK)
+        except click.ClickException as err:
+            err.show()
+            sys.exit(err.exit_code if err.exit_code != EXIT_FAILED else EXIT_INPUT)
+        except click.Abort as err:
+            if isinstance(err.__context__, EOFError):
+                click.echo(f"Error: truncated input ({err.__context__})", err=True)
+                sys.exit(EXIT_INPUT)
+            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt:
+            click.echo("", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (_ClosedPipe, BrokenPipeError):
+            _quiet_stdout()
+            sys.exit(EXIT_CLOSED_PIPE)
+        except OSError as err:
+            if err.filename is None:
+                click.echo(f"Error: {err.strerror or err}", err=True)
+            else:
+                click.echo(f"Error: {err.filename}: {err.strerror or err}", err=True)
+            sys.exit(EXIT_INPUT)
+        except TargetPanic as panic:  # the simulated step failed: a verdict, like mask's and attention's
+            click.echo(f"the target panics: {panic}", err=True)
+            sys.exit(EXIT_FAILED)
+        except Exception as err:  # a bug in mcsa: one line, its own exit code
+            click.echo(f"internal error: {type(err).__name__}: {err} (a bug in mcsa: please report it "
+                       f"with the command line)", err=True)
+            sys.exit(EXIT_INTERNAL)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mcsa")
 def main():
     """Bit-exact simulator of mincut-aware sparse attention on Rust targets.
@@ -18,6 +96,18 @@ def main():
     Example:
       mcsa replay examples/trace.jsonl --target stm32f411 --seq-len 128 --dim 32
       mcsa fit --target stm32f411 --seq-len 256 --partitions 4 --dim 32
+
+    \b
+    Exit codes:
+      0    success
+      1    a verdict you asked for went against the run: a --fail-on condition,
+           a step that does not fit (fit), mismatches (verify), a panic of the
+           simulated target in a single step (mask, attention, fit)
+      2    bad input or usage; the message names the option, or file and line
+      70   internal error: a bug in mcsa, to be reported
+      130  interrupted (Ctrl-C or SIGTERM); no partial output file is left
+      141  stdout closed before the end (`| head`): quietly, as a Unix tool
+           that SIGPIPE ends; the run's verdict is unknown
     """
 
 

@@ -5,20 +5,33 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
+import stat
 import sys
 import tempfile
 import tomllib
-from contextlib import contextmanager
+import zlib
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import click
 import numpy as np
 
-from firmware_model.profiles import load_profiles
+from firmware_model.profiles import load_profiles, resolve_target
 
+from .. import jsonio
 from ..mask import DEFAULT_POSITION_LIMIT
 from ..packets import SparsityConfig, f32_to_json
+
+
+MAX_POSITION_LIMIT = 1 << 40
+"""Upper bound of --position-limit: 4 TiB of positions, beyond any host."""
+MAX_DIM = 1 << 16
+"""Upper bound of --dim (any real head is far smaller)."""
+USIZE64_MAX = (1 << 64) - 1
+"""Upper bound of sizes (--seq-len, --heap-budget): the widest usize; a command
+checks them against its target's own usize."""
 
 
 class InputError(click.ClickException):
@@ -28,22 +41,48 @@ class InputError(click.ClickException):
 
 
 def fail_on_input_errors(fn):
-    """Turn the library's ValueError/TypeError/OSError into :class:`InputError`."""
+    """Turn the library's ValueError/TypeError/OSError (and a truncated compressed
+    stream's EOFError/zlib.error) into :class:`InputError`. A closed stdout
+    (BrokenPipeError) is not bad input: it goes on to ``main``, which ends quietly."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            raise
         except (ValueError, TypeError) as err:
             raise InputError(str(err)) from None
         except OSError as err:
             raise InputError(f"{err.filename or ''}: {err.strerror or err}".lstrip(": ")) from None
+        except (EOFError, zlib.error) as err:
+            raise InputError(f"truncated or corrupt input ({err})") from None
 
     return wrapper
 
 
+def read_text(path: str, limit: int = 1 << 20) -> str:
+    """A UTF-8 text file of at most ``limit`` bytes (a config, not a device that never ends).
+
+    Raises
+    ------
+    ValueError
+        ``path: not UTF-8 (byte N)`` or ``path: larger than ... bytes``.
+    """
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path}: larger than {limit:,} bytes; not a config file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
+
+
 def load_config(path: str | None) -> SparsityConfig:
-    """A SparsityConfig from a serde JSON or TOML file (all fields, as serde requires), or the defaults.
+    """A SparsityConfig from a JSON or TOML file: the fields it gives over Rust's
+    ``Default`` (a partial config is fine), or the defaults. JSON is read strictly
+    (:func:`mcsa.jsonio.loads`); an unknown key is ignored with a note on stderr.
 
     Raises
     ------
@@ -52,58 +91,86 @@ def load_config(path: str | None) -> SparsityConfig:
     """
     if path is None:
         return SparsityConfig()
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_text(path)
+    if path.endswith(".toml"):
+        try:
+            record = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: not valid TOML ({err})") from None
+    else:
+        record = jsonio.loads(text, path)
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: a config must be a JSON object or TOML table, got {type(record).__name__}")
+    defaults = SparsityConfig().to_dict()
+    for note in jsonio.unknown_keys(record, defaults, path):
+        click.echo(f"note: {note}", err=True)
     try:
-        record = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'} ({err})") from None
-    try:
-        return SparsityConfig.from_dict(record)
+        return SparsityConfig.from_dict({**defaults, **record})
     except (ValueError, TypeError) as err:
         raise ValueError(f"{path}: {err}") from None
 
 
 def resolve_profile(name: str, profiles_file: str | None):
-    """``(profile, build)`` from ``NAME`` or ``NAME-release``/``NAME-debug`` (default release).
+    """``(profile, build)`` for a command that needs a profile (RAM, heap budget,
+    allocator): see :func:`firmware_model.profiles.resolve_target`.
 
     Raises
     ------
     ValueError
-        If no profile has that name.
+        If there is no such target, or it is a simulator preset with no profile.
     """
-    profiles = load_profiles(profiles_file)
-    for build in ("release", "debug"):
-        if name.endswith(f"-{build}") and name[: -len(build) - 1] in profiles:
-            return profiles[name[: -len(build) - 1]], build
-    if name in profiles:
-        return profiles[name], "release"
-    raise ValueError(f"unknown target {name!r}; use a profile (see `mcsa targets`), "
-                     f"optionally with -release or -debug: {', '.join(profiles)}")
+    resolved = resolve_target(name, profiles_file)
+    if resolved.profile is None:
+        family = name.rsplit("-", 1)[0]
+        peers = [f"{p.name}-{resolved.build}" for p in load_profiles(profiles_file).values() if p.arch == family]
+        raise ValueError(f"target {name!r} is a simulator preset, with no RAM, heap budget or allocator; this "
+                         f"command needs a profile{' such as ' + ', '.join(peers) if peers else ''} "
+                         f"(see `mcsa targets`)")
+    return resolved.profile, resolved.build
+
+
+TARGET_HELP = "a profile (stm32f411, stm32f411-debug; see `mcsa targets`) or a simulator preset (x86_64-release)"
+
+
+def profiles_option(fn):
+    return click.option("--profiles", "profiles_file", type=click.Path(exists=True, dir_okay=False),
+                        help="Extra target profiles (TOML), added to and overriding the built-in ones.")(fn)
 
 
 def target_options(fn):
     """--target NAME and --profiles FILE."""
-    fn = click.option("--profiles", "profiles_file", type=click.Path(exists=True, dir_okay=False),
-                      help="Extra target profiles (TOML), added to and overriding the built-in ones.")(fn)
     return click.option("--target", "target_name", required=True, metavar="NAME",
-                        help="Target profile, e.g. stm32f411 or stm32f411-debug (see `mcsa targets`).")(fn)
+                        help=f"Target: {TARGET_HELP}.")(profiles_option(fn))
 
 
 def limit_option(fn):
     """--position-limit: the largest mask the host materialises."""
-    return click.option("--position-limit", type=click.IntRange(min=0), default=DEFAULT_POSITION_LIMIT,
+    return click.option("--position-limit", type=click.IntRange(0, MAX_POSITION_LIMIT), default=DEFAULT_POSITION_LIMIT,
                         show_default=True, help="Largest mask (positions) built on the host.")(fn)
 
 
 def config_option(fn):
     return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-                        help="SparsityConfig as serde JSON or TOML (default: Rust's defaults).")(fn)
+                        help="SparsityConfig as JSON or TOML; fields it leaves out keep Rust's defaults.")(fn)
+
+
+def table(header, rows, right=frozenset()) -> list[str]:
+    """Lines of a plain-text table, each column as wide as its widest cell;
+    the columns whose index is in ``right`` (numbers) right-aligned, the last one unpadded."""
+    cells = [[str(c) for c in row] for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    last = len(header) - 1
+    return [" ".join(c.rjust(w) if i in right else (c if i == last else c.ljust(w))
+                     for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in cells]
 
 
 def jsonable(value):
-    """Records to JSON: f32 as the shortest decimal that reads back to it; NumPy ints as ints."""
+    """Records to JSON: f32 as the shortest decimal that reads back to it; NumPy ints
+    as ints; a non-finite Python float as null (serde_json's choice: JSON has no NaN)."""
     if isinstance(value, np.floating):
         return f32_to_json(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.bool_):
@@ -115,21 +182,58 @@ def dumps(record: dict) -> str:
     return json.dumps({k: jsonable(v) for k, v in record.items()}, default=jsonable)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_output(path: str | None, mode: str = "w"):
     """Write to a temporary file beside ``path`` and move it in place only on
-    success: the output is complete, or not there. ``None`` or ``-`` is stdout."""
+    success: the output is complete, or not there. ``None`` or ``-`` is stdout.
+
+    As a shell redirection would: through a symlink to its target (the link stays),
+    with the permissions the umask gives a new file (an existing file keeps its
+    own), straight into what is not a regular file (``/dev/null``, a FIFO), and
+    errors name ``path``. On any exception, KeyboardInterrupt and the
+    SIGTERM that ``mcsa`` turns into one included, the temporary file is removed.
+
+    Raises
+    ------
+    OSError
+        With ``filename`` the user's ``path``.
+    """
     if path is None or path == "-":
         yield sys.stdout if "b" not in mode else sys.stdout.buffer
         return
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as out:
+        existing = os.stat(path).st_mode
+    except OSError:
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing):  # /dev/null, /dev/stdout, a FIFO: write into it
+        with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as out:
             yield out
+        return
+    target = Path(os.path.realpath(path))
+    keep = 0o666 & ~_umask() if existing is None else stat.S_IMODE(existing)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, path) from None
+    in_body = False
+    try:
+        os.fchmod(fd, keep)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as out:
+            in_body = True
+            yield out
+            in_body = False
         os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
+    except BaseException as err:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(err, OSError) and (not in_body or err.filename == tmp):
+            raise OSError(err.errno, err.strerror, path) from None  # ours, not the caller's input
         raise
 
 

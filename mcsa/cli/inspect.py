@@ -2,48 +2,46 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 import numpy as np
 
-from firmware_model.profiles import load_profiles
+from firmware_model.profiles import load_profiles, resolve_target
 
+from .. import jsonio
 from ..attention import MincutSparseAttention
 from ..packets import GatePacket
-from ..target import PRESETS, Target, TargetPanic
-from ..vectors import differences, expected_for, kind_of, read_cases, simulate
+from ..target import PRESETS, TargetPanic
+from ..vectors import differences, expected_for, f32_line, kind_of, read_cases, simulate
 from .common import (
-    InputError, atomic_output, config_option, dumps, fail_on_input_errors, limit_option, load_config, pyplot,
-    resolve_profile,
+    MAX_DIM, TARGET_HELP, USIZE64_MAX, InputError, atomic_output, config_option, dumps, fail_on_input_errors,
+    limit_option, load_config, profiles_option, pyplot, table,
 )
 
 ASCII_LIMIT = 96
 
 
 @click.command()
-@click.option("--profiles", "profiles_file", type=click.Path(exists=True, dir_okay=False),
-              help="Extra target profiles (TOML).")
+@profiles_option
+@fail_on_input_errors
 def targets(profiles_file):
-    """The target profiles and the simulator presets.
+    """The target profiles and the simulator presets; --target takes either.
 
     \b
     Example:
       mcsa targets
     """
-    try:
-        profiles = load_profiles(profiles_file)
-    except (ValueError, OSError) as err:
-        raise InputError(str(err)) from None
-    click.echo(f"{'profile':<12} {'usize':>5} {'ram':>12} {'heap_budget':>12} {'fpu':<7} {'expf':<10} "
-               f"{'allocator':<15} description")
-    for p in profiles.values():
-        click.echo(f"{p.name:<12} {p.usize_bits:>5} {p.ram:>12,} {p.heap_budget:>12,} {p.fpu:<7} {p.expf:<10} "
-                   f"{p.allocator.name:<15} {p.description}")
-    click.echo("\nsimulator presets (for verify; a profile NAME-release/NAME-debug elsewhere):")
-    for t in PRESETS.values():
-        click.echo(f"  {t.name:<24} usize {t.usize_bits}, overflow {t.overflow.value}, expf {t.expf.value}")
+    profiles = load_profiles(profiles_file)
+    header = ("profile", "usize", "ram", "heap_budget", "fpu", "expf", "allocator", "description")
+    rows = [(p.name, p.usize_bits, f"{p.ram:,}", f"{p.heap_budget:,}", p.fpu, p.expf, p.allocator.name,
+             p.description) for p in profiles.values()]
+    for line in table(header, rows, right={1, 2, 3}):
+        click.echo(line)
+    click.echo("\nsimulator presets (a --target without RAM or allocator: mask, attention, verify):")
+    rows = [(t.name, t.usize_bits, t.overflow.value, t.expf.value) for t in PRESETS.values()]
+    for line in table(("preset", "usize", "overflow", "expf"), rows, right={1}):
+        click.echo(line)
 
 
 def _bitmap(positions: np.ndarray, seq_len: int, size: int) -> np.ndarray:
@@ -55,14 +53,38 @@ def _bitmap(positions: np.ndarray, seq_len: int, size: int) -> np.ndarray:
     return grid / (cells * cells)
 
 
+def _target(name: str, profiles_file: str | None, seq_len: int | None = None):
+    """The resolved --target, with --seq-len checked against its usize."""
+    resolved = resolve_target(name, profiles_file)
+    if seq_len is not None and seq_len > resolved.target.usize_max:
+        raise InputError(f"--seq-len {seq_len:,} does not fit {resolved.target.name}'s "
+                         f"{resolved.target.usize_bits}-bit usize")
+    return resolved.target
+
+
+def target_option(fn):
+    return click.option("--target", "target_name", default="x86_64", show_default=True, metavar="NAME",
+                        help=f"Target: {TARGET_HELP}.")(profiles_option(fn))
+
+
+def mask_figure(plt, positions: np.ndarray, seq_len: int, title: str):
+    """The mask as an image of at most 1024 x 1024 cells, its axes counting tokens."""
+    fig, ax = plt.subplots(figsize=(6, 6))
+    side = max(seq_len, 1)
+    ax.imshow(_bitmap(positions, side, 1024), cmap="Greys", vmin=0, vmax=1, interpolation="nearest",
+              extent=(0, side, side, 0))
+    ax.set_title(title)
+    ax.set_xlabel("key (token)")
+    ax.set_ylabel("query (token)")
+    return fig
+
+
 @click.command()
 @click.option("--lambda", "lambda_", type=click.IntRange(0, 0xFFFF_FFFF), required=True, help="Gate lambda.")
 @click.option("--partitions", type=click.IntRange(0, 0xFFFF), required=True, help="Gate partition_count.")
-@click.option("--seq-len", type=click.IntRange(min=0), required=True, help="Sequence length.")
+@click.option("--seq-len", type=click.IntRange(0, USIZE64_MAX), required=True, help="Sequence length.")
 @click.option("--concentration", type=click.IntRange(0, 0xFFFF), default=0, help="boundary_concentration_q15.")
-@click.option("--target", "target_name", default="x86_64", show_default=True, metavar="NAME",
-              help="Target profile, optionally -release/-debug.")
-@click.option("--profiles", "profiles_file", type=click.Path(exists=True, dir_okay=False), help="Extra profiles.")
+@target_option
 @config_option
 @click.option("--png", type=click.Path(dir_okay=False), help="Write the mask as a PNG (any size).")
 @limit_option
@@ -74,16 +96,18 @@ def mask(lambda_, partitions, seq_len, concentration, target_name, profiles_file
     Example:
       mcsa mask --lambda 100 --partitions 3 --seq-len 48
     """
-    profile, build = resolve_profile(target_name, profiles_file)
-    sim = MincutSparseAttention(load_config(config_file), profile.target(build), position_limit)
+    target = _target(target_name, profiles_file, seq_len)
+    if png:
+        plt = pyplot("--png")  # before any work: a missing extra is a usage error
+    sim = MincutSparseAttention(load_config(config_file), target, position_limit)
     gate = GatePacket(lambda_=lambda_, partition_count=partitions, boundary_concentration_q15=concentration)
     try:
         m = sim.build_mask(gate, seq_len)
         ratio = sim.estimated_flops_ratio(m, seq_len)
     except TargetPanic as panic:
-        click.echo(f"{profile.name}-{build} panics: {panic}")
+        click.echo(f"{target.name} panics: {panic}")
         raise SystemExit(1)
-    click.echo(f"{profile.name}-{build}: seq_len {seq_len}, {'sparse' if m.stats().sparse else 'full'} path, "
+    click.echo(f"{target.name}: seq_len {seq_len}, {'sparse' if m.stats().sparse else 'full'} path, "
                f"{m.num_positions:,} positions, density {m.density!s}, flops ratio {ratio!s}, "
                f"target density {sim.calculate_density(gate)!s}")
     click.echo(f"partition boundaries {m.partition_boundaries.tolist()}, boundary tokens {m.boundary_tokens.tolist()}")
@@ -92,86 +116,91 @@ def mask(lambda_, partitions, seq_len, concentration, target_name, profiles_file
         for row in grid:
             click.echo("".join("#" if cell else "." for cell in row))
     if png:
-        plt = pyplot("--png")
-        fig, ax = plt.subplots(figsize=(6, 6))
-        ax.imshow(_bitmap(m.positions, max(seq_len, 1), 1024), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"λ={lambda_}, {partitions} partitions, {seq_len} tokens: {m.num_positions:,} positions")
-        ax.set_xlabel("key")
-        ax.set_ylabel("query")
+        fig = mask_figure(plt, m.positions, seq_len,
+                          f"λ={lambda_}, {partitions} partitions, {seq_len} tokens: {m.num_positions:,} positions")
         with atomic_output(png, "wb") as out:
             fig.savefig(out, format="png", dpi=100)
         plt.close(fig)
         click.echo(f"wrote {png}")
 
 
-def _ordered(bits: int) -> int:
-    """f32 bits on a line where adjacent floats differ by 1 (for ULP distances)."""
-    return bits if bits < 0x8000_0000 else 0x8000_0000 - bits
-
-
-def _ulps(want, have) -> int | None:
-    """Largest ULP distance between f32 bit-pattern strings or lists of them."""
-    if isinstance(want, str) and isinstance(have, str) and len(want) == len(have) == 8:
-        return abs(_ordered(int(want, 16)) - _ordered(int(have, 16)))
-    if isinstance(want, list) and isinstance(have, list) and len(want) == len(have) and want \
-            and all(isinstance(x, str) and len(x) == 8 for x in want + have):
-        return max(_ulps(a, b) for a, b in zip(want, have))
-    return None
-
-
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--build", required=True, type=click.Choice(list(PRESETS)), help="Which build's results to check.")
+@click.option("--build", required=True, metavar="NAME",
+              help="Which build's results to check: a preset (x86_64-release) or a profile (stm32f411-debug).")
+@profiles_option
+@limit_option
 @fail_on_input_errors
-def verify(file, build):
-    """Check a vectors file in the golden format against the simulator. Exit 1 on any mismatch.
+def verify(file, build, profiles_file, position_limit):
+    """Check a vectors file in the golden format against the simulator. Exit 1 on
+    any mismatch, 2 on a malformed or empty file.
 
-    The file's kind (density, masks, full, scalar, attention) is read from its name.
+    The file's kind (density, masks, full, scalar, attention) is read from its
+    name; each case's results are looked up under the build's name. The golden
+    files hold x86_64-release, x86_64-debug, wasm32-release and wasm32-debug.
 
     \b
     Example:
-      mcsa verify tests/golden/density.jsonl.gz --build thumbv7em-release
+      mcsa verify tests/golden/density.jsonl.gz --build wasm32-release
     """
     kind = kind_of(file)
-    target = Target.named(build)
+    target = resolve_target(build, profiles_file).target
+    key = target.name
     cases = mismatches = 0
     first = None
     for line, case in read_cases(file):
+        where = f"{file}:{line}"
         try:
-            expected = expected_for(case, build)
-        except KeyError:
-            raise InputError(f"{file}:{line}: no result for build {build!r}") from None
+            expected = expected_for(case, key)
+        except KeyError as err:
+            if err.args[0] != key:
+                raise InputError(f"{where}: missing field {err}") from None
+            held = case.get("results")
+            builds = f" (it holds {', '.join(map(str, held))})" if isinstance(held, dict) and held else ""
+            raise InputError(f"{where}: no result for build {key!r}{builds}") from None
+        except TypeError as err:
+            raise InputError(f"{where}: {err}") from None
         try:
-            got = simulate(kind, case, target)
-        except (KeyError, TypeError, ValueError) as err:
-            raise InputError(f"{file}:{line}: malformed case ({err})") from None
+            got = simulate(kind, case, target, position_limit)
+        except KeyError as err:
+            raise InputError(f"{where}: missing field {err}") from None
+        except (TypeError, ValueError, OverflowError) as err:
+            raise InputError(f"{where}: {err}") from None
         cases += 1
         diff = differences(expected, got)
         if diff:
             mismatches += 1
             if first is None:
-                first = (line, diff, expected, got)
-    click.echo(f"{file}: {cases} cases, {mismatches} mismatches for {build}")
+                first = (line, diff)
+    if not cases:
+        raise InputError(f"{file}: no cases, nothing verified")
+    click.echo(f"{file}: {cases} cases, {mismatches} mismatches for {key}")
     if first:
-        line, diff, expected, got = first
+        line, diff = first
         click.echo(f"first mismatch, line {line}:")
         for entry in diff:
             click.echo(f"  {entry}")
-        for key in ("density", "sparsity", "flops_ratio", "output"):
-            ulps = _ulps(expected.get(key), got.get(key))
-            if ulps:
-                click.echo(f"  {key}: {ulps} ULP{'s' if ulps != 1 else ''} apart")
         raise SystemExit(1)
 
 
-def _load_i8(path: str, name: str) -> np.ndarray:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot read {name} as .npy ({err})") from None
+def _load_i8(path: str, option: str) -> np.ndarray:
+    """An int8 .npy file given to ``option``.
+
+    Raises
+    ------
+    InputError
+        Naming the option and the file for anything else (.npz, empty, pickled, other dtype).
+    """
+    try:  # mapped, not read: a header that promises more than the file holds is refused, not allocated
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise InputError(f"{option} {path}: cannot read as .npy ({err or 'empty file'})") from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise InputError(f"{option} {path}: an .npz archive; give each of q, k, v as its own int8 .npy file")
     if arr.dtype != np.int8:
-        raise InputError(f"{path}: {name} must be int8, got {arr.dtype}")
-    return arr
+        raise InputError(f"{option} {path}: must be int8, got {arr.dtype}")
+    return np.array(arr).reshape(-1)
 
 
 def _reference(q, k, v, positions, dim, scale) -> np.ndarray:
@@ -192,50 +221,73 @@ def _reference(q, k, v, positions, dim, scale) -> np.ndarray:
     return out.reshape(-1)
 
 
+def _gate(text: str) -> GatePacket:
+    try:
+        record = jsonio.loads(text, "--gate")
+        packet = GatePacket.from_dict(record)
+        for note in jsonio.unknown_keys(record, GatePacket().to_dict(), "--gate"):
+            click.echo(f"note: {note}", err=True)
+        return packet
+    except (ValueError, TypeError) as err:
+        raise InputError(str(err) if str(err).startswith("--gate") else f"--gate: {err}") from None
+
+
 @click.command()
 @click.option("--q", "q_file", required=True, type=click.Path(exists=True, dir_okay=False), help="q as int8 .npy.")
 @click.option("--k", "k_file", required=True, type=click.Path(exists=True, dir_okay=False), help="k as int8 .npy.")
 @click.option("--v", "v_file", required=True, type=click.Path(exists=True, dir_okay=False), help="v as int8 .npy.")
-@click.option("--dim", type=click.IntRange(min=1), required=True, help="Head dimension.")
-@click.option("--scale", type=float, required=True, help="Attention scale (rounded to f32).")
+@click.option("--dim", type=click.IntRange(1, MAX_DIM), required=True, help="Head dimension.")
+@click.option("--scale", type=float, required=True, help="Attention scale (rounded to f32; finite).")
 @click.option("--gate", "gate_json", default='{"lambda":100,"lambda_prev":100,"boundary_edges":0,'
               '"boundary_concentration_q15":0,"partition_count":4,"flags":0}', show_default=True,
               help="The gate packet as serde JSON.")
-@click.option("--target", "target_name", default="x86_64", show_default=True, metavar="NAME", help="Target profile.")
-@click.option("--profiles", "profiles_file", type=click.Path(exists=True, dir_okay=False), help="Extra profiles.")
+@target_option
 @config_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the f32 output as .npy.")
 @fail_on_input_errors
 def attention(q_file, k_file, v_file, dim, scale, gate_json, target_name, profiles_file, config_file, output):
     """Run one step on your q, k, v and compare it with a float64 reference.
 
+    max_ulp_error is the largest distance, in f32 ULPs (an integer), between the
+    output and the float64 reference rounded to f32 (null if only one of them is
+    NaN somewhere); worst_index is where.
+
     \b
     Example:
       mcsa attention --q q.npy --k k.npy --v v.npy --dim 32 --scale 0.176776695 -o out.npy
     """
-    profile, build = resolve_profile(target_name, profiles_file)
-    try:
-        gate = GatePacket.from_dict(json.loads(gate_json))
-    except json.JSONDecodeError as err:
-        raise InputError(f"--gate: not JSON ({err.msg})") from None
-    q, k, v = (_load_i8(p, n) for p, n in ((q_file, "q"), (k_file, "k"), (v_file, "v")))
-    sim = MincutSparseAttention(load_config(config_file), profile.target(build))
+    target = _target(target_name, profiles_file)
+    gate = _gate(gate_json)
+    with np.errstate(over="ignore"):
+        scale32 = np.float32(scale)
+    if not np.isfinite(scale32):
+        raise InputError(f"--scale {scale} is not a finite f32")
+    q, k, v = (_load_i8(p, n) for p, n in ((q_file, "--q"), (k_file, "--k"), (v_file, "--v")))
+    for option, path, arr in (("--q", q_file, q), ("--k", k_file, k), ("--v", v_file, v)):
+        if arr.size % dim:
+            raise InputError(f"{option} {path}: {arr.size:,} elements is not a multiple of --dim {dim}")
+        if arr.size != q.size:
+            raise InputError(f"{option} {path}: {arr.size:,} elements, but --q has {q.size:,} "
+                             "(q, k and v hold seq_len x dim each)")
+    sim = MincutSparseAttention(load_config(config_file), target)
     seq_len = q.size // dim
     try:
         m = sim.build_mask(gate, seq_len)
-        out = sim.sparse_attention(q, k, v, m, dim, np.float32(scale))
+        out = sim.sparse_attention(q, k, v, m, dim, scale32)
     except TargetPanic as panic:
-        click.echo(f"{profile.name}-{build} panics: {panic}")
+        click.echo(f"{target.name} panics: {panic}")
         raise SystemExit(1)
-    ref = _reference(q.reshape(-1), k.reshape(-1), v.reshape(-1), m.positions, dim, np.float32(scale))
-    err = np.abs(out.astype(np.float64) - ref)
-    spacing = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
-    ulps = err / spacing
+    ref = _reference(q, k, v, m.positions, dim, scale32)
+    with np.errstate(over="ignore"):
+        ref32 = ref.astype(np.float32)
+    nan = np.isnan(out) | np.isnan(ref32)  # no ULP distance to a NaN: null when one side alone is NaN
+    ulps = np.where(nan, 0, np.abs(f32_line(out.view(np.uint32)) - f32_line(ref32.view(np.uint32))))
     worst = int(np.argmax(ulps)) if ulps.size else 0
     click.echo(dumps({
-        "target": f"{profile.name}-{build}", "seq_len": seq_len, "dim": dim, "num_positions": m.num_positions,
-        "max_abs_error": float(err.max()) if err.size else 0.0,
-        "max_ulp_error": float(ulps.max()) if ulps.size else 0.0, "worst_index": worst,
+        "target": target.name, "seq_len": seq_len, "dim": dim, "num_positions": m.num_positions,
+        "max_abs_error": float(np.abs(out.astype(np.float64) - ref).max()) if out.size else 0.0,
+        "max_ulp_error": None if (np.isnan(out) != np.isnan(ref32)).any() else int(ulps.max(initial=0)),
+        "worst_index": worst,
     }))
     if output:
         with atomic_output(output, "wb") as f:

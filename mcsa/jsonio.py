@@ -1,0 +1,95 @@
+"""Strict JSON in, as serde_json reads it: no NaN/Infinity, finite numbers, no
+duplicate fields, a bounded nesting depth; and unknown keys reported with a guess.
+
+These are the rules for every JSON the package reads (traces, vectors, configs,
+gate packets); errors are ValueErrors that start with the place they were given.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+
+import numpy as np
+
+MAX_DEPTH = 128
+"""serde_json's default recursion limit."""
+MAX_INT_DIGITS = 40
+"""Longer integer literals are out of range for every Rust integer type (u128 has 39 digits)."""
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+_SHAPE = str.maketrans({**dict.fromkeys("0123456789", "0"), "E": "e", "-": "+"})
+_LONG = "0" * (MAX_INT_DIGITS + 1)
+_BIG_EXPONENT = re.compile(r'e\+?000+(?:[^0-9A-Za-z"]|$)')
+"""On a text whose digits are all 0, what a number out of range needs: over 40 digits,
+or an exponent of 3 digits (ending where a number ends, unlike hex digits in a string)."""
+
+
+def _pairs(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate field `{key}`")
+        out[key] = value
+    return out
+
+
+def _constant(name):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range for f64")
+    return value
+
+
+def _int(text):
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"integer literal of {len(text.lstrip('-')):,} digits is out of range")
+    return int(text)
+
+
+def _depth(text: str) -> int:
+    """Deepest nesting of arrays and objects (outside strings)."""
+    bare = np.frombuffer(_STRING.sub("", text).encode(), np.uint8)
+    steps = np.isin(bare, _OPEN).astype(np.int64) - np.isin(bare, _CLOSE)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def loads(text: str, where: str):
+    """Parse one JSON value strictly.
+
+    Raises
+    ------
+    ValueError
+        ``where: not JSON (...)`` naming the reason and, for syntax errors, the column.
+    """
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+        raise ValueError(f"{where}: not JSON (nested deeper than {MAX_DEPTH} levels)")
+    hooks = {"object_pairs_hook": _pairs, "parse_constant": _constant}
+    shape = text.translate(_SHAPE)
+    if _LONG in shape or _BIG_EXPONENT.search(shape):  # only then may a number be out of range: check each
+        hooks.update(parse_float=_float, parse_int=_int)
+    try:
+        return json.loads(text, **hooks)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: not JSON ({err.msg.removesuffix(' at')} at column {err.colno})") from None
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{where}: not JSON ({err})") from None
+
+
+def unknown_keys(record: dict, known, where: str) -> list[str]:
+    """One message per key of ``record`` not in ``known``, with a did-you-mean when one is close."""
+    known = list(known)
+    notes = []
+    for key in record:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            notes.append(f"{where}: unknown key `{key}` ignored{hint}")
+    return notes

@@ -1,0 +1,496 @@
+"""The command line's edges: exit codes, signals, closed pipes, output files,
+target names, strict JSON and configs, verify/attention/targets/mask refusals."""
+
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import mcsa
+from firmware_model.profiles import load_profiles, resolve_target
+from mcsa import jsonio
+from mcsa.cli import main
+from mcsa.cli.common import atomic_output, load_config, resolve_profile
+
+from .conftest import GOLDEN
+
+ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "examples"
+GOOD_CASE = json.loads(gzip.open(GOLDEN / "attention.jsonl.gz", "rt").readline())
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def refused(result, *fragments):
+    """Exit 2, one Error line naming every fragment, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert "Traceback" not in result.output and "Aborted" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+    return result.stderr
+
+
+# --- exit codes -------------------------------------------------------------------------------------------
+
+
+def test_exit_codes_are_documented_in_help_and_readme():
+    text = run("--help").output
+    readme = (ROOT / "README.md").read_text()
+    for code in ("0", "1", "2", "70", "130", "141"):
+        assert re.search(rf"^\s+{code}\s+\S", text, re.M), code
+        assert f"| {code} |" in readme, code
+
+
+def test_an_internal_error_is_one_line_and_exit_70(monkeypatch):
+    import mcsa.cli.inspect as inspect
+
+    def broken(*args):
+        raise RuntimeError("something inside")
+
+    monkeypatch.setattr(inspect, "load_profiles", broken)
+    result = CliRunner().invoke(main, ["targets"])
+    assert result.exit_code == 70 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == [
+        "internal error: RuntimeError: something inside (a bug in mcsa: please report it with the command line)"]
+
+
+def _bin_trace(path: Path, copies: int) -> Path:
+    path.write_bytes((EXAMPLES / "trace.bin").read_bytes() * copies)
+    return path
+
+
+def _mcsa(*args, **kwargs):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", "from mcsa.cli import main; main()", *map(str, args)],
+                            env=env, stderr=subprocess.PIPE, **kwargs)
+
+
+def test_a_closed_stdout_ends_quietly_with_141(tmp_path):
+    trace = _bin_trace(tmp_path / "t.bin", 50)
+    proc = _mcsa("replay", trace, "--target", "stm32f411", "--seq-len", 128, "--format", "jsonl",
+                 stdout=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert json.loads(first)["schema_version"] == 1
+    assert proc.returncode == 141 and err == b""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupts_exit_130_and_leave_no_file(tmp_path, signum):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    trace = _bin_trace(tmp_path / "t.bin", 2000)  # 800,000 packets: seconds of work
+    proc = _mcsa("replay", trace, "--target", "stm32f411", "--seq-len", 128, "-o", out_dir / "r.jsonl",
+                 stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(out_dir.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and b"Traceback" not in err
+    assert list(out_dir.iterdir()) == []
+
+
+# --- output files -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_output_files_get_the_umask_permissions(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        with atomic_output(str(tmp_path / "o.txt")) as out:
+            out.write("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "o.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_an_existing_output_keeps_its_mode(tmp_path):
+    path = tmp_path / "o.txt"
+    path.write_text("old")
+    path.chmod(0o640)
+    with atomic_output(str(path)) as out:
+        out.write("new")
+    assert path.read_text() == "new" and path.stat().st_mode & 0o777 == 0o640
+
+
+def test_output_is_written_through_a_symlink(tmp_path):
+    real = tmp_path / "data" / "out.npy"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    link = tmp_path / "link.npy"
+    link.symlink_to(real)
+    qkv = _qkv(tmp_path, 8, 4)
+    result = run("attention", *qkv, "--dim", 4, "--scale", 0.5, "-o", link)
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert np.load(real).dtype == np.float32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "k.npy", "link.npy", "q.npy", "v.npy"]
+
+
+def test_a_missing_output_folder_is_named_as_the_user_wrote_it(tmp_path):
+    qkv = _qkv(tmp_path, 8, 4)
+    result = run("attention", *qkv, "--dim", 4, "--scale", 0.5, "-o", tmp_path / "nowhere" / "out.npy")
+    message = refused(result, f"{tmp_path / 'nowhere' / 'out.npy'}: No such file or directory")
+    assert ".tmp" not in message
+
+
+def test_no_temp_file_survives_a_failure(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(str(tmp_path / "o.txt")) as out:
+            out.write("half")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- targets ----------------------------------------------------------------------------------------------
+
+
+def test_one_resolver_for_presets_and_profiles():
+    assert resolve_target("thumbv7em-debug") == (mcsa.PRESETS["thumbv7em-debug"], None, "debug")
+    r = resolve_target("stm32f411-debug")
+    assert r.profile.name == "stm32f411" and r.build == "debug" and r.target.overflow is mcsa.Overflow.PANIC
+    assert resolve_target("stm32f411").target.name == "stm32f411-release"
+    assert resolve_target("x86_64-release").target == mcsa.PRESETS["x86_64-release"]
+    with pytest.raises(ValueError, match=r"unknown target 'avr'.*stm32f411.*thumbv7em-debug"):
+        resolve_target("avr")
+    with pytest.raises(TypeError, match="target must be a name"):
+        resolve_target(32)
+
+
+def test_the_resolver_reads_user_profiles(tmp_path):
+    own = tmp_path / "mine.toml"
+    own.write_text(_profile_row())
+    r = resolve_target("board-debug", own)
+    assert r.profile.name == "board" and r.build == "debug" and r.target.name == "board-debug"
+    assert r.target.usize_bits == 32 and r.target.overflow is mcsa.Overflow.PANIC
+    result = run("mask", "--lambda", 100, "--partitions", 3, "--seq-len", 24, "--target", "board-debug",
+                 "--profiles", own)
+    assert result.exit_code == 0 and result.output.startswith("board-debug: seq_len 24")
+
+
+def test_commands_that_need_a_heap_refuse_a_bare_preset_clearly():
+    with pytest.raises(ValueError, match=r"'thumbv7em-debug' is a simulator preset.*such as stm32f411-debug"):
+        resolve_profile("thumbv7em-debug", None)
+    result = run("fit", "--target", "thumbv7em-release", "--seq-len", 64, "--partitions", 4, "--dim", 32)
+    refused(result, "'thumbv7em-release' is a simulator preset")
+
+
+@pytest.mark.parametrize("name", ["thumbv7em-debug", "stm32f411-debug", "rp2040", "wasm32-release"])
+def test_mask_takes_presets_and_profiles(name):
+    result = run("mask", "--lambda", 100, "--partitions", 3, "--seq-len", 24, "--target", name)
+    assert result.exit_code == 0 and "72 positions" not in result.output and "positions" in result.output
+
+
+def _profile_row(**change):
+    row = {"description": '"x"', "arch": '"thumbv7em"', "usize_bits": 32, "ram": 4096, "heap_budget": 2048,
+           "fpu": '"none"', "expf": '"libm-rs"', "allocator": '"tlsf"', "source": '"me"'}
+    row.update(change)
+    return "[board]\n" + "".join(f"{k} = {v}\n" for k, v in row.items() if v is not None)
+
+
+@pytest.mark.parametrize("row,message", [
+    (_profile_row(regions=5), r"mine.toml: \[board\] regions must be a table of region sizes in bytes, got 5"),
+    (_profile_row(regions='{ a = "x" }'), r"mine.toml: \[board\] regions.a must be a size in bytes"),
+    (_profile_row(regions="{ a = 8192 }"), r"mine.toml: \[board\] regions.a must be a size in bytes from 0 to ram"),
+    (_profile_row(heap_budget=8192), r"mine.toml: \[board\] heap_budget 8,192 B is larger than its ram \(4,096 B\)"),
+    (_profile_row(regions="{ a = 1024 }", heap_region='"a"'), r"heap_budget 2,048 B is larger than its heap_region a"),
+    (_profile_row(heap_region=3), r"heap_region 3 is not one of its regions"),
+    (_profile_row(description=5), r"\[board\] description must be a string, got 5"),
+    (_profile_row(ram=2**40), r"ram 1,099,511,627,776 B is more than a 32-bit usize addresses"),
+    (_profile_row(ram=-1), r"ram must be a non-negative integer, got -1"),
+])
+def test_profile_rows_are_validated(tmp_path, row, message):
+    own = tmp_path / "mine.toml"
+    own.write_text(row)
+    with pytest.raises(ValueError, match=message):
+        load_profiles(own)
+    refused(run("targets", "--profiles", own), "mine.toml: [board]")
+
+
+def test_targets_rows_are_aligned():
+    lines = run("targets").output.split("\n\n")[0].splitlines()
+    header = lines[0]
+    for column in ("ram", "heap_budget", "allocator", "description"):
+        start = header.index(column)
+        end = start + len(column)
+        for line in lines[1:]:
+            if column in ("ram", "heap_budget"):  # right-aligned numbers end under their header
+                assert line[end - 1].isdigit() and line[end] == " ", (column, line)
+            else:  # left-aligned text starts under its header
+                assert line[start - 1] == " " and line[start] != " ", (column, line)
+
+
+# --- configs and strict JSON ------------------------------------------------------------------------------
+
+
+def test_a_partial_config_is_merged_over_rusts_defaults(tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text('{"max_cross_partition_edges": 5}')
+    assert load_config(str(cfg)) == mcsa.SparsityConfig(max_cross_partition_edges=5)
+    toml = tmp_path / "cfg.toml"
+    toml.write_text("boundary_cross_attention = false\n")
+    assert load_config(str(toml)) == mcsa.SparsityConfig(boundary_cross_attention=False)
+    result = run("mask", "--lambda", 100, "--partitions", 3, "--seq-len", 24, "--config", toml)
+    assert result.exit_code == 0 and "108 positions" in result.output  # intra only: 3 * (8 * 9 / 2)
+
+
+def test_an_unknown_config_key_is_ignored_with_a_guess(tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text('{"max_cross_partition_edge": 5, "colour": 1}')
+    result = run("mask", "--lambda", 100, "--partitions", 3, "--seq-len", 24, "--config", cfg)
+    assert result.exit_code == 0
+    assert (f"note: {cfg}: unknown key `max_cross_partition_edge` ignored "
+            "(did you mean `max_cross_partition_edges`?)") in result.stderr
+    assert f"note: {cfg}: unknown key `colour` ignored\n" in result.stderr
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"min_density_q15": NaN}', "NaN is not a JSON value"),
+    ('{"min_density_q15": -Infinity}', "-Infinity is not a JSON value"),
+    ('{"min_density_q15": 1e400}', "number 1e400 is out of range"),
+    ('{"min_density_q15": ' + "9" * 5000 + "}", "integer literal of 5,000 digits is out of range"),
+    ('{"min_density_q15": 1, "min_density_q15": 2}', "duplicate field `min_density_q15`"),
+    ("[" * 1000 + "]" * 1000, "nested deeper than 128 levels"),
+    ('{"min_density_q15": 1', "not JSON (Expecting"),
+    ('{"min_density_q15": 70000}', "min_density_q15 must be in 0..=65535"),
+    ("[1]", "a config must be a JSON object or TOML table, got list"),
+])
+def test_configs_are_strict_json(tmp_path, text, message):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(text)
+    refused(run("mask", "--lambda", 1, "--partitions", 2, "--seq-len", 8, "--config", cfg), f"{cfg}: ", message)
+
+
+def test_strict_json_accepts_what_serde_accepts():
+    assert jsonio.loads('{"a": [1, -2.5e3, "x\\"]", null, true], "b": {}}', "w") == {
+        "a": [1, -2500.0, 'x"]', None, True], "b": {}}
+    assert jsonio.loads("[" * 128 + "]" * 128, "w") == eval("[" * 128 + "]" * 128)
+    assert jsonio.loads('["3e123", "e+0001", 1e-400, 1e308, -1.5E+2, ' + "9" * 40 + "]", "w") == [
+        "3e123", "e+0001", 0.0, 1e308, -150.0, int("9" * 40)]
+    for text, message in [("[1e309]", "number 1e309 is out of range"), ("[-1E+999]", "number -1E+999 is out"),
+                          ("[" + "1" * 41 + "]", "integer literal of 41 digits"),
+                          ("[1." + "0" * 500 + "1e400]", "number 1.000")]:
+        with pytest.raises(ValueError, match=re.escape(f"w: not JSON ({message}")):
+            jsonio.loads(text, "w")
+
+
+# --- verify -----------------------------------------------------------------------------------------------
+
+
+def _vectors(tmp_path, *cases, name="attention-mine.jsonl", gz=False):
+    path = tmp_path / (name + (".gz" if gz else ""))
+    text = "".join((c if isinstance(c, str) else json.dumps(c)) + "\n" for c in cases)
+    path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
+    return path
+
+
+def test_verify_help_example_works():
+    example = re.search(r"^\s+(mcsa verify .*)$", run("verify", "--help").output, re.M).group(1).split()
+    result = run(*[str(ROOT / a) if a.startswith("tests/") else a for a in example[1:]])
+    assert result.exit_code == 0 and "3000 cases, 0 mismatches" in result.output
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"data": None}, "data must be a spec string"),
+    ({"data": "c1,2,300"}, "bad data spec 'c1,2,300'"),
+    ({"data": "r-1"}, "bad data spec 'r-1'"),
+    ({"data": "r" + "9" * 30}, "bad data spec"),
+    ({"dim": -1}, "dim must be in 0..="),
+    ({"dim": 1.5}, "dim must be an integer, got float"),
+    ({"qkv_seq_len": 2**40}, "elements, over the limit of 67,108,864 per array"),
+    ({"qkv_seq_len": 2**64}, "qkv_seq_len must be in 0..=18446744073709551615"),
+    ({"mask_seq_len": "big"}, "mask_seq_len must be an integer, got str"),
+    ({"gate": None}, "gate packet must be a JSON object"),
+    ({"scale": [1, 2]}, "scale"),
+    ({"results": []}, "results must map each build"),
+])
+def test_verify_refuses_malformed_cases_with_file_and_line(tmp_path, change, message):
+    path = _vectors(tmp_path, GOOD_CASE, {**GOOD_CASE, **change})
+    refused(run("verify", path, "--build", "x86_64-release"), f"{path}:2: ", message)
+
+
+def test_verify_missing_field_and_build(tmp_path):
+    path = _vectors(tmp_path, {k: v for k, v in GOOD_CASE.items() if k != "dim"})
+    refused(run("verify", path, "--build", "x86_64-release"), f"{path}:1: missing field 'dim'")
+    path = _vectors(tmp_path, GOOD_CASE)
+    refused(run("verify", path, "--build", "thumbv7em-release"),
+            f"{path}:1: no result for build 'thumbv7em-release' (it holds x86_64-release, x86_64-debug")
+
+
+@pytest.mark.parametrize("content,message", [
+    ("", "no cases, nothing verified"),
+    ("\n\n", "no cases, nothing verified"),
+    ("[1]", ":1: a case must be a JSON object, got list"),
+    ('{"a": NaN}', ":1: not JSON (NaN is not a JSON value)"),
+    ("\xff", ":1: not UTF-8"),
+])
+def test_verify_refuses_empty_and_bad_files(tmp_path, content, message):
+    path = tmp_path / "density-x.jsonl"
+    path.write_bytes(content.encode("latin-1"))
+    refused(run("verify", path, "--build", "x86_64-release"), f"{path}", message)
+
+
+def test_verify_truncated_gzip_names_the_line(tmp_path):
+    full = (GOLDEN / "density.jsonl.gz").read_bytes()
+    path = tmp_path / "density-cut.jsonl.gz"
+    path.write_bytes(full[:3000])
+    message = refused(run("verify", path, "--build", "x86_64-release"), f"{path}:", "truncated or corrupt gzip")
+    assert re.search(r"cut.jsonl.gz:\d+: ", message)
+    path.write_bytes(b"\x1f\x8b garbage")
+    refused(run("verify", path, "--build", "x86_64-release"), f"{path}:1: truncated or corrupt gzip")
+
+
+def test_verify_mismatch_names_the_element_and_an_integer_ulp_distance(tmp_path):
+    case = json.loads(json.dumps(GOOD_CASE))
+    output = case["results"]["x86_64-release"]["output"]
+    output[5] = f"{int(output[5], 16) + 2:08x}"
+    output[9] = f"{int(output[9], 16) - 7:08x}"
+    path = _vectors(tmp_path, case)
+    result = run("verify", path, "--build", "x86_64-release")
+    assert result.exit_code == 1
+    assert "1 cases, 1 mismatches" in result.output
+    assert re.search(r"output\[5\]: expected \"\w{8}\", got \"\w{8}\" \(2 ULPs apart\); 2 of 1,024 elements differ, "
+                     r"the farthest 7 ULPs apart at \[9\]", result.output), result.output
+
+
+# --- attention and option bounds --------------------------------------------------------------------------
+
+
+def _qkv(tmp_path, seq_len, dim, seed=0):
+    rng = np.random.default_rng(seed)
+    paths = []
+    for name in "qkv":
+        np.save(tmp_path / f"{name}.npy", rng.integers(-50, 50, seq_len * dim).astype(np.int8))
+        paths += [f"--{name}", tmp_path / f"{name}.npy"]
+    return paths
+
+
+def test_attention_refuses_bad_arrays_naming_the_option(tmp_path):
+    qkv = _qkv(tmp_path, 8, 4)
+    np.savez(tmp_path / "qkv.npz", q=np.zeros(32, np.int8))
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "junk.npy").write_bytes(b"\x93NUMPY junk")
+    np.save(tmp_path / "odd.npy", np.zeros(30, np.int8))
+    for bad, message in [("qkv.npz", "an .npz archive"), ("empty.npy", "cannot read as .npy"),
+                         ("junk.npy", "cannot read as .npy"), ("odd.npy", "30 elements is not a multiple of --dim 4")]:
+        args = list(qkv)
+        args[3] = tmp_path / bad
+        refused(run("attention", *args, "--dim", 4, "--scale", 0.5), "--k", bad, message)
+
+
+def test_attention_reports_an_integer_ulp_error(tmp_path):
+    result = run("attention", *_qkv(tmp_path, 32, 16), "--dim", 16, "--scale", 0.25)
+    report = json.loads(result.output)
+    assert result.exit_code == 0 and type(report["max_ulp_error"]) is int and report["max_ulp_error"] >= 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["attention", "--dim", 0], "--dim"),
+    (["attention", "--dim", 10**30], "--dim"),
+    (["attention", "--dim", 4, "--scale", "nan"], "--scale nan is not a finite f32"),
+    (["attention", "--dim", 4, "--scale", 1e39], "is not a finite f32"),
+    (["attention", "--dim", 4, "--gate", "{"], "--gate: not JSON"),
+    (["attention", "--dim", 4, "--gate", '{"lambda": 1}'], "--gate: gate packet is missing field(s)"),
+    (["attention", "--dim", 4, "--gate", "[" * 500 + "]" * 500], "--gate: not JSON (nested deeper"),
+    (["attention", "--dim", 4, "--target", "avr"], "unknown target 'avr'"),
+    (["mask", "--lambda", 1, "--partitions", 2, "--seq-len", 2**64], "--seq-len"),
+    (["mask", "--lambda", 1, "--partitions", 2, "--seq-len", 2**33, "--target", "thumbv7em-release"],
+     "--seq-len 8,589,934,592 does not fit thumbv7em-release's 32-bit usize"),
+    (["mask", "--lambda", 1, "--partitions", 2, "--seq-len", 8, "--position-limit", 2**60], "--position-limit"),
+    (["mask", "--lambda", 2**32, "--partitions", 2, "--seq-len", 8], "--lambda"),
+])
+def test_options_are_bounded(tmp_path, args, message):
+    if args[0] == "attention":
+        args = [*args, *_qkv(tmp_path, 8, 4)]
+        if "--scale" not in args:
+            args += ["--scale", 0.5]
+    refused(run(*args), message)
+
+
+def test_mask_png_axes_count_tokens(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mcsa.cli.inspect import mask_figure
+
+    sim = mcsa.MincutSparseAttention()
+    m = sim.build_mask(mcsa.GatePacket(lambda_=100, partition_count=8), 4096)
+    fig = mask_figure(plt, m.positions, 4096, "t")
+    ax = fig.axes[0]
+    assert ax.get_xlim() == (0.0, 4096.0) and ax.get_ylim() == (4096.0, 0.0)
+    assert "token" in ax.get_xlabel()
+    plt.close(fig)
+
+
+def test_an_npy_header_promising_a_terabyte_is_refused_without_allocating(tmp_path):
+    qkv = _qkv(tmp_path, 8, 4)
+    with open(tmp_path / "huge.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|i1", "fortran_order": False, "shape": (2**40,)})
+        f.write(bytes(100))
+    qkv[1] = tmp_path / "huge.npy"
+    refused(run("attention", *qkv, "--dim", 4, "--scale", 0.5), "--q", "huge.npy: cannot read as .npy")
+
+
+def test_files_that_are_not_utf8_are_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"a = 1\n\xff")
+    refused(run("mask", "--lambda", 1, "--partitions", 2, "--seq-len", 8, "--config", bad),
+            f"{bad}: not UTF-8 (byte 6)")
+    refused(run("targets", "--profiles", bad), f"{bad}: not UTF-8 (byte 6)")
+
+
+def test_an_unknown_gate_key_is_ignored_with_a_guess(tmp_path):
+    gate = {"lambda": 100, "lambda_prev": 100, "boundary_edges": 0, "boundary_concentration_q15": 0,
+            "partition_count": 4, "flags": 0, "partition_cont": 3}
+    result = run("attention", *_qkv(tmp_path, 8, 4), "--dim", 4, "--scale", 0.5, "--gate", json.dumps(gate))
+    assert result.exit_code == 0
+    assert "note: --gate: unknown key `partition_cont` ignored (did you mean `partition_count`?)" in result.stderr
+
+
+def test_a_target_panic_in_fit_is_a_verdict_not_a_traceback():
+    result = run("fit", "--target", "stm32f411", "--seq-len", 30000, "--partitions", 1, "--dim", 32)
+    assert result.exit_code == 1 and "capacity overflow" in result.output and "Traceback" not in result.output
+
+
+def test_endless_inputs_are_bounded(tmp_path):
+    refused(run("mask", "--lambda", 1, "--partitions", 2, "--seq-len", 8, "--config", "/dev/zero"),
+            "/dev/zero: larger than 1,048,576 bytes")
+    refused(run("targets", "--profiles", "/dev/zero"), "/dev/zero: larger than 1,048,576 bytes")
+    from mcsa import vectors
+
+    path = tmp_path / "density-long.jsonl"
+    path.write_bytes(b" " * 100 + b"\n")
+    old, vectors.LINE_LIMIT = vectors.LINE_LIMIT, 64
+    try:
+        refused(run("verify", path, "--build", "x86_64-release"), f"{path}:1: line longer than 64 bytes")
+    finally:
+        vectors.LINE_LIMIT = old
+
+
+def test_output_into_a_device_or_fifo_is_written_not_replaced(tmp_path):
+    with atomic_output("/dev/null", "wb") as out:
+        out.write(b"gone")
+    assert Path("/dev/null").is_char_device()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    with atomic_output(str(fifo)) as out:
+        out.write("through the fifo\n")
+    assert reader.communicate(timeout=30)[0] == b"through the fifo\n"
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
