@@ -674,6 +674,12 @@ def _sparse_attention(heap: Heap, queries, runs, qkv_seq_len: int, dim: int) -> 
     heap.free(qkv_seq_len * vec_header)  # then positions_by_query itself; the output is returned
 
 
+def _check_sizes(usize_bits: int, qkv_seq_len, dim) -> tuple[int, int]:
+    """``qkv_seq_len`` and ``dim`` as usizes of the width, or TypeError/ValueError naming them."""
+    target = mcsa.Target(usize_bits)
+    return target.check_usize(qkv_seq_len, "qkv_seq_len"), target.check_usize(dim, "dim")
+
+
 def sparse_attention_usage(
     mask: mcsa.SparseMask, qkv_seq_len: int, dim: int, usize_bits: int, allocator: Allocator = ALLOCATORS["none"]
 ) -> Usage:
@@ -683,8 +689,12 @@ def sparse_attention_usage(
     Raises
     ------
     ValueError
-        If the mask reaches a query at or past ``qkv_seq_len`` (the call would panic).
+        If the mask reaches a query at or past ``qkv_seq_len`` (the call would
+        panic), or ``qkv_seq_len`` or ``dim`` is not a usize of the width.
+    TypeError
+        If ``qkv_seq_len`` or ``dim`` is not an integer.
     """
+    qkv_seq_len, dim = _check_sizes(usize_bits, qkv_seq_len, dim)
     heap = Heap(usize_bits, allocator)
     _sparse_attention(heap, *_runs(mask.positions[:, 0]), qkv_seq_len, dim)
     return heap.usage()
@@ -722,10 +732,14 @@ def planned_attention_usage(
     Raises
     ------
     ValueError
-        If the mask reaches a query at or past ``qkv_seq_len`` (the call would panic).
+        If the mask reaches a query at or past ``qkv_seq_len`` (the call would
+        panic), or ``qkv_seq_len`` or ``dim`` is not a usize of the width.
+    TypeError
+        If ``qkv_seq_len`` or ``dim`` is not an integer.
     mcsa.TargetPanic
         If ``build_mask`` itself panics on this width.
     """
+    qkv_seq_len, dim = _check_sizes(usize_bits, qkv_seq_len, dim)
     sim = mcsa.MincutSparseAttention(config, mcsa.Target(usize_bits), position_limit)
     heap = Heap(usize_bits, allocator)
     _sparse_attention(heap, *query_runs(sim, sim.plan_mask(gate, mask_seq_len)), qkv_seq_len, dim)
