@@ -45,3 +45,37 @@ def test_trace_replays_to_every_golden_heap_figure(kind):
         if any(got[k] != v for k, v in heap.items()):
             failures.append(f"{kind}.jsonl.gz:{line} {build}: {got} != {heap}")
     assert checked > 0 and not failures, "\n".join(failures[:10])
+
+
+def _real_points():
+    for _, point in read_cases(GOLDEN / "placement" / "linked_list.jsonl.gz"):
+        yield point
+
+
+def _check_points(points):
+    from firmware_model.placement import linked_list
+
+    failures = []
+    for r in points:
+        gate = mcsa.GatePacket(lambda_=r["lambda"], partition_count=r["partitions"],
+                               boundary_concentration_q15=r["concentration"])
+        trace = ev.step_trace(mcsa.SparsityConfig(), gate, r["seq_len"], r["dim"], 64)
+        p = linked_list.simulate(trace.events, r["heap"], 64)
+        holes = p.holes.tolist() if not p.fits else []
+        if (p.failed_event, p.peak_used, holes) != (r["failed_event"], r["peak_used"], r["holes"]):
+            failures.append(f"{r}: simulated {p.failed_event}, {p.peak_used}, {holes}")
+    return failures
+
+
+def test_linked_list_agrees_with_the_real_crate_on_a_sample():
+    """Every 8th recorded point (all of them in the slow test)."""
+    points = list(_real_points())
+    assert len(points) > 10_000
+    failures = _check_points(points[::8])
+    assert not failures, "\n".join(failures[:5])
+
+
+@pytest.mark.slow
+def test_linked_list_agrees_with_the_real_crate_everywhere():
+    failures = _check_points(_real_points())
+    assert not failures, "\n".join(failures[:5])
