@@ -13,13 +13,13 @@ from mcsa.mask import DEFAULT_POSITION_LIMIT
 from .allocators import Allocator
 from .heap import Crossing, Heap, _build_mask, _sparse_attention, query_runs
 from .placement import Placement, simulator
-from .placement.events import Trace, step_trace
+from .placement.events import Trace, TraceTooLarge, step_trace
 from .profiles import Profile
 
 TRACE_LIMIT = 4_000_000
-"""Most allocator calls a step may make to be placed block by block (about 100 MB of
-trace); a bigger step, which only a heap of many megabytes could hold, is judged on
-its bytes alone."""
+"""Most allocator calls a step's B-tree may make for the step to be placed block by
+block (about 100 MB of trace); a bigger step, which only a heap of many megabytes
+could hold, is judged on its bytes alone."""
 
 
 @dataclass(frozen=True)
@@ -183,12 +183,15 @@ def fit_step(
     heap.begin("sparse_attention")
     _sparse_attention(heap, *query_runs(sim, plan), seq_len, dim)
     attention = CallFigures(heap.call_peak, heap.live_bytes)
-    place = simulator(allocator.name)
     placement = trace = None
-    if place is not None and 2 * heap.allocations <= TRACE_LIMIT:
-        trace = step_trace(config, gate, seq_len, dim, target.usize_bits, inputs_on_heap=inputs_on_heap,
-                           position_limit=position_limit, target=target)
-        placement = place(trace.events, budget, target.usize_bits)
+    place = simulator(allocator.name)
+    if place is not None:
+        try:
+            trace = step_trace(config, gate, seq_len, dim, target.usize_bits, inputs_on_heap=inputs_on_heap,
+                               position_limit=position_limit, target=target, max_events=TRACE_LIMIT)
+            placement = place(trace.events, budget, target.usize_bits)
+        except TraceTooLarge:
+            trace = None
     return report(build_mask=mask, sparse_attention=attention, peak_bytes=heap.peak_bytes, num_positions=count,
                   crossing=heap.crossing, placement=placement, trace=trace)
 
@@ -275,11 +278,29 @@ def scan_seq_len(profile: Profile, config, gate, dim: int, hi: int = 65536, **kw
     dim = target.check_usize(dim, "dim")
     budget = kwargs.get("heap_budget")
     budget = profile.heap_budget if budget is None else _check_int(budget, "heap_budget", 0, target.usize_max)
-    per_token = (3 * dim if kwargs.get("inputs_on_heap", True) else 0) + 4 * dim + 3 * target.usize_bits // 8
+    inputs_on_heap = kwargs.get("inputs_on_heap", True)
+    per_token = (3 * dim if inputs_on_heap else 0) + 4 * dim + 3 * target.usize_bits // 8
     top = min(hi, budget // per_token)
-    fits = [n for n in range(1, top + 1) if fit_step(profile, config, gate, n, dim, **kwargs).fits]
-    largest = fits[-1] if fits else None
-    failing = sorted(set(range(1, (largest or 0) + 1)) - set(fits))
+    allocator = kwargs.get("allocator") or profile.allocator
+    place = simulator(allocator.name)
+
+    def fits(n: int) -> bool:
+        if place is not None:  # the placement alone decides: no byte figures needed
+            try:
+                trace = step_trace(config, gate, n, dim, target.usize_bits, inputs_on_heap=inputs_on_heap,
+                                   position_limit=kwargs.get("position_limit", DEFAULT_POSITION_LIMIT),
+                                   target=target, max_events=TRACE_LIMIT)
+            except mcsa.TargetPanic:
+                return False
+            except TraceTooLarge:
+                pass
+            else:
+                return place(trace.events, budget, target.usize_bits).fits
+        return fit_step(profile, config, gate, n, dim, **kwargs).fits
+
+    fitting = [n for n in range(1, top + 1) if dim > 0 and fits(n)]  # dim 0: every step panics
+    largest = fitting[-1] if fitting else None
+    failing = sorted(set(range(1, (largest or 0) + 1)) - set(fitting))
     return SeqLenScan(largest, failing, top)
 
 

@@ -84,14 +84,17 @@ class Trace:
         return self.events[self.calls[i][1]:end]
 
 
+class TraceTooLarge(ValueError):
+    """The step would make more allocator calls than the caller allows."""
+
+
 class _Builder:
-    """Collects event chunks and hands out block ids."""
+    """Collects events as int64 rows (op, obj, size, align, what) and hands out block ids."""
 
     def __init__(self, usize_bits: int):
         self.usize_bits = usize_bits
         self.ptr = usize_bits // 8
         self.chunks: list[np.ndarray] = []
-        self.whats: list[np.ndarray] = []
         self.calls: list[tuple[str, int]] = []
         self.count = 0
         self.next_obj = 0
@@ -99,20 +102,26 @@ class _Builder:
     def begin(self, call: str) -> None:
         self.calls.append((call, self.count))
 
+    def add_rows(self, rows: np.ndarray) -> None:
+        """Append (n, 5) int64 rows, dropping zero-sized requests."""
+        if not rows[:, 2].all():
+            rows = rows[rows[:, 2] > 0]
+        self.chunks.append(rows)
+        self.count += rows.shape[0]
+
     def add(self, op, obj, size, align, what) -> None:
-        """Append events (arrays or scalars; zero-sized ones are dropped)."""
-        op, obj, size, align, what = np.broadcast_arrays(
-            *(np.asarray(x, np.int64) for x in (op, obj, size, align, what)))
-        keep = size > 0
-        chunk = np.empty(int(keep.sum()), EVENT_DTYPE)
-        chunk["op"], chunk["obj"], chunk["size"], chunk["align"] = op[keep], obj[keep], size[keep], align[keep]
-        self.chunks.append(chunk)
-        self.whats.append(what[keep].astype(np.uint8))
-        self.count += chunk.size
+        """Append events given as columns (arrays or scalars)."""
+        n = max(np.size(x) for x in (op, obj, size, align, what))
+        rows = np.empty((n, 5), np.int64)
+        for j, column in enumerate((op, obj, size, align, what)):
+            rows[:, j] = column
+        self.add_rows(rows)
 
     def alloc(self, size: int, align: int, what: int) -> int:
         obj = self.new_obj()
-        self.add(ALLOC, obj, size, align, what)
+        if size > 0:
+            self.chunks.append(np.array([[ALLOC, obj, size, align, what]], np.int64))
+            self.count += 1
         return obj
 
     def new_obj(self, n: int = 1) -> int:
@@ -132,9 +141,34 @@ class _Builder:
             self.add(ops, self.new_obj(), np.array(caps) * elem_size, elem_size, what)
 
     def trace(self) -> Trace:
-        events = np.concatenate(self.chunks) if self.chunks else np.zeros(0, EVENT_DTYPE)
-        what = np.concatenate(self.whats) if self.whats else np.zeros(0, np.uint8)
+        events = np.empty(self.count, EVENT_DTYPE)
+        what = np.empty(self.count, np.uint8)
+        at = 0
+        for rows in self.chunks:
+            _fill(events, what, at, rows)
+            at += rows.shape[0]
         return Trace(events, what, tuple(self.calls))
+
+
+@jit
+def _fill(events, what, at, rows):
+    """Copy (op, obj, size, align, what) rows into the trace from index ``at``."""
+    for i in range(rows.shape[0]):
+        e = events[at + i]
+        e.op, e.obj, e.size, e.align = rows[i, 0], rows[i, 1], rows[i, 2], rows[i, 3]
+        what[at + i] = rows[i, 4]
+
+
+@jit
+def _node_rows(nodes, op, first, leaf, internal, ptr):
+    """Event rows of B-tree nodes given as (kind, id) rows: kind 0 a leaf, 1 an internal node."""
+    rows = np.empty((nodes.shape[0], 5), np.int64)
+    for i in range(nodes.shape[0]):
+        internal_node = nodes[i, 0] == 1
+        rows[i, 0], rows[i, 1], rows[i, 3] = op, first + nodes[i, 1], ptr
+        rows[i, 2] = internal if internal_node else leaf
+        rows[i, 4] = INTERNAL if internal_node else LEAF
+    return rows
 
 
 def _full_mask(b: _Builder, seq_len: int) -> None:
@@ -144,21 +178,31 @@ def _full_mask(b: _Builder, seq_len: int) -> None:
     b.alloc(2, 2, BOUNDARIES)
 
 
-def _build_mask(b: _Builder, plan: MaskPlan, position_limit: int) -> None:
-    """``build_mask``'s events for a plan (see :func:`firmware_model.heap._build_mask`)."""
+def _build_mask(b: _Builder, plan: MaskPlan, position_limit: int, max_events: int | None = None) -> None:
+    """``build_mask``'s events for a plan (see :func:`firmware_model.heap._build_mask`).
+
+    Raises
+    ------
+    TraceTooLarge
+        If the B-tree alone could take more than ``max_events`` events.
+    """
     if not plan.sparse:
         _full_mask(b, plan.seq_len)
         return
     b.alloc(2 * plan.boundaries.size, 2, BOUNDARIES)
     b.push_vec(plan.boundaries.size, 2, TOKENS)
     n_ascending, prefix, lo, codes, count = heap.btree_inputs(plan, position_limit)
+    bound = 2 * (n_ascending // 5 + 2 * codes.size + 2)  # allocations and frees of every node, at most
+    if max_events is not None and bound > max_events:
+        raise TraceTooLarge(f"the B-tree of {count:,} positions takes up to {bound:,} allocator calls, "
+                            f"over {max_events:,}")
     _, _, allocs, frees = heap._btree(n_ascending, prefix, lo, codes, True)
     leaf, internal = heap.node_bytes(b.usize_bits)
     first = b.new_obj(len(allocs))
-    b.add(ALLOC, first + allocs[:, 1], np.where(allocs[:, 0] == 0, leaf, internal), b.ptr, LEAF + allocs[:, 0])
+    b.add_rows(_node_rows(allocs, ALLOC, first, leaf, internal, b.ptr))
     if count:
         b.alloc(max(heap.min_non_zero_cap(POSITION_BYTES), count) * POSITION_BYTES, 2, POSITIONS)
-    b.add(DEALLOC, first + frees[:, 1], np.where(frees[:, 0] == 0, leaf, internal), b.ptr, LEAF + frees[:, 0])
+    b.add_rows(_node_rows(frees, DEALLOC, first, leaf, internal, b.ptr))
 
 
 @jit
@@ -208,7 +252,7 @@ def _sparse_attention(b: _Builder, queries: np.ndarray, runs: np.ndarray, qkv_se
     b.alloc(qkv_seq_len * dim * 4, 4, OUTPUT)
     b.alloc(qkv_seq_len * 3 * b.ptr, b.ptr, BY_QUERY)
     first = b.new_obj(2 * qkv_seq_len)
-    b.add(*_attention_events(queries, runs, qkv_seq_len, first, b.ptr).T)
+    b.add_rows(_attention_events(queries, runs, qkv_seq_len, first, b.ptr))
 
 
 def step_trace(
@@ -221,6 +265,7 @@ def step_trace(
     inputs_on_heap: bool = True,
     position_limit: int = DEFAULT_POSITION_LIMIT,
     target: mcsa.Target | None = None,
+    max_events: int | None = None,
 ) -> Trace:
     """The allocation trace of one step: q, k, v (``seq_len * dim`` i8 each, when
     on the heap), ``build_mask(gate, seq_len)``, ``sparse_attention(q, k, v, &mask, dim, scale)``.
@@ -233,6 +278,8 @@ def step_trace(
         (``q.len() / dim``); the trace up to the panic is ``panic.trace``.
     ValueError, TypeError
         For a ``seq_len`` or ``dim`` that is not a usize of the target.
+    TraceTooLarge
+        If the mask's B-tree could take more than ``max_events`` allocator calls.
     """
     target = target or mcsa.Target(usize_bits)
     sim = mcsa.MincutSparseAttention(config, target, position_limit)
@@ -246,7 +293,7 @@ def step_trace(
     b.begin("build_mask")
     try:
         plan = sim.plan_mask(gate, seq_len)
-        _build_mask(b, plan, position_limit)
+        _build_mask(b, plan, position_limit, max_events)
     except mcsa.TargetPanic as panic:
         panic.trace = b.trace()
         raise
