@@ -258,6 +258,15 @@ def _ascending_allocations(n, counts, top, node_obj, level_start, kinds, objs):
 
 
 @jit
+def _emit(allocs, n_alloc, kind, obj):
+    """Record the allocation of node ``obj`` (kind 0 a leaf, 1 internal), growing the record."""
+    if n_alloc == allocs.shape[0]:
+        allocs = _grow(allocs, max(2 * n_alloc, 1))
+    allocs[n_alloc, 0], allocs[n_alloc, 1] = kind, obj
+    return allocs, n_alloc + 1, obj + 1
+
+
+@jit
 def _btree(n_ascending, prefix, lo, codes, emit):
     """A ``BTreeSet`` after ``n_ascending`` keys in ascending order (the intra
     pairs, whose rank-th key is given by ``prefix``/``lo``), then ``codes`` in
@@ -316,9 +325,7 @@ def _btree(n_ascending, prefix, lo, codes, emit):
             llen[n_leaf] = 1
             if emit:
                 lobj[n_leaf] = next_obj
-                allocs[n_alloc, 0], allocs[n_alloc, 1] = 0, next_obj
-                n_alloc += 1
-                next_obj += 1
+                allocs, n_alloc, next_obj = _emit(allocs, n_alloc, 0, next_obj)
             root = n_leaf
             n_leaf += 1
             leaves = 1
@@ -391,11 +398,7 @@ def _btree(n_ascending, prefix, lo, codes, emit):
         leaves += 1
         if emit:
             lobj[new] = next_obj
-            if n_alloc == allocs.shape[0]:
-                allocs = _grow(allocs, 2 * n_alloc)
-            allocs[n_alloc, 0], allocs[n_alloc, 1] = 0, next_obj
-            n_alloc += 1
-            next_obj += 1
+            allocs, n_alloc, next_obj = _emit(allocs, n_alloc, 0, next_obj)
         up = _split_off(lkeys, llen, leaf, new, middle)
         _insert_key(lkeys, llen, new if right else leaf, at, key)
         left_node = leaf
@@ -407,11 +410,7 @@ def _btree(n_ascending, prefix, lo, codes, emit):
                 iobj = _grow(iobj, 2 * n_int)
             if emit and (level > height or ilen[path_node[level]] == CAPACITY):
                 iobj[n_int] = next_obj
-                if n_alloc == allocs.shape[0]:
-                    allocs = _grow(allocs, 2 * n_alloc)
-                allocs[n_alloc, 0], allocs[n_alloc, 1] = 1, next_obj
-                n_alloc += 1
-                next_obj += 1
+                allocs, n_alloc, next_obj = _emit(allocs, n_alloc, 1, next_obj)
             if level > height:  # the root split: a new root above it
                 ikeys[n_int, 0] = up
                 iedges[n_int, 0] = left_node

@@ -12,30 +12,18 @@ that the scan reaches 1024 (x86_64, 4 partitions, dim 32).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import mcsa  # noqa: E402
-from bench_core import machine  # noqa: E402
+from bench_core import machine, median_time  # noqa: E402
 from firmware_model.allocators import allocator_named  # noqa: E402
 from firmware_model.placement import simulator  # noqa: E402
 from firmware_model.placement.events import step_trace  # noqa: E402
 from firmware_model.profiles import profile_named  # noqa: E402
 from firmware_model.step import fit_step, scan_seq_len  # noqa: E402
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # compile / warm
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -56,10 +44,11 @@ def main() -> None:
         ("  its trace", lambda: step_trace(config, gate, 256, 32, 32)),
         ("  its placement", lambda: place(trace.events, 200_000, 32)),
     ):
+        fn()  # compile and warm
         print(f"{name:<34} {median_time(fn, args.repeats) * 1e3:9.2f} ms (median of {args.repeats})")
     budget = 8 * 2**20
     scan = lambda: scan_seq_len(host, config, gate, 32, 1024, heap_budget=budget, allocator=allocator)  # noqa: E731
-    result = scan()
+    result = scan()  # also warms
     repeats = max(1, args.repeats // 2)
     print(f"plan scan, seq_len 1..1024, 4 partitions, {budget:,} B: largest {result.largest}, "
           f"{median_time(scan, repeats):.2f} s (median of {repeats})")
