@@ -66,35 +66,40 @@ def test_trace_replays_to_every_golden_heap_figure(kind):
     assert checked > 0 and not failures, "\n".join(failures[:10])
 
 
-def _real_points():
-    for _, point in read_cases(GOLDEN / "placement" / "linked_list.jsonl.gz"):
+REAL = {64: "linked_list.jsonl.gz", 32: "linked_list_wasm32.jsonl.gz"}
+
+
+def _real_points(bits=64):
+    for _, point in read_cases(GOLDEN / "placement" / REAL[bits]):
         yield point
 
 
-def _check_points(points):
+def _check_points(points, bits):
     failures = []
     for r in points:
         gate = mcsa.GatePacket(lambda_=r["lambda"], partition_count=r["partitions"],
                                boundary_concentration_q15=r["concentration"])
-        trace = ev.step_trace(mcsa.SparsityConfig(), gate, r["seq_len"], r["dim"], 64)
-        p = linked_list.simulate(trace.events, r["heap"], 64)
+        trace = ev.step_trace(mcsa.SparsityConfig(), gate, r["seq_len"], r["dim"], bits)
+        p = linked_list.simulate(trace.events, r["heap"], bits)
         holes = p.holes.tolist() if not p.fits else []
         if (p.failed_event, p.peak_used, holes) != (r["failed_event"], r["peak_used"], r["holes"]):
             failures.append(f"{r}: simulated {p.failed_event}, {p.peak_used}, {holes}")
     return failures
 
 
-def test_linked_list_agrees_with_the_real_crate_on_a_sample():
+@pytest.mark.parametrize("bits", [64, 32])
+def test_linked_list_agrees_with_the_real_crate_on_a_sample(bits):
     """Every 8th recorded point (all of them in the slow test)."""
-    points = list(_real_points())
-    assert len(points) > 10_000
-    failures = _check_points(points[::8])
+    points = list(_real_points(bits))
+    assert len(points) > 5_000
+    failures = _check_points(points[::8], bits)
     assert not failures, "\n".join(failures[:5])
 
 
 @pytest.mark.slow
-def test_linked_list_agrees_with_the_real_crate_everywhere():
-    failures = _check_points(_real_points())
+@pytest.mark.parametrize("bits", [64, 32])
+def test_linked_list_agrees_with_the_real_crate_everywhere(bits):
+    failures = _check_points(_real_points(bits), bits)
     assert not failures, "\n".join(failures[:5])
 
 
