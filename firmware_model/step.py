@@ -13,7 +13,7 @@ from mcsa.mask import DEFAULT_POSITION_LIMIT
 from .allocators import Allocator
 from .heap import Crossing, Heap, _build_mask, _sparse_attention, query_runs
 from .placement import Placement, simulator
-from .placement.events import Trace, TraceTooLarge, step_trace
+from .placement.events import Trace, TraceTooLarge, inputs_trace, step_trace
 from .profiles import Profile
 
 TRACE_LIMIT = 4_000_000
@@ -97,8 +97,9 @@ class StepReport:
                       if over else f"requested {self.peak_bytes:,} B of {self.budget:,} B available")
         if not placed:
             c = self.crossing
-            return (f"does not fit: {bytes_part}; the budget is crossed in {c.call} by {c.allocation} "
-                    f"({c.requested:,} B requested with {c.live_before:,} B live)")
+            where = (f"the budget is crossed in {c.call} by {c.allocation} ({c.requested:,} B requested with "
+                     f"{c.live_before:,} B live)" if c else "q, k and v alone exceed it")
+            return f"does not fit: {bytes_part}; {where}"
         p = self.placement
         size = int(self.trace.events["size"][p.failed_event])
         if p.free_total < size:
@@ -146,7 +147,7 @@ def fit_step(
     ------
     TypeError, ValueError
         For a ``seq_len`` or ``dim`` that is not a usize of the target, or a
-        ``heap_budget`` outside 0..=usize::MAX, naming the argument.
+        ``heap_budget`` outside 0..=isize::MAX (the largest arena), naming the argument.
     mcsa.MaskTooLarge
         For a wrapping mask over ``position_limit``.
     """
@@ -154,7 +155,7 @@ def fit_step(
     seq_len = target.check_usize(seq_len, "seq_len")
     dim = target.check_usize(dim, "dim")
     budget = profile.heap_budget if heap_budget is None else _check_int(heap_budget, "heap_budget", 0,
-                                                                         target.usize_max)
+                                                                         target.isize_max)
     allocator = allocator or profile.allocator
     inputs = seq_len * dim if inputs_on_heap else 0
 
@@ -163,9 +164,13 @@ def fit_step(
                   "crossing": None, **fields}
         return StepReport(profile.name, build, seq_len, dim, allocator.name, budget, 3 * inputs, **fields)
 
-    ptr = target.usize_bits // 8
-    if max(inputs, seq_len * dim * 4, seq_len * 3 * ptr) > target.isize_max:
+    if inputs > target.isize_max:  # vec![x; seq_len * dim]
         return report(panic="capacity overflow")
+    place = simulator(allocator.name)
+    if 3 * allocator.cost(inputs, target.usize_bits) > budget:  # q, k, v alone: the step never gets further
+        trace = inputs_trace(inputs, target.usize_bits)
+        return report(peak_bytes=3 * allocator.cost(inputs, target.usize_bits), trace=trace,
+                      placement=place(trace.events, budget, target.usize_bits) if place else None)
     sim = mcsa.MincutSparseAttention(config, target, position_limit)
     heap = Heap(target.usize_bits, allocator, budget)
     try:
@@ -179,12 +184,13 @@ def fit_step(
         return report(panic=panic.message)
     if dim == 0:  # sparse_attention's q.len() / dim
         return report(panic="attempt to divide by zero")
+    if max(seq_len * dim * 4, seq_len * 3 * (target.usize_bits // 8)) > target.isize_max:  # its two Vecs
+        return report(panic="capacity overflow")
     mask = CallFigures(heap.call_peak, heap.live_bytes)
     heap.begin("sparse_attention")
     _sparse_attention(heap, *query_runs(sim, plan), seq_len, dim)
     attention = CallFigures(heap.call_peak, heap.live_bytes)
     placement = trace = None
-    place = simulator(allocator.name)
     if place is not None:
         try:
             trace = step_trace(config, gate, seq_len, dim, target.usize_bits, inputs_on_heap=inputs_on_heap,
@@ -277,7 +283,7 @@ def scan_seq_len(profile: Profile, config, gate, dim: int, hi: int = 65536, **kw
     hi = _check_int(hi, "hi", 0, target.usize_max)
     dim = target.check_usize(dim, "dim")
     budget = kwargs.get("heap_budget")
-    budget = profile.heap_budget if budget is None else _check_int(budget, "heap_budget", 0, target.usize_max)
+    budget = profile.heap_budget if budget is None else _check_int(budget, "heap_budget", 0, target.isize_max)
     inputs_on_heap = kwargs.get("inputs_on_heap", True)
     per_token = (3 * dim if inputs_on_heap else 0) + 4 * dim + 3 * target.usize_bits // 8
     top = min(hi, budget // per_token)

@@ -206,7 +206,10 @@ def test_plan_reports_shorter_steps_that_fail():
 
 @pytest.mark.parametrize("args,message", [
     (("--seq-len", 30, "--partitions", 1, "--dim", 0), "does not fit: the build panics with attempt to divide by zero"),
-    (("--seq-len", 30000, "--partitions", 1, "--dim", 32), "does not fit: the build panics with capacity overflow"),
+    (("--seq-len", 30000, "--partitions", 1, "--dim", 32, "--heap-budget", 2 * 10**9),
+     "does not fit: the build panics with capacity overflow"),
+    (("--seq-len", 30000, "--partitions", 1, "--dim", 32),
+     "does not fit: event 0 (the inputs: alloc 960,000 B for q) fails: only 65,536 B free"),
 ])
 def test_panics_are_verdicts(args, message):
     result = run("fit", "--target", "stm32f411", *args)
@@ -234,7 +237,8 @@ def test_arguments_are_checked_before_any_kernel():
         step.largest_fitting_seq_len(f411, CFG, gate, 32, hi=-1)
     with pytest.raises(ValueError, match="seq_len"):
         step.representations(mask.stats(), -1)
-    with pytest.raises(ValueError, match="heap_budget"):
-        step.fit_step(HOST, CFG, gate, 64, 32, heap_budget=2**64)
+    for budget in (2**64, 2**63, -1):
+        with pytest.raises(ValueError, match="heap_budget"):
+            step.fit_step(HOST, CFG, gate, 64, 32, heap_budget=budget)
     with pytest.raises(TypeError, match="heap_budget"):
         step.fit_step(HOST, CFG, gate, 64, 32, heap_budget=1.5)

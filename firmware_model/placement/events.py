@@ -285,11 +285,7 @@ def step_trace(
     sim = mcsa.MincutSparseAttention(config, target, position_limit)
     seq_len = target.check_usize(seq_len, "seq_len")
     dim = target.check_usize(dim, "dim")
-    inputs = target.mul(seq_len, dim) if inputs_on_heap else 0
-    b = _Builder(target.usize_bits)
-    b.begin("the inputs")
-    for what in (Q, K, V):
-        b.alloc(inputs, 1, what)
+    b = _inputs(target.usize_bits, target.mul(seq_len, dim) if inputs_on_heap else 0)
     b.begin("build_mask")
     try:
         plan = sim.plan_mask(gate, seq_len)
@@ -304,6 +300,19 @@ def step_trace(
         raise panic
     _sparse_attention(b, *heap.query_runs(sim, plan), seq_len, dim)
     return b.trace()
+
+
+def _inputs(usize_bits: int, size: int) -> _Builder:
+    b = _Builder(usize_bits)
+    b.begin("the inputs")
+    for what in (Q, K, V):
+        b.alloc(size, 1, what)
+    return b
+
+
+def inputs_trace(size: int, usize_bits: int) -> Trace:
+    """The events of allocating q, k and v of ``size`` bytes each, the start of every step."""
+    return _inputs(usize_bits, size).trace()
 
 
 def build_mask_trace(config, gate, seq_len: int, usize_bits: int,

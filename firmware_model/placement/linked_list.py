@@ -166,12 +166,12 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     Raises
     ------
     ValueError
-        If ``heap_size`` is negative or ``usize_bits`` is not 32 or 64.
+        If ``heap_size`` is not in 0..2**63 or ``usize_bits`` is not 32 or 64.
     """
     if usize_bits not in (32, 64):
         raise ValueError(f"usize_bits must be 32 or 64, got {usize_bits!r}")
-    if heap_size < 0:
-        raise ValueError(f"heap_size must be non-negative, got {heap_size}")
+    if not 0 <= heap_size < 2**63:
+        raise ValueError(f"heap_size must be in 0..2**63, got {heap_size}")
     failed, peak, holes, blocks = _simulate(
         events["op"].astype(np.int64), events["obj"], events["size"], events["align"], heap_size, usize_bits // 8)
     return Placement("linked-list", heap_size, None if failed < 0 else int(failed), int(peak), blocks, holes)

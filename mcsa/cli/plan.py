@@ -164,7 +164,7 @@ def fit(target_name, profiles_file, dim, lambda_, concentration, heap_budget, al
         positions = "" if report.num_positions is None else f"{report.num_positions:,} positions, "
         click.echo(f"{profile.name}-{build}: seq_len {seq_len}, {partitions} partitions, dim {dim}, "
                    f"{positions}allocator {report.allocator}")
-        if report.panic is None:
+        if report.build_mask is not None:
             click.echo(f"  inputs q, k, v:   {report.inputs_bytes:>12,} B")
             click.echo(f"  build_mask peak:  {report.build_mask.peak_bytes:>12,} B (mask left: "
                        f"{report.build_mask.live_after - report.inputs_bytes:,} B)")
