@@ -145,7 +145,9 @@ def fit(target_name, profiles_file, dim, lambda_, concentration, heap_budget, al
         position_limit, seq_len, partitions, show_map, png):
     """Does one step (q, k, v, build_mask, then sparse_attention) fit the target's heap,
     with every block placed by the allocator? Exit 1 if not (a panic of the build
-    does not fit either).
+    does not fit either). The verdict names the first allocator call that fails,
+    numbered from 0 in call order (alloc, dealloc and realloc each count one), and
+    the free space at that moment.
 
     \b
     Example:
