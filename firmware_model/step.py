@@ -141,7 +141,8 @@ def fit_step(
     that allocator places it, and that decides the verdict.
 
     A panic of the build (in ``build_mask``, ``attempt to divide by zero`` for
-    ``dim`` 0, ``capacity overflow``) is a verdict: ``panic`` is set.
+    ``dim`` 0, ``capacity overflow``) is a verdict: ``panic`` is set. Otherwise,
+    when q, k and v alone exceed the heap, the verdict is theirs.
 
     Raises
     ------
@@ -149,7 +150,7 @@ def fit_step(
         For a ``seq_len`` or ``dim`` that is not a usize of the target, or a
         ``heap_budget`` outside 0..=isize::MAX (the largest arena), naming the argument.
     mcsa.MaskTooLarge
-        For a wrapping mask over ``position_limit``.
+        For a wrapping mask over ``position_limit`` (when q, k and v fit the heap).
     """
     target = profile.target(build)
     seq_len = target.check_usize(seq_len, "seq_len")
@@ -167,10 +168,13 @@ def fit_step(
     if inputs > target.isize_max:  # vec![x; seq_len * dim]
         return report(panic="capacity overflow")
     place = simulator(allocator.name)
-    if 3 * allocator.cost(inputs, target.usize_bits) > budget:  # q, k, v alone: the step never gets further
+
+    def inputs_only() -> StepReport:  # q, k, v alone do not fit: the step never gets further
         trace = inputs_trace(inputs, target.usize_bits)
         return report(peak_bytes=3 * allocator.cost(inputs, target.usize_bits), trace=trace,
                       placement=place(trace.events, budget, target.usize_bits) if place else None)
+
+    inputs_fit = 3 * allocator.cost(inputs, target.usize_bits) <= budget
     sim = mcsa.MincutSparseAttention(config, target, position_limit)
     heap = Heap(target.usize_bits, allocator, budget)
     try:
@@ -180,8 +184,14 @@ def fit_step(
             heap.alloc(inputs, f"{name} ({seq_len} x {dim} i8)")
         heap.begin("build_mask")
         count = _build_mask(heap, plan, position_limit)
-    except mcsa.TargetPanic as panic:
+    except mcsa.TargetPanic as panic:  # a panic of the build is the verdict whatever the heap
         return report(panic=panic.message)
+    except mcsa.MaskTooLarge:
+        if inputs_fit:
+            raise
+        return inputs_only()
+    if not inputs_fit:
+        return inputs_only()
     if dim == 0:  # sparse_attention's q.len() / dim
         return report(panic="attempt to divide by zero")
     if max(seq_len * dim * 4, seq_len * 3 * (target.usize_bits // 8)) > target.isize_max:  # its two Vecs

@@ -206,9 +206,8 @@ def test_plan_reports_shorter_steps_that_fail():
 
 @pytest.mark.parametrize("args,message", [
     (("--seq-len", 30, "--partitions", 1, "--dim", 0), "does not fit: the build panics with attempt to divide by zero"),
-    (("--seq-len", 30000, "--partitions", 1, "--dim", 32, "--heap-budget", 2 * 10**9),
-     "does not fit: the build panics with capacity overflow"),
-    (("--seq-len", 30000, "--partitions", 1, "--dim", 32),
+    (("--seq-len", 30000, "--partitions", 1, "--dim", 32), "does not fit: the build panics with capacity overflow"),
+    (("--seq-len", 30000, "--partitions", 4, "--dim", 32),
      "does not fit: event 0 (the inputs: alloc 960,000 B for q) fails: only 65,536 B free"),
 ])
 def test_panics_are_verdicts(args, message):
