@@ -2,8 +2,9 @@
 
 Each model is a per-block header, a minimum block and an alignment, read from
 the allocator's source; the cost of a block is
-``round_up(max(size + header, min_block), align)``. Fragmentation is not
-modelled: figures are the best case of each allocator.
+``round_up(max(size + header, min_block), align)``. These are byte figures, the
+best case of each allocator; where every block lands (and what fragmentation
+costs) is :mod:`firmware_model.placement`'s.
 """
 
 from __future__ import annotations

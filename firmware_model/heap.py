@@ -213,10 +213,64 @@ def _rank_code(rank, prefix, lo):
 
 
 @jit
-def btree_node_counts(n_ascending, prefix, lo, codes):
-    """Nodes of a ``BTreeSet`` after ``n_ascending`` keys in ascending order (the
-    intra pairs, whose rank-th key is given by ``prefix``/``lo``), then ``codes``
-    in order. Returns (leaves, internal nodes).
+def _ascending_allocations(n, counts, top, node_obj, level_start, kinds, objs):
+    """Node allocations of inserting ``n`` keys in ascending order into an empty
+    tree, in Rust's order: the first key allocates the root leaf; a full node
+    splits bottom-up (the new right leaf, then each internal node that splits,
+    then a new root). Node m of level l gets id ``node_obj[level_start[l] + m]``
+    (nodes of a level are created left to right); ids count up from 0.
+    Returns the number of allocations written to ``kinds``/``objs``."""
+    lens = np.zeros(64, np.int64)
+    made = np.zeros(64, np.int64)
+    e = 0
+    if n == 0:
+        return 0
+    node_obj[level_start[0]] = e
+    kinds[e], objs[e] = 0, e
+    e += 1
+    made[0], lens[0] = 1, 1
+    height = 0
+    for _ in range(1, n):
+        if lens[0] < CAPACITY:
+            lens[0] += 1
+            continue
+        node_obj[level_start[0] + made[0]] = e
+        kinds[e], objs[e] = 0, e
+        e += 1
+        made[0] += 1
+        lens[0] = 5
+        level = 1
+        while True:
+            if level <= height and lens[level] < CAPACITY:
+                lens[level] += 1
+                break
+            node_obj[level_start[level] + made[level]] = e  # a split's right node, or a new root
+            kinds[e], objs[e] = 1, e
+            e += 1
+            made[level] += 1
+            if level > height:
+                lens[level] = 1
+                height = level
+                break
+            lens[level] = 5
+            level += 1
+    return e
+
+
+@jit
+def _emit(allocs, n_alloc, kind, obj):
+    """Record the allocation of node ``obj`` (kind 0 a leaf, 1 internal), growing the record."""
+    if n_alloc == allocs.shape[0]:
+        allocs = _grow(allocs, max(2 * n_alloc, 1))
+    allocs[n_alloc, 0], allocs[n_alloc, 1] = kind, obj
+    return allocs, n_alloc + 1, obj + 1
+
+
+@jit
+def _btree(n_ascending, prefix, lo, codes, emit):
+    """A ``BTreeSet`` after ``n_ascending`` keys in ascending order (the intra
+    pairs, whose rank-th key is given by ``prefix``/``lo``), then ``codes`` in
+    order.
 
     Exactly Rust's insertion: linear search in each node, insertion into the
     leaf, a full node split at ``splitpoint`` with its middle key pushed up, a
@@ -224,20 +278,37 @@ def btree_node_counts(n_ascending, prefix, lo, codes):
     follows from :func:`_level_counts`, and a node is only materialised (its
     keys computed from ranks) when a later key descends through it. Memory and
     time are O(seq_len + len(codes) * depth).
+
+    Returns (leaves, internal nodes, allocations, frees). With ``emit``, the
+    allocations are the node allocations in order as (kind, id) columns (kind
+    0 a leaf, 1 an internal node) and the frees are every node in the order
+    ``into_iter`` frees them (post-order: a node after all its children);
+    without, both are empty.
     """
     counts, top = _level_counts(n_ascending)
     leaves = counts[1] + 1 if n_ascending > 0 else 0
     internals = 0
     for level in range(1, top + 1):
         internals += counts[level + 1] + 1
+    level_start = np.zeros(66, np.int64)
+    for level in range(top + 1):
+        level_start[level + 1] = level_start[level] + (counts[level + 1] + 1 if n_ascending > 0 else 0)
+    node_obj = np.empty(level_start[top + 1] if emit else 0, np.int64)
+    allocs = np.empty((leaves + internals + 2 * codes.size if emit else 0, 2), np.int64)
+    n_alloc = 0
+    if emit:
+        n_alloc = _ascending_allocations(n_ascending, counts, top, node_obj, level_start, allocs[:, 0], allocs[:, 1])
+    next_obj = n_alloc
     height = top
     root = -1 if n_ascending > 0 else 0  # -(1 + m): node m of the ascending tree, not yet materialised
     size = 64
     lkeys = np.empty((size, CAPACITY), np.uint32)
     llen = np.zeros(size, np.int64)
+    lobj = np.zeros(size, np.int64)
     ikeys = np.empty((size, CAPACITY), np.uint32)
     ilen = np.zeros(size, np.int64)
     iedges = np.empty((size, CAPACITY + 1), np.int64)
+    iobj = np.zeros(size, np.int64)
     n_leaf = 0  # explicit nodes (materialised or new)
     n_int = 0
     path_node = np.empty(64, np.int64)
@@ -249,9 +320,12 @@ def btree_node_counts(n_ascending, prefix, lo, codes):
         key = codes[c]
         if leaves == 0:
             if n_leaf == lkeys.shape[0]:
-                lkeys, llen = _grow(lkeys, 2 * n_leaf), _grow(llen, 2 * n_leaf)
+                lkeys, llen, lobj = _grow(lkeys, 2 * n_leaf), _grow(llen, 2 * n_leaf), _grow(lobj, 2 * n_leaf)
             lkeys[n_leaf, 0] = key
             llen[n_leaf] = 1
+            if emit:
+                lobj[n_leaf] = next_obj
+                allocs, n_alloc, next_obj = _emit(allocs, n_alloc, 0, next_obj)
             root = n_leaf
             n_leaf += 1
             leaves = 1
@@ -267,20 +341,25 @@ def btree_node_counts(n_ascending, prefix, lo, codes):
                 length = 6 if m < counts[level + 1] else counts[level] - first
                 if level == 0:
                     if n_leaf == lkeys.shape[0]:
-                        lkeys, llen = _grow(lkeys, 2 * n_leaf), _grow(llen, 2 * n_leaf)
+                        lkeys, llen, lobj = _grow(lkeys, 2 * n_leaf), _grow(llen, 2 * n_leaf), _grow(lobj, 2 * n_leaf)
                     for i in range(length):
                         lkeys[n_leaf, i] = _rank_code((first + i + 1) * power[0] - 1, prefix, lo)
                     llen[n_leaf] = length
+                    if emit:
+                        lobj[n_leaf] = node_obj[level_start[0] + m]
                     ref = n_leaf
                     n_leaf += 1
                 else:
                     if n_int == ikeys.shape[0]:
                         ikeys, ilen, iedges = _grow(ikeys, 2 * n_int), _grow(ilen, 2 * n_int), _grow(iedges, 2 * n_int)
+                        iobj = _grow(iobj, 2 * n_int)
                     for i in range(length):
                         ikeys[n_int, i] = _rank_code((first + i + 1) * power[level] - 1, prefix, lo)
                     for e in range(length + 1):
                         iedges[n_int, e] = -1 - (first + e)
                     ilen[n_int] = length
+                    if emit:
+                        iobj[n_int] = node_obj[level_start[level] + m]
                     ref = n_int
                     n_int += 1
                 if parent < 0:
@@ -312,11 +391,14 @@ def btree_node_counts(n_ascending, prefix, lo, codes):
             _insert_key(lkeys, llen, leaf, edge, key)
             continue
         if n_leaf == lkeys.shape[0]:
-            lkeys, llen = _grow(lkeys, 2 * n_leaf), _grow(llen, 2 * n_leaf)
+            lkeys, llen, lobj = _grow(lkeys, 2 * n_leaf), _grow(llen, 2 * n_leaf), _grow(lobj, 2 * n_leaf)
         middle, right, at = _split_point(edge)
         new = n_leaf
         n_leaf += 1
         leaves += 1
+        if emit:
+            lobj[new] = next_obj
+            allocs, n_alloc, next_obj = _emit(allocs, n_alloc, 0, next_obj)
         up = _split_off(lkeys, llen, leaf, new, middle)
         _insert_key(lkeys, llen, new if right else leaf, at, key)
         left_node = leaf
@@ -325,6 +407,10 @@ def btree_node_counts(n_ascending, prefix, lo, codes):
         while True:
             if n_int == ikeys.shape[0]:
                 ikeys, ilen, iedges = _grow(ikeys, 2 * n_int), _grow(ilen, 2 * n_int), _grow(iedges, 2 * n_int)
+                iobj = _grow(iobj, 2 * n_int)
+            if emit and (level > height or ilen[path_node[level]] == CAPACITY):
+                iobj[n_int] = next_obj
+                allocs, n_alloc, next_obj = _emit(allocs, n_alloc, 1, next_obj)
             if level > height:  # the root split: a new root above it
                 ikeys[n_int, 0] = up
                 iedges[n_int, 0] = left_node
@@ -356,7 +442,53 @@ def btree_node_counts(n_ascending, prefix, lo, codes):
             left_node = node
             right_node = new
             level += 1
-    return leaves, internals
+    frees = np.empty((leaves + internals if emit else 0, 2), np.int64)
+    if emit and leaves > 0:
+        _post_order(root, height, counts, ilen, iedges, lobj, iobj, node_obj, level_start, frees)
+    return leaves, internals, allocs[:n_alloc], frees
+
+
+@jit
+def _post_order(root, height, counts, ilen, iedges, lobj, iobj, node_obj, level_start, out):
+    """Every node as (kind, id), children left to right before their parent:
+    the order ``into_iter`` frees them. A node is explicit (``ref >= 0``) or
+    node m of the ascending tree (``ref = -1 - m``), whose children are nodes
+    ``7m ..`` of the level below."""
+    refs = np.empty(64, np.int64)
+    nexts = np.zeros(64, np.int64)
+    refs[0] = root
+    nexts[0] = 0
+    depth = 0
+    n = 0
+    while depth >= 0:
+        level = height - depth
+        ref = refs[depth]
+        if level == 0:
+            out[n, 0], out[n, 1] = 0, lobj[ref] if ref >= 0 else node_obj[level_start[0] - 1 - ref]
+            n += 1
+            depth -= 1
+            continue
+        if ref >= 0:
+            edges = ilen[ref] + 1
+        else:
+            m = -1 - ref
+            edges = (6 if m < counts[level + 1] else counts[level] - 7 * m) + 1
+        e = nexts[depth]
+        if e < edges:
+            nexts[depth] = e + 1
+            refs[depth + 1] = iedges[ref, e] if ref >= 0 else -1 - (7 * (-1 - ref) + e)
+            nexts[depth + 1] = 0
+            depth += 1
+        else:
+            out[n, 0], out[n, 1] = 1, iobj[ref] if ref >= 0 else node_obj[level_start[level] - 1 - ref]
+            n += 1
+            depth -= 1
+
+
+def btree_node_counts(n_ascending, prefix, lo, codes) -> tuple[int, int]:
+    """(leaves, internal nodes) of the ``BTreeSet`` of :func:`_btree`."""
+    leaves, internals, _, _ = _btree(n_ascending, prefix, lo, codes, False)
+    return int(leaves), int(internals)
 
 
 def _full_mask(heap: Heap, seq_len: int) -> None:
@@ -391,29 +523,33 @@ def _intra_ranks(plan: MaskPlan) -> tuple[np.ndarray, np.ndarray]:
     return prefix, lo
 
 
-def _build_mask(heap: Heap, plan: MaskPlan, position_limit: int) -> int:
-    """Replay ``build_mask``'s allocations for a plan; returns the position count.
+def btree_inputs(plan: MaskPlan, position_limit: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, int]:
+    """What :func:`_btree` needs for a sparse plan, and the distinct positions:
+    ``(n_ascending, prefix, lo, codes, count)``.
 
     In the ordered case (no index wraps) the intra pairs are inserted in
     ascending order and never materialised; only the boundary-token pairs are.
     Where indices wrap, every pair the reference inserts is replayed, so the
     raw insertion count is held to ``position_limit``.
     """
+    if plan.ordered:
+        prefix, lo = _intra_ranks(plan)
+        count = ordered_positions(plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross,
+                                  np.zeros((0, 2), np.uint16), False, np.zeros(0, np.int64))
+        return int(prefix[-1]), prefix, lo, replace(plan, intra=False).insertion_codes(), count
+    codes = plan.insertion_codes(position_limit)
+    return 0, np.zeros(1, np.int64), np.zeros(1, np.int64), codes, distinct_codes(codes).size
+
+
+def _build_mask(heap: Heap, plan: MaskPlan, position_limit: int) -> int:
+    """Replay ``build_mask``'s allocations for a plan; returns the position count."""
     if not plan.sparse:
         _full_mask(heap, plan.seq_len)
         return plan.seq_len * (plan.seq_len + 1) // 2
     heap.alloc(2 * plan.boundaries.size, "partition boundaries Vec::with_capacity(num_partitions)")
     heap.push_vec(plan.boundaries.size, 2, "boundary_tokens Vec growth")  # every boundary pushed, then truncated
-    if plan.ordered:
-        prefix, lo = _intra_ranks(plan)
-        count = ordered_positions(plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross,
-                                  np.zeros((0, 2), np.uint16), False, np.zeros(0, np.int64))
-        codes = replace(plan, intra=False).insertion_codes()
-        leaves, internals = btree_node_counts(int(prefix[-1]), prefix, lo, codes)
-    else:
-        codes = plan.insertion_codes(position_limit)
-        count = distinct_codes(codes).size
-        leaves, internals = btree_node_counts(0, np.zeros(1, np.int64), np.zeros(1, np.int64), codes)
+    n_ascending, prefix, lo, codes, count = btree_inputs(plan, position_limit)
+    leaves, internals = btree_node_counts(n_ascending, prefix, lo, codes)
     leaf, internal = node_bytes(heap.usize_bits)
     heap.alloc(leaf, "BTreeSet leaf nodes", leaves)
     heap.alloc(internal, "BTreeSet internal nodes", internals)
@@ -537,6 +673,12 @@ def _sparse_attention(heap: Heap, queries, runs, qkv_seq_len: int, dim: int) -> 
     heap.free(qkv_seq_len * vec_header)  # then positions_by_query itself; the output is returned
 
 
+def _check_sizes(usize_bits: int, qkv_seq_len, dim) -> tuple[int, int]:
+    """``qkv_seq_len`` and ``dim`` as usizes of the width, or TypeError/ValueError naming them."""
+    target = mcsa.Target(usize_bits)
+    return target.check_usize(qkv_seq_len, "qkv_seq_len"), target.check_usize(dim, "dim")
+
+
 def sparse_attention_usage(
     mask: mcsa.SparseMask, qkv_seq_len: int, dim: int, usize_bits: int, allocator: Allocator = ALLOCATORS["none"]
 ) -> Usage:
@@ -546,8 +688,12 @@ def sparse_attention_usage(
     Raises
     ------
     ValueError
-        If the mask reaches a query at or past ``qkv_seq_len`` (the call would panic).
+        If the mask reaches a query at or past ``qkv_seq_len`` (the call would
+        panic), or ``qkv_seq_len`` or ``dim`` is not a usize of the width.
+    TypeError
+        If ``qkv_seq_len`` or ``dim`` is not an integer.
     """
+    qkv_seq_len, dim = _check_sizes(usize_bits, qkv_seq_len, dim)
     heap = Heap(usize_bits, allocator)
     _sparse_attention(heap, *_runs(mask.positions[:, 0]), qkv_seq_len, dim)
     return heap.usage()
@@ -585,10 +731,14 @@ def planned_attention_usage(
     Raises
     ------
     ValueError
-        If the mask reaches a query at or past ``qkv_seq_len`` (the call would panic).
+        If the mask reaches a query at or past ``qkv_seq_len`` (the call would
+        panic), or ``qkv_seq_len`` or ``dim`` is not a usize of the width.
+    TypeError
+        If ``qkv_seq_len`` or ``dim`` is not an integer.
     mcsa.TargetPanic
         If ``build_mask`` itself panics on this width.
     """
+    qkv_seq_len, dim = _check_sizes(usize_bits, qkv_seq_len, dim)
     sim = mcsa.MincutSparseAttention(config, mcsa.Target(usize_bits), position_limit)
     heap = Heap(usize_bits, allocator)
     _sparse_attention(heap, *query_runs(sim, sim.plan_mask(gate, mask_seq_len)), qkv_seq_len, dim)

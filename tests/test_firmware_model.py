@@ -80,7 +80,8 @@ def test_readme_example_256_tokens_4_partitions_on_stm32f411():
     report = step.fit_step(profile, CFG, gate, 256, 32)
     assert (report.peak_bytes, report.budget, report.num_positions) == (139548, 65536, 8344)
     assert not report.fits and report.crossing.call == "build_mask"
-    assert "requested 139,548 B, available 65,536 B, missing 74,012 B" in report.verdict()
+    assert report.verdict() == ("does not fit: event 701 (build_mask: alloc 52 B for a B-tree leaf) fails: only 48 B "
+                                "free; requested 139,548 B, available 65,536 B, missing 74,012 B")
     bigger = step.fit_step(profile, CFG, gate, 256, 32, heap_budget=140_000)
     assert bigger.fits and bigger.headroom == 140_000 - 139548 and bigger.crossing is None
 
@@ -99,13 +100,17 @@ def test_step_peak_is_the_sum_of_its_parts_with_no_allocator_overhead():
     assert report.peak_bytes == max(report.build_mask.peak_bytes, report.sparse_attention.peak_bytes)
 
 
-def test_planner_answer_is_a_boundary():
+def test_planner_answer_is_a_boundary_and_lists_the_shorter_failures():
+    """As in the README: on the F411, 8 partitions fit up to 198 tokens but 171..195 do not."""
     profile = profile_named("stm32f411")
-    for row in step.capacity_table(profile, CFG, 32, [2, 8]):
+    rows = step.capacity_table(profile, CFG, 32, [2, 8])
+    assert [(r["max_seq_len"], r["failing_below"]) for r in rows] == [(123, []), (198, list(range(171, 196)))]
+    for row in rows:
         n = row["max_seq_len"]
         gate = mcsa.GatePacket(lambda_=200, partition_count=row["partitions"])
         assert step.fit_step(profile, CFG, gate, n, 32).fits
         assert not step.fit_step(profile, CFG, gate, n + 1, 32).fits
+        assert all(not step.fit_step(profile, CFG, gate, m, 32).fits for m in row["failing_below"])
         assert row["peak_bytes"] <= row["budget"]
 
 

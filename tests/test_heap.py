@@ -28,11 +28,16 @@ def replay_counts(codes):
     st.integers(16, 3000),
 )
 def test_ascending_shortcut_equals_full_replay(config, gate, seq_len):
-    """The intra pairs, never materialised, give the same tree as replaying them one by one."""
+    """The intra pairs, never materialised, give the same tree as replaying them one by
+    one: the same nodes, allocated in the same order and freed by into_iter in the same order."""
     plan = mcsa.MincutSparseAttention(config).plan_mask(gate, seq_len)
     prefix, lo = heap._intra_ranks(plan)
     cross = replace(plan, intra=False).insertion_codes()
     assert btree_node_counts(int(prefix[-1]), prefix, lo, cross) == replay_counts(plan.insertion_codes())
+    short = heap._btree(int(prefix[-1]), prefix, lo, cross, True)
+    full = heap._btree(0, NO_RANKS, NO_RANKS, plan.insertion_codes(), True)
+    assert np.array_equal(short[2], full[2]) and np.array_equal(short[3], full[3])
+    assert sorted(short[3][:, 1]) == list(range(len(short[2])))  # every node freed once
 
 
 @pytest.mark.parametrize("n", [0, 1, 11, 12, 18, 19, 20, 143, 144, 1000, 12345])

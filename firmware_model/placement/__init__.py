@@ -72,3 +72,39 @@ class Placement:
 Simulator = Callable[[np.ndarray, int, int], Placement]
 """``simulate(events, heap_size, usize_bits) -> Placement``: every simulator's signature.
 ``heap_size`` is the arena in bytes, its start aligned to ``2 * usize`` bytes."""
+
+
+SIMULATORS: dict[str, str] = {
+    "linked-list": "firmware_model.placement.linked_list:simulate",
+    "tlsf": "firmware_model.placement.tlsf:simulate",
+    "freertos-heap4": "firmware_model.placement.freertos_heap4:simulate",
+    "newlib": "firmware_model.placement.newlib:simulate",
+    "esp-idf": "firmware_model.placement.esp_idf:simulate",
+}
+"""Each allocator model's placement simulator, as ``module:function`` (imported on first use)."""
+
+
+def simulator(name: str) -> Simulator | None:
+    """The placement simulator of allocator model ``name``, or None when it has none
+    (``none`` counts bytes requested and places nothing) or its module is not installed.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is neither a simulator nor a known allocator model.
+    """
+    from importlib import import_module
+
+    from ..allocators import ALLOCATORS
+
+    if name not in SIMULATORS:
+        if name in ALLOCATORS:
+            return None
+        raise ValueError(f"unknown allocator {name!r}; known: {', '.join(ALLOCATORS)}")
+    module, _, function = SIMULATORS[name].partition(":")
+    try:
+        return getattr(import_module(module), function)
+    except ModuleNotFoundError as missing:
+        if missing.name != module:
+            raise
+        return None
