@@ -52,6 +52,7 @@ U64_MAX = (1 << 64) - 1
 _INT_DIGITS = 24  # longer integer literals are out of range for every field, without converting them
 _CSV_FLOAT = re.compile(r"[0-9.eE+\-]*")
 _CSV_INT = re.compile(r"[0-9]*")
+_CSV_SIGNED = re.compile(r"-?[0-9]+")  # a sign only to say "out of range" rather than "not an integer"
 
 
 class TraceError(ValueError):
@@ -541,7 +542,7 @@ def _fast_csv(rows: list, columns: list, width: int):
 
 
 def _refuse_constant(name):
-    raise ValueError(f"{name} is not JSON (serde refuses NaN and Infinity)")
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _finite_float(text):
@@ -632,10 +633,10 @@ def _csv_value(name: str, text: str, where: str):
             return _finite_float(text)
         except ValueError:
             raise TraceError(f"{where}: t must be a finite number, got {text[:40]!r}") from None
-    if not _CSV_INT.fullmatch(text):
-        raise TraceError(f"{where}: {name} must be an integer (ASCII digits), got {text[:40]!r}")
+    if not _CSV_SIGNED.fullmatch(text):
+        raise TraceError(f"{where}: {name} must be an integer, got {text[:40]!r} (ASCII digits only)")
     if len(text) > _INT_DIGITS:
-        raise TraceError(f"{where}: {name} of {len(text):,} digits is out of range")
+        raise TraceError(f"{where}: {name} of {len(text.lstrip('-')):,} digits is out of range")
     return int(text)
 
 

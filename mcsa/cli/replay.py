@@ -214,6 +214,50 @@ class _Abandon(Exception):
     """Leaves an output file unwritten."""
 
 
+class _Run:
+    """Replays traces one after another into writers, keeping each trace's
+    summary and error, the skipped-record messages and the plot series."""
+
+    def __init__(self, plot: bool, several: bool):
+        self.plot, self.several = plot, several
+        self.results, self.series, self.unknown, self.skipped, self.bar = [], {}, _Unknown(), 0, None
+
+    @property
+    def failures(self) -> list:
+        return [r["error"] for r in self.results if r["error"] is not None]
+
+    def trace(self, path: str, parts, keys: set, writer, abandon: bool = True) -> None:
+        """Write the records of one trace; raise _Abandon after a failure if ``abandon``."""
+        summary, error, offset, done = Summary(), None, 0, 0
+        points = self.series.setdefault(path, {k: [] for k in ("index", "density", "num_positions",
+                                                                "step_peak_bytes")}) if self.plot else None
+        try:
+            for part in parts:
+                writer.write(part, offset)
+                summary.add_part(part, offset)
+                for _, message in part.bad:
+                    self.skipped += 1
+                    if self.skipped <= SHOWN_SKIPS:
+                        click.echo(f"skipped: {message}", err=True)
+                if points is not None:
+                    _plot_points(part, offset, points)
+                offset += part.n
+                self.bar.update(max(part.done - done, 0))
+                done = max(done, part.done)
+        except TraceError as err:
+            error = str(err)
+        self.unknown.report(path, keys)
+        result = summary.as_dict()
+        self.results.append({"source": path, **result, "error": error})
+        if error is None:
+            writer.finish(result, path if self.several else None)
+            return
+        if self.several:
+            click.echo(f"error: {error}", err=True)
+        if abandon:
+            raise _Abandon
+
+
 class _Unknown:
     """Reports each unknown key once, with a did-you-mean for a close known one."""
 
@@ -297,67 +341,45 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
     header["columns"] = (["source"] if several else []) + list(COLUMNS) + (list(FIELDS) if with_packet else [])
     sizes = [0 if p == "-" else Path(p).stat().st_size for p in traces]
     show_progress = sys.stderr.isatty() and not (fmt == "table" and output is None and sys.stdout.isatty())
-    results, series, unknown, skipped = [], {}, _Unknown(), 0
-    with ExitStack() as stack:
-        fleet = stack.enter_context(Fleet(replayer, workers, scheduler))
-        bar = stack.enter_context(click.progressbar(length=max(sum(sizes), 1), label="replaying", file=sys.stderr,
-                                                    hidden=not show_progress))
-        writer = None
-        if not out_dir:
-            out = stack.enter_context(atomic_output(output, "wb" if fmt == "parquet" else "w"))
-            writer = (_ParquetWriter(out, header, several, with_packet) if fmt == "parquet"
-                      else _Writer(out, fmt, header, several, with_packet))
-        taken: set = set()
-        for path, parts, keys in fleet.run(traces, input_format, skip_bad):
-            summary, error, offset, done = Summary(), None, 0, 0
-            points = series.setdefault(path, {k: [] for k in ("index", "density", "num_positions",
-                                                               "step_peak_bytes")}) if plot else None
-            try:
-                with ExitStack() as trace_stack:
-                    trace_writer = writer
-                    if out_dir:
-                        out = trace_stack.enter_context(atomic_output(str(Path(output) / _parquet_name(path, taken)), "wb"))
-                        trace_writer = _ParquetWriter(out, header, several, with_packet)
+    run = _Run(plot, several)
+    try:
+        with ExitStack() as stack:
+            fleet = stack.enter_context(Fleet(replayer, workers, scheduler))
+            run.bar = stack.enter_context(click.progressbar(length=max(sum(sizes), 1), label="replaying",
+                                                            file=sys.stderr, hidden=not show_progress))
+            writer, taken = None, set()
+            if not out_dir:
+                out = stack.enter_context(atomic_output(output, "wb" if fmt == "parquet" else "w"))
+                writer = (_ParquetWriter(out, header, several, with_packet) if fmt == "parquet"
+                          else _Writer(out, fmt, header, several, with_packet))
+            for path, parts, keys in fleet.run(traces, input_format, skip_bad):
+                if out_dir:
+                    name = str(Path(output) / _parquet_name(path, taken))
                     try:
-                        for part in parts:
-                            trace_writer.write(part, offset)
-                            summary.add_part(part, offset)
-                            for _, message in part.bad:
-                                skipped += 1
-                                if skipped <= SHOWN_SKIPS:
-                                    click.echo(f"skipped: {message}", err=True)
-                            if points is not None:
-                                _plot_points(part, offset, points)
-                            offset += part.n
-                            bar.update(max(part.done - done, 0))
-                            done = max(done, part.done)
-                    except TraceError as err:
-                        error = str(err)
-                    unknown.report(path, keys)
-                    result = summary.as_dict()
-                    if error is None:
-                        trace_writer.finish(result, path if several else None)
-                    elif out_dir:
-                        raise _Abandon  # the failed trace's file is not written
-            except _Abandon:
-                pass
-            results.append({"source": path, **result, "error": error})
-            if error is not None and several:
-                click.echo(f"{'skipped trace' if skip_bad else 'error'}: {error}", err=True)
-        failures = [r["error"] for r in results if r["error"] is not None]
-        if failures and not (skip_bad and several):
-            raise InputError(failures[0] if not several else
-                             f"{len(failures)} of {len(traces)} traces failed (see above); exit 2")
+                        with atomic_output(name, "wb") as out:
+                            run.trace(path, parts, keys, _ParquetWriter(out, header, several, with_packet))
+                    except _Abandon:
+                        pass
+                else:
+                    run.trace(path, parts, keys, writer, abandon=False)
+            if run.failures and not (skip_bad and several) and not out_dir:
+                raise _Abandon  # an incomplete output file is not written
+    except _Abandon:
+        pass
+    results = run.results
     if summary_file:
         with atomic_output(summary_file) as out:
             for r in results:
                 out.write(dumps(r) + "\n")
     if several:
         click.echo(_fleet_text(results), err=not (fmt == "table" and output is None))
-    elif fmt != "table" or output is not None:
+    elif (fmt != "table" or output is not None) and not run.failures:
         click.echo(_summary_text(results[0]), err=True)
     if plot:
-        _plot(plot, series, replayer.budget)
+        _plot(plot, run.series, replayer.budget)
+    if run.failures and not (skip_bad and several):
+        raise InputError(run.failures[0] if not several else
+                         f"{len(run.failures)} of {len(traces)} traces failed (see above)")
     over = [r for r in results if r["first_over_budget_packet"] is not None]
     failed = []
     if "over-budget" in fail_on and over:
