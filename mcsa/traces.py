@@ -489,11 +489,15 @@ def _fast_json(lines: list, unknown: set):
         t = [o.get("t") for o in objects]
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         return None
-    for text, o in zip(lines, objects):
-        # one colon per key (a repeated key has two), no nesting, no true/false
-        if text.count(b":") != len(o) or text.count(b"{") != 1 or b"[" in text or b"true" in text or b"false" in text:
-            return None
-        if len(o) > 6 and len(o) != 6 + ("seq_len" in o) + ("t" in o):
+    # over the whole batch at once: one colon per key (a repeated key has two), one brace per line
+    # (no nesting), no array, no true/false
+    text = b"".join(lines)
+    sizes = list(map(len, objects))
+    if (text.count(b":") != sum(sizes) or text.count(b"{") != len(lines) or b"[" in text or b"true" in text
+            or b"false" in text):
+        return None
+    if sum(sizes) != 6 * len(sizes) + len(seq) - seq.count(None) + len(t) - t.count(None):
+        for o in objects:
             unknown.update(k for k in o if k not in KNOWN_KEYS)
     return _columns(columns, seq, t)
 

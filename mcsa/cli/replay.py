@@ -48,6 +48,14 @@ def _f32(value: float) -> str:
     return json.dumps(jsonable(np.float32(value)))
 
 
+def _f32s(values: np.ndarray) -> list:
+    """:func:`_f32` of each value; NumPy's shortest repr is the same text for
+    0.0001 <= |v| < 1 and renders those in C."""
+    text = values.astype(str).tolist()
+    plain = ((np.abs(values) >= np.float32(1e-4)) & (np.abs(values) < 1)).tolist()
+    return [t if p else _f32(float(v)) for t, p, v in zip(text, plain, values.tolist())]
+
+
 class _Writer:
     """Records out as JSONL, CSV or a table, a part at a time. What a key's
     records share is rendered once per key, each distinct density once."""
@@ -84,7 +92,7 @@ class _Writer:
         masks = [self._mask(m) for m in part.masks]
         mask_text = [masks[k] for k in part.inverse.tolist()]
         bits, inverse = np.unique(part.target_density.view(np.uint32), return_inverse=True)
-        rendered = [_f32(float(v)) for v in bits.view(np.float32)]
+        rendered = _f32s(bits.view(np.float32))
         density = [rendered[k] for k in inverse.reshape(-1).tolist()]
         seq = part.seq_len.tolist()
         index = range(offset, offset + n)
