@@ -320,8 +320,10 @@ class TraceReader:
             lines = stream.readlines(1 << 22 if left is None else min(1 << 22, left))
             if not lines:
                 return
-            if left is not None:
-                left -= sum(map(len, lines))
+            if left is not None:  # readlines may run past the range's end
+                ends = np.cumsum(np.fromiter(map(len, lines), np.int64, len(lines)))
+                lines = lines[: int(np.searchsorted(ends, left, side="right"))]
+                left -= int(ends[len(lines) - 1]) if lines else left
             for i in range(0, len(lines), self.batch_records):
                 part = lines[i: i + self.batch_records]
                 yield line + i, part

@@ -153,7 +153,12 @@ class _ParquetWriter:
         if self.writer is None:
             self._open(part_table(Part.empty(""), 0, self.source, self.with_packet))
         self.writer.add_key_value_metadata({"mcsa.replay.summary": dumps(summary)})
-        self.writer.close()
+        self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def _summary_text(s: dict) -> str:
@@ -365,7 +370,11 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
                     name = str(Path(output) / _parquet_name(path, taken))
                     try:
                         with atomic_output(name, "wb") as out:
-                            run.trace(path, parts, keys, _ParquetWriter(out, header, several, with_packet))
+                            trace_writer = _ParquetWriter(out, header, several, with_packet)
+                            try:
+                                run.trace(path, parts, keys, trace_writer)
+                            finally:
+                                trace_writer.close()
                     except _Abandon:
                         pass
                 else:
