@@ -251,6 +251,8 @@ class TraceReader:
         self.batch_records = batch_records
         self.fmt = fmt or (None if self.path == "-" else trace_format(self.path))
         self.unknown: set = set()
+        self.position = start if self.fmt == "bin" else first_line
+        """The line or byte offset being read, for messages."""
 
     def __iter__(self) -> Iterator[Batch]:
         if self.path == "-":
@@ -272,7 +274,9 @@ class TraceReader:
             reader = {"bin": self._binary, "jsonl": self._jsonl, "csv": self._csv}[self.fmt]
             yield from reader(stream, raw)
         except (gzip.BadGzipFile, EOFError, zlib.error) as err:
-            raise TraceError(f"{self.path}: corrupt gzip stream ({err or type(err).__name__})") from None
+            unit = "byte" if self.fmt == "bin" else "line"
+            raise TraceError(f"{self.path}: corrupt gzip stream ({err or type(err).__name__}) at {unit} "
+                             f"{self.position} of the decompressed trace") from None
         finally:
             if close:
                 raw.close()
@@ -290,6 +294,7 @@ class TraceReader:
 
     def _binary(self, stream, raw) -> Iterator[Batch]:
         offset, left = self.start, self._limit()
+        self.position = offset
         while True:
             n = self.batch_records * RECORD_BYTES if left is None else min(self.batch_records * RECORD_BYTES, left)
             data = stream.read(n) if n else b""
@@ -308,6 +313,7 @@ class TraceReader:
             if len(data) < n or not n:
                 return
             offset += whole
+            self.position = offset
             if left is not None:
                 left -= whole
 
@@ -328,6 +334,7 @@ class TraceReader:
                 part = lines[i: i + self.batch_records]
                 yield line + i, part
             line += len(lines)
+            self.position = line
 
     def _jsonl(self, stream, raw) -> Iterator[Batch]:
         for first, lines in self._lines(stream):
@@ -400,7 +407,7 @@ class TraceReader:
         read (an over-long field, an unterminated quote) is a TraceError or, with
         ``skip_bad``, appended to ``bad``."""
         while True:
-            line = reader.line_num + 1
+            line = self.position = reader.line_num + 1
             try:
                 row = next(reader)
             except StopIteration:
