@@ -34,7 +34,7 @@ from .density import density_kernel, schedule_args
 from .mask import DEFAULT_POSITION_LIMIT, U16_END, MaskPlan, check_limit
 from .packets import GatePacket, SparsityConfig, check_uint
 from .target import TargetPanic
-from .traces import BINARY_DTYPE, FIELDS, Batch, TraceError, TraceReader, where
+from .traces import BINARY_DTYPE, FIELDS, Batch, TraceError, TraceReader
 
 SCHEMA_VERSION = 1
 PACKET_COLUMNS = ("index", "t", "seq_len", "target_density")
@@ -509,4 +509,4 @@ def replay_table(trace: str, target: str, seq_len: int, dim: int = 64, config: S
 
 
 __all__ = ["COLUMNS", "MASK_COLUMNS", "PACKET_COLUMNS", "Part", "Replayer", "Summary", "part_table",
-           "replay_table", "where"]
+           "replay_table"]

@@ -20,11 +20,9 @@ Prints the machine, each time, packets per second and the ratio to its floor.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -33,7 +31,7 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from bench_core import machine  # noqa: E402
+from bench_core import machine, median_time  # noqa: E402
 from make_traces import controller  # noqa: E402
 
 from mcsa.cli import main as mcsa_main  # noqa: E402
@@ -41,15 +39,6 @@ from mcsa.replay import COLUMNS  # noqa: E402
 from mcsa.traces import BINARY_DTYPE, FIELDS  # noqa: E402
 
 ARGS = ["--target", "stm32f411", "--seq-len", "128", "--dim", "32"]
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def replay(*args: str) -> None:
