@@ -236,7 +236,7 @@ class Replayer:
         self.bits = self.sim.target.usize_bits
         self.seq_len = self.sim.target.check_usize(seq_len, "seq_len")
         self.dim = check_uint(dim, "dim", self.sim.target.usize_max)
-        self.budget = profile.heap_budget if heap_budget is None else check_uint(heap_budget, "heap_budget", 2**64)
+        self.budget = profile.heap_budget if heap_budget is None else check_uint(heap_budget, "heap_budget", (1 << 64) - 1)
         self.position_limit = position_limit
         self._cache: OrderedDict = OrderedDict()
         self._schedule = schedule_args(config)

@@ -257,8 +257,8 @@ class TraceReader:
     def __iter__(self) -> Iterator[Batch]:
         if self.path == "-":
             raw = sys.stdin.buffer
-            head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
-            stream = gzip.GzipFile(fileobj=raw, mode="rb") if head == b"\x1f\x8b" else raw
+            raw = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if raw.peek(2)[:2] == b"\x1f\x8b" else raw
             return self._read(stream, raw, close=False)
         raw = open(self.path, "rb")
         if self.path.lower().endswith(".gz"):
@@ -269,7 +269,6 @@ class TraceReader:
     def _read(self, stream, raw, close: bool = True) -> Iterator[Batch]:
         try:
             if self.fmt is None:
-                stream = io.BufferedReader(stream) if not hasattr(stream, "peek") else stream
                 self.fmt = sniff_format(stream.peek(4096)[:4096])
             reader = {"bin": self._binary, "jsonl": self._jsonl, "csv": self._csv}[self.fmt]
             yield from reader(stream, raw)

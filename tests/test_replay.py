@@ -2,6 +2,7 @@
 ranges change nothing, and every malformed record is refused at its place."""
 
 import csv
+import gzip
 import io
 import json
 
@@ -236,6 +237,8 @@ def test_stdin_fail_on_flags_add_up_and_accounting_is_said():
     assert "allocator" in header["accounting"]["step_peak_bytes"]
     assert "bytes requested" in header["accounting"]["build_mask_peak_bytes"]
     assert "bytes requested" in run("replay", "--help").output
+    zipped = run("replay", "-", *ARGS, "--format", "jsonl", input=gzip.compress((EXAMPLES / "trace.bin").read_bytes()))
+    assert records(zipped.stdout) == [{**r, "t": None} for r in records(result.stdout)]
 
 
 def test_a_debug_panic_is_a_verdict_in_the_record(tmp_path):
