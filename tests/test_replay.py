@@ -263,3 +263,14 @@ def test_insertion_count_in_python_integers_matches_the_kernel(seq_len, parts, i
     plan = MincutSparseAttention(config, "x86_64-release").plan_mask(GatePacket(100, 0, 0, 0, parts, 0), seq_len)
     count = raw_positions(plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross, np.zeros(0, np.uint32), False)
     assert _insertions(plan) == count
+
+
+def test_read_trace_yields_records_and_errors_in_file_order(tmp_path):
+    from mcsa.traces import Record, TraceError, read_trace
+
+    path = tmp_path / "t.jsonl"
+    path.write_text("{%s,\"seq_len\":64}\n{oops\n{%s,\"t\":1.5}\n" % (PACKET, PACKET))
+    items = list(read_trace(path, skip_bad=True))
+    assert [type(i) for i in items] == [Record, TraceError, Record]
+    assert (items[0].seq_len, items[2].t, items[2].where) == (64, 1.5, f"{path}:3")
+    assert items[0].gate == GatePacket(200, 200, 0, 0, 2, 0) and str(items[1]).startswith(f"{path}:2: not JSON")
