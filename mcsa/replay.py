@@ -18,7 +18,7 @@ compares with the heap budget.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -143,7 +143,10 @@ class Summary:
     full: int = 0
     bad: int = 0
     panics: int = 0
-    densities: Counter = field(default_factory=Counter)
+    density_values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    """The distinct mask densities seen, ascending, and how many packets had each
+    (arrays: 12 bytes per distinct density)."""
+    density_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     worst_peak: int | None = None
     worst_packet: int | None = None
     first_over_budget: int | None = None
@@ -164,6 +167,7 @@ class Summary:
 
     def add_keys(self, offset: int, masks: list, counts: np.ndarray, firsts: np.ndarray) -> None:
         """Count ``counts[k]`` packets of key ``masks[k]``, the first at ``offset + firsts[k]``."""
+        values, weights = [], []
         for k in sorted((k for k in range(len(masks)) if counts[k]), key=lambda k: firsts[k]):
             mask, count, index = masks[k], int(counts[k]), offset + int(firsts[k])
             self.packets += count
@@ -174,24 +178,28 @@ class Summary:
                 continue
             self.sparse += count * bool(mask["sparse"])
             self.full += count * (not mask["sparse"])
-            self.densities[mask["density"]] += count
+            values.append(mask["density"])
+            weights.append(count)
             peak = mask["step_peak_bytes"]
             if self.worst_peak is None or peak > self.worst_peak or (peak == self.worst_peak and index < self.worst_packet):
                 self.worst_peak, self.worst_packet = peak, index
             if not mask["fits"] and (self.first_over_budget is None or index < self.first_over_budget):
                 self.first_over_budget = index
+        if values:
+            merged, inverse = np.unique(np.concatenate([self.density_values, np.array(values, np.float32)]),
+                                        return_inverse=True)
+            counts = np.zeros(len(merged), np.int64)
+            np.add.at(counts, inverse.reshape(-1), np.concatenate([self.density_counts, np.array(weights, np.int64)]))
+            self.density_values, self.density_counts = merged, counts
 
     def density_quantiles(self) -> tuple:
         """(min, median, max) of the masks' densities (lower median), or Nones."""
-        if not self.densities:
+        values = self.density_values
+        if not values.size:
             return None, None, None
-        values = sorted(self.densities)
-        total = sum(self.densities.values())
-        seen = 0
-        for v in values:
-            seen += self.densities[v]
-            if 2 * seen >= total:
-                return values[0], v, values[-1]
+        seen = np.cumsum(self.density_counts)
+        median = values[int(np.searchsorted(2 * seen, seen[-1]))]
+        return values[0], median, values[-1]
 
     def as_dict(self) -> dict:
         lo, mid, hi = self.density_quantiles()
