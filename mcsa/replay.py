@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from firmware_model.heap import build_mask_usage, planned_attention_usage
-from firmware_model.profiles import Profile
+from firmware_model.profiles import Profile, profile_named
 from firmware_model.step import fit_step
 
 from ._jit import jit
@@ -476,17 +476,19 @@ def _arrow_type(name: str):
     return pa.int32() if name in ("partitions", "boundary_tokens") else pa.int64()
 
 
-def replay_table(trace: str, target: str, seq_len: int, dim: int = 64, config: SparsityConfig | None = None,
-                 heap_budget: int | None = None, with_packet: bool = False, skip_bad: bool = False,
-                 position_limit: int = DEFAULT_POSITION_LIMIT, profiles_file: str | None = None):
+def replay_table(trace: str, profile: Profile | str, seq_len: int, dim: int = 64, build: str = "release",
+                 config: SparsityConfig | None = None, heap_budget: int | None = None, with_packet: bool = False,
+                 skip_bad: bool = False, position_limit: int = DEFAULT_POSITION_LIMIT,
+                 profiles_file: str | None = None):
     """Replay one trace and return its records as a ``pyarrow.Table`` (``.to_pandas()`` for notebooks).
 
     Parameters
     ----------
     trace : str
         A ``.jsonl``, ``.csv`` or ``.bin`` trace, optionally ``.gz``.
-    target : str
-        A profile name, optionally with ``-release`` or ``-debug`` (as ``mcsa replay --target``).
+    profile : Profile or str
+        A target profile or its name (see ``mcsa targets``; ``profiles_file`` adds more).
+    build : {"release", "debug"}
     seq_len, dim, config, heap_budget, position_limit
         As :class:`Replayer`.
     with_packet : bool
@@ -499,13 +501,12 @@ def replay_table(trace: str, target: str, seq_len: int, dim: int = 64, config: S
     TraceError
         For a malformed record (naming file:line or byte offset) without ``skip_bad``.
     ValueError
-        For an unknown target or a bad argument.
+        For an unknown profile or a bad argument.
     """
     import pyarrow as pa
 
-    from .cli.common import resolve_profile  # the one resolver of target names
-
-    profile, build = resolve_profile(target, profiles_file)
+    if isinstance(profile, str):
+        profile = profile_named(profile, profiles_file)
     replayer = Replayer(profile, build, config or SparsityConfig(), seq_len, dim, heap_budget, position_limit)
     tables, offset = [], 0
     for part in replayer.replay(str(trace), skip_bad=skip_bad):
