@@ -8,6 +8,7 @@ of a serial replay whatever the number of workers.
 
 from __future__ import annotations
 
+from collections import deque
 from contextlib import AbstractContextManager
 from typing import Iterator
 
@@ -64,6 +65,8 @@ class Fleet(AbstractContextManager):
             self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                         dashboard_address=None)
             self.client = Client(self.cluster)
+        self.window = 2 * max(len(self.client.scheduler_info().get("workers", {})), 1)
+        """Pieces in flight: what bounds memory on the workers and here."""
 
     def __exit__(self, *exc):
         if self.client is not None:
@@ -80,24 +83,40 @@ class Fleet(AbstractContextManager):
                 unknown: set = set()
                 yield path, self.replayer.replay(path, fmt, skip_bad, unknown=unknown), unknown
             return
-        futures = {}
-        for path in paths:
-            kind = fmt or (None if path == "-" else trace_format(path))
-            pieces = [(0, None, 1)] if path == "-" else byte_ranges(path, kind, self.chunk_bytes)
-            futures[path] = [None] * len(pieces) if path == "-" else [
-                self.client.submit(_piece, self.replayer, path, fmt, skip_bad, *piece, pure=False) for piece in pieces]
-        for path in paths:
-            unknown = set()
-            yield path, self._gather(path, futures[path], fmt, skip_bad, unknown), unknown
+        tasks = iter([(i, path, piece) for i, path in enumerate(paths) for piece in self._pieces(path, fmt)])
+        pending: deque = deque()  # (trace number, future or None for stdin), in order, at most a window ahead
 
-    def _gather(self, path, futures, fmt, skip_bad, unknown) -> Iterator[Part]:
-        for i, future in enumerate(futures):
+        def fill():
+            while len(pending) < self.window:
+                task = next(tasks, None)
+                if task is None:
+                    return
+                i, path, piece = task
+                pending.append((i, None if path == "-" else self.client.submit(
+                    _piece, self.replayer, path, fmt, skip_bad, *piece, pure=False)))
+
+        fill()
+        for i, path in enumerate(paths):
+            unknown = set()
+            yield path, self._gather(i, path, pending, fill, fmt, skip_bad, unknown), unknown
+            while pending and pending[0][0] == i:  # a failed trace's remaining pieces
+                _, future = pending.popleft()
+                if future is not None:
+                    future.cancel()
+                fill()
+
+    def _pieces(self, path: str, fmt: str | None) -> list:
+        if path == "-":
+            return [(0, None, 1)]
+        return byte_ranges(path, fmt or trace_format(path), self.chunk_bytes)
+
+    def _gather(self, i, path, pending, fill, fmt, skip_bad, unknown) -> Iterator[Part]:
+        while pending and pending[0][0] == i:
+            _, future = pending.popleft()
+            fill()
             parts, error, keys = _piece(self.replayer, path, fmt, skip_bad, 0, None, 1) if future is None \
                 else future.result()
             unknown.update(keys)
             yield from parts
             if error is not None:
-                for rest in futures[i + 1:]:
-                    if rest is not None:
-                        rest.cancel()
                 raise TraceError(error)

@@ -12,7 +12,8 @@ would (a fresh process; the cluster's start included):
 - binary -> Parquet, against the floor: ``np.fromfile`` of the same file plus
   pyarrow writing a table of the same rows and columns;
 - ``--traces`` JSONL traces with 1 and 2 Dask workers, and serially;
-- peak RSS of binary -> Parquet replays of each ``--rss`` size (flat is the target).
+- peak RSS of binary -> Parquet replays of each ``--rss`` size, and how much of it
+  the trace adds over a 1-packet replay in the same process (flat is the target).
 
 Prints the machine, each time, packets per second and the ratio to its floor.
 """
@@ -20,6 +21,7 @@ Prints the machine, each time, packets per second and the ratio to its floor.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -70,14 +72,19 @@ def read_write_floor(path: Path, out: Path) -> None:
     pq.write_table(pa.table(columns), out)
 
 
-def fresh_process(args: list) -> tuple[float, int]:
-    """Seconds and peak RSS (KiB) of ``mcsa`` run in a new Python process."""
-    code = ("import resource, sys, time; from mcsa.cli import main; t = time.perf_counter(); "
-            "main(sys.argv[1:], standalone_mode=False); "
-            "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
-    seconds, rss = out.stdout.split()[-2:]
-    return float(seconds), int(rss)
+def fresh_process(args: list, warm: list | None = None) -> tuple[float, int, int]:
+    """Seconds and peak RSS (KiB) of ``mcsa`` run in a new Python process, and the
+    peak RSS after running ``warm`` first in it (the JIT's compilation and the
+    imports are then out of the figure), or 0."""
+    code = ("import json, resource, sys, time; from mcsa.cli import main; warm = json.loads(sys.argv[1]); "
+            "warm and main(warm, standalone_mode=False); "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if warm else 0; "
+            "t = time.perf_counter(); main(sys.argv[2:], standalone_mode=False); "
+            "print(time.perf_counter() - t, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(warm or []), *args], capture_output=True,
+                         text=True, check=True)
+    seconds, before, rss = out.stdout.split()[-3:]
+    return float(seconds), int(rss), int(before)
 
 
 def main() -> None:
@@ -120,7 +127,7 @@ def main() -> None:
         total = args.traces * args.trace_packets
         for workers in (None, 1, 2):
             extra = [] if workers is None else ["--workers", str(workers)]
-            seconds, _ = fresh_process(["replay", *traces, *ARGS, "--format", "parquet", "-o", str(tmp / f"fleet{workers}"),
+            seconds, _, _ = fresh_process(["replay", *traces, *ARGS, "--format", "parquet", "-o", str(tmp / f"fleet{workers}"),
                                         "--summary", str(tmp / f"summary{workers}.jsonl"), *extra])
             label = "serial (no Dask)" if workers is None else f"{workers} Dask worker(s)"
             print(f"{args.traces} traces, {total:,} packets, {label}: {seconds:.2f} s "
@@ -128,11 +135,16 @@ def main() -> None:
         same = [(tmp / f"summary{w}.jsonl").read_text() for w in (None, 1, 2)]
         print(f"summaries identical across worker counts: {same[0] == same[1] == same[2]}")
 
+        tiny = tmp / "tiny.bin"
+        np.fromfile(tmp / "big.bin", BINARY_DTYPE, count=1).tofile(tiny)
+        warm = ["replay", str(tiny), *ARGS, "--format", "parquet", "-o", str(tmp / "tiny.parquet")]
         for size in (int(s) for s in args.rss.split(",")):
             path = tmp / f"rss{size}.bin"
             np.resize(np.fromfile(tmp / "big.bin", BINARY_DTYPE, count=len(base)), size).tofile(path)
-            seconds, rss = fresh_process(["replay", str(path), *ARGS, "--format", "parquet", "-o", str(tmp / "rss.parquet")])
-            print(f"peak RSS, binary -> Parquet, {size:,} packets: {rss / 1024:,.0f} MiB ({seconds:.1f} s)")
+            seconds, rss, before = fresh_process(["replay", str(path), *ARGS, "--format", "parquet", "-o",
+                                                  str(tmp / "rss.parquet")], warm)
+            print(f"peak RSS, binary -> Parquet, {size:,} packets: {rss / 1024:,.0f} MiB, of which "
+                  f"{(rss - before) / 1024:,.0f} MiB over a 1-packet replay in the same process ({seconds:.1f} s)")
             path.unlink()
 
 
