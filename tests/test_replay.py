@@ -274,3 +274,9 @@ def test_read_trace_yields_records_and_errors_in_file_order(tmp_path):
     assert [type(i) for i in items] == [Record, TraceError, Record]
     assert (items[0].seq_len, items[2].t, items[2].where) == (64, 1.5, f"{path}:3")
     assert items[0].gate == GatePacket(200, 200, 0, 0, 2, 0) and str(items[1]).startswith(f"{path}:2: not JSON")
+
+
+def test_workers_without_dask_name_the_extra(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "distributed", None)  # import fails as if not installed
+    result = run("replay", EXAMPLES / "trace.bin", *ARGS, "--workers", 2)
+    assert result.exit_code == 2 and "--workers needs dask.distributed: pip install 'mcsa[fleet]'" in result.stderr
