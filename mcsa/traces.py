@@ -564,12 +564,6 @@ def _finite_float(text):
     return value
 
 
-def _int_literal(text):
-    if len(text.lstrip("-")) > _INT_DIGITS:
-        raise ValueError(f"integer literal of {len(text.lstrip('-')):,} digits is out of range")
-    return int(text)
-
-
 def _no_duplicates(pairs):
     seen = {}
     for key, value in pairs:
@@ -580,16 +574,24 @@ def _no_duplicates(pairs):
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant,
-                            parse_float=_finite_float, parse_int=_int_literal)
+                            parse_float=_finite_float)
 
 
-def _depth(value) -> int:
-    deepest, stack = 0, [(value, 1)]
+def _depth(line: str, value) -> int:
+    """How deep objects and arrays nest in ``value``, parsed from ``line``: from
+    the brackets outside strings (quotes alternate when there is no backslash),
+    else by walking the value."""
+    data = np.frombuffer(line.encode("utf-8", "surrogatepass"), np.uint8)
+    if not (data == ord("\\")).any():
+        step = np.isin(data, (ord("["), ord("{"))).astype(np.int64) - np.isin(data, (ord("]"), ord("}")))
+        step[(np.cumsum(data == ord('"')) & 1).astype(bool)] = 0
+        return int(np.cumsum(step).max(initial=0))
+    deepest, stack = 0, [(value, 1)] if isinstance(value, (dict, list)) else []
     while stack:
         item, d = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, d)
-            stack.extend((v, d + 1) for v in (item.values() if isinstance(item, dict) else item))
+        deepest = max(deepest, d)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((v, d + 1) for v in children if isinstance(v, (dict, list)))
     return deepest
 
 
@@ -614,8 +616,10 @@ def json_object(line: str | bytes, where: str) -> dict:
     except RecursionError:
         raise TraceError(f"{where}: not JSON (nested deeper than {MAX_DEPTH} levels)") from None
     except ValueError as err:
+        if "integer string conversion" in str(err):  # Python's own limit, with advice that does not apply
+            raise TraceError(f"{where}: not JSON (an integer literal of over 4,300 digits is out of range)") from None
         raise TraceError(f"{where}: not JSON ({err})") from None
-    if _depth(values) > MAX_DEPTH:
+    if line.count("[") + line.count("{") > MAX_DEPTH and _depth(line, values) > MAX_DEPTH:
         raise TraceError(f"{where}: not JSON (nested deeper than {MAX_DEPTH} levels)")
     if not isinstance(values, dict):
         raise TraceError(f"{where}: a record must be a JSON object, got {type(values).__name__}")
