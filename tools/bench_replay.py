@@ -4,7 +4,8 @@
 
 Traces come from the simulated controller (tools/make_traces.py), repeated to
 the sizes asked for, in a temporary folder. Every figure is the median of
-``--repeats`` runs in this process (start-up and the first, compiling call
+``--repeats`` runs in this process, each floor run just before its replay so
+that both see the same load (start-up and the first, compiling call
 excluded), except the Dask and memory figures, which run the command as a user
 would (a fresh process; the cluster's start included):
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +43,15 @@ from mcsa.replay import COLUMNS  # noqa: E402
 from mcsa.traces import BINARY_DTYPE, FIELDS  # noqa: E402
 
 ARGS = ["--target", "stm32f411", "--seq-len", "128", "--dim", "32"]
+
+
+def paired(floor, work, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``floor`` and of ``work``, run in turns so that both see the same load."""
+    floors, works = [], []
+    for _ in range(repeats):
+        floors.append(median_time(floor, 1))
+        works.append(median_time(work, 1))
+    return statistics.median(floors), statistics.median(works)
 
 
 def replay(*args: str) -> None:
@@ -103,16 +114,16 @@ def main() -> None:
         write_traces(tmp, args.jsonl, args.binary, base)
         replay(str(tmp / "big.bin"), "--format", "jsonl", "-o", str(tmp / "warm.jsonl"))  # compile
 
-        floor = median_time(lambda: orjson_floor(tmp / "big.jsonl"), args.repeats)
-        took = median_time(lambda: replay(str(tmp / "big.jsonl"), "--format", "jsonl", "-o", str(tmp / "o.jsonl")),
-                           args.repeats)
+        floor, took = paired(lambda: orjson_floor(tmp / "big.jsonl"),
+                             lambda: replay(str(tmp / "big.jsonl"), "--format", "jsonl", "-o", str(tmp / "o.jsonl")),
+                             args.repeats)
         print(f"JSONL -> JSONL, {args.jsonl:,} packets: {took:.2f} s ({args.jsonl / took:,.0f} packets/s); "
               f"orjson parse floor {floor:.2f} s ({args.jsonl / floor:,.0f}/s): {took / floor:.1f}x the floor "
               "(target: within 5x)")
 
-        floor = median_time(lambda: read_write_floor(tmp / "big.bin", tmp / "floor.parquet"), args.repeats)
-        took = median_time(lambda: replay(str(tmp / "big.bin"), "--format", "parquet", "-o", str(tmp / "o.parquet")),
-                           args.repeats)
+        floor, took = paired(lambda: read_write_floor(tmp / "big.bin", tmp / "floor.parquet"),
+                             lambda: replay(str(tmp / "big.bin"), "--format", "parquet", "-o", str(tmp / "o.parquet")),
+                             args.repeats)
         print(f"binary -> Parquet, {args.binary:,} packets: {took:.2f} s ({args.binary / took:,.0f} packets/s); "
               f"NumPy read + pyarrow write floor {floor:.2f} s ({args.binary / floor:,.0f}/s): "
               f"{took / floor:.1f}x the floor (target: within 10x)")
