@@ -116,8 +116,13 @@ class _Writer:
                 sep = "," if fmt == "csv" else " "
                 lines = [line + sep + sep.join(map(str, row)) for line, row in zip(lines, rows)]
         if self.source:
-            prefix = f'{{"source": {json.dumps(part.source)}, ' if fmt == "jsonl" else (
-                part.source + ("," if fmt == "csv" else " "))
+            if fmt == "jsonl":
+                prefix = f'{{"source": {json.dumps(part.source)}, '
+            elif fmt == "csv":
+                quoted = any(c in part.source for c in ',"\r\n')
+                prefix = ('"' + part.source.replace('"', '""') + '"' if quoted else part.source) + ","
+            else:
+                prefix = part.source + " "
             lines = [prefix + (line[1:] if fmt == "jsonl" else line) for line in lines]
         end = "}\n" if fmt == "jsonl" else "\n"
         self.out.write(end.join(lines) + end if lines else "")
