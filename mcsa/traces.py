@@ -24,6 +24,8 @@ import math
 import re
 import sys
 import zlib
+from itertools import compress, repeat
+from operator import itemgetter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -337,8 +339,9 @@ class TraceReader:
 
     def _jsonl(self, stream, raw) -> Iterator[Batch]:
         for first, lines in self._lines(stream):
-            numbers = [first + i for i, text in enumerate(lines) if not text.isspace()]
-            lines = [text for text in lines if not text.isspace()]
+            blank = set(compress(range(len(lines)), map(bytes.isspace, lines)))
+            numbers = [first + i for i in range(len(lines)) if i not in blank] if blank else range(first, first + len(lines))
+            lines = [text for i, text in enumerate(lines) if i not in blank] if blank else lines
             if lines:
                 yield from self._collect(_fast_json(lines, self.unknown), lines, numbers, self._done(raw),
                                          lambda text, number: json_object(text, f"{self.path}:{number}"))
@@ -489,12 +492,11 @@ def _finite(t: list) -> bool:
 def _fast_json(lines: list, unknown: set):
     """Columns of JSON Lines through orjson, or None if a line is unusual:
     not a flat object of the known keys, a bool, a repeated key, or a value out of range."""
-    loads = orjson.loads
     try:
-        objects = [loads(text) for text in lines]
-        columns = [[o[k] for o in objects] for k in FIELDS]
-        seq = [o.get("seq_len") for o in objects]
-        t = [o.get("t") for o in objects]
+        objects = list(map(orjson.loads, lines))
+        columns = [list(map(itemgetter(k), objects)) for k in FIELDS]
+        seq = list(map(dict.get, objects, repeat("seq_len")))
+        t = list(map(dict.get, objects, repeat("t")))
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         return None
     # over the whole batch at once: one colon per key (a repeated key has two), one brace per line
