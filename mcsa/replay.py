@@ -1,26 +1,40 @@
-"""Replay a trace of gate packets against a target profile: one record per packet and a summary.
+"""Replay traces of gate packets against a target profile: records per packet and a summary per trace.
 
-Everything a packet's record needs beyond ``calculate_density`` depends only on
-``seq_len`` and, on the sparse path, the partition count; it is computed once
-per such key and reused.
+The engine is columnar. A trace is read in batches of NumPy columns
+(:class:`mcsa.traces.TraceReader`); ``calculate_density`` runs over a whole
+batch in one jitted call; everything else a record holds depends only on
+``seq_len`` and, on the sparse path, the partition count: it is computed once
+per such key (kept in a bounded LRU cache) and spread to the packets with
+``np.unique`` + inverse indexing. A batch's result is a :class:`Part`, which
+the writers render (JSONL, CSV, table) or turn into a ``pyarrow.Table``.
+
+Accounting of the byte columns: ``build_mask_peak_bytes``,
+``attention_peak_bytes`` and ``mask_bytes`` count the bytes requested from the
+allocator by ``build_mask`` and by ``sparse_attention`` alone;
+``step_peak_bytes`` is the whole step (q, k, v, mask and attention) under the
+profile's allocator, headers and alignment included, and is what ``fits``
+compares with the heap budget.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
 from firmware_model.heap import build_mask_usage, planned_attention_usage
-from firmware_model.profiles import Profile
+from firmware_model.profiles import Profile, profile_named
 from firmware_model.step import fit_step
 
+from ._jit import jit
 from .attention import MincutSparseAttention
 from .density import density_kernel, schedule_args
-from .mask import DEFAULT_POSITION_LIMIT
-from .packets import GatePacket, SparsityConfig
+from .mask import DEFAULT_POSITION_LIMIT, U16_END, MaskPlan, check_limit
+from .packets import GatePacket, SparsityConfig, check_uint
 from .target import TargetPanic
+from .traces import BINARY_DTYPE, FIELDS, Batch, TraceError, TraceReader
 
 SCHEMA_VERSION = 1
 PACKET_COLUMNS = ("index", "t", "seq_len", "target_density")
@@ -32,18 +46,107 @@ MASK_COLUMNS = (
 """Fields shared by every packet with the same seq_len and (on the sparse path) partition count."""
 COLUMNS = PACKET_COLUMNS + MASK_COLUMNS
 """Fields of a packet's record, in order."""
+ACCOUNTING = {
+    "build_mask_peak_bytes": "bytes requested by build_mask (no allocator overhead)",
+    "attention_peak_bytes": "bytes requested by sparse_attention alone (no allocator overhead)",
+    "mask_bytes": "bytes requested that the finished mask holds",
+    "step_peak_bytes": "peak of the whole step (q, k, v, mask, attention) under the profile's allocator; "
+                       "compared with the heap budget for fits",
+}
+"""What each byte column counts (the header record carries it)."""
+CACHE_KEYS = 4096
+"""Distinct (seq_len, partitions) results kept: memory stays flat on any trace."""
+_FULL = np.uint64(U16_END)  # the key's partition part on the full path (no u16 count equals it)
+
+
+@jit
+def _densities(kind, min_density, max_density, dense_above, lam, conc, parts, out):
+    for i in range(lam.size):
+        out[i] = density_kernel(kind, min_density, max_density, dense_above, np.int64(lam[i]),
+                                np.int64(conc[i]), np.int64(parts[i]))
+
+
+def _insertions(plan: MaskPlan) -> int:
+    """Pairs the reference's loops insert for ``plan`` (what ``raw_positions``
+    counts), in Python integers so that no count can wrap."""
+    bounds = plan.boundaries.astype(np.int64)
+    n = 0
+    if plan.intra and bounds.size:
+        m = np.maximum(bounds[1:] - bounds[:-1], 0)
+        n += int((m * (m + 1) // 2).sum())
+        last = max(plan.seq_len - int(bounds[-1]), 0)
+        n += last * (last + 1) // 2
+    if plan.cross:
+        ordered = np.sort(plan.tokens.astype(np.int64))
+        rows = [ordered]
+        for offset in range(4):
+            row = (ordered + offset) & 0xFFFF
+            rows.append(row[row < plan.seq_len])
+        n += sum(int(np.searchsorted(ordered, r, side="right").sum()) for r in rows)
+    return n
+
+
+@dataclass
+class Part:
+    """The records of one batch, as columns (index is added when writing).
+
+    Attributes
+    ----------
+    source : str
+    n : int
+    t : list or None
+        ``t`` as read, or None if no record has one.
+    seq_len : numpy.ndarray
+        uint64.
+    target_density : numpy.ndarray
+        float32.
+    inverse : numpy.ndarray
+        Each record's position in ``masks``.
+    masks : list of dict
+        The shared fields (:data:`MASK_COLUMNS`) of each distinct key; read-only.
+    packets : numpy.ndarray
+        The packets (:data:`mcsa.traces.BINARY_DTYPE`).
+    bad : list
+        ``(position, message)`` of the records skipped.
+    done : int
+        Bytes of the trace read so far.
+    """
+
+    source: str
+    n: int
+    t: list | None
+    seq_len: np.ndarray
+    target_density: np.ndarray
+    inverse: np.ndarray
+    masks: list
+    packets: np.ndarray
+    bad: list = field(default_factory=list)
+    done: int = 0
+
+    @classmethod
+    def empty(cls, source: str) -> "Part":
+        """No records."""
+        return cls(source, 0, None, np.zeros(0, np.uint64), np.zeros(0, np.float32), np.zeros(0, np.int64), [],
+                   np.zeros(0, BINARY_DTYPE))
+
+    def mask_column(self, name: str) -> list:
+        """Per-key values of one shared column."""
+        return [m[name] for m in self.masks]
 
 
 @dataclass
 class Summary:
-    """What a replay found over the whole trace."""
+    """What a replay found over a whole trace."""
 
     packets: int = 0
     sparse: int = 0
     full: int = 0
     bad: int = 0
     panics: int = 0
-    densities: Counter = field(default_factory=Counter)
+    density_values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    """The distinct mask densities seen, ascending, and how many packets had each
+    (arrays: 12 bytes per distinct density)."""
+    density_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     worst_peak: int | None = None
     worst_packet: int | None = None
     first_over_budget: int | None = None
@@ -51,31 +154,52 @@ class Summary:
 
     def add(self, index: int, mask: dict) -> None:
         """Count packet ``index`` whose mask fields are ``mask``."""
-        self.packets += 1
-        if mask["panic"] is not None:
-            self.panics += 1
-            self.panic_messages.setdefault(mask["panic"], index)
-        if mask["num_positions"] is None:
+        self.add_keys(index, [mask], np.ones(1, np.int64), np.zeros(1, np.int64))
+
+    def add_part(self, part: Part, offset: int) -> None:
+        """Count the records of ``part``, the first of which is packet ``offset``."""
+        self.bad += len(part.bad)
+        if not part.n:
             return
-        self.sparse += mask["sparse"]
-        self.full += not mask["sparse"]
-        self.densities[mask["density"]] += 1
-        if self.worst_peak is None or mask["step_peak_bytes"] > self.worst_peak:
-            self.worst_peak, self.worst_packet = mask["step_peak_bytes"], index
-        if not mask["fits"] and self.first_over_budget is None:
-            self.first_over_budget = index
+        counts = np.bincount(part.inverse, minlength=len(part.masks))
+        _, firsts = np.unique(part.inverse, return_index=True)  # every key of a part is used
+        self.add_keys(offset, part.masks, counts, firsts)
+
+    def add_keys(self, offset: int, masks: list, counts: np.ndarray, firsts: np.ndarray) -> None:
+        """Count ``counts[k]`` packets of key ``masks[k]``, the first at ``offset + firsts[k]``."""
+        values, weights = [], []
+        for k in sorted((k for k in range(len(masks)) if counts[k]), key=lambda k: firsts[k]):
+            mask, count, index = masks[k], int(counts[k]), offset + int(firsts[k])
+            self.packets += count
+            if mask["panic"] is not None:
+                self.panics += count
+                self.panic_messages.setdefault(mask["panic"], index)
+            if mask["num_positions"] is None:
+                continue
+            self.sparse += count * bool(mask["sparse"])
+            self.full += count * (not mask["sparse"])
+            values.append(mask["density"])
+            weights.append(count)
+            peak = mask["step_peak_bytes"]
+            if self.worst_peak is None or peak > self.worst_peak or (peak == self.worst_peak and index < self.worst_packet):
+                self.worst_peak, self.worst_packet = peak, index
+            if not mask["fits"] and (self.first_over_budget is None or index < self.first_over_budget):
+                self.first_over_budget = index
+        if values:
+            merged, inverse = np.unique(np.concatenate([self.density_values, np.array(values, np.float32)]),
+                                        return_inverse=True)
+            counts = np.zeros(len(merged), np.int64)
+            np.add.at(counts, inverse.reshape(-1), np.concatenate([self.density_counts, np.array(weights, np.int64)]))
+            self.density_values, self.density_counts = merged, counts
 
     def density_quantiles(self) -> tuple:
         """(min, median, max) of the masks' densities (lower median), or Nones."""
-        if not self.densities:
+        values = self.density_values
+        if not values.size:
             return None, None, None
-        values = sorted(self.densities)
-        total = sum(self.densities.values())
-        seen = 0
-        for v in values:
-            seen += self.densities[v]
-            if 2 * seen >= total:
-                return values[0], v, values[-1]
+        seen = np.cumsum(self.density_counts)
+        median = values[int(np.searchsorted(2 * seen, seen[-1]))]
+        return values[0], median, values[-1]
 
     def as_dict(self) -> dict:
         lo, mid, hi = self.density_quantiles()
@@ -104,6 +228,11 @@ class Replayer:
         Defaults to the profile's.
     position_limit : int
         Largest mask materialised (only masks whose indices wrap need it).
+
+    Raises
+    ------
+    ValueError, TypeError
+        If ``seq_len`` is beyond the target's ``usize`` or an argument is not an integer.
     """
 
     def __init__(self, profile: Profile, build: str, config: SparsityConfig, seq_len: int, dim: int,
@@ -111,44 +240,80 @@ class Replayer:
         self.profile = profile
         self.build = build
         self.config = config
-        self.seq_len = seq_len
-        self.dim = dim
-        self.budget = profile.heap_budget if heap_budget is None else heap_budget
         self.sim = MincutSparseAttention(config, profile.target(build), position_limit)
-        self.position_limit = position_limit
         self.bits = self.sim.target.usize_bits
-        self._cache: dict = {}
+        self.seq_len = self.sim.target.check_usize(seq_len, "seq_len")
+        self.dim = check_uint(dim, "dim", self.sim.target.usize_max)
+        self.budget = profile.heap_budget if heap_budget is None else check_uint(heap_budget, "heap_budget", (1 << 64) - 1)
+        self.position_limit = position_limit
+        self._cache: OrderedDict = OrderedDict()
         self._schedule = schedule_args(config)
 
+    def __getstate__(self):
+        return {**self.__dict__, "_cache": OrderedDict()}
+
     def header(self) -> dict:
-        """The first record of a JSONL output."""
+        """The first record of a JSONL output (and the Parquet metadata)."""
         return {
             "schema_version": SCHEMA_VERSION, "profile": self.profile.name, "build": self.build,
             "target": {"usize_bits": self.bits, "overflow": self.sim.target.overflow.value,
                        "expf": self.sim.target.expf.value},
             "config": self.config.to_dict(), "seq_len": self.seq_len, "dim": self.dim,
             "heap_budget": self.budget, "allocator": self.profile.allocator.name, "columns": list(COLUMNS),
+            "accounting": ACCOUNTING,
         }
 
     def mask_fields(self, values: tuple, seq_len: int) -> dict:
         """The shared fields of a packet given as its six field values (already
-        validated), computed once per seq_len and partition count; treat as read-only."""
+        validated), computed once per seq_len and partition count; treat as read-only.
+
+        Raises
+        ------
+        ValueError
+            If the mask cannot be simulated on this host (over the position limit).
+        """
         lam, pc = values[0], values[4]
         sparse = seq_len >= 16 and pc >= 2 and lam >= 30  # MincutSparseAttention.should_use_sparse
-        key = (seq_len, pc if sparse else None)
+        fields = self._fields(seq_len, pc if sparse else int(_FULL), GatePacket(*values))
+        if isinstance(fields, Exception):
+            raise fields
+        return fields
+
+    def _fields(self, seq_len: int, key_parts: int, gate: GatePacket):
+        """The shared fields of a key, or the ValueError that refuses it (both cached)."""
+        key = (seq_len, key_parts)
         fields = self._cache.get(key)
         if fields is None:
-            fields = self._cache[key] = self._compute(GatePacket(*values), seq_len)
+            try:
+                fields = self._compute(gate, seq_len)
+            except (ValueError, TypeError, OverflowError) as err:
+                fields = ValueError(str(err))
+            self._cache[key] = fields
+            if len(self._cache) > CACHE_KEYS:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
         return fields
 
     def target_density(self, values: tuple) -> float:
         """``calculate_density`` of a packet given as its six field values (an f32 value)."""
         return density_kernel(*self._schedule, values[0], values[3], values[4])
 
+    def target_densities(self, packets: np.ndarray) -> np.ndarray:
+        """``calculate_density`` of every packet of a structured array, in one kernel call (float32)."""
+        out = np.empty(len(packets), np.float32)
+        _densities(*self._schedule, np.ascontiguousarray(packets["lambda"]),
+                   np.ascontiguousarray(packets["boundary_concentration_q15"]),
+                   np.ascontiguousarray(packets["partition_count"]), out)
+        return out
+
     def _compute(self, gate: GatePacket, seq_len: int) -> dict:
+        limit = self.position_limit
         try:
+            plan = self.sim.plan_mask(gate, seq_len)
+            if plan.sparse and not plan.ordered:  # count in Python integers before any kernel does
+                check_limit(_insertions(plan), limit, f"build_mask(seq_len={seq_len}) with wrapping indices")
             stats = self.sim.mask_stats(gate, seq_len)
-            limit = self.position_limit
             mask_usage = build_mask_usage(self.config, gate, seq_len, self.bits, position_limit=limit)
             attention = planned_attention_usage(self.config, gate, seq_len, seq_len, self.dim, self.bits,
                                                 position_limit=limit)
@@ -170,8 +335,187 @@ class Replayer:
         return fields
 
     def record(self, index: int, gate: GatePacket, seq_len: int | None = None, t: float | None = None) -> dict:
-        """The whole record of one packet (``panic`` set, mask fields None, if the build panics)."""
+        """The whole record of one packet (``panic`` set, mask fields None, if the build panics).
+
+        Raises
+        ------
+        ValueError
+            If ``seq_len`` is beyond the target's usize or the mask over the position limit.
+        """
         values = gate.values()
-        seq_len = self.seq_len if seq_len is None else seq_len
+        seq_len = self.seq_len if seq_len is None else self.sim.target.check_usize(seq_len, "seq_len")
         return {"index": index, "t": t, "seq_len": seq_len, "target_density": np.float32(self.target_density(values)),
                 **self.mask_fields(values, seq_len)}
+
+    def replay_batch(self, batch: Batch, skip_bad: bool) -> tuple[Part, TraceError | None]:
+        """The records of a batch, and the error of its first bad record (None with
+        ``skip_bad``, which moves the bad records to ``Part.bad`` instead)."""
+        n = len(batch)
+        seq = np.full(n, self.seq_len, np.uint64)
+        if batch.seq_len is not None:
+            seq[batch.seq_given] = batch.seq_len[batch.seq_given]
+        packets = batch.packets
+        errors = np.zeros(n, np.int64)  # 0 good, 1 seq_len beyond usize, k + 2 a refused key
+        errors[seq > np.uint64(self.sim.target.usize_max)] = 1
+        lam, parts = packets["lambda"], packets["partition_count"]
+        sparse = (seq >= 16) & (parts >= 2) & (lam >= 30)  # should_use_sparse
+        key_parts = np.where(sparse, parts.astype(np.uint64), _FULL)
+        ok = errors == 0
+        rows = np.flatnonzero(ok)
+        if batch.seq_len is None:
+            uniq, first, inverse = np.unique(key_parts[ok], return_index=True, return_inverse=True)
+            keys = [(self.seq_len, int(p)) for p in uniq]
+        else:
+            uniq, first, inverse = np.unique(np.stack([seq[ok], key_parts[ok]], axis=1), axis=0,
+                                             return_index=True, return_inverse=True)
+            keys = [(int(s), int(p)) for s, p in uniq]
+        inverse = inverse.reshape(-1)
+        first = rows[first]
+        masks, messages = [], []
+        for k, (s, p) in enumerate(keys):
+            fields = self._fields(s, p, GatePacket(*packets[first[k]].tolist()))
+            if isinstance(fields, Exception):
+                messages.append(str(fields))
+                fields = None
+            masks.append(fields)
+        refused = np.array([m is None for m in masks], bool)
+        if refused.any():
+            codes = np.cumsum(refused) - 1 + 2
+            errors[rows[refused[inverse]]] = codes[inverse[refused[inverse]]]
+        bad_rows = np.flatnonzero(errors)
+        bad = [(int(batch.positions[i]), self._message(batch, i, int(errors[i]), seq, messages)) for i in bad_rows]
+        error = None
+        keep = errors == 0
+        if bad and not skip_bad:
+            keep[bad_rows[0]:] = False
+            error = TraceError(bad[0][1])
+            bad = []
+        if not keep.all():
+            batch = batch.take(keep)
+            seq = seq[keep]
+            used, inverse = np.unique(inverse[keep[ok]], return_inverse=True)
+            masks = [masks[k] for k in used]
+        part = Part(batch.source, len(batch), batch.t, seq, self.target_densities(batch.packets),
+                    inverse.reshape(-1).astype(np.int64), masks, batch.packets,
+                    sorted(batch.bad + bad), batch.done)
+        return part, error
+
+    def _message(self, batch: Batch, i: int, code: int, seq: np.ndarray, messages: list) -> str:
+        place = batch.where(i)
+        if code == 1:
+            return (f"{place}: seq_len {int(seq[i])} is beyond the target's usize "
+                    f"(u{self.bits}, at most {self.sim.target.usize_max})")
+        return f"{place}: {messages[code - 2]}"
+
+    def replay(self, path: str, fmt: str | None = None, skip_bad: bool = False, start: int = 0,
+               end: int | None = None, first_line: int = 1, unknown: set | None = None) -> Iterator[Part]:
+        """The parts of a trace (or of its byte range ``start..end``), in order.
+
+        Raises
+        ------
+        TraceError
+            At the first malformed record (after the parts before it), without ``skip_bad``.
+        OSError
+            If the trace cannot be read.
+        """
+        reader = TraceReader(path, fmt, skip_bad, start, end, first_line)
+        try:
+            for batch in reader:
+                part, error = self.replay_batch(batch, skip_bad)
+                if part.n or part.bad:
+                    yield part
+                if error is not None:
+                    raise error
+        finally:
+            if unknown is not None:
+                unknown.update(reader.unknown)
+
+
+def part_table(part: Part, offset: int, source: bool = False, with_packet: bool = False):
+    """A ``pyarrow.Table`` of a part's records, the first being packet ``offset``:
+    typed columns (u32/u16 packet fields, float32 densities, int64 byte counts,
+    bool fits, string panic)."""
+    import pyarrow as pa
+
+    take = pa.array(part.inverse)
+    columns = {}
+    if source:
+        columns["source"] = pa.array([part.source] * part.n, pa.string())
+    columns["index"] = pa.array(np.arange(offset, offset + part.n, dtype=np.int64))
+    if part.t is None:
+        columns["t"] = pa.nulls(part.n, pa.float64())
+    else:
+        columns["t"] = pa.array([None if v is None else float(v) for v in part.t], pa.float64())
+    columns["seq_len"] = pa.array(part.seq_len)
+    columns["target_density"] = pa.array(part.target_density)
+    for name in MASK_COLUMNS:
+        kind = MASK_TYPES[name]
+        values = [None if v is None else (float(v) if kind is float else v) for v in part.mask_column(name)]
+        columns[name] = pa.array(values, _arrow_type(name)).take(take)
+    if with_packet:
+        for name in FIELDS:
+            columns[name] = pa.array(np.ascontiguousarray(part.packets[name]))
+    return pa.table(columns)
+
+
+MASK_TYPES = {"sparse": bool, "density": float, "num_positions": int, "flops_ratio": float, "partitions": int,
+              "boundary_tokens": int, "build_mask_peak_bytes": int, "attention_peak_bytes": int,
+              "step_peak_bytes": int, "mask_bytes": int, "fits": bool, "panic": str}
+
+
+def _arrow_type(name: str):
+    import pyarrow as pa
+
+    kind = MASK_TYPES[name]
+    if kind is float:
+        return pa.float32()
+    if kind is bool:
+        return pa.bool_()
+    if kind is str:
+        return pa.string()
+    return pa.int32() if name in ("partitions", "boundary_tokens") else pa.int64()
+
+
+def replay_table(trace: str, profile: Profile | str, seq_len: int, dim: int = 64, build: str = "release",
+                 config: SparsityConfig | None = None, heap_budget: int | None = None, with_packet: bool = False,
+                 skip_bad: bool = False, position_limit: int = DEFAULT_POSITION_LIMIT,
+                 profiles_file: str | None = None):
+    """Replay one trace and return its records as a ``pyarrow.Table`` (``.to_pandas()`` for notebooks).
+
+    Parameters
+    ----------
+    trace : str
+        A ``.jsonl``, ``.csv`` or ``.bin`` trace, optionally ``.gz``.
+    profile : Profile or str
+        A target profile or its name (see ``mcsa targets``; ``profiles_file`` adds more).
+    build : {"release", "debug"}
+    seq_len, dim, config, heap_budget, position_limit
+        As :class:`Replayer`.
+    with_packet : bool
+        Add the packet's own fields.
+    skip_bad : bool
+        Skip malformed records instead of raising.
+
+    Raises
+    ------
+    TraceError
+        For a malformed record (naming file:line or byte offset) without ``skip_bad``.
+    ValueError
+        For an unknown profile or a bad argument.
+    """
+    import pyarrow as pa
+
+    if isinstance(profile, str):
+        profile = profile_named(profile, profiles_file)
+    replayer = Replayer(profile, build, config or SparsityConfig(), seq_len, dim, heap_budget, position_limit)
+    tables, offset = [], 0
+    for part in replayer.replay(str(trace), skip_bad=skip_bad):
+        tables.append(part_table(part, offset, with_packet=with_packet))
+        offset += part.n
+    if not tables:
+        tables.append(part_table(Part.empty(str(trace)), 0, with_packet=with_packet))
+    return pa.concat_tables(tables)
+
+
+__all__ = ["COLUMNS", "MASK_COLUMNS", "PACKET_COLUMNS", "Part", "Replayer", "Summary", "part_table",
+           "replay_table"]

@@ -1,7 +1,17 @@
 """Reading recorded gate-packet traces: JSON Lines, CSV, raw 16-byte structs, any of them gzipped.
 
-A trace yields :class:`Record` s in file order. Malformed input raises
-:class:`TraceError` naming the file and the line (text) or byte offset (binary).
+A trace is read in :class:`Batch` es of NumPy columns, in file order. Whole
+batches are decoded and validated at once (``np.frombuffer`` for binary, orjson
+for JSON Lines); only a batch that holds a suspicious record goes through the
+strict per-record path, so that a malformed record raises :class:`TraceError`
+naming the file and the line (text) or byte offset (binary), or, with
+``skip_bad``, is counted and skipped alone.
+
+Parsing is as strict as serde: the JSON number grammar, finite ``t``, no
+duplicate fields, ASCII digits in CSV integers, no nesting deeper than
+serde_json's 128 levels. Keys other than the packet's, ``seq_len`` and ``t``
+are accepted (firmware logs carry extra fields) and collected in
+:attr:`TraceReader.unknown` so that the caller can report them once.
 """
 
 from __future__ import annotations
@@ -10,22 +20,41 @@ import csv
 import gzip
 import io
 import json
+import math
+import re
+import sys
 import zlib
-from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import itemgetter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import orjson
 
 from .packets import GatePacket, check_uint
 
 FIELDS = ("lambda", "lambda_prev", "boundary_edges", "boundary_concentration_q15", "partition_count", "flags")
+KNOWN_KEYS = FIELDS + ("seq_len", "t")
 BINARY_DTYPE = np.dtype([
     ("lambda", "<u4"), ("lambda_prev", "<u4"), ("boundary_edges", "<u2"),
     ("boundary_concentration_q15", "<u2"), ("partition_count", "<u2"), ("flags", "<u2"),
 ])
 """The ``repr(C)`` GatePacket: 16 bytes, little-endian, no padding."""
+RECORD_BYTES = BINARY_DTYPE.itemsize
 FORMATS = ("jsonl", "csv", "bin")
+BATCH_RECORDS = 1 << 16
+"""Records per batch: what bounds memory, whatever the trace length."""
+MAX_DEPTH = 128
+"""serde_json's recursion limit."""
+MAX_FIELD = 131072
+"""Longest CSV field accepted (Python's csv default limit)."""
+U64_MAX = (1 << 64) - 1
+_INT_DIGITS = 24  # longer integer literals are out of range for every field, without converting them
+_CSV_FLOAT = re.compile(r"[0-9.eE+\-]*")
+_CSV_INT = re.compile(r"[0-9]*")
+_CSV_SIGNED = re.compile(r"-?[0-9]+")  # a sign only to say "out of range" rather than "not an integer"
 
 
 class TraceError(ValueError):
@@ -34,7 +63,7 @@ class TraceError(ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """One packet of a trace.
+    """One packet of a trace (the record-at-a-time view of a :class:`Batch`).
 
     Attributes
     ----------
@@ -65,7 +94,71 @@ class Record:
     @property
     def where(self) -> str:
         """``file:line`` or ``file: byte N``, for messages."""
-        return f"{self.source}: byte {self.position}" if self.binary else f"{self.source}:{self.position}"
+        return where(self.source, self.position, self.binary)
+
+
+def where(source: str, position: int, binary: bool) -> str:
+    """``file:line`` or ``file: byte N``."""
+    return f"{source}: byte {position}" if binary else f"{source}:{position}"
+
+
+@dataclass
+class Batch:
+    """Consecutive good records of one trace as columns, and the bad ones skipped among them.
+
+    Attributes
+    ----------
+    source : str
+    binary : bool
+        Positions are byte offsets (else line numbers).
+    positions : numpy.ndarray
+        int64 line number or byte offset of each record.
+    packets : numpy.ndarray
+        The packets, a structured array of :data:`BINARY_DTYPE`.
+    seq_len : numpy.ndarray or None
+        uint64 own ``seq_len`` of each record (0 where ``seq_given`` is False), or None if no record has one.
+    seq_given : numpy.ndarray or None
+    t : list or None
+        Each record's ``t`` as read (int, float or None), or None if no record has one.
+    bad : list
+        ``(position, message)`` of the records skipped (only with ``skip_bad``).
+    done : int
+        Bytes of the file read once this batch is complete.
+    """
+
+    source: str
+    binary: bool
+    positions: np.ndarray
+    packets: np.ndarray
+    seq_len: np.ndarray | None = None
+    seq_given: np.ndarray | None = None
+    t: list | None = None
+    bad: list = field(default_factory=list)
+    done: int = 0
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def where(self, i: int) -> str:
+        return where(self.source, int(self.positions[i]), self.binary)
+
+    def take(self, keep: np.ndarray) -> "Batch":
+        """The records where ``keep`` (a bool array) holds, with the same skipped records."""
+        return Batch(
+            self.source, self.binary, self.positions[keep], self.packets[keep],
+            None if self.seq_len is None else self.seq_len[keep],
+            None if self.seq_given is None else self.seq_given[keep],
+            None if self.t is None else [v for v, k in zip(self.t, keep.tolist()) if k],
+            self.bad, self.done,
+        )
+
+    def records(self) -> Iterator[Record]:
+        """The records one at a time."""
+        seq = [None] * len(self) if self.seq_len is None else [
+            int(s) if g else None for s, g in zip(self.seq_len.tolist(), self.seq_given.tolist())]
+        t = [None] * len(self) if self.t is None else self.t
+        for row, s, tt, pos in zip(self.packets.tolist(), seq, t, self.positions.tolist()):
+            yield Record(row, s, tt, self.source, pos, self.binary)
 
 
 def trace_format(path: str | Path) -> str:
@@ -82,146 +175,508 @@ def trace_format(path: str | Path) -> str:
     for suffix, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"), (".csv", "csv"), (".bin", "bin")):
         if name.endswith(suffix):
             return fmt
-    raise TraceError(f"{path}: cannot tell the trace format; name it .jsonl, .csv or .bin (optionally .gz)")
+    raise TraceError(f"{path}: cannot tell the trace format; name it .jsonl, .csv or .bin (optionally .gz), "
+                     "or give --input-format")
 
 
-def _open(path: Path):
-    raw = open(path, "rb")
-    if path.name.lower().endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
-    return raw, raw
+def sniff_format(head: bytes) -> str:
+    """The format of an unnamed trace (stdin) from its first bytes: ``{`` opens JSON
+    Lines, a first line of ASCII with commas naming ``lambda`` is a CSV header,
+    anything else is binary."""
+    text = head.lstrip()
+    if text.startswith(b"{"):
+        return "jsonl"
+    first = head.split(b"\n", 1)[0]
+    if b"lambda" in first and b"," in first and first.isascii():
+        return "csv"
+    return "bin"
 
 
-def _record(values: dict, path: Path, line: int) -> Record:
-    where = f"{path}:{line}"
-    try:
-        fields = GatePacket.values_from_dict(values)
-        seq_len = values.get("seq_len")
-        if seq_len is not None:
-            seq_len = check_uint(seq_len, "seq_len", (1 << 64) - 1)
-        t = values.get("t")
-        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))):
-            raise TypeError(f"t must be a number, got {type(t).__name__} {t!r}")
-    except (TypeError, ValueError) as err:
-        raise TraceError(f"{where}: {err}") from None
-    return Record(fields, seq_len, t, str(path), line)
+def splittable(path: str, fmt: str) -> bool:
+    """Whether a trace can be read in byte ranges: a plain (not gzipped) binary or JSON Lines file."""
+    return path != "-" and fmt in ("bin", "jsonl") and not path.lower().endswith(".gz")
 
 
-def json_object(line: str, where: str) -> dict:
-    """One JSON Lines record, which must be an object.
+def byte_ranges(path: str, fmt: str, chunk_bytes: int) -> list[tuple[int, int | None, int]]:
+    """``(start, end, first_line)`` pieces of about ``chunk_bytes`` that cut a
+    trace on record boundaries (a multiple of 16 bytes; just after a newline).
+    A trace that cannot be split is one piece ``(0, None, 1)``."""
+    if not splittable(path, fmt):
+        return [(0, None, 1)]
+    size = Path(path).stat().st_size
+    if fmt == "bin":
+        step = max(chunk_bytes // RECORD_BYTES, 1) * RECORD_BYTES
+        return [(s, min(s + step, size) if s + step < size else None, 1) for s in range(0, max(size, 1), step)]
+    pieces, start, line = [], 0, 1
+    with open(path, "rb") as f:
+        while start < size:
+            f.seek(start + chunk_bytes)
+            f.readline()
+            end = min(f.tell(), size) if start + chunk_bytes < size else size
+            f.seek(start)
+            lines = f.read(end - start).count(b"\n")
+            pieces.append((start, end if end < size else None, line))
+            start, line = end, line + lines
+    return pieces or [(0, None, 1)]
+
+
+class TraceReader:
+    """Batches of one trace, or of the byte range ``start..end`` of it.
+
+    Parameters
+    ----------
+    path : str
+        The trace, or ``-`` for stdin.
+    fmt : {"jsonl", "csv", "bin"}, optional
+        Default: from the name (sniffed from the first bytes for stdin).
+    skip_bad : bool
+        Count and skip malformed records instead of raising.
+    start, end : int, optional
+        A byte range cut on record boundaries (see :func:`byte_ranges`).
+    first_line : int
+        The line number of the first line at ``start``.
+    batch_records : int
 
     Raises
     ------
     TraceError
-        ``where: not JSON (...)`` or ``where: a record must be a JSON object``.
+        From iteration: a malformed record (without ``skip_bad``), a wrong CSV
+        header, a corrupt gzip stream; always naming the file and line or offset.
+    OSError
+        If the file cannot be opened.
     """
+
+    def __init__(self, path: str, fmt: str | None = None, skip_bad: bool = False, start: int = 0,
+                 end: int | None = None, first_line: int = 1, batch_records: int = BATCH_RECORDS):
+        self.path, self.skip_bad = str(path), skip_bad
+        self.start, self.end, self.first_line = start, end, first_line
+        self.batch_records = batch_records
+        self.fmt = fmt or (None if self.path == "-" else trace_format(self.path))
+        self.unknown: set = set()
+        self.position = start if self.fmt == "bin" else first_line
+        """The line or byte offset being read, for messages."""
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.path == "-":
+            raw = sys.stdin.buffer
+            raw = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if raw.peek(2)[:2] == b"\x1f\x8b" else raw
+            return self._read(stream, raw, close=False)
+        raw = open(self.path, "rb")
+        if self.path.lower().endswith(".gz"):
+            return self._read(gzip.GzipFile(fileobj=raw, mode="rb"), raw)
+        raw.seek(self.start)
+        return self._read(raw, raw)
+
+    def _read(self, stream, raw, close: bool = True) -> Iterator[Batch]:
+        try:
+            if self.fmt is None:
+                self.fmt = sniff_format(stream.peek(4096)[:4096])
+            reader = {"bin": self._binary, "jsonl": self._jsonl, "csv": self._csv}[self.fmt]
+            yield from reader(stream, raw)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+            unit = "byte" if self.fmt == "bin" else "line"
+            raise TraceError(f"{self.path}: corrupt gzip stream ({err or type(err).__name__}) at {unit} "
+                             f"{self.position} of the decompressed trace") from None
+        finally:
+            if close:
+                raw.close()
+
+    def _limit(self) -> int | None:
+        return None if self.end is None else self.end - self.start
+
+    def _done(self, raw) -> int:
+        try:
+            return raw.tell()
+        except (OSError, ValueError):
+            return 0
+
+    # binary ------------------------------------------------------------------------------------
+
+    def _binary(self, stream, raw) -> Iterator[Batch]:
+        offset, left = self.start, self._limit()
+        self.position = offset
+        while True:
+            n = self.batch_records * RECORD_BYTES if left is None else min(self.batch_records * RECORD_BYTES, left)
+            data = stream.read(n) if n else b""
+            whole = len(data) // RECORD_BYTES * RECORD_BYTES
+            if whole:
+                packets = np.frombuffer(data, BINARY_DTYPE, whole // RECORD_BYTES)
+                positions = offset + RECORD_BYTES * np.arange(len(packets), dtype=np.int64)
+                yield Batch(self.path, True, positions, packets, done=self._done(raw))
+            if len(data) != whole:
+                message = (f"{where(self.path, offset + whole, True)}: incomplete record ({len(data) - whole} of "
+                           f"{RECORD_BYTES} bytes); the file size is not a multiple of {RECORD_BYTES}")
+                if not self.skip_bad:
+                    raise TraceError(message)
+                yield Batch(self.path, True, np.zeros(0, np.int64), np.zeros(0, BINARY_DTYPE),
+                            bad=[(offset + whole, message)], done=self._done(raw))
+            if len(data) < n or not n:
+                return
+            offset += whole
+            self.position = offset
+            if left is not None:
+                left -= whole
+
+    # JSON Lines --------------------------------------------------------------------------------
+
+    def _lines(self, stream) -> Iterator[tuple[int, list]]:
+        """``(first line number, lines)`` in groups of about a batch."""
+        line, left = self.first_line, self._limit()
+        while left is None or left > 0:
+            lines = stream.readlines(1 << 22 if left is None else min(1 << 22, left))
+            if not lines:
+                return
+            if left is not None:  # readlines may run past the range's end
+                ends = np.cumsum(np.fromiter(map(len, lines), np.int64, len(lines)))
+                lines = lines[: int(np.searchsorted(ends, left, side="right"))]
+                left -= int(ends[len(lines) - 1]) if lines else left
+            for i in range(0, len(lines), self.batch_records):
+                part = lines[i: i + self.batch_records]
+                yield line + i, part
+            line += len(lines)
+            self.position = line
+
+    def _jsonl(self, stream, raw) -> Iterator[Batch]:
+        for first, lines in self._lines(stream):
+            blank = set(compress(range(len(lines)), map(bytes.isspace, lines)))
+            numbers = [first + i for i in range(len(lines)) if i not in blank] if blank else range(first, first + len(lines))
+            lines = [text for i, text in enumerate(lines) if i not in blank] if blank else lines
+            if lines:
+                yield from self._collect(_fast_json(lines, self.unknown), lines, numbers, self._done(raw),
+                                         lambda text, number: json_object(text, f"{self.path}:{number}"))
+
+    def _collect(self, fast, items, numbers, done, slow, bad=()) -> Iterator[Batch]:
+        """A batch from the fast decoder's columns, or record by record with ``slow``
+        (which returns a values dict or raises TraceError) when the fast one gave up.
+        Without ``skip_bad``, the good records before a bad one are yielded, then its error raised."""
+        if fast is not None:
+            packets, seq, given, t = fast
+            yield Batch(self.path, False, np.asarray(numbers, np.int64), packets, seq, given, t, list(bad), done)
+            return
+        good, bad, records = [], list(bad), []
+        for item, number in zip(items, numbers):
+            try:
+                values = slow(item, number)
+                records.append(_record(values, f"{self.path}:{number}"))
+                self.unknown.update(k for k in values if k not in KNOWN_KEYS)
+                good.append(number)
+            except TraceError as err:
+                if not self.skip_bad:
+                    if good:
+                        yield _records_batch(self.path, good, records, [], done)
+                    raise
+                bad.append((number, str(err)))
+        yield _records_batch(self.path, good, records, bad, done)
+
+    # CSV ---------------------------------------------------------------------------------------
+
+    def _csv(self, stream, raw) -> Iterator[Batch]:
+        text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+        reader = csv.reader(text, strict=True)
+        header = self._csv_row(reader)
+        if header is None:
+            return
+        header = [h.strip() for h in header[1]]
+        missing = [f for f in FIELDS if f not in header]
+        duplicate = sorted({h for h in header if header.count(h) > 1})
+        if missing or duplicate or any(not _valid_text(h) for h in header):
+            parts = ([f"lacks {', '.join(missing)}"] if missing else []) + (
+                [f"repeats {', '.join(duplicate)}"] if duplicate else []) + (
+                ["is not UTF-8 text"] if any(not _valid_text(h) for h in header) else [])
+            raise TraceError(f"{self.path}:1: CSV header {'; '.join(parts)}; expected {', '.join(FIELDS)} "
+                             "(and optional seq_len, t)")
+        self.unknown.update(h for h in header if h not in KNOWN_KEYS)
+        columns = [header.index(k) if k in header else None for k in KNOWN_KEYS]
+        while True:
+            rows, numbers, bad = [], [], []
+            while len(rows) < self.batch_records:
+                row = self._csv_row(reader, bad)
+                if row is None:
+                    break
+                if row[1]:
+                    numbers.append(row[0])
+                    rows.append(row[1])
+            if not rows and not bad:
+                return
+            yield from self._collect(_fast_csv(rows, columns, len(header)), rows, numbers, self._done(raw),
+                                     lambda row, number: _csv_values(header, row, f"{self.path}:{number}"), bad)
+            if len(rows) < self.batch_records and not bad:
+                return
+
+    def _csv_row(self, reader, bad=None):
+        """``(line, fields)`` of the next row, None at the end; a row csv cannot
+        read (an over-long field, an unterminated quote) is a TraceError or, with
+        ``skip_bad``, appended to ``bad``."""
+        while True:
+            line = self.position = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return None
+            except csv.Error as err:
+                reason = str(err)
+                if "field larger" in reason:
+                    reason = f"a field is longer than {MAX_FIELD:,} characters"
+                message = f"{self.path}:{line}: not valid CSV ({reason})"
+                if bad is None or not self.skip_bad:
+                    raise TraceError(message) from None
+                bad.append((line, message))
+                continue
+            return line, row
+
+
+def _valid_text(text: str) -> bool:
+    """No undecodable byte (read with ``surrogateescape``)."""
+    return text.isascii() or not any("\udc80" <= c <= "\udcff" for c in text)
+
+
+def _records_batch(source: str, numbers: list, records: list, bad: list, done: int) -> Batch:
+    """A batch from checked records ``(values, seq_len, t)``."""
+    packets = np.array([r[0] for r in records], BINARY_DTYPE) if records else np.zeros(0, BINARY_DTYPE)
+    seq = [r[1] for r in records]
+    t = [r[2] for r in records]
+    given = np.array([s is not None for s in seq], bool)
+    has_seq = bool(given.any())
+    seq_arr = np.array([0 if s is None else s for s in seq], np.uint64) if has_seq else None
+    return Batch(source, False, np.asarray(numbers, np.int64), packets, seq_arr, given if has_seq else None,
+                 t if any(v is not None for v in t) else None, bad, done)
+
+
+# The fast decoders: columns, or None when anything looks unusual -------------------------------
+
+def _numeric(values: list, kinds: str):
+    """``values`` (no None) as an array if NumPy types them all as ``kinds``, else None."""
     try:
-        values = json.loads(line)
+        arr = np.array(values)
+    except (ValueError, OverflowError, TypeError):
+        return None
+    return arr if arr.dtype.kind in kinds and arr.ndim == 1 else None
+
+
+def _optional(values: list, kinds: str):
+    """``(array, given)`` of a column that may hold None; ``(None, None)`` if
+    all are None; None if a value is unusual."""
+    missing = values.count(None)
+    if missing == len(values):
+        return None, None
+    if missing:
+        given = np.array([v is not None for v in values], bool)
+        arr = _numeric([v for v in values if v is not None], kinds)
+        if arr is None:
+            return None
+        full = np.zeros(len(values), arr.dtype)
+        full[given] = arr
+        return full, given
+    arr = _numeric(values, kinds)
+    return None if arr is None else (arr, np.ones(len(values), bool))
+
+
+def _packets(columns: list) -> np.ndarray | None:
+    """The six field columns as packets, or None if one is not all in range."""
+    packets = np.empty(len(columns[0]), BINARY_DTYPE)
+    for name, values in zip(FIELDS, columns):
+        arr = _numeric(values, "iu")
+        if arr is None or (len(arr) and (arr.min() < 0 or arr.max() > np.iinfo(BINARY_DTYPE[name]).max)):
+            return None
+        packets[name] = arr
+    return packets
+
+
+def _finite(t: list) -> bool:
+    """Every value of ``t`` is a finite number or None."""
+    column = _optional(t, "iuf")
+    return column is not None and (column[0] is None or column[0].dtype.kind != "f" or bool(np.isfinite(column[0]).all()))
+
+
+def _fast_json(lines: list, unknown: set):
+    """Columns of JSON Lines through orjson, or None if a line is unusual:
+    not a flat object of the known keys, a bool, a repeated key, or a value out of range."""
+    try:
+        objects = list(map(orjson.loads, lines))
+        columns = [list(map(itemgetter(k), objects)) for k in FIELDS]
+        seq = list(map(dict.get, objects, repeat("seq_len")))
+        t = list(map(dict.get, objects, repeat("t")))
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    # over the whole batch at once: one colon per key (a repeated key has two), one brace per line
+    # (no nesting), no array, no true/false
+    text = b"".join(lines)
+    sizes = list(map(len, objects))
+    if (text.count(b":") != sum(sizes) or text.count(b"{") != len(lines) or b"[" in text or b"true" in text
+            or b"false" in text):
+        return None
+    if sum(sizes) != 6 * len(sizes) + len(seq) - seq.count(None) + len(t) - t.count(None):
+        for o in objects:
+            unknown.update(k for k in o if k not in KNOWN_KEYS)
+    return _columns(columns, seq, t)
+
+
+def _columns(columns: list, seq: list, t: list):
+    packets = _packets(columns)
+    if packets is None:
+        return None
+    seq_col = _optional(seq, "iu")
+    if seq_col is None or (seq_col[0] is not None and len(seq_col[0]) and seq_col[0].min() < 0):
+        return None
+    if t.count(None) == len(t):
+        t = None
+    elif not _finite(t):
+        return None
+    seq_arr, given = seq_col
+    return packets, None if seq_arr is None else seq_arr.astype(np.uint64), given, t
+
+
+def _fast_csv(rows: list, columns: list, width: int):
+    """Columns of CSV rows if every row is well formed with plain ASCII digits, else None."""
+    if not rows or any(len(r) != width for r in rows):
+        return None if rows else (np.zeros(0, BINARY_DTYPE), None, None, None)
+    cells = []
+    for k, j in zip(KNOWN_KEYS, columns):
+        if j is None:
+            cells.append(None)
+            continue
+        col = [r[j] for r in rows]
+        joined = "".join(col)
+        if not (_CSV_FLOAT if k == "t" else _CSV_INT).fullmatch(joined) or max(map(len, col)) > 20:
+            return None
+        if k in FIELDS and not all(col):
+            return None
+        cells.append(col)
+    try:
+        ints = [[int(v) for v in c] for c in cells[:6]]
+        seq = [None] * len(rows) if cells[6] is None else [int(v) if v else None for v in cells[6]]
+        t = [None] * len(rows) if cells[7] is None else [float(v) if v else None for v in cells[7]]
+    except ValueError:
+        return None
+    return _columns(ints, seq, t)
+
+
+# The strict slow path: one record, exact messages -----------------------------------------------
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range for f64")
+    return value
+
+
+def _no_duplicates(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate field `{key}`")
+        seen[key] = value
+    return seen
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant,
+                            parse_float=_finite_float)
+
+
+def _depth(line: str, value) -> int:
+    """How deep objects and arrays nest in ``value``, parsed from ``line``: from
+    the brackets outside strings (quotes alternate when there is no backslash),
+    else by walking the value."""
+    data = np.frombuffer(line.encode("utf-8", "surrogatepass"), np.uint8)
+    if not (data == ord("\\")).any():
+        step = np.isin(data, (ord("["), ord("{"))).astype(np.int64) - np.isin(data, (ord("]"), ord("}")))
+        step[(np.cumsum(data == ord('"')) & 1).astype(bool)] = 0
+        return int(np.cumsum(step).max(initial=0))
+    deepest, stack = 0, [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, d = stack.pop()
+        deepest = max(deepest, d)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((v, d + 1) for v in children if isinstance(v, (dict, list)))
+    return deepest
+
+
+def json_object(line: str | bytes, where: str) -> dict:
+    """One JSON Lines record, parsed as strictly as serde_json; it must be an object.
+
+    Raises
+    ------
+    TraceError
+        ``where: not UTF-8 text``, ``where: not JSON (...)``, ``where: ... nested deeper than 128 levels``,
+        ``where: a record must be a JSON object``.
+    """
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise TraceError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start} of the line)") from None
+    try:
+        values = _DECODER.decode(line)
     except json.JSONDecodeError as err:
         raise TraceError(f"{where}: not JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise TraceError(f"{where}: not JSON (nested deeper than {MAX_DEPTH} levels)") from None
+    except ValueError as err:
+        if "integer string conversion" in str(err):  # Python's own limit, with advice that does not apply
+            raise TraceError(f"{where}: not JSON (an integer literal of over 4,300 digits is out of range)") from None
+        raise TraceError(f"{where}: not JSON ({err})") from None
+    if line.count("[") + line.count("{") > MAX_DEPTH and _depth(line, values) > MAX_DEPTH:
+        raise TraceError(f"{where}: not JSON (nested deeper than {MAX_DEPTH} levels)")
     if not isinstance(values, dict):
         raise TraceError(f"{where}: a record must be a JSON object, got {type(values).__name__}")
     return values
 
 
-def _json_record(line: str, path: Path, number: int) -> Record:
-    return _record(json_object(line, f"{path}:{number}"), path, number)
-
-
-def _jsonl(path: Path, stream, skip_bad: bool) -> Iterator[Record | TraceError]:
-    for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8"), 1):
-        if line.strip():
-            yield _guarded(_json_record, skip_bad, line, path, number)
-
-
-def _guarded(parse, skip_bad: bool, *args):
-    """``parse(*args)``, or with ``skip_bad`` the TraceError it raised."""
-    try:
-        return parse(*args)
-    except TraceError as err:
-        if skip_bad:
-            return err
-        raise
+def _csv_values(header: list, row: list, where: str) -> dict:
+    if len(row) != len(header):
+        raise TraceError(f"{where}: {len(row)} fields, the header has {len(header)}")
+    if not all(_valid_text(v) for v in row):
+        raise TraceError(f"{where}: not UTF-8 text")
+    values = {name: _csv_value(name, text, where) for name, text in zip(header, row) if name in KNOWN_KEYS}
+    missing = [f for f in FIELDS if values[f] is None]
+    if missing:
+        raise TraceError(f"{where}: missing field(s): {', '.join(missing)}")
+    return values
 
 
 def _csv_value(name: str, text: str, where: str):
     text = text.strip()
     if text == "":
         return None
+    if name == "t":
+        if not _CSV_FLOAT.fullmatch(text) or len(text) > 400:
+            raise TraceError(f"{where}: t must be a finite number, got {text[:40]!r}")
+        try:
+            return _finite_float(text)
+        except ValueError:
+            raise TraceError(f"{where}: t must be a finite number, got {text[:40]!r}") from None
+    if not _CSV_SIGNED.fullmatch(text):
+        raise TraceError(f"{where}: {name} must be an integer, got {text[:40]!r} (ASCII digits only)")
+    if len(text) > _INT_DIGITS:
+        raise TraceError(f"{where}: {name} of {len(text.lstrip('-')):,} digits is out of range")
+    return int(text)
+
+
+def _record(values: dict, where: str) -> tuple:
+    """``(packet values, seq_len, t)`` of a parsed record, checked."""
     try:
-        return float(text) if name == "t" else int(text)
-    except ValueError:
-        raise TraceError(f"{where}: {name} must be {'a number' if name == 't' else 'an integer'}, got {text!r}") from None
+        fields = GatePacket.values_from_dict(values)
+        seq_len = values.get("seq_len")
+        if seq_len is not None:
+            seq_len = check_uint(seq_len, "seq_len", U64_MAX)
+        t = values.get("t")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)):
+            raise TypeError(f"t must be a finite number, got {type(t).__name__} {t!r}")
+    except (TypeError, ValueError) as err:
+        raise TraceError(f"{where}: {err}") from None
+    return fields, seq_len, t
 
 
-def _csv_record(header: list, row: list, path: Path, number: int) -> Record:
-    where = f"{path}:{number}"
-    if len(row) != len(header):
-        raise TraceError(f"{where}: {len(row)} fields, the header has {len(header)}")
-    values = {name: _csv_value(name, text, where) for name, text in zip(header, row)}
-    missing = [f for f in FIELDS if values[f] is None]
-    if missing:
-        raise TraceError(f"{where}: missing field(s): {', '.join(missing)}")
-    return _record(values, path, number)
-
-
-def _csv(path: Path, stream, skip_bad: bool) -> Iterator[Record | TraceError]:
-    reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline=""))
-    header = next(reader, None)
-    if header is None:
-        return
-    header = [h.strip() for h in header]
-    missing = [f for f in FIELDS if f not in header]
-    unknown = [h for h in header if h not in FIELDS + ("seq_len", "t")]
-    if missing or unknown:
-        parts = ([f"lacks {', '.join(missing)}"] if missing else []) + ([f"has unknown {', '.join(unknown)}"] if unknown else [])
-        raise TraceError(f"{path}:1: CSV header {'; '.join(parts)}; expected {', '.join(FIELDS)} (and optional seq_len, t)")
-    for row in reader:
-        if row:
-            yield _guarded(_csv_record, skip_bad, header, row, path, reader.line_num)
-
-
-def read_binary_chunks(path: str | Path, chunk_records: int = 1 << 16) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first_byte_offset, records)`` of a ``.bin`` trace as structured arrays
-    of :data:`BINARY_DTYPE`.
-
-    Raises
-    ------
-    TraceError
-        For a size that is not a multiple of 16 (naming the incomplete record's
-        offset) or a corrupt gzip stream.
-    """
-    path = Path(path)
-    stream, raw = _open(path)
-    offset = 0
-    size = BINARY_DTYPE.itemsize
-    with raw:
-        while True:
-            data = _read(path, stream, chunk_records * size)
-            whole = len(data) // size * size
-            if whole:
-                yield offset, np.frombuffer(data[:whole], BINARY_DTYPE)
-            if len(data) != whole:
-                raise TraceError(f"{path}: byte {offset + whole}: incomplete record "
-                                 f"({len(data) - whole} of {size} bytes); the file size is not a multiple of {size}")
-            if len(data) < chunk_records * size:
-                return
-            offset += whole
-
-
-def _read(path: Path, stream, n: int) -> bytes:
-    try:
-        return stream.read(n)
-    except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as err:
-        raise TraceError(f"{path}: corrupt gzip stream ({err or type(err).__name__})") from None
-
-
-def read_trace(path: str | Path, skip_bad: bool = False, progress=None) -> Iterator[Record | TraceError]:
-    """Every packet of a trace, in order.
-
-    With ``skip_bad``, a malformed record (or a trailing incomplete binary one)
-    is yielded as its :class:`TraceError` and reading goes on; a wrong CSV
-    header, text that is not UTF-8 and a corrupt gzip stream still stop it.
+def read_trace(path: str | Path, skip_bad: bool = False, fmt: str | None = None) -> Iterator[Record | TraceError]:
+    """Every packet of a trace, in order, one at a time (see :class:`TraceReader`
+    for the batches); with ``skip_bad``, a malformed record is yielded as its
+    :class:`TraceError` and reading goes on.
 
     Raises
     ------
@@ -229,47 +684,15 @@ def read_trace(path: str | Path, skip_bad: bool = False, progress=None) -> Itera
         For malformed input, naming the file and line or byte offset.
     OSError
         If the file cannot be opened.
-
-    ``progress``, if given, is called now and then with the bytes of the file read so far.
     """
-    path = Path(path)
-    fmt = trace_format(path)
-    if progress is not None:
-        yield from _reporting(read_trace(path, skip_bad), path, progress)
-        return
-    if fmt == "bin":
-        try:
-            for offset, chunk in read_binary_chunks(path):
-                source = str(path)
-                for i, row in enumerate(chunk.tolist()):  # u32/u16 struct fields: in range by construction
-                    yield Record(row, None, None, source, offset + 16 * i, True)
-        except TraceError as err:
-            if not skip_bad or "incomplete record" not in str(err):
-                raise
-            yield err
-        return
-    stream, raw = _open(path)
-    with raw:
-        try:
-            yield from (_jsonl if fmt == "jsonl" else _csv)(path, stream, skip_bad)
-        except (gzip.BadGzipFile, EOFError, zlib.error) as err:
-            raise TraceError(f"{path}: corrupt gzip stream ({err or type(err).__name__})") from None
-        except UnicodeDecodeError as err:
-            raise TraceError(f"{path}: not UTF-8 text ({err.reason})") from None
-
-
-def _reporting(records, path: Path, progress):
-    size = path.stat().st_size
-    records = iter(records)
-    for n, record in enumerate(records, 1):
-        if n % 4096 == 0:
-            progress(min(size, _position(record, size, n)))
-        yield record
-    progress(size)
-
-
-def _position(record, size: int, n: int) -> int:
-    """Bytes read, from a binary record's offset, else estimated from the record count."""
-    if isinstance(record, Record) and record.binary:
-        return record.position
-    return size * n // max(n + 4096, 1) if size else 0
+    for batch in TraceReader(str(path), fmt, skip_bad):
+        bad = iter(sorted(batch.bad))
+        pending = next(bad, None)
+        for record in batch.records():
+            while pending is not None and pending[0] < record.position:
+                yield TraceError(pending[1])
+                pending = next(bad, None)
+            yield record
+        while pending is not None:
+            yield TraceError(pending[1])
+            pending = next(bad, None)

@@ -1,21 +1,24 @@
-"""``mcsa replay``: gate-packet traces against a target, one record per packet and a summary."""
+"""``mcsa replay``: gate-packet traces against a target, one record per packet and a summary per trace."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
-import os
 import sys
+from contextlib import ExitStack
+from pathlib import Path
 
 import click
 import numpy as np
 
+from ..fleet import Fleet
 from ..packets import shortest_f32
-from ..replay import COLUMNS, MASK_COLUMNS, Replayer, Summary
-from ..traces import Record, read_trace
+from ..replay import COLUMNS, MASK_COLUMNS, SCHEMA_VERSION, Part, Replayer, Summary, part_table
+from ..traces import FIELDS, KNOWN_KEYS, TraceError
 from .common import (
-    atomic_output, config_option, dumps, fail_on_input_errors, jsonable, limit_option, load_config, pyplot,
-    resolve_profile, target_options,
+    InputError, atomic_output, config_option, dumps, fail_on_input_errors, jsonable, limit_option, load_config,
+    pyplot, resolve_profile, target_options,
 )
 
 FAIL_ON = ("over-budget", "panic")
@@ -23,12 +26,11 @@ TABLE = (("index", 7), ("seq_len", 7), ("target_density", 14), ("sparse", 6), ("
          ("num_positions", 13), ("flops_ratio", 11), ("partitions", 10), ("boundary_tokens", 15),
          ("build_mask_peak_bytes", 21), ("attention_peak_bytes", 20), ("step_peak_bytes", 15), ("fits", 5),
          ("panic", 0))
+SHOWN_SKIPS = 20
 
 
 def _fail_on(ctx, param, value):
-    if not value:
-        return set()
-    wanted = {v.strip() for v in value.split(",") if v.strip()}
+    wanted = {v.strip() for text in value for v in text.split(",") if v.strip()}
     unknown = wanted - set(FAIL_ON)
     if unknown:
         raise click.BadParameter(f"unknown condition(s) {', '.join(sorted(unknown))}; use {', '.join(FAIL_ON)}")
@@ -40,29 +42,39 @@ def _cell(value) -> str:
     return "-" if value is None else str(value)
 
 
-class _Writer:
-    """Records out in one of the three formats. The mask fields of a record are
-    a dict shared by every packet with the same mask, so each is rendered once."""
+def _f32(value: float) -> str:
+    if math.isfinite(value):
+        return shortest_f32(value)
+    return json.dumps(jsonable(np.float32(value)))
 
-    def __init__(self, out, fmt: str, header: dict):
-        self.out, self.fmt = out, fmt
+
+def _f32s(values: np.ndarray) -> list:
+    """:func:`_f32` of each value; NumPy's shortest repr is the same text for
+    0.0001 <= |v| < 1 and renders those in C."""
+    text = values.astype(str).tolist()
+    plain = ((np.abs(values) >= np.float32(1e-4)) & (np.abs(values) < 1)).tolist()
+    return [t if p else _f32(float(v)) for t, p, v in zip(text, plain, values.tolist())]
+
+
+class _Writer:
+    """Records out as JSONL, CSV or a table, a part at a time. What a key's
+    records share is rendered once per key, each distinct density once."""
+
+    def __init__(self, out, fmt: str, header: dict, source: bool, with_packet: bool):
+        self.out, self.fmt, self.source, self.with_packet = out, fmt, source, with_packet
         self._rendered: dict = {}
+        columns = (("source",) if source else ()) + COLUMNS + (FIELDS if with_packet else ())
         if fmt == "jsonl":
             out.write(dumps(header) + "\n")
         elif fmt == "csv":
-            out.write(",".join(COLUMNS) + "\n")
+            out.write(",".join(columns) + "\n")
         else:
-            out.write(" ".join(f"{name:>{width}}" for name, width in TABLE) + "\n")
-
-    @staticmethod
-    def _f32(value: float) -> str:
-        if math.isfinite(value):
-            return shortest_f32(value)
-        return json.dumps(jsonable(np.float32(value)))
+            out.write(("source " if source else "") + " ".join(f"{name:>{width}}" for name, width in TABLE)
+                      + (" " + " ".join(FIELDS) if with_packet else "") + "\n")
 
     def _mask(self, mask: dict) -> str:
-        text = self._rendered.get(id(mask))
-        if text is None:
+        entry = self._rendered.get(id(mask))
+        if entry is None:
             if self.fmt == "jsonl":
                 text = dumps(mask)[1:-1]
             elif self.fmt == "csv":
@@ -70,24 +82,88 @@ class _Writer:
                                 for c in MASK_COLUMNS)
             else:
                 text = " ".join(f"{_cell(mask[name]):>{width}}" for name, width in TABLE if name in mask)
-            self._rendered[id(mask)] = text
-        return text
+            if len(self._rendered) > 4096:
+                self._rendered.clear()
+            entry = self._rendered[id(mask)] = (mask, text)  # the dict is kept, so its id is not reused
+        return entry[1]
 
-    def write(self, index: int, t, seq_len: int, target_density: float, mask: dict) -> None:
-        density = self._f32(target_density)
-        if self.fmt == "jsonl":
-            self.out.write(f'{{"index": {index}, "t": {"null" if t is None else repr(t)}, "seq_len": {seq_len}, '
-                           f'"target_density": {density}, {self._mask(mask)}}}\n')
-        elif self.fmt == "csv":
-            self.out.write(f"{index},{'' if t is None else t},{seq_len},{density},{self._mask(mask)}\n")
+    def write(self, part: Part, offset: int) -> None:
+        n = part.n
+        masks = [self._mask(m) for m in part.masks]
+        mask_text = [masks[k] for k in part.inverse.tolist()]
+        bits, inverse = np.unique(part.target_density.view(np.uint32), return_inverse=True)
+        rendered = _f32s(bits.view(np.float32))
+        density = [rendered[k] for k in inverse.reshape(-1).tolist()]
+        seq = part.seq_len.tolist()
+        index = range(offset, offset + n)
+        t = part.t if part.t is not None else [None] * n
+        fmt = self.fmt
+        if fmt == "jsonl":
+            tt = ["null" if v is None else repr(v) for v in t]
+            lines = [f'{{"index": {i}, "t": {a}, "seq_len": {s}, "target_density": {d}, {m}'
+                     for i, a, s, d, m in zip(index, tt, seq, density, mask_text)]
+        elif fmt == "csv":
+            tt = ["" if v is None else str(v) for v in t]
+            lines = [f"{i},{a},{s},{d},{m}" for i, a, s, d, m in zip(index, tt, seq, density, mask_text)]
         else:
-            self.out.write(f"{index:>7} {seq_len:>7} {density:>14} {self._mask(mask)}\n")
+            lines = [f"{i:>7} {s:>7} {d:>14} {m}" for i, s, d, m in zip(index, seq, density, mask_text)]
+        if self.with_packet:
+            rows = part.packets.tolist()
+            if fmt == "jsonl":
+                lines = [f"{line}, " + ", ".join(f'"{k}": {v}' for k, v in zip(FIELDS, row))
+                         for line, row in zip(lines, rows)]
+            else:
+                sep = "," if fmt == "csv" else " "
+                lines = [line + sep + sep.join(map(str, row)) for line, row in zip(lines, rows)]
+        if self.source:
+            if fmt == "jsonl":
+                prefix = f'{{"source": {json.dumps(part.source)}, '
+            elif fmt == "csv":
+                quoted = any(c in part.source for c in ',"\r\n')
+                prefix = ('"' + part.source.replace('"', '""') + '"' if quoted else part.source) + ","
+            else:
+                prefix = part.source + " "
+            lines = [prefix + (line[1:] if fmt == "jsonl" else line) for line in lines]
+        end = "}\n" if fmt == "jsonl" else "\n"
+        self.out.write(end.join(lines) + end if lines else "")
 
-    def finish(self, summary: dict) -> None:
+    def finish(self, summary: dict, source: str | None) -> None:
         if self.fmt == "jsonl":
-            self.out.write(dumps({"summary": summary}) + "\n")
-        elif self.fmt == "table":
+            self.out.write(dumps({"summary": summary if source is None else {"source": source, **summary}}) + "\n")
+        elif self.fmt == "table" and source is None:
             self.out.write(_summary_text(summary) + "\n")
+
+
+class _ParquetWriter:
+    """Records out as Parquet: one row group per part, the header and the
+    schema version in the key-value metadata (the summary added at the end)."""
+
+    def __init__(self, out, header: dict, source: bool, with_packet: bool):
+        self.out, self.header, self.source, self.with_packet = out, header, source, with_packet
+        self.writer = None
+
+    def _open(self, table):
+        import pyarrow.parquet as pq
+
+        metadata = {"schema_version": str(SCHEMA_VERSION), "mcsa.replay.header": dumps(self.header)}
+        self.writer = pq.ParquetWriter(self.out, table.schema.with_metadata(metadata))
+
+    def write(self, part: Part, offset: int) -> None:
+        table = part_table(part, offset, self.source, self.with_packet)
+        if self.writer is None:
+            self._open(table)
+        self.writer.write_table(table, row_group_size=max(part.n, 1))
+
+    def finish(self, summary: dict, source: str | None) -> None:
+        if self.writer is None:
+            self._open(part_table(Part.empty(""), 0, self.source, self.with_packet))
+        self.writer.add_key_value_metadata({"mcsa.replay.summary": dumps(summary)})
+        self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def _summary_text(s: dict) -> str:
@@ -103,12 +179,26 @@ def _summary_text(s: dict) -> str:
     return "\n".join(lines)
 
 
+def _fleet_text(results: list) -> str:
+    """The per-trace table, worst step peak first."""
+    rows = sorted(results, key=lambda r: (r["worst_step_peak_bytes"] is None, -(r["worst_step_peak_bytes"] or 0)))
+    width = max([6] + [len(r["source"]) for r in rows])
+    names = ("packets", "sparse", "full", "panics", "bad_records", "worst_step_peak_bytes", "worst_packet",
+             "first_over_budget_packet")
+    lines = [f"{'source':<{width}} " + " ".join(names) + " status"]
+    for r in rows:
+        cells = " ".join(f"{_cell(r[n]):>{len(n)}}" for n in names)
+        lines.append(f"{r['source']:<{width}} {cells} {'failed: ' + r['error'] if r['error'] else 'ok'}")
+    return "\n".join(lines)
+
+
 def _plot(path: str, series: dict, budget: int) -> None:
     plt = pyplot("--plot")
     fig, axes = plt.subplots(3, 1, sharex=True, figsize=(9, 7))
     for ax, (name, label) in zip(axes, (("density", "mask density"), ("num_positions", "positions"),
                                         ("step_peak_bytes", "step heap peak (B)"))):
-        ax.plot(series["index"], series[name], lw=0.8)
+        for source, values in series.items():
+            ax.plot(values["index"], values[name], lw=0.8, label=source if len(series) > 1 else None)
         ax.set_ylabel(label)
     axes[2].axhline(budget, color="red", ls="--", label=f"budget {budget:,} B")
     axes[2].legend(loc="upper right")
@@ -119,78 +209,206 @@ def _plot(path: str, series: dict, budget: int) -> None:
     plt.close(fig)
 
 
+def _plot_points(part: Part, offset: int, into: dict) -> None:
+    valid = np.array([m["num_positions"] is not None for m in part.masks], bool)
+    rows = np.flatnonzero(valid[part.inverse]) if part.n else np.zeros(0, np.int64)
+    into["index"].extend((rows + offset).tolist())
+    for name in ("density", "num_positions", "step_peak_bytes"):
+        per_key = part.mask_column(name)
+        into[name].extend(per_key[k] for k in part.inverse[rows].tolist())
+
+
+def _parquet_name(source: str, taken: set) -> str:
+    stem = "stdin" if source == "-" else Path(source).name
+    name, n = f"{stem}.parquet", 1
+    while name in taken:
+        n += 1
+        name = f"{stem}.{n}.parquet"
+    taken.add(name)
+    return name
+
+
+class _Abandon(Exception):
+    """Leaves an output file unwritten."""
+
+
+class _Run:
+    """Replays traces one after another into writers, keeping each trace's
+    summary and error, the skipped-record messages and the plot series."""
+
+    def __init__(self, plot: bool, several: bool):
+        self.plot, self.several = plot, several
+        self.results, self.series, self.unknown, self.skipped, self.bar = [], {}, _Unknown(), 0, None
+
+    @property
+    def failures(self) -> list:
+        return [r["error"] for r in self.results if r["error"] is not None]
+
+    def trace(self, path: str, parts, keys: set, writer, abandon: bool = True) -> None:
+        """Write the records of one trace; raise _Abandon after a failure if ``abandon``."""
+        summary, error, offset, done = Summary(), None, 0, 0
+        points = self.series.setdefault(path, {k: [] for k in ("index", "density", "num_positions",
+                                                                "step_peak_bytes")}) if self.plot else None
+        try:
+            for part in parts:
+                writer.write(part, offset)
+                summary.add_part(part, offset)
+                for _, message in part.bad:
+                    self.skipped += 1
+                    if self.skipped <= SHOWN_SKIPS:
+                        click.echo(f"skipped: {message}", err=True)
+                if points is not None:
+                    _plot_points(part, offset, points)
+                offset += part.n
+                self.bar.update(max(part.done - done, 0))
+                done = max(done, part.done)
+        except TraceError as err:
+            error = str(err)
+        self.unknown.report(path, keys)
+        result = summary.as_dict()
+        self.results.append({"source": path, **result, "error": error})
+        if error is None:
+            writer.finish(result, path if self.several else None)
+            return
+        if self.several:
+            click.echo(f"error: {error}", err=True)
+        if abandon:
+            raise _Abandon
+
+
+class _Unknown:
+    """Reports each unknown key once, with a did-you-mean for a close known one."""
+
+    def __init__(self):
+        self.seen: set = set()
+
+    def report(self, source: str, keys: set) -> None:
+        for key in sorted(keys - self.seen):
+            self.seen.add(key)
+            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.75)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            click.echo(f"note: {source}: unknown key `{key}` ignored{hint}", err=True)
+
+
 @click.command()
-@click.argument("traces", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("traces", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @target_options
-@click.option("--seq-len", type=click.IntRange(min=0), required=True,
+@click.option("--seq-len", type=click.IntRange(min=0, max=(1 << 64) - 1), required=True,
               help="Sequence length of every packet (a record's own seq_len wins).")
-@click.option("--dim", type=click.IntRange(min=0), default=64, show_default=True,
+@click.option("--dim", type=click.IntRange(min=0, max=(1 << 64) - 1), default=64, show_default=True,
               help="Head dimension for the attention heap figures.")
 @config_option
-@click.option("--heap-budget", type=click.IntRange(min=0), help="Heap budget in bytes (default: the profile's).")
-@click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]),
-              help="Output format (default: table on a terminal, jsonl otherwise).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
-              help="Write records here (atomically) instead of stdout.")
+@click.option("--heap-budget", type=click.IntRange(min=0, max=(1 << 64) - 1),
+              help="Heap budget in bytes (default: the profile's).")
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv", "parquet"]),
+              help="Output format (default: table on a terminal, jsonl otherwise; parquet needs -o).")
+@click.option("--input-format", type=click.Choice(["jsonl", "csv", "bin"]),
+              help="Trace format (default: from the file name; sniffed for stdin).")
+@click.option("-o", "--output", type=click.Path(writable=True),
+              help="Write records here (atomically) instead of stdout; with --format parquet and several "
+                   "traces, a directory that gets one Parquet file per trace.")
+@click.option("--with-packet", is_flag=True, help="Add the packet's own fields to every record.")
+@click.option("--summary", "summary_file", type=click.Path(dir_okay=False, writable=True),
+              help="Write one summary per trace here (JSONL).")
+@click.option("--workers", type=click.IntRange(min=1, max=1024),
+              help="Replay on a local Dask cluster of N worker processes (needs mcsa[fleet]).")
+@click.option("--scheduler", metavar="ADDRESS", help="Replay on the Dask cluster at ADDRESS (needs mcsa[fleet]).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="PNG of density, positions and heap peak over the trace.")
-@click.option("--fail-on", callback=_fail_on, metavar="over-budget,panic",
-              help="Exit 1 if a packet goes over budget and/or the build panics.")
-@click.option("--skip-bad", is_flag=True, help="Count and skip malformed records instead of stopping.")
+@click.option("--fail-on", callback=_fail_on, multiple=True, metavar="over-budget,panic",
+              help="Exit 1 if a packet goes over budget and/or the build panics (repeatable; they add up).")
+@click.option("--skip-bad", is_flag=True,
+              help="Count and skip malformed records (and, with several traces, unreadable traces) instead of stopping.")
 @limit_option
 @fail_on_input_errors
-def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_budget, fmt, output, plot,
-           fail_on, skip_bad, position_limit):
-    """Replay recorded gate packets (JSONL, CSV or 16-byte .bin, optionally .gz) on a target.
+def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_budget, fmt, input_format, output,
+           with_packet, summary_file, workers, scheduler, plot, fail_on, skip_bad, position_limit):
+    """Replay recorded gate packets (JSONL, CSV or 16-byte .bin, optionally .gz; - for stdin) on a target.
+
+    Each record holds the packet's target density and, for its seq_len and
+    partition count, the mask and heap figures. build_mask_peak_bytes,
+    attention_peak_bytes and mask_bytes count bytes requested (no allocator
+    overhead); step_peak_bytes is the whole step with q, k and v under the
+    profile's allocator, and is what fits compares with the budget. With several
+    traces, records start with a source column and index counts within each trace.
+
+    Exit codes: 0 ok, 1 a --fail-on condition, 2 bad input (a malformed record,
+    named by file:line or byte offset; the other traces still complete).
 
     \b
     Example:
       mcsa replay examples/trace.jsonl --target stm32f411 --seq-len 128 --dim 32 \\
           --fail-on over-budget,panic
+      mcsa replay logs/*.bin --target stm32f411 --seq-len 128 --workers 2 \\
+          --format parquet -o out/ --summary summary.jsonl
     """
     if plot:
         pyplot("--plot")  # before any work: a missing extra is a usage error
+    if traces.count("-") > 1:
+        raise InputError("stdin (-) can be read only once")
+    if fmt == "parquet" and output is None:
+        raise InputError("--format parquet needs -o FILE (or -o DIR for one file per trace)")
     profile, build = resolve_profile(target_name, profiles_file)
     replayer = Replayer(profile, build, load_config(config_file), seq_len, dim, heap_budget, position_limit)
     if fmt is None:
         fmt = "table" if output is None and sys.stdout.isatty() else "jsonl"
-    summary = Summary()
-    series = {k: [] for k in ("index", "density", "num_positions", "step_peak_bytes")} if plot else None
-    show_progress = sys.stderr.isatty()
-    with atomic_output(output) as out:
-        writer = _Writer(out, fmt, replayer.header())
-        index = 0
-        for path in traces:
-            with click.progressbar(length=max(os.path.getsize(path), 1), label=path, file=sys.stderr,
-                                   hidden=not show_progress) as bar:
-                def progress(done, bar=bar):
-                    bar.update(done - bar.pos)
-
-                for item in read_trace(path, skip_bad, progress if show_progress else None):
-                    if not isinstance(item, Record):
-                        summary.bad += 1
-                        if summary.bad <= 20:
-                            click.echo(f"skipped: {item}", err=True)
-                        continue
-                    seq = seq_len if item.seq_len is None else item.seq_len
-                    mask = replayer.mask_fields(item.values, seq)
-                    writer.write(index, item.t, seq, replayer.target_density(item.values), mask)
-                    summary.add(index, mask)
-                    if series is not None and mask["num_positions"] is not None:
-                        series["index"].append(index)
-                        for k in ("density", "num_positions", "step_peak_bytes"):
-                            series[k].append(mask[k])
-                    index += 1
-        result = summary.as_dict()
-        writer.finish(result)
-    if fmt != "table" or output is not None:
-        click.echo(_summary_text(result), err=True)
+    several = len(traces) > 1
+    out_dir = fmt == "parquet" and (several or Path(output).is_dir())
+    if out_dir:
+        Path(output).mkdir(parents=True, exist_ok=True)
+    header = replayer.header()
+    header["columns"] = (["source"] if several else []) + list(COLUMNS) + (list(FIELDS) if with_packet else [])
+    sizes = [0 if p == "-" else Path(p).stat().st_size for p in traces]
+    show_progress = sys.stderr.isatty() and not (fmt == "table" and output is None and sys.stdout.isatty())
+    run = _Run(plot, several)
+    try:
+        with ExitStack() as stack:
+            fleet = stack.enter_context(Fleet(replayer, workers, scheduler))
+            run.bar = stack.enter_context(click.progressbar(length=max(sum(sizes), 1), label="replaying",
+                                                            file=sys.stderr, hidden=not show_progress))
+            writer, taken = None, set()
+            if not out_dir:
+                out = stack.enter_context(atomic_output(output, "wb" if fmt == "parquet" else "w"))
+                writer = (_ParquetWriter(out, header, several, with_packet) if fmt == "parquet"
+                          else _Writer(out, fmt, header, several, with_packet))
+            for path, parts, keys in fleet.run(traces, input_format, skip_bad):
+                if out_dir:
+                    name = str(Path(output) / _parquet_name(path, taken))
+                    try:
+                        with atomic_output(name, "wb") as out:
+                            trace_writer = _ParquetWriter(out, header, several, with_packet)
+                            try:
+                                run.trace(path, parts, keys, trace_writer)
+                            finally:
+                                trace_writer.close()
+                    except _Abandon:
+                        pass
+                else:
+                    run.trace(path, parts, keys, writer, abandon=False)
+            if run.failures and not (skip_bad and several) and not out_dir:
+                raise _Abandon  # an incomplete output file is not written
+    except _Abandon:
+        pass
+    results = run.results
+    if summary_file:
+        with atomic_output(summary_file) as out:
+            for r in results:
+                out.write(dumps(r) + "\n")
+    if several:
+        click.echo(_fleet_text(results), err=not (fmt == "table" and output is None))
+    elif (fmt != "table" or output is not None) and not run.failures:
+        click.echo(_summary_text(results[0]), err=True)
     if plot:
-        _plot(plot, series, replayer.budget)
+        _plot(plot, run.series, replayer.budget)
+    if run.failures and not (skip_bad and several):
+        raise InputError(run.failures[0] if not several else
+                         f"{len(run.failures)} of {len(traces)} traces failed (see above)")
+    over = [r for r in results if r["first_over_budget_packet"] is not None]
     failed = []
-    if "over-budget" in fail_on and result["first_over_budget_packet"] is not None:
-        failed.append(f"packet {result['first_over_budget_packet']} goes over the heap budget")
-    if "panic" in fail_on and result["panics"]:
-        failed.append(f"{result['panics']} packet(s) panic")
+    if "over-budget" in fail_on and over:
+        failed.append(f"packet {over[0]['first_over_budget_packet']}" + (f" of {over[0]['source']}" if several else "")
+                      + " goes over the heap budget")
+    if "panic" in fail_on and any(r["panics"] for r in results):
+        failed.append(f"{sum(r['panics'] for r in results)} packet(s) panic")
     if failed:
         click.echo("failing: " + "; ".join(failed), err=True)
         sys.exit(1)

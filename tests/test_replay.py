@@ -1,0 +1,282 @@
+"""The columnar replay engine: every output agrees record for record, workers and byte
+ranges change nothing, and every malformed record is refused at its place."""
+
+import csv
+import gzip
+import io
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mcsa import MincutSparseAttention
+from mcsa.cli import main
+from mcsa.cli.common import resolve_profile
+from mcsa.mask import raw_positions
+from mcsa.packets import GatePacket, SparsityConfig
+from mcsa.replay import Replayer, _insertions, replay_table
+from mcsa.traces import BINARY_DTYPE, FIELDS, TraceReader, byte_ranges
+
+from .conftest import GOLDEN
+
+EXAMPLES = GOLDEN.parent.parent / "examples"
+ARGS = ["--target", "stm32f411", "--seq-len", "128", "--dim", "32"]
+PACKET = '"lambda":200,"lambda_prev":200,"boundary_edges":0,"boundary_concentration_q15":0,"partition_count":2,"flags":0'
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, input=input)
+
+
+def records(text):
+    return [json.loads(line) for line in text.splitlines()][1:-1]
+
+
+def replayer(**kw):
+    profile, build = resolve_profile("stm32f411", None)
+    return Replayer(profile, build, SparsityConfig(), 128, 32, **kw)
+
+
+def packets_strategy():
+    field = {"lambda": st.sampled_from([0, 29, 30, 100, 400, 2**32 - 1]), "lambda_prev": st.integers(0, 2**32 - 1),
+             "boundary_edges": st.integers(0, 65535), "boundary_concentration_q15": st.integers(0, 65535),
+             "partition_count": st.sampled_from([0, 1, 2, 3, 8, 65535]), "flags": st.integers(0, 65535)}
+    return st.lists(st.fixed_dictionaries(field, optional={"seq_len": st.sampled_from([0, 16, 64, 100, 300]),
+                                                           "t": st.floats(-1e6, 1e6)}), min_size=1, max_size=40)
+
+
+def write_all(tmp_path, rows):
+    """The same packets as JSONL, CSV (seq_len and t columns) and binary (no seq_len: all the default)."""
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, [*FIELDS, "seq_len", "t"], lineterminator="\n")
+        w.writeheader()
+        w.writerows({**{k: "" for k in ("seq_len", "t")}, **{k: repr(v) if k == "t" else v for k, v in r.items()}}
+                    for r in rows)
+    (tmp_path / "t.bin").write_bytes(np.array([tuple(r[k] for k in FIELDS) for r in rows], BINARY_DTYPE).tobytes())
+
+
+def parquet_rows(path):
+    return pq.read_table(path).to_pylist()
+
+
+def same_record(text_record, parquet_record):
+    for key, value in text_record.items():
+        other = parquet_record[key]
+        if isinstance(value, float) and key not in ("t",):
+            assert np.float32(value) == np.float32(other), key
+        else:
+            assert value == other, key
+
+
+@settings(max_examples=15, deadline=None)
+@given(rows=packets_strategy())
+def test_outputs_agree_record_for_record(tmp_path_factory, rows):
+    tmp = tmp_path_factory.mktemp("t")
+    write_all(tmp, rows)
+    text = records(run("replay", tmp / "t.jsonl", *ARGS, "--format", "jsonl").stdout)
+    assert [r["index"] for r in text] == list(range(len(rows)))
+    from_csv = records(run("replay", tmp / "t.csv", *ARGS, "--format", "jsonl").stdout)
+    assert from_csv == text
+    csv_out = list(csv.DictReader(io.StringIO(run("replay", tmp / "t.jsonl", *ARGS, "--format", "csv").stdout)))
+    assert [int(r["index"]) for r in csv_out] == list(range(len(rows)))
+    assert [r["step_peak_bytes"] for r in csv_out] == ["" if r["step_peak_bytes"] is None else str(r["step_peak_bytes"])
+                                                      for r in text]
+    assert run("replay", tmp / "t.jsonl", *ARGS, "--format", "parquet", "--with-packet", "-o", tmp / "o.parquet").exit_code == 0
+    table = parquet_rows(tmp / "o.parquet")
+    for record, row, packet in zip(text, table, rows):
+        same_record(record, row)
+        assert all(row[k] == packet[k] for k in FIELDS)
+    lines = run("replay", tmp / "t.jsonl", *ARGS, "--format", "table").stdout.splitlines()[1:len(rows) + 1]
+    assert [line.split()[0] for line in lines] == [str(i) for i in range(len(rows))]
+    assert [line.split()[1] for line in lines] == [str(r["seq_len"]) for r in text]
+
+
+def test_record_fields_and_density_kernel_match_the_scalar_path():
+    r = replayer()
+    batch = next(iter(TraceReader(str(EXAMPLES / "trace.bin"))))
+    part, error = r.replay_batch(batch, False)
+    assert error is None
+    for i, values in enumerate(batch.packets.tolist()):
+        one = r.record(i, GatePacket(*values))
+        assert np.float32(one["target_density"]).view(np.uint32) == part.target_density[i:i + 1].view(np.uint32)[0]
+        assert part.masks[part.inverse[i]] == {k: one[k] for k in part.masks[0]}
+
+
+def test_python_entry_point_returns_a_table():
+    table = replay_table(str(EXAMPLES / "trace.jsonl"), "stm32f411", 128, dim=32, with_packet=True)
+    assert table.num_rows == 400 and table.schema.field("target_density").type == "float"
+    text = records(run("replay", EXAMPLES / "trace.jsonl", *ARGS, "--format", "jsonl").stdout)
+    assert [r["step_peak_bytes"] for r in text] == table.column("step_peak_bytes").to_pylist()
+    assert table.column("lambda")[0].as_py() == 122
+
+
+def test_parquet_metadata_and_row_groups(tmp_path):
+    out = tmp_path / "o.parquet"
+    assert run("replay", EXAMPLES / "trace.bin", *ARGS, "--format", "parquet", "-o", out).exit_code == 0
+    meta = pq.ParquetFile(out).metadata
+    kv = meta.metadata
+    assert kv[b"schema_version"] == b"1" and json.loads(kv[b"mcsa.replay.header"])["profile"] == "stm32f411"
+    assert json.loads(kv[b"mcsa.replay.summary"])["packets"] == 400 and meta.num_row_groups == 1
+    assert "needs -o" in run("replay", EXAMPLES / "trace.bin", *ARGS, "--format", "parquet").stderr
+
+
+def several(tmp_path, *extra):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{%s}\n{%s,\"seq_len\":433305435341373281}\n" % (PACKET, PACKET))
+    traces = [EXAMPLES / "trace.jsonl", EXAMPLES / "trace.bin", bad, EXAMPLES / "trace.csv"]
+    out = tmp_path / f"out{len(extra)}"
+    summary = tmp_path / f"summary{len(extra)}.jsonl"
+    result = run("replay", *traces, *ARGS, "--format", "parquet", "-o", out, "--summary", summary, *extra)
+    return result, out, summary
+
+
+def test_several_traces_serial_and_on_two_workers(tmp_path):
+    serial, out, summary = several(tmp_path)
+    assert serial.exit_code == 2 and "bad.jsonl:2: seq_len 433305435341373281 is beyond the target's usize" in serial.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["trace.bin.parquet", "trace.csv.parquet", "trace.jsonl.parquet"]
+    rows = parquet_rows(out / "trace.bin.parquet")
+    assert [r["index"] for r in rows] == list(range(400)) and rows[0]["source"].endswith("trace.bin")
+    sums = [json.loads(line) for line in summary.read_text().splitlines()]
+    assert [s["error"] is None for s in sums] == [True, True, False, True] and sums[0]["packets"] == 400
+    workers, out2, summary2 = several(tmp_path, "--workers", "2")
+    assert workers.exit_code == 2 and summary2.read_text() == summary.read_text()
+    for name in ("trace.bin.parquet", "trace.csv.parquet", "trace.jsonl.parquet"):
+        assert pq.read_table(out / name).equals(pq.read_table(out2 / name))
+
+
+def test_several_traces_text_records_name_their_source(tmp_path):
+    result = run("replay", EXAMPLES / "trace.jsonl", EXAMPLES / "trace.bin", *ARGS, "--format", "jsonl")
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    data = [r for r in lines if "index" in r]
+    assert len(data) == 800 and data[400]["index"] == 0 and data[400]["source"].endswith("trace.bin")
+    assert [r["summary"]["source"] for r in lines if "summary" in r] == [str(EXAMPLES / "trace.jsonl"),
+                                                                       str(EXAMPLES / "trace.bin")]
+
+
+@pytest.mark.parametrize("name", ["trace.jsonl", "trace.bin"])
+def test_byte_ranges_give_the_same_records(tmp_path, name):
+    r = replayer()
+    path = str(EXAMPLES / name)
+    whole = list(r.replay(path))
+    pieces = byte_ranges(path, "bin" if name.endswith("bin") else "jsonl", 1000)
+    assert len(pieces) > 5
+    split = [p for piece in pieces for p in r.replay(path, None, False, *piece)]
+    assert np.array_equal(np.concatenate([p.packets for p in whole]), np.concatenate([p.packets for p in split]))
+    assert np.array_equal(np.concatenate([p.target_density for p in whole]), np.concatenate([p.target_density for p in split]))
+    assert [t for p in whole for t in p.t or []] == [t for p in split for t in p.t or []]
+
+
+def test_bad_records_in_the_middle_of_a_batch(tmp_path):
+    lines = [json.dumps({**json.loads("{%s}" % PACKET), "lambda": i}) for i in range(300)]
+    lines[137] = "{%s,\"t\":NaN}" % PACKET
+    lines[200] = "{%s,\"flags\":1}" % PACKET
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    result = run("replay", path, *ARGS, "--format", "jsonl", "-o", tmp_path / "o.jsonl")
+    assert result.exit_code == 2 and "t.jsonl:138: not JSON (NaN is not a JSON value)" in result.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+    skipped = run("replay", path, *ARGS, "--format", "jsonl", "--skip-bad")
+    kept = records(skipped.stdout)
+    assert len(kept) == 298 and json.loads(skipped.stdout.splitlines()[-1])["summary"]["bad_records"] == 2
+    good = records(run("replay", tmp_path / "t.jsonl", *ARGS, "--format", "jsonl", "--skip-bad").stdout)
+    assert good == kept and "t.jsonl:201: not JSON (duplicate field `flags`)" in skipped.stderr
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("seg.jsonl", "{%s,\"seq_len\":433305435341373281}\n" % PACKET, "seg.jsonl:1: build_mask(seq_len=433305435341373281)"),
+    ("w.jsonl", "{%s,\"seq_len\":4294967296}\n" % PACKET, "w.jsonl:1: build_mask(seq_len=4294967296)"),
+    ("deep.jsonl", "[" * 1000 + "]" * 1000 + "\n", "deep.jsonl:1: not JSON (nested deeper than 128 levels)"),
+    ("huge.jsonl", "{%s,\"seq_len\":1%s}\n" % (PACKET, "0" * 5000), "huge.jsonl:1: not JSON (an integer literal of over 4,300 digits"),
+    ("inf.jsonl", "{%s,\"t\":Infinity}\n" % PACKET, "inf.jsonl:1: not JSON (Infinity is not a JSON value)"),
+    ("big.jsonl", "{%s,\"t\":1e400}\n" % PACKET, "big.jsonl:1: not JSON (number 1e400 is out of range"),
+    ("lead.jsonl", "{%s,\"seq_len\":01}\n" % PACKET, "lead.jsonl:1: not JSON"),
+    ("long.csv", ",".join(FIELDS) + ",t\n1,2,3,4,5,6," + "1" * 140000 + "\n", "long.csv:2: not valid CSV (a field is longer"),
+    ("nan.csv", ",".join(FIELDS) + ",t\n1,2,3,4,5,6,nan\n", "nan.csv:2: t must be a finite number"),
+    ("arabic.csv", ",".join(FIELDS) + "\n\u0661,2,3,4,5,6\n", "arabic.csv:2: lambda must be an integer"),
+    ("under.csv", ",".join(FIELDS) + "\n1_0,2,3,4,5,6\n", "under.csv:2: lambda must be an integer"),
+    ("dup.csv", ",".join(FIELDS) + ",flags\n1,2,3,4,5,6,6\n", "dup.csv:1: CSV header repeats flags"),
+    ("quote.csv", ",".join(FIELDS) + '\n1,2,3,4,5,"6\n', "quote.csv:2: not valid CSV (unexpected end of data)"),
+])
+def test_every_refusal_names_its_place(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    result = run("replay", path, "--target", "x86_64", "--seq-len", 128, "-o", tmp_path / "o.jsonl")
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+    assert list(tmp_path.glob("*o.jsonl*")) == []
+    skipped = run("replay", path, "--target", "x86_64", "--seq-len", 128, "--skip-bad", "--format", "jsonl")
+    assert skipped.exit_code == (2 if "header" in message else 0)  # a header cannot be skipped
+
+
+def test_seq_len_beyond_a_32_bit_usize_and_invalid_utf8(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(("{%s}\n{%s,\"seq_len\":4294967296}\n" % (PACKET, PACKET)).encode() + b'{"lambda":"\xff"}\n')
+    result = run("replay", path, *ARGS, "--skip-bad", "--format", "jsonl")
+    assert "t.jsonl:2: seq_len 4294967296 is beyond the target's usize (u32" in result.stderr
+    assert "t.jsonl:3: not UTF-8 text" in result.stderr and len(records(result.stdout)) == 1
+
+
+def test_unknown_keys_are_reported_once_with_a_suggestion(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("{%s,\"seqlen\":4096,\"board\":1}\n" % PACKET * 3)
+    result = run("replay", path, *ARGS, "--format", "jsonl")
+    assert result.exit_code == 0 and result.stderr.count("unknown key `seqlen` ignored (did you mean `seq_len`?)") == 1
+    assert "unknown key `board` ignored\n" in result.stderr
+
+
+def test_stdin_fail_on_flags_add_up_and_accounting_is_said():
+    data = (EXAMPLES / "trace.jsonl").read_text()
+    result = run("replay", "-", *ARGS, "--format", "jsonl", "--fail-on", "panic", "--fail-on", "over-budget", input=data)
+    assert result.exit_code == 1 and "goes over the heap budget" in result.stderr
+    assert len(records(result.stdout)) == 400
+    header = json.loads(result.stdout.splitlines()[0])
+    assert "allocator" in header["accounting"]["step_peak_bytes"]
+    assert "bytes requested" in header["accounting"]["build_mask_peak_bytes"]
+    assert "bytes requested" in run("replay", "--help").output
+    zipped = run("replay", "-", *ARGS, "--format", "jsonl", input=gzip.compress((EXAMPLES / "trace.bin").read_bytes()))
+    assert records(zipped.stdout) == [{**r, "t": None} for r in records(result.stdout)]
+
+
+def test_a_debug_panic_is_a_verdict_in_the_record(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("{%s,\"seq_len\":70000}\n" % PACKET.replace('"partition_count":2', '"partition_count":1'))
+    result = run("replay", path, "--target", "stm32f411-debug", "--seq-len", 128, "--format", "jsonl")
+    assert result.exit_code == 0 and records(result.stdout)[0]["panic"] == "attempt to multiply with overflow"
+
+
+def test_the_cache_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr("mcsa.replay.CACHE_KEYS", 8)
+    r = replayer()
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join("{%s,\"seq_len\":%d}\n" % (PACKET, 16 + i) for i in range(50)))
+    assert sum(p.n for p in r.replay(str(path))) == 50 and len(r._cache) == 8
+
+
+@settings(max_examples=60, deadline=None)
+@given(seq_len=st.integers(16, 300_000), parts=st.integers(2, 65535), intra=st.booleans(), cross=st.booleans())
+def test_insertion_count_in_python_integers_matches_the_kernel(seq_len, parts, intra, cross):
+    config = SparsityConfig(intra_partition_attention=intra, boundary_cross_attention=cross)
+    plan = MincutSparseAttention(config, "x86_64-release").plan_mask(GatePacket(100, 0, 0, 0, parts, 0), seq_len)
+    count = raw_positions(plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross, np.zeros(0, np.uint32), False)
+    assert _insertions(plan) == count
+
+
+def test_read_trace_yields_records_and_errors_in_file_order(tmp_path):
+    from mcsa.traces import Record, TraceError, read_trace
+
+    path = tmp_path / "t.jsonl"
+    path.write_text("{%s,\"seq_len\":64}\n{oops\n{%s,\"t\":1.5}\n" % (PACKET, PACKET))
+    items = list(read_trace(path, skip_bad=True))
+    assert [type(i) for i in items] == [Record, TraceError, Record]
+    assert (items[0].seq_len, items[2].t, items[2].where) == (64, 1.5, f"{path}:3")
+    assert items[0].gate == GatePacket(200, 200, 0, 0, 2, 0) and str(items[1]).startswith(f"{path}:2: not JSON")
+
+
+def test_workers_without_dask_name_the_extra(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "distributed", None)  # import fails as if not installed
+    result = run("replay", EXAMPLES / "trace.bin", *ARGS, "--workers", 2)
+    assert result.exit_code == 2 and "--workers needs dask.distributed: pip install 'mcsa[fleet]'" in result.stderr
