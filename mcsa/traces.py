@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import math
 import re
 import sys
@@ -33,6 +32,7 @@ from typing import Iterator
 import numpy as np
 import orjson
 
+from . import jsonio
 from .packets import GatePacket, check_uint
 
 FIELDS = ("lambda", "lambda_prev", "boundary_edges", "boundary_concentration_q15", "partition_count", "flags")
@@ -46,8 +46,6 @@ RECORD_BYTES = BINARY_DTYPE.itemsize
 FORMATS = ("jsonl", "csv", "bin")
 BATCH_RECORDS = 1 << 16
 """Records per batch: what bounds memory, whatever the trace length."""
-MAX_DEPTH = 128
-"""serde_json's recursion limit."""
 MAX_FIELD = 131072
 """Longest CSV field accepted (Python's csv default limit)."""
 U64_MAX = (1 << 64) - 1
@@ -555,46 +553,11 @@ def _fast_csv(rows: list, columns: list, width: int):
 # The strict slow path: one record, exact messages -----------------------------------------------
 
 
-def _refuse_constant(name):
-    raise ValueError(f"{name} is not a JSON value")
-
-
 def _finite_float(text):
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"number {text[:40]} is out of range for f64")
     return value
-
-
-def _no_duplicates(pairs):
-    seen = {}
-    for key, value in pairs:
-        if key in seen:
-            raise ValueError(f"duplicate field `{key}`")
-        seen[key] = value
-    return seen
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant,
-                            parse_float=_finite_float)
-
-
-def _depth(line: str, value) -> int:
-    """How deep objects and arrays nest in ``value``, parsed from ``line``: from
-    the brackets outside strings (quotes alternate when there is no backslash),
-    else by walking the value."""
-    data = np.frombuffer(line.encode("utf-8", "surrogatepass"), np.uint8)
-    if not (data == ord("\\")).any():
-        step = np.isin(data, (ord("["), ord("{"))).astype(np.int64) - np.isin(data, (ord("]"), ord("}")))
-        step[(np.cumsum(data == ord('"')) & 1).astype(bool)] = 0
-        return int(np.cumsum(step).max(initial=0))
-    deepest, stack = 0, [(value, 1)] if isinstance(value, (dict, list)) else []
-    while stack:
-        item, d = stack.pop()
-        deepest = max(deepest, d)
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((v, d + 1) for v in children if isinstance(v, (dict, list)))
-    return deepest
 
 
 def json_object(line: str | bytes, where: str) -> dict:
@@ -612,17 +575,9 @@ def json_object(line: str | bytes, where: str) -> dict:
         except UnicodeDecodeError as err:
             raise TraceError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start} of the line)") from None
     try:
-        values = _DECODER.decode(line)
-    except json.JSONDecodeError as err:
-        raise TraceError(f"{where}: not JSON ({err.msg} at column {err.colno})") from None
-    except RecursionError:
-        raise TraceError(f"{where}: not JSON (nested deeper than {MAX_DEPTH} levels)") from None
+        values = jsonio.loads(line, where)
     except ValueError as err:
-        if "integer string conversion" in str(err):  # Python's own limit, with advice that does not apply
-            raise TraceError(f"{where}: not JSON (an integer literal of over 4,300 digits is out of range)") from None
-        raise TraceError(f"{where}: not JSON ({err})") from None
-    if line.count("[") + line.count("{") > MAX_DEPTH and _depth(line, values) > MAX_DEPTH:
-        raise TraceError(f"{where}: not JSON (nested deeper than {MAX_DEPTH} levels)")
+        raise TraceError(str(err)) from None
     if not isinstance(values, dict):
         raise TraceError(f"{where}: a record must be a JSON object, got {type(values).__name__}")
     return values

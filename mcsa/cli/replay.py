@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .. import jsonio
 from ..fleet import Fleet
 from ..packets import shortest_f32
 from ..replay import COLUMNS, MASK_COLUMNS, SCHEMA_VERSION, Part, Replayer, Summary, part_table
@@ -283,11 +283,10 @@ class _Unknown:
         self.seen: set = set()
 
     def report(self, source: str, keys: set) -> None:
-        for key in sorted(keys - self.seen):
-            self.seen.add(key)
-            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.75)
-            hint = f" (did you mean `{close[0]}`?)" if close else ""
-            click.echo(f"note: {source}: unknown key `{key}` ignored{hint}", err=True)
+        fresh = sorted(keys - self.seen)
+        self.seen.update(fresh)
+        for note in jsonio.unknown_keys(dict.fromkeys(fresh), KNOWN_KEYS, source):
+            click.echo(f"note: {note}", err=True)
 
 
 @click.command()
