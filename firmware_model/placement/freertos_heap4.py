@@ -1,0 +1,164 @@
+"""``freertos-heap4``: FreeRTOS-Kernel ``portable/MemMang/heap_4.c``, ``portBYTE_ALIGNMENT`` 8.
+
+Read from github:FreeRTOS/FreeRTOS-Kernel ``portable/MemMang/heap_4.c`` (main, 2025):
+
+- ``xHeapStructSize`` = sizeof(BlockLink_t) (pointer + size_t) rounded up to 8: 8 B on
+  32-bit, 16 B on 64-bit, in front of every block; a request becomes
+  round_up(size + xHeapStructSize, 8).
+- ``prvHeapInit``: one free block from the arena start to ``pxEnd``, a zero-size end
+  marker at round_down(heap_size - xHeapStructSize, 8).
+- ``pvPortMalloc``: fails at once when the wanted size exceeds ``xFreeBytesRemaining``;
+  otherwise first fit over the address-ordered free list; the block is split when more
+  than ``heapMINIMUM_BLOCK_SIZE`` (2 * xHeapStructSize) would remain, the remainder
+  staying in the list where the block was.
+- ``vPortFree`` / ``prvInsertBlockIntoFreeList``: address-ordered insert, coalescing with
+  the previous and the next free block (never with the end marker).
+
+Rust glue assumed: a ``GlobalAlloc`` calling ``pvPortMalloc(layout.size())`` and
+``vPortFree`` (as freertos-rust's ``FreeRtosAllocator``), alignments up to 8 (heap_4's
+blocks are 8-aligned); no ``realloc`` override, so a realloc is alloc new, copy, free old.
+Blocks and holes are (offset of the BlockLink_t header, block size with header).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mcsa._jit import jit
+
+from . import Placement
+from .tlsf import finish, trace_arrays
+
+_NULL = -1
+_START = -2
+
+
+@jit
+def _malloc(nxt, bsz, st, size, hs, end):
+    wanted = (size + hs + 7) & ~7
+    if wanted > st[1]:
+        return -1
+    prev = _START
+    blk = st[0]
+    while bsz[blk >> 2] < wanted and nxt[blk >> 2] != _NULL:
+        prev = blk
+        blk = nxt[blk >> 2]
+    if blk == end:
+        return -1
+    after = nxt[blk >> 2]
+    if bsz[blk >> 2] - wanted > 2 * hs:
+        new = blk + wanted
+        bsz[new >> 2] = bsz[blk >> 2] - wanted
+        bsz[blk >> 2] = wanted
+        nxt[new >> 2] = after
+        after = new
+    if prev == _START:
+        st[0] = after
+    else:
+        nxt[prev >> 2] = after
+    st[1] -= bsz[blk >> 2]
+    return blk
+
+
+@jit
+def _free(nxt, bsz, st, blk, end):
+    st[1] += bsz[blk >> 2]
+    it = _START
+    it_next = st[0]
+    while it_next < blk:
+        it = it_next
+        it_next = nxt[it >> 2]
+    if it != _START and it + bsz[it >> 2] == blk:
+        bsz[it >> 2] += bsz[blk >> 2]
+        blk = it
+    if blk + bsz[blk >> 2] == it_next:
+        if it_next != end:
+            bsz[blk >> 2] += bsz[it_next >> 2]
+            nxt[blk >> 2] = nxt[it_next >> 2]
+        else:
+            nxt[blk >> 2] = end
+    else:
+        nxt[blk >> 2] = it_next
+    if it != blk:
+        if it == _START:
+            st[0] = blk
+        else:
+            nxt[it >> 2] = blk
+
+
+@jit
+def _heap4(ops, objs, sizes, n_obj, heap_size, w):
+    hs = (2 * w + 7) & ~7
+    slots = heap_size // 4 + 2
+    nxt = np.full(slots, _NULL, np.int64)
+    bsz = np.zeros(slots, np.int64)
+    addr = np.full(n_obj, -1, np.int64)
+    end = (heap_size - hs) & ~7
+    st = np.zeros(2, np.int64)  # head of the free list, xFreeBytesRemaining
+    st[0] = 0
+    bsz[0] = end
+    nxt[0] = end
+    nxt[end >> 2] = _NULL
+    st[1] = end
+    peak = heap_size - st[1]
+    status = -1
+    for i in range(len(ops)):
+        o = objs[i]
+        op = ops[i]
+        if (op == 0) != (addr[o] < 0):
+            return -2 - i, peak, addr, bsz, nxt, st
+        if op == 1:
+            _free(nxt, bsz, st, addr[o], end)
+            addr[o] = -1
+        else:
+            b = _malloc(nxt, bsz, st, sizes[i], hs, end)
+            if b < 0:
+                status = i
+                break
+            if op == 2:
+                peak = max(peak, heap_size - st[1])
+                _free(nxt, bsz, st, addr[o], end)
+            addr[o] = b
+        peak = max(peak, heap_size - st[1])
+    return status, peak, addr, bsz, nxt, st
+
+
+def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
+    """Replay ``events`` on FreeRTOS heap_4 with a ``configTOTAL_HEAP_SIZE`` of ``heap_size``.
+
+    Parameters
+    ----------
+    events : numpy.ndarray
+        The trace, ``EVENT_DTYPE``.
+    heap_size : int
+        ``configTOTAL_HEAP_SIZE``; the arena start is taken as 8-aligned.
+    usize_bits : int
+        32 or 64.
+
+    Returns
+    -------
+    Placement
+
+    Raises
+    ------
+    TypeError
+        If ``events`` is not an ``EVENT_DTYPE`` array.
+    ValueError
+        If the trace is invalid, an alignment exceeds 8 or the heap is too small to hold
+        its end marker.
+    """
+    ops, objs, sizes, _, n_obj = trace_arrays(events, heap_size, usize_bits, 8, "freertos-heap4")
+    w = usize_bits // 8
+    if heap_size < 4 * w + 8:
+        raise ValueError(f"freertos-heap4: heap_size {heap_size} cannot hold a block and the end marker")
+    status, peak, addr, bsz, nxt, st = _heap4(ops, objs, sizes, n_obj, int(heap_size), w)
+    hs = (2 * w + 7) & ~7
+    end = (int(heap_size) - hs) & ~7
+    holes = []
+    b = int(st[0])
+    while b != end:
+        holes.append((b, int(bsz[b >> 2])))
+        b = int(nxt[b >> 2])
+    live_size = np.where(addr >= 0, bsz[np.maximum(addr, 0) >> 2], 0)
+    return finish("freertos-heap4", heap_size, status, peak, np.unique(events["obj"]), addr,
+                  live_size, np.array(holes, np.int64).reshape(-1, 2))

@@ -1,0 +1,310 @@
+"""``tlsf``: embedded-alloc's ``TlsfHeap``, which is rlsf's ``Tlsf`` (github:yvt/rlsf 0.2.1).
+
+Read from embedded-alloc ``src/tlsf.rs`` (``Tlsf<'static, usize, usize, {usize::BITS},
+{usize::BITS}>``: FLLEN = SLLEN = 32 on 32-bit, 64 on 64-bit; ``GlobalAlloc`` implements
+only ``alloc``/``dealloc``, so Rust's default ``realloc`` = alloc new, copy, dealloc old)
+and rlsf ``crates/rlsf/src/tlsf.rs``:
+
+- ``GRANULARITY`` = 4 usize (16 / 32 B); every block (header included) is a multiple
+  of it; a used block's header is 2 usize (``UsedBlockHdr``), the payload follows it.
+- ``insert_free_block_ptr``: the arena rounded to GRANULARITY becomes one free block
+  and a GRANULARITY-sized sentinel at its end.
+- ``allocate``: search size = round_up(size + max(align - G/2, 0) + G/2, G);
+  ``map_ceil`` gives the smallest list whose every block fits (good fit, rounded up the
+  second level), the first non-empty list from there (same first level, then higher
+  first levels) gives its head block; the block is split at round_up(header + size, G),
+  the tail becomes a free block (any tail is a valid block: sizes are multiples of G).
+- ``deallocate``: coalesce with the next then the previous physical block if free.
+- Free lists are LIFO (a block is linked at the head of list ``map_floor(size)``).
+
+Blocks and holes are reported as (offset of the block header, block size with header).
+The simulator assumes the arena start is aligned to 4096 bytes (as the oracle's arena
+was), so payload alignment follows from the offsets alone.
+
+This module also holds what the allocator simulators share: turning a trace into kernel
+arrays and a kernel's result into a :class:`~firmware_model.placement.Placement`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mcsa._jit import jit
+
+from . import ALLOC, DEALLOC, EVENT_DTYPE, REALLOC, Placement
+
+ARENA_ALIGN = 4096
+"""Alignment assumed for the arena start by every simulator here."""
+
+
+def trace_arrays(events: np.ndarray, heap_size: int, usize_bits: int, max_align: int, who: str):
+    """Validate a trace and return ``(ops, dense_obj, sizes, aligns, n_obj)`` for a kernel.
+
+    Raises
+    ------
+    TypeError
+        If ``events`` is not an array of ``EVENT_DTYPE``.
+    ValueError
+        If the pointer width, heap size, an op, a size or an alignment is invalid.
+    """
+    if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE or events.ndim != 1:
+        raise TypeError(f"{who}: events must be a 1-D array of EVENT_DTYPE")
+    if usize_bits not in (32, 64):
+        raise ValueError(f"{who}: usize_bits must be 32 or 64, got {usize_bits}")
+    if not 0 < int(heap_size) < 2**31:
+        raise ValueError(f"{who}: heap_size must be in 1..2**31-1, got {heap_size}")
+    ops = events["op"].astype(np.int64)
+    sizes = events["size"].astype(np.int64)
+    aligns = events["align"].astype(np.int64)
+    bad = np.flatnonzero((ops > REALLOC) | (sizes <= 0) | (sizes >= 2**31) | (aligns <= 0)
+                         | (aligns & (aligns - 1) != 0) | (aligns > max_align))
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(
+            f"{who}: event {i} (op {ops[i]}, size {sizes[i]}, align {aligns[i]}) is not a "
+            f"request this allocator's glue passes on (sizes 1..2**31-1, power-of-two "
+            f"alignments up to {max_align})")
+    uniq, dense = np.unique(events["obj"], return_inverse=True)
+    return ops, dense.astype(np.int64), sizes, aligns, len(uniq)
+
+
+def finish(name: str, heap_size: int, status: int, peak: int, obj_ids: np.ndarray,
+           addr: np.ndarray, bsize: np.ndarray, holes: np.ndarray) -> Placement:
+    """Build a :class:`Placement` from a kernel's end state.
+
+    ``status`` is -1 when every event ran, the failing event index when one failed, and
+    ``-2 - i`` when event ``i`` names a block that is not (or already) live.
+
+    Raises
+    ------
+    ValueError
+        If the trace is inconsistent (``status <= -2``).
+    """
+    if status <= -2:
+        raise ValueError(f"{name}: event {-2 - status} frees, reallocates or allocates an obj "
+                         "that is not, or is already, live")
+    live = np.flatnonzero(addr >= 0)
+    order = live[np.argsort(addr[live], kind="stable")]
+    blocks = np.stack([addr[order], bsize[order], obj_ids[order]], axis=1).astype(np.int64)
+    holes = holes[np.argsort(holes[:, 0], kind="stable")] if len(holes) else holes
+    return Placement(name, int(heap_size), None if status < 0 else int(status), int(peak),
+                     blocks.reshape(-1, 3), holes.reshape(-1, 2).astype(np.int64))
+
+
+@jit
+def _map(size, g_log2, sli, ceil):
+    """rlsf ``map_floor``/``map_ceil`` for a multiple of GRANULARITY: (fl, sl)."""
+    log2 = _log2(size)
+    fl = log2 - g_log2
+    if log2 >= sli:
+        shift = log2 - sli
+        sl = size >> shift
+        rounded = ceil and (size & ((1 << shift) - 1)) != 0
+    else:
+        sl = size << (sli - log2)
+        rounded = False
+    sl = (sl & ((1 << sli) - 1)) + (1 if rounded else 0)
+    fl += sl >> sli
+    return fl, sl & ((1 << sli) - 1)
+
+
+@jit
+def _log2(x):
+    """floor(log2(x)) for x > 0."""
+    n = -1
+    while x:
+        x >>= 1
+        n += 1
+    return n
+
+
+@jit
+def _link(head, nfree, pfree, bsz, count, b, size, g_log2, sli):
+    fl, sl = _map(size, g_log2, sli, False)
+    nxt = head[fl, sl]
+    head[fl, sl] = b
+    nfree[b >> 2] = nxt
+    pfree[b >> 2] = -1
+    if nxt >= 0:
+        pfree[nxt >> 2] = b
+    count[fl] += 1
+    bsz[b >> 2] = size
+
+
+@jit
+def _unlink(head, nfree, pfree, count, b, size, g_log2, sli):
+    fl, sl = _map(size, g_log2, sli, False)
+    nxt = nfree[b >> 2]
+    prv = pfree[b >> 2]
+    if nxt >= 0:
+        pfree[nxt >> 2] = prv
+    if prv >= 0:
+        nfree[prv >> 2] = nxt
+    else:
+        head[fl, sl] = nxt
+    count[fl] -= 1
+
+
+@jit
+def _rlsf_alloc(st, head, nfree, pfree, bsz, used, prevp, count, size, align, g, g_log2, sli, fllen):
+    max_over = max(align - g // 2, 0) + g // 2
+    search = (size + max_over + g - 1) & ~(g - 1)
+    fl, sl = _map(search, g_log2, sli, True)
+    if fl >= fllen:
+        return -1
+    sllen = 1 << sli
+    b = -1
+    for s in range(sl, sllen):
+        if head[fl, s] >= 0:
+            b = head[fl, s]
+            break
+    if b < 0:
+        for f in range(fl + 1, fllen):
+            if count[f] > 0:
+                for s in range(sllen):
+                    if head[f, s] >= 0:
+                        b = head[f, s]
+                        break
+                break
+    if b < 0:
+        return -1
+    bs = bsz[b >> 2]
+    _unlink(head, nfree, pfree, count, b, bs, g_log2, sli)
+    ptr = (b + g // 2 + align - 1) & ~(align - 1)
+    new_size = (ptr - b + size + g - 1) & ~(g - 1)
+    if new_size != bs:
+        nb = b + new_size
+        prevp[(b + bs) >> 2] = nb
+        prevp[nb >> 2] = b
+        used[nb >> 2] = 0
+        _link(head, nfree, pfree, bsz, count, nb, bs - new_size, g_log2, sli)
+        st[0] += bs - new_size
+    st[0] -= bs
+    used[b >> 2] = 1
+    bsz[b >> 2] = new_size
+    return b
+
+
+@jit
+def _rlsf_free(st, head, nfree, pfree, bsz, used, prevp, count, b, g_log2, sli):
+    size = bsz[b >> 2]
+    st[0] += size
+    nxt = b + size
+    if used[nxt >> 2] == 0:
+        ns = bsz[nxt >> 2]
+        _unlink(head, nfree, pfree, count, nxt, ns, g_log2, sli)
+        size += ns
+    prv = prevp[b >> 2]
+    if prv >= 0 and used[prv >> 2] == 0:
+        ps = bsz[prv >> 2]
+        _unlink(head, nfree, pfree, count, prv, ps, g_log2, sli)
+        size += ps
+        b = prv
+    used[b >> 2] = 0
+    _link(head, nfree, pfree, bsz, count, b, size, g_log2, sli)
+    prevp[(b + size) >> 2] = b
+
+
+@jit
+def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w):
+    g = 4 * w
+    g_log2 = 4 if w == 4 else 5
+    sli = 5 if w == 4 else 6
+    fllen = 8 * w
+    slots = heap_size // 4 + 2
+    # Block fields are kept per 4-byte slot of the arena (index = address >> 2).
+    nfree = np.full(slots, -1, np.int64)
+    pfree = np.full(slots, -1, np.int64)
+    bsz = np.zeros(slots, np.int64)
+    used = np.ones(slots, np.int64)
+    prevp = np.full(slots, -1, np.int64)
+    head = np.full((fllen, 1 << sli), -1, np.int64)
+    count = np.zeros(fllen, np.int64)
+    addr = np.full(n_obj, -1, np.int64)
+    st = np.zeros(1, np.int64)  # free bytes
+    length = heap_size & ~(g - 1)
+    status = -1
+    if length >= 2 * g:
+        free0 = length - g
+        used[0] = 0
+        _link(head, nfree, pfree, bsz, count, 0, free0, g_log2, sli)
+        st[0] = free0
+        used[free0 >> 2] = 1
+        bsz[free0 >> 2] = g
+        prevp[free0 >> 2] = 0
+    peak = heap_size - st[0]
+    for i in range(len(ops)):
+        o = objs[i]
+        op = ops[i]
+        if op == 0:
+            if addr[o] >= 0:
+                return -2 - i, peak, addr, bsz, nfree, used
+            b = _rlsf_alloc(st, head, nfree, pfree, bsz, used, prevp, count, sizes[i], aligns[i],
+                            g, g_log2, sli, fllen)
+            if b < 0:
+                status = i
+                break
+            addr[o] = b
+        elif op == 1:
+            if addr[o] < 0:
+                return -2 - i, peak, addr, bsz, nfree, used
+            _rlsf_free(st, head, nfree, pfree, bsz, used, prevp, count, addr[o], g_log2, sli)
+            addr[o] = -1
+        else:
+            if addr[o] < 0:
+                return -2 - i, peak, addr, bsz, nfree, used
+            b = _rlsf_alloc(st, head, nfree, pfree, bsz, used, prevp, count, sizes[i], aligns[i],
+                            g, g_log2, sli, fllen)
+            if b < 0:
+                status = i
+                break
+            peak = max(peak, heap_size - st[0])
+            _rlsf_free(st, head, nfree, pfree, bsz, used, prevp, count, addr[o], g_log2, sli)
+            addr[o] = b
+        peak = max(peak, heap_size - st[0])
+    return status, peak, addr, bsz, nfree, used
+
+
+def _walk_holes(bsz: np.ndarray, used: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Free blocks met walking physical blocks from ``start`` to ``end`` (sizes in ``bsz``)."""
+    holes = []
+    b = start
+    while b < end:
+        size = int(bsz[b >> 2])
+        if used[b >> 2] == 0:
+            holes.append((b, size))
+        b += size
+    return np.array(holes, np.int64).reshape(-1, 2)
+
+
+def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
+    """Replay ``events`` on embedded-alloc's ``TlsfHeap`` (rlsf) over ``heap_size`` bytes.
+
+    Parameters
+    ----------
+    events : numpy.ndarray
+        The trace, ``EVENT_DTYPE``.
+    heap_size : int
+        Bytes handed to ``Heap::init``.
+    usize_bits : int
+        32 or 64.
+
+    Returns
+    -------
+    Placement
+
+    Raises
+    ------
+    TypeError
+        If ``events`` is not an ``EVENT_DTYPE`` array.
+    ValueError
+        If the trace or the sizes are invalid.
+    """
+    ops, objs, sizes, aligns, n_obj = trace_arrays(events, heap_size, usize_bits, ARENA_ALIGN, "tlsf")
+    w = usize_bits // 8
+    status, peak, addr, bsz, _, used = _rlsf(ops, objs, sizes, aligns, n_obj, int(heap_size), w)
+    ids = np.unique(events["obj"])
+    live_size = np.where(addr >= 0, bsz[np.maximum(addr, 0) >> 2], 0)
+    length = int(heap_size) & ~(4 * w - 1)
+    holes = _walk_holes(bsz, used, 0, length - 4 * w) if length >= 8 * w else np.zeros((0, 2), np.int64)
+    return finish("tlsf", heap_size, status, peak, ids, addr, live_size, holes)
