@@ -40,56 +40,56 @@ def _malloc(nxt, bsz, st, size, hs, end):
         return -1
     prev = _START
     blk = st[0]
-    while bsz[blk >> 2] < wanted and nxt[blk >> 2] != _NULL:
+    while bsz[blk >> 3] < wanted and nxt[blk >> 3] != _NULL:
         prev = blk
-        blk = nxt[blk >> 2]
+        blk = nxt[blk >> 3]
     if blk == end:
         return -1
-    after = nxt[blk >> 2]
-    if bsz[blk >> 2] - wanted > 2 * hs:
+    after = nxt[blk >> 3]
+    if bsz[blk >> 3] - wanted > 2 * hs:
         new = blk + wanted
-        bsz[new >> 2] = bsz[blk >> 2] - wanted
-        bsz[blk >> 2] = wanted
-        nxt[new >> 2] = after
+        bsz[new >> 3] = bsz[blk >> 3] - wanted
+        bsz[blk >> 3] = wanted
+        nxt[new >> 3] = after
         after = new
     if prev == _START:
         st[0] = after
     else:
-        nxt[prev >> 2] = after
-    st[1] -= bsz[blk >> 2]
+        nxt[prev >> 3] = after
+    st[1] -= bsz[blk >> 3]
     return blk
 
 
 @jit
 def _free(nxt, bsz, st, blk, end):
-    st[1] += bsz[blk >> 2]
+    st[1] += bsz[blk >> 3]
     it = _START
     it_next = st[0]
     while it_next < blk:
         it = it_next
-        it_next = nxt[it >> 2]
-    if it != _START and it + bsz[it >> 2] == blk:
-        bsz[it >> 2] += bsz[blk >> 2]
+        it_next = nxt[it >> 3]
+    if it != _START and it + bsz[it >> 3] == blk:
+        bsz[it >> 3] += bsz[blk >> 3]
         blk = it
-    if blk + bsz[blk >> 2] == it_next:
+    if blk + bsz[blk >> 3] == it_next:
         if it_next != end:
-            bsz[blk >> 2] += bsz[it_next >> 2]
-            nxt[blk >> 2] = nxt[it_next >> 2]
+            bsz[blk >> 3] += bsz[it_next >> 3]
+            nxt[blk >> 3] = nxt[it_next >> 3]
         else:
-            nxt[blk >> 2] = end
+            nxt[blk >> 3] = end
     else:
-        nxt[blk >> 2] = it_next
+        nxt[blk >> 3] = it_next
     if it != blk:
         if it == _START:
             st[0] = blk
         else:
-            nxt[it >> 2] = blk
+            nxt[it >> 3] = blk
 
 
 @jit
 def _heap4(ops, objs, sizes, n_obj, heap_size, w):
     hs = (2 * w + 7) & ~7
-    slots = heap_size // 4 + 2
+    slots = heap_size // 8 + 2  # block fields per 8 bytes of arena: blocks are 8-aligned
     nxt = np.full(slots, _NULL, np.int64)
     bsz = np.zeros(slots, np.int64)
     addr = np.full(n_obj, -1, np.int64)
@@ -98,7 +98,7 @@ def _heap4(ops, objs, sizes, n_obj, heap_size, w):
     st[0] = 0
     bsz[0] = end
     nxt[0] = end
-    nxt[end >> 2] = _NULL
+    nxt[end >> 3] = _NULL
     st[1] = end
     peak = heap_size - st[1]
     status = -1
@@ -157,8 +157,8 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     holes = []
     b = int(st[0])
     while b != end:
-        holes.append((b, int(bsz[b >> 2])))
-        b = int(nxt[b >> 2])
-    live_size = np.where(addr >= 0, bsz[np.maximum(addr, 0) >> 2], 0)
+        holes.append((b, int(bsz[b >> 3])))
+        b = int(nxt[b >> 3])
+    live_size = np.where(addr >= 0, bsz[np.maximum(addr, 0) >> 3], 0)
     return finish("freertos-heap4", heap_size, status, peak, np.unique(events["obj"]), addr,
                   live_size, np.array(holes, np.int64).reshape(-1, 2))

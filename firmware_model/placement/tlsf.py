@@ -123,23 +123,23 @@ def _link(head, nfree, pfree, bsz, count, b, size, g_log2, sli):
     fl, sl = _map(size, g_log2, sli, False)
     nxt = head[fl, sl]
     head[fl, sl] = b
-    nfree[b >> 2] = nxt
-    pfree[b >> 2] = -1
+    nfree[b >> g_log2] = nxt
+    pfree[b >> g_log2] = -1
     if nxt >= 0:
-        pfree[nxt >> 2] = b
+        pfree[nxt >> g_log2] = b
     count[fl] += 1
-    bsz[b >> 2] = size
+    bsz[b >> g_log2] = size
 
 
 @jit
 def _unlink(head, nfree, pfree, count, b, size, g_log2, sli):
     fl, sl = _map(size, g_log2, sli, False)
-    nxt = nfree[b >> 2]
-    prv = pfree[b >> 2]
+    nxt = nfree[b >> g_log2]
+    prv = pfree[b >> g_log2]
     if nxt >= 0:
-        pfree[nxt >> 2] = prv
+        pfree[nxt >> g_log2] = prv
     if prv >= 0:
-        nfree[prv >> 2] = nxt
+        nfree[prv >> g_log2] = nxt
     else:
         head[fl, sl] = nxt
     count[fl] -= 1
@@ -168,41 +168,41 @@ def _rlsf_alloc(st, head, nfree, pfree, bsz, used, prevp, count, size, align, g,
                 break
     if b < 0:
         return -1
-    bs = bsz[b >> 2]
+    bs = bsz[b >> g_log2]
     _unlink(head, nfree, pfree, count, b, bs, g_log2, sli)
     ptr = (b + g // 2 + align - 1) & ~(align - 1)
     new_size = (ptr - b + size + g - 1) & ~(g - 1)
     if new_size != bs:
         nb = b + new_size
-        prevp[(b + bs) >> 2] = nb
-        prevp[nb >> 2] = b
-        used[nb >> 2] = 0
+        prevp[(b + bs) >> g_log2] = nb
+        prevp[nb >> g_log2] = b
+        used[nb >> g_log2] = 0
         _link(head, nfree, pfree, bsz, count, nb, bs - new_size, g_log2, sli)
         st[0] += bs - new_size
     st[0] -= bs
-    used[b >> 2] = 1
-    bsz[b >> 2] = new_size
+    used[b >> g_log2] = 1
+    bsz[b >> g_log2] = new_size
     return b
 
 
 @jit
 def _rlsf_free(st, head, nfree, pfree, bsz, used, prevp, count, b, g_log2, sli):
-    size = bsz[b >> 2]
+    size = bsz[b >> g_log2]
     st[0] += size
     nxt = b + size
-    if used[nxt >> 2] == 0:
-        ns = bsz[nxt >> 2]
+    if used[nxt >> g_log2] == 0:
+        ns = bsz[nxt >> g_log2]
         _unlink(head, nfree, pfree, count, nxt, ns, g_log2, sli)
         size += ns
-    prv = prevp[b >> 2]
-    if prv >= 0 and used[prv >> 2] == 0:
-        ps = bsz[prv >> 2]
+    prv = prevp[b >> g_log2]
+    if prv >= 0 and used[prv >> g_log2] == 0:
+        ps = bsz[prv >> g_log2]
         _unlink(head, nfree, pfree, count, prv, ps, g_log2, sli)
         size += ps
         b = prv
-    used[b >> 2] = 0
+    used[b >> g_log2] = 0
     _link(head, nfree, pfree, bsz, count, b, size, g_log2, sli)
-    prevp[(b + size) >> 2] = b
+    prevp[(b + size) >> g_log2] = b
 
 
 @jit
@@ -211,8 +211,8 @@ def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w):
     g_log2 = 4 if w == 4 else 5
     sli = 5 if w == 4 else 6
     fllen = 8 * w
-    slots = heap_size // 4 + 2
-    # Block fields are kept per 4-byte slot of the arena (index = address >> 2).
+    slots = (heap_size >> g_log2) + 2
+    # Block fields are kept per GRANULARITY of the arena (index = address >> g_log2).
     nfree = np.full(slots, -1, np.int64)
     pfree = np.full(slots, -1, np.int64)
     bsz = np.zeros(slots, np.int64)
@@ -229,9 +229,9 @@ def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w):
         used[0] = 0
         _link(head, nfree, pfree, bsz, count, 0, free0, g_log2, sli)
         st[0] = free0
-        used[free0 >> 2] = 1
-        bsz[free0 >> 2] = g
-        prevp[free0 >> 2] = 0
+        used[free0 >> g_log2] = 1
+        bsz[free0 >> g_log2] = g
+        prevp[free0 >> g_log2] = 0
     peak = heap_size - st[0]
     for i in range(len(ops)):
         o = objs[i]
@@ -265,13 +265,13 @@ def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w):
     return status, peak, addr, bsz, nfree, used
 
 
-def _walk_holes(bsz: np.ndarray, used: np.ndarray, start: int, end: int) -> np.ndarray:
+def _walk_holes(bsz: np.ndarray, used: np.ndarray, start: int, end: int, g_log2: int) -> np.ndarray:
     """Free blocks met walking physical blocks from ``start`` to ``end`` (sizes in ``bsz``)."""
     holes = []
     b = start
     while b < end:
-        size = int(bsz[b >> 2])
-        if used[b >> 2] == 0:
+        size = int(bsz[b >> g_log2])
+        if used[b >> g_log2] == 0:
             holes.append((b, size))
         b += size
     return np.array(holes, np.int64).reshape(-1, 2)
@@ -302,9 +302,9 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     """
     ops, objs, sizes, aligns, n_obj = trace_arrays(events, heap_size, usize_bits, ARENA_ALIGN, "tlsf")
     w = usize_bits // 8
+    g_log2 = 4 if w == 4 else 5
     status, peak, addr, bsz, _, used = _rlsf(ops, objs, sizes, aligns, n_obj, int(heap_size), w)
-    ids = np.unique(events["obj"])
-    live_size = np.where(addr >= 0, bsz[np.maximum(addr, 0) >> 2], 0)
+    live_size = np.where(addr >= 0, bsz[np.maximum(addr, 0) >> g_log2], 0)
     length = int(heap_size) & ~(4 * w - 1)
-    holes = _walk_holes(bsz, used, 0, length - 4 * w) if length >= 8 * w else np.zeros((0, 2), np.int64)
-    return finish("tlsf", heap_size, status, peak, ids, addr, live_size, holes)
+    holes = _walk_holes(bsz, used, 0, length - 4 * w, g_log2) if length >= 8 * w else np.zeros((0, 2), np.int64)
+    return finish("tlsf", heap_size, status, peak, np.unique(events["obj"]), addr, live_size, holes)
