@@ -38,7 +38,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from .tlsf import finish, trace_arrays
+from .tlsf import _log2, finish, trace_arrays
 
 
 def control(pool: int) -> tuple[int, int, int, int]:
@@ -48,15 +48,6 @@ def control(pool: int) -> tuple[int, int, int, int]:
     sl_log2 = 3 if pool <= 16 * 1024 else 4 if pool <= 256 * 1024 else 5
     fl_count = fl_index_max - (sl_log2 + 2) + 1
     return fl_index_max, sl_log2, fl_count, 36 + 4 * fl_count + 4 * fl_count * (1 << sl_log2)
-
-
-@jit
-def _log2(x):
-    n = -1
-    while x:
-        x >>= 1
-        n += 1
-    return n
 
 
 @jit

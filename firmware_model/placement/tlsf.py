@@ -236,30 +236,20 @@ def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w):
     for i in range(len(ops)):
         o = objs[i]
         op = ops[i]
-        if op == 0:
-            if addr[o] >= 0:
-                return -2 - i, peak, addr, bsz, nfree, used
-            b = _rlsf_alloc(st, head, nfree, pfree, bsz, used, prevp, count, sizes[i], aligns[i],
-                            g, g_log2, sli, fllen)
-            if b < 0:
-                status = i
-                break
-            addr[o] = b
-        elif op == 1:
-            if addr[o] < 0:
-                return -2 - i, peak, addr, bsz, nfree, used
+        if (op == 0) != (addr[o] < 0):
+            return -2 - i, peak, addr, bsz, nfree, used
+        if op == 1:
             _rlsf_free(st, head, nfree, pfree, bsz, used, prevp, count, addr[o], g_log2, sli)
             addr[o] = -1
         else:
-            if addr[o] < 0:
-                return -2 - i, peak, addr, bsz, nfree, used
             b = _rlsf_alloc(st, head, nfree, pfree, bsz, used, prevp, count, sizes[i], aligns[i],
                             g, g_log2, sli, fllen)
             if b < 0:
                 status = i
                 break
-            peak = max(peak, heap_size - st[0])
-            _rlsf_free(st, head, nfree, pfree, bsz, used, prevp, count, addr[o], g_log2, sli)
+            if op == 2:
+                peak = max(peak, heap_size - st[0])
+                _rlsf_free(st, head, nfree, pfree, bsz, used, prevp, count, addr[o], g_log2, sli)
             addr[o] = b
         peak = max(peak, heap_size - st[0])
     return status, peak, addr, bsz, nfree, used
