@@ -115,7 +115,7 @@ def test_golden_points_include_failures_and_fits():
     step traces and random ones, for every pointer width it models."""
     for name in MODULES:
         records = [r for r in _read("results.jsonl.gz") if r["allocator"] == name]
-        widths = {32} if name == "esp-idf" else {32, 64} if name != "tlsf" else {64}
+        widths = {32} if name == "esp-idf" else {32, 64}
         assert {r["usize_bits"] for r in records} == widths
         assert any(r["failed_event"] is None for r in records)
         assert any(r["failed_event"] is not None for r in records)

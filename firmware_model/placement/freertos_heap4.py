@@ -144,15 +144,16 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     TypeError
         If ``events`` is not an ``EVENT_DTYPE`` array.
     ValueError
-        If the trace is invalid, an alignment exceeds 8 or the heap is too small to hold
-        its end marker.
+        If the trace is invalid, an alignment exceeds 8 or the heap cannot hold the end
+        marker and one 8-byte block (``prvHeapInit`` would underflow or overlap them).
     """
     ops, objs, sizes, _, n_obj = trace_arrays(events, heap_size, usize_bits, 8, "freertos-heap4")
     w = usize_bits // 8
-    if heap_size < 4 * w + 8:
-        raise ValueError(f"freertos-heap4: heap_size {heap_size} cannot hold a block and the end marker")
-    status, peak, addr, bsz, nxt, st = _heap4(ops, objs, sizes, n_obj, int(heap_size), w)
     hs = (2 * w + 7) & ~7
+    if heap_size < hs + 8:
+        raise ValueError(f"freertos-heap4: heap_size {heap_size} cannot hold the end marker and a block "
+                         f"(at least {hs + 8} bytes)")
+    status, peak, addr, bsz, nxt, st = _heap4(ops, objs, sizes, n_obj, int(heap_size), w)
     end = (int(heap_size) - hs) & ~7
     holes = []
     b = int(st[0])
