@@ -168,4 +168,4 @@ def test_unmodelled_requests_are_refused():
         with pytest.raises(ValueError, match="alignment"):
             simulator(name)(events, 4096, 32)
     with pytest.raises(ValueError, match="32-bit"):
-        simulator("esp-idf")(np.array([(ALLOC, 1, 64, 4)], dtype=EVENT_DTYPE), 4096, 64)
+        simulator("esp-idf")(np.array([(ALLOC, 1, 64, 8)], dtype=EVENT_DTYPE), 4096, 64)

@@ -282,9 +282,9 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
         If ``usize_bits`` is not 32, the trace is invalid or an alignment exceeds 4
         (std's ``MIN_ALIGN`` on ESP-IDF; larger ones go through ``memalign``).
     """
-    ops, objs, sizes, _, n_obj = trace_arrays(events, heap_size, usize_bits, 4, "esp-idf")
     if usize_bits != 32:
         raise ValueError(f"esp-idf: ESP-IDF targets are 32-bit; usize_bits {usize_bits} is not modelled")
+    ops, objs, sizes, _, n_obj = trace_arrays(events, heap_size, usize_bits, 4, "esp-idf")
     w = 4
     heap_size = int(heap_size)
     pool = heap_size - 5 * w
