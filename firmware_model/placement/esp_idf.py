@@ -38,7 +38,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from .tlsf import _log2, finish, trace_arrays
+from .tlsf import _ix, _live_sizes, _log2, finish, table_size, trace_arrays
 
 
 def control(pool: int) -> tuple[int, int, int, int]:
@@ -61,69 +61,69 @@ def _mapping(size, sl_log2):
 
 
 @jit
-def _insert(f, head, count, b, sl_log2):
-    fl, sl = _mapping(f[1, b >> 2], sl_log2)
+def _insert(f, keys, head, count, b, sl_log2):
+    fl, sl = _mapping(f[1, _ix(keys, b)], sl_log2)
     nxt = head[fl, sl]
-    f[4, b >> 2] = nxt
-    f[5, b >> 2] = -1
+    f[4, _ix(keys, b)] = nxt
+    f[5, _ix(keys, b)] = -1
     if nxt >= 0:
-        f[5, nxt >> 2] = b
+        f[5, _ix(keys, nxt)] = b
     head[fl, sl] = b
     count[fl] += 1
 
 
 @jit
-def _remove(f, head, count, b, sl_log2):
-    fl, sl = _mapping(f[1, b >> 2], sl_log2)
-    nxt = f[4, b >> 2]
-    prv = f[5, b >> 2]
+def _remove(f, keys, head, count, b, sl_log2):
+    fl, sl = _mapping(f[1, _ix(keys, b)], sl_log2)
+    nxt = f[4, _ix(keys, b)]
+    prv = f[5, _ix(keys, b)]
     if nxt >= 0:
-        f[5, nxt >> 2] = prv
+        f[5, _ix(keys, nxt)] = prv
     if prv >= 0:
-        f[4, prv >> 2] = nxt
+        f[4, _ix(keys, prv)] = nxt
     if head[fl, sl] == b:
         head[fl, sl] = nxt
     count[fl] -= 1
 
 
-# Block fields, per 4-byte slot of the block header's address (index = address >> 2):
+# Block fields, in the table slot of the block header's address (``tlsf._ix``):
 # f[0] prev_phys_block, f[1] size, f[2] free, f[3] prev free, f[4] next_free, f[5] prev_free.
 
 
 @jit
-def _next(f, b, w):
-    return b + w + f[1, b >> 2]
+def _next(f, keys, b, w):
+    return b + w + f[1, _ix(keys, b)]
 
 
 @jit
-def _absorb(f, prev, b, w):
-    f[1, prev >> 2] += f[1, b >> 2] + w
-    f[0, _next(f, prev, w) >> 2] = prev
+def _absorb(f, keys, prev, b, w):
+    f[1, _ix(keys, prev)] += f[1, _ix(keys, b)] + w
+    f[0, _ix(keys, _next(f, keys, prev, w))] = prev
 
 
 @jit
-def _merge_next(f, head, count, b, w, sl_log2):
-    n = _next(f, b, w)
-    if f[2, n >> 2]:
-        _remove(f, head, count, n, sl_log2)
-        _absorb(f, b, n, w)
+def _merge_next(f, keys, head, count, b, w, sl_log2):
+    n = _next(f, keys, b, w)
+    if f[2, _ix(keys, n)]:
+        _remove(f, keys, head, count, n, sl_log2)
+        _absorb(f, keys, b, n, w)
 
 
 @jit
-def _split(f, b, size, w):
+def _split(f, keys, b, size, w):
     """``block_split``: cut ``b`` to ``size``, mark the rest free, return it."""
     rem = b + w + size
-    f[1, rem >> 2] = f[1, b >> 2] - (size + w)
-    f[1, b >> 2] = size
-    n = _next(f, rem, w)
-    f[0, n >> 2] = rem
-    f[3, n >> 2] = 1
-    f[2, rem >> 2] = 1
+    f[1, _ix(keys, rem)] = f[1, _ix(keys, b)] - (size + w)
+    f[1, _ix(keys, b)] = size
+    n = _next(f, keys, rem, w)
+    f[0, _ix(keys, n)] = rem
+    f[3, _ix(keys, n)] = 1
+    f[2, _ix(keys, rem)] = 1
     return rem
 
 
 @jit
-def _malloc(f, head, count, st, size, w, sl_log2, fl_index_max, fl_count):
+def _malloc(f, keys, head, count, st, size, w, sl_log2, fl_index_max, fl_count):
     if st[1] == 0:
         return -1
     adjust = (size + 3) & ~3
@@ -151,69 +151,69 @@ def _malloc(f, head, count, st, size, w, sl_log2, fl_index_max, fl_count):
                 break
     if b < 0:
         return -1
-    _remove(f, head, count, b, sl_log2)
-    st[0] -= f[1, b >> 2] + w
-    if f[1, b >> 2] >= 4 * w + adjust:
-        rem = _split(f, b, adjust, w)
-        f[0, rem >> 2] = b
-        f[3, rem >> 2] = 1
-        _insert(f, head, count, rem, sl_log2)
-        st[0] += f[1, rem >> 2] + w
-    f[3, _next(f, b, w) >> 2] = 0
-    f[2, b >> 2] = 0
+    _remove(f, keys, head, count, b, sl_log2)
+    st[0] -= f[1, _ix(keys, b)] + w
+    if f[1, _ix(keys, b)] >= 4 * w + adjust:
+        rem = _split(f, keys, b, adjust, w)
+        f[0, _ix(keys, rem)] = b
+        f[3, _ix(keys, rem)] = 1
+        _insert(f, keys, head, count, rem, sl_log2)
+        st[0] += f[1, _ix(keys, rem)] + w
+    f[3, _ix(keys, _next(f, keys, b, w))] = 0
+    f[2, _ix(keys, b)] = 0
     return b
 
 
 @jit
-def _free(f, head, count, st, b, w, sl_log2):
-    st[0] += f[1, b >> 2] + w
-    n = _next(f, b, w)
-    f[0, n >> 2] = b
-    f[3, n >> 2] = 1
-    f[2, b >> 2] = 1
-    if f[3, b >> 2]:
-        prev = f[0, b >> 2]
-        _remove(f, head, count, prev, sl_log2)
-        _absorb(f, prev, b, w)
+def _free(f, keys, head, count, st, b, w, sl_log2):
+    st[0] += f[1, _ix(keys, b)] + w
+    n = _next(f, keys, b, w)
+    f[0, _ix(keys, n)] = b
+    f[3, _ix(keys, n)] = 1
+    f[2, _ix(keys, b)] = 1
+    if f[3, _ix(keys, b)]:
+        prev = f[0, _ix(keys, b)]
+        _remove(f, keys, head, count, prev, sl_log2)
+        _absorb(f, keys, prev, b, w)
         b = prev
-    _merge_next(f, head, count, b, w, sl_log2)
-    _insert(f, head, count, b, sl_log2)
+    _merge_next(f, keys, head, count, b, w, sl_log2)
+    _insert(f, keys, head, count, b, sl_log2)
 
 
 @jit
-def _realloc(f, head, count, st, b, size, w, sl_log2, fl_index_max, fl_count):
-    n = _next(f, b, w)
-    cur = f[1, b >> 2]
-    combined = cur + f[1, n >> 2] + w
+def _realloc(f, keys, head, count, st, b, size, w, sl_log2, fl_index_max, fl_count):
+    n = _next(f, keys, b, w)
+    cur = f[1, _ix(keys, b)]
+    combined = cur + f[1, _ix(keys, n)] + w
     adjust = (size + 3) & ~3
     if adjust >= (1 << fl_index_max):
         return -1, 0
     adjust = max(adjust, 3 * w)
-    if adjust > cur and (f[2, n >> 2] == 0 or adjust > combined):
-        nb = _malloc(f, head, count, st, size, w, sl_log2, fl_index_max, fl_count)
+    if adjust > cur and (f[2, _ix(keys, n)] == 0 or adjust > combined):
+        nb = _malloc(f, keys, head, count, st, size, w, sl_log2, fl_index_max, fl_count)
         if nb < 0:
             return -1, 0
         moved_peak = st[0]
-        _free(f, head, count, st, b, w, sl_log2)
+        _free(f, keys, head, count, st, b, w, sl_log2)
         return nb, moved_peak
     if adjust > cur:
-        st[0] -= f[1, n >> 2] + w
-        _merge_next(f, head, count, b, w, sl_log2)
-        f[3, _next(f, b, w) >> 2] = 0
-        f[2, b >> 2] = 0
-    if f[1, b >> 2] >= 4 * w + adjust:
-        rem = _split(f, b, adjust, w)
-        f[3, rem >> 2] = 0
-        st[0] += f[1, rem >> 2] + w
-        _merge_next(f, head, count, rem, w, sl_log2)
-        _insert(f, head, count, rem, sl_log2)
+        st[0] -= f[1, _ix(keys, n)] + w
+        _merge_next(f, keys, head, count, b, w, sl_log2)
+        f[3, _ix(keys, _next(f, keys, b, w))] = 0
+        f[2, _ix(keys, b)] = 0
+    if f[1, _ix(keys, b)] >= 4 * w + adjust:
+        rem = _split(f, keys, b, adjust, w)
+        f[3, _ix(keys, rem)] = 0
+        st[0] += f[1, _ix(keys, rem)] + w
+        _merge_next(f, keys, head, count, rem, w, sl_log2)
+        _insert(f, keys, head, count, rem, sl_log2)
     return b, st[0]
 
 
 @jit
-def _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes, sl_log2, fl_index_max, fl_count):
-    slots = heap_size // 4 + 4
-    f = np.zeros((6, slots), np.int64)
+def _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes, sl_log2, fl_index_max, fl_count, cap):
+    keys = np.full(cap, -1, np.int64)
+    f = np.zeros((6, cap), np.int64)
     f[0, :] = -1
     f[4, :] = -1
     f[5, :] = -1
@@ -223,12 +223,12 @@ def _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes, sl_log2, fl_i
     st = np.zeros(2, np.int64)  # free bytes (payload + size word), heap usable
     if pool_bytes > 0:
         b0 = pool0 - w
-        f[1, b0 >> 2] = pool_bytes
-        f[2, b0 >> 2] = 1
-        _insert(f, head, count, b0, sl_log2)
-        sentinel = _next(f, b0, w)
-        f[0, sentinel >> 2] = b0
-        f[3, sentinel >> 2] = 1
+        f[1, _ix(keys, b0)] = pool_bytes
+        f[2, _ix(keys, b0)] = 1
+        _insert(f, keys, head, count, b0, sl_log2)
+        sentinel = _next(f, keys, b0, w)
+        f[0, _ix(keys, sentinel)] = b0
+        f[3, _ix(keys, sentinel)] = 1
         st[0] = pool_bytes + w
         st[1] = 1
     peak = heap_size - st[0]
@@ -237,25 +237,35 @@ def _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes, sl_log2, fl_i
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):
-            return -2 - i, peak, addr, f
+            return -2 - i, peak, addr, addr, np.zeros((0, 2), np.int64)
         if op == 0:
-            b = _malloc(f, head, count, st, sizes[i], w, sl_log2, fl_index_max, fl_count)
+            b = _malloc(f, keys, head, count, st, sizes[i], w, sl_log2, fl_index_max, fl_count)
             if b < 0:
                 status = i
                 break
             addr[o] = b
         elif op == 1:
-            _free(f, head, count, st, addr[o], w, sl_log2)
+            _free(f, keys, head, count, st, addr[o], w, sl_log2)
             addr[o] = -1
         else:
-            b, low = _realloc(f, head, count, st, addr[o], sizes[i], w, sl_log2, fl_index_max, fl_count)
+            b, low = _realloc(f, keys, head, count, st, addr[o], sizes[i], w, sl_log2, fl_index_max, fl_count)
             if b < 0:
                 status = i
                 break
             peak = max(peak, heap_size - low)
             addr[o] = b
         peak = max(peak, heap_size - st[0])
-    return status, peak, addr, f
+    holes = np.zeros((len(ops) + 1, 2), np.int64)
+    m = 0
+    b = pool0 - w
+    while pool_bytes > 0 and f[1, _ix(keys, b)] != 0:
+        size = f[1, _ix(keys, b)]
+        if f[2, _ix(keys, b)]:
+            holes[m, 0] = b + w
+            holes[m, 1] = size + w
+            m += 1
+        b += w + size
+    return status, peak, addr, _live_sizes(keys, f[1], addr, w), holes[:m]
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
@@ -293,17 +303,7 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     if pool_bytes < 3 * w or pool_bytes > (1 << fl_index_max):
         pool_bytes = 0
     pool0 = 5 * w + ctrl
-    status, peak, addr, f = _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes,
-                                 sl_log2, fl_index_max, fl_count)
-    holes = []
-    if pool_bytes:
-        b = pool0 - w
-        while f[1, b >> 2] != 0:
-            size = int(f[1, b >> 2])
-            if f[2, b >> 2]:
-                holes.append((b + w, size + w))
-            b += w + size
-    live = addr >= 0
-    live_size = np.where(live, f[1, np.maximum(addr, 0) >> 2] + w, 0)
+    status, peak, addr, live_size, holes = _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes,
+                                                sl_log2, fl_index_max, fl_count, table_size(len(ops)))
     return finish("esp-idf", heap_size, status, peak, np.unique(events["obj"]),
-                  np.where(live, addr + w, -1), live_size, np.array(holes, np.int64).reshape(-1, 2))
+                  np.where(addr >= 0, addr + w, -1), live_size, holes)

@@ -27,78 +27,78 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from .tlsf import finish, trace_arrays
+from .tlsf import _ix, _live_sizes, finish, table_size, trace_arrays
 
 _NULL = -1
 _START = -2
 
 
 @jit
-def _malloc(nxt, bsz, st, size, hs, end):
+def _malloc(keys, nxt, bsz, st, size, hs, end):
     wanted = (size + hs + 7) & ~7
     if wanted > st[1]:
         return -1
     prev = _START
     blk = st[0]
-    while bsz[blk >> 3] < wanted and nxt[blk >> 3] != _NULL:
+    while bsz[_ix(keys, blk)] < wanted and nxt[_ix(keys, blk)] != _NULL:
         prev = blk
-        blk = nxt[blk >> 3]
+        blk = nxt[_ix(keys, blk)]
     if blk == end:
         return -1
-    after = nxt[blk >> 3]
-    if bsz[blk >> 3] - wanted > 2 * hs:
+    after = nxt[_ix(keys, blk)]
+    if bsz[_ix(keys, blk)] - wanted > 2 * hs:
         new = blk + wanted
-        bsz[new >> 3] = bsz[blk >> 3] - wanted
-        bsz[blk >> 3] = wanted
-        nxt[new >> 3] = after
+        bsz[_ix(keys, new)] = bsz[_ix(keys, blk)] - wanted
+        bsz[_ix(keys, blk)] = wanted
+        nxt[_ix(keys, new)] = after
         after = new
     if prev == _START:
         st[0] = after
     else:
-        nxt[prev >> 3] = after
-    st[1] -= bsz[blk >> 3]
+        nxt[_ix(keys, prev)] = after
+    st[1] -= bsz[_ix(keys, blk)]
     return blk
 
 
 @jit
-def _free(nxt, bsz, st, blk, end):
-    st[1] += bsz[blk >> 3]
+def _free(keys, nxt, bsz, st, blk, end):
+    st[1] += bsz[_ix(keys, blk)]
     it = _START
     it_next = st[0]
     while it_next < blk:
         it = it_next
-        it_next = nxt[it >> 3]
-    if it != _START and it + bsz[it >> 3] == blk:
-        bsz[it >> 3] += bsz[blk >> 3]
+        it_next = nxt[_ix(keys, it)]
+    if it != _START and it + bsz[_ix(keys, it)] == blk:
+        bsz[_ix(keys, it)] += bsz[_ix(keys, blk)]
         blk = it
-    if blk + bsz[blk >> 3] == it_next:
+    if blk + bsz[_ix(keys, blk)] == it_next:
         if it_next != end:
-            bsz[blk >> 3] += bsz[it_next >> 3]
-            nxt[blk >> 3] = nxt[it_next >> 3]
+            bsz[_ix(keys, blk)] += bsz[_ix(keys, it_next)]
+            nxt[_ix(keys, blk)] = nxt[_ix(keys, it_next)]
         else:
-            nxt[blk >> 3] = end
+            nxt[_ix(keys, blk)] = end
     else:
-        nxt[blk >> 3] = it_next
+        nxt[_ix(keys, blk)] = it_next
     if it != blk:
         if it == _START:
             st[0] = blk
         else:
-            nxt[it >> 3] = blk
+            nxt[_ix(keys, it)] = blk
 
 
 @jit
-def _heap4(ops, objs, sizes, n_obj, heap_size, w):
+def _heap4(ops, objs, sizes, n_obj, heap_size, w, cap):
     hs = (2 * w + 7) & ~7
-    slots = heap_size // 8 + 2  # block fields per 8 bytes of arena: blocks are 8-aligned
-    nxt = np.full(slots, _NULL, np.int64)
-    bsz = np.zeros(slots, np.int64)
+    keys = np.full(cap, -1, np.int64)
+    nxt = np.full(len(keys), _NULL, np.int64)
+    bsz = np.zeros(len(keys), np.int64)
     addr = np.full(n_obj, -1, np.int64)
     end = (heap_size - hs) & ~7
     st = np.zeros(2, np.int64)  # head of the free list, xFreeBytesRemaining
     st[0] = 0
-    bsz[0] = end
-    nxt[0] = end
-    nxt[end >> 3] = _NULL
+    bsz[_ix(keys, 0)] = end
+    nxt[_ix(keys, 0)] = end
+    nxt[_ix(keys, end)] = _NULL
     st[1] = end
     peak = heap_size - st[1]
     status = -1
@@ -106,21 +106,29 @@ def _heap4(ops, objs, sizes, n_obj, heap_size, w):
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):
-            return -2 - i, peak, addr, bsz, nxt, st
+            return -2 - i, peak, addr, addr, np.zeros((0, 2), np.int64)
         if op == 1:
-            _free(nxt, bsz, st, addr[o], end)
+            _free(keys, nxt, bsz, st, addr[o], end)
             addr[o] = -1
         else:
-            b = _malloc(nxt, bsz, st, sizes[i], hs, end)
+            b = _malloc(keys, nxt, bsz, st, sizes[i], hs, end)
             if b < 0:
                 status = i
                 break
             if op == 2:
                 peak = max(peak, heap_size - st[1])
-                _free(nxt, bsz, st, addr[o], end)
+                _free(keys, nxt, bsz, st, addr[o], end)
             addr[o] = b
         peak = max(peak, heap_size - st[1])
-    return status, peak, addr, bsz, nxt, st
+    holes = np.zeros((len(ops) + 1, 2), np.int64)
+    m = 0
+    b = st[0]
+    while b != end:
+        holes[m, 0] = b
+        holes[m, 1] = bsz[_ix(keys, b)]
+        m += 1
+        b = nxt[_ix(keys, b)]
+    return status, peak, addr, _live_sizes(keys, bsz, addr, 0), holes[:m]
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
@@ -153,13 +161,7 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     if heap_size < hs + 8:
         raise ValueError(f"freertos-heap4: heap_size {heap_size} cannot hold the end marker and a block "
                          f"(at least {hs + 8} bytes)")
-    status, peak, addr, bsz, nxt, st = _heap4(ops, objs, sizes, n_obj, int(heap_size), w)
-    end = (int(heap_size) - hs) & ~7
-    holes = []
-    b = int(st[0])
-    while b != end:
-        holes.append((b, int(bsz[b >> 3])))
-        b = int(nxt[b >> 3])
-    live_size = np.where(addr >= 0, bsz[np.maximum(addr, 0) >> 3], 0)
+    status, peak, addr, live_size, holes = _heap4(ops, objs, sizes, n_obj, int(heap_size), w,
+                                                  table_size(len(ops)))
     return finish("freertos-heap4", heap_size, status, peak, np.unique(events["obj"]), addr,
-                  live_size, np.array(holes, np.int64).reshape(-1, 2))
+                  live_size, holes)

@@ -34,11 +34,11 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from .tlsf import finish, trace_arrays
+from .tlsf import _ix, _live_sizes, finish, table_size, trace_arrays
 
 
 @jit
-def _malloc(nxt, bsz, st, s, w, heap_size):
+def _malloc(keys, nxt, bsz, st, s, w, heap_size):
     pad = max(8, w) - w
     minchunk = w + pad + w
     size = max(((s + w - 1) & ~(w - 1)) + pad + w, minchunk)
@@ -47,96 +47,96 @@ def _malloc(nxt, bsz, st, s, w, heap_size):
     p = st[0]
     r = p
     while r >= 0:
-        rem = bsz[r >> 2] - size
+        rem = bsz[_ix(keys, r)] - size
         if rem >= 0:
             if rem >= minchunk:
-                bsz[r >> 2] = size
+                bsz[_ix(keys, r)] = size
                 new = r + size
-                bsz[new >> 2] = rem
-                nxt[new >> 2] = nxt[r >> 2]
+                bsz[_ix(keys, new)] = rem
+                nxt[_ix(keys, new)] = nxt[_ix(keys, r)]
                 if p == r:
                     st[0] = new
                 else:
-                    nxt[p >> 2] = new
+                    nxt[_ix(keys, p)] = new
             elif p == r:
-                st[0] = nxt[r >> 2]
+                st[0] = nxt[_ix(keys, r)]
             else:
-                nxt[p >> 2] = nxt[r >> 2]
-            st[2] -= bsz[r >> 2]
+                nxt[_ix(keys, p)] = nxt[_ix(keys, r)]
+            st[2] -= bsz[_ix(keys, r)]
             return r
         p = r
-        r = nxt[r >> 2]
+        r = nxt[_ix(keys, r)]
     if st[1] + size <= heap_size:
         r = st[1]
         st[1] += size
-        bsz[r >> 2] = size
+        bsz[_ix(keys, r)] = size
         return r
     # sbrk failed: grow the last free chunk if it ends at the break
     p = st[0]
     r = p
     while r >= 0:
         p = r
-        r = nxt[r >> 2]
-    if p < 0 or p + bsz[p >> 2] != st[1]:
+        r = nxt[_ix(keys, r)]
+    if p < 0 or p + bsz[_ix(keys, p)] != st[1]:
         return -1
-    extra = size - bsz[p >> 2]
+    extra = size - bsz[_ix(keys, p)]
     if st[1] + extra > heap_size:
         return -1
     st[1] += extra
-    st[2] -= bsz[p >> 2]
-    bsz[p >> 2] += extra
-    if nxt[st[0] >> 2] < 0:
+    st[2] -= bsz[_ix(keys, p)]
+    bsz[_ix(keys, p)] += extra
+    if nxt[_ix(keys, st[0])] < 0:
         st[0] = -1
     else:
         r = st[0]
-        while nxt[r >> 2] != p:
-            r = nxt[r >> 2]
-        nxt[r >> 2] = -1
+        while nxt[_ix(keys, r)] != p:
+            r = nxt[_ix(keys, r)]
+        nxt[_ix(keys, r)] = -1
     return p
 
 
 @jit
-def _free(nxt, bsz, st, c):
-    st[2] += bsz[c >> 2]
+def _free(keys, nxt, bsz, st, c):
+    st[2] += bsz[_ix(keys, c)]
     head = st[0]
     if head < 0:
-        nxt[c >> 2] = -1
+        nxt[_ix(keys, c)] = -1
         st[0] = c
         return
     if c < head:
-        if c + bsz[c >> 2] == head:
-            bsz[c >> 2] += bsz[head >> 2]
-            nxt[c >> 2] = nxt[head >> 2]
+        if c + bsz[_ix(keys, c)] == head:
+            bsz[_ix(keys, c)] += bsz[_ix(keys, head)]
+            nxt[_ix(keys, c)] = nxt[_ix(keys, head)]
         else:
-            nxt[c >> 2] = head
+            nxt[_ix(keys, c)] = head
         st[0] = c
         return
     q = head
     p = q
     while True:
         p = q
-        q = nxt[q >> 2]
+        q = nxt[_ix(keys, q)]
         if not (q >= 0 and q <= c):
             break
-    if p + bsz[p >> 2] == c:
-        bsz[p >> 2] += bsz[c >> 2]
-        if q >= 0 and p + bsz[p >> 2] == q:
-            bsz[p >> 2] += bsz[q >> 2]
-            nxt[p >> 2] = nxt[q >> 2]
-    elif q >= 0 and c + bsz[c >> 2] == q:
-        bsz[c >> 2] += bsz[q >> 2]
-        nxt[c >> 2] = nxt[q >> 2]
-        nxt[p >> 2] = c
+    if p + bsz[_ix(keys, p)] == c:
+        bsz[_ix(keys, p)] += bsz[_ix(keys, c)]
+        if q >= 0 and p + bsz[_ix(keys, p)] == q:
+            bsz[_ix(keys, p)] += bsz[_ix(keys, q)]
+            nxt[_ix(keys, p)] = nxt[_ix(keys, q)]
+    elif q >= 0 and c + bsz[_ix(keys, c)] == q:
+        bsz[_ix(keys, c)] += bsz[_ix(keys, q)]
+        nxt[_ix(keys, c)] = nxt[_ix(keys, q)]
+        nxt[_ix(keys, p)] = c
     else:
-        nxt[c >> 2] = q
-        nxt[p >> 2] = c
+        nxt[_ix(keys, c)] = q
+        nxt[_ix(keys, p)] = c
 
 
 @jit
-def _nano(ops, objs, sizes, n_obj, heap_size, w):
-    slots = heap_size // 4 + 2
-    nxt = np.full(slots, -1, np.int64)
-    bsz = np.zeros(slots, np.int64)
+def _nano(ops, objs, sizes, n_obj, heap_size, w, cap):
+    keys = np.full(cap, -1, np.int64)
+    nxt = np.full(cap, -1, np.int64)
+    bsz = np.zeros(cap, np.int64)
     addr = np.full(n_obj, -1, np.int64)
     st = np.zeros(3, np.int64)  # free list head, break, bytes in free chunks
     st[0] = -1
@@ -146,27 +146,42 @@ def _nano(ops, objs, sizes, n_obj, heap_size, w):
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):
-            return -2 - i, peak, addr, bsz, nxt, st
+            return -2 - i, peak, addr, addr, np.zeros((0, 2), np.int64)
         if op == 1:
-            _free(nxt, bsz, st, addr[o])
+            _free(keys, nxt, bsz, st, addr[o])
             addr[o] = -1
         else:
             if op == 2:
                 c = addr[o]
                 offset = (8 - (c + w) % 8) % 8
-                usable = bsz[c >> 2] - w - offset
+                usable = bsz[_ix(keys, c)] - w - offset
                 if sizes[i] <= usable and usable // 2 < sizes[i]:
                     continue
-            b = _malloc(nxt, bsz, st, sizes[i], w, heap_size)
+            b = _malloc(keys, nxt, bsz, st, sizes[i], w, heap_size)
             if b < 0:
                 status = i
                 break
             if op == 2:
                 peak = max(peak, st[1] - st[2])
-                _free(nxt, bsz, st, addr[o])
+                _free(keys, nxt, bsz, st, addr[o])
             addr[o] = b
         peak = max(peak, st[1] - st[2])
-    return status, peak, addr, bsz, nxt, st
+    holes = np.zeros((len(ops) + 2, 2), np.int64)
+    m = 0
+    c = st[0]
+    while c >= 0:
+        holes[m, 0] = c
+        holes[m, 1] = bsz[_ix(keys, c)]
+        m += 1
+        c = nxt[_ix(keys, c)]
+    if st[1] < heap_size:  # the arena sbrk has not handed out yet
+        if m > 0 and holes[m - 1, 0] + holes[m - 1, 1] == st[1]:
+            holes[m - 1, 1] += heap_size - st[1]
+        else:
+            holes[m, 0] = st[1]
+            holes[m, 1] = heap_size - st[1]
+            m += 1
+    return status, peak, addr, _live_sizes(keys, bsz, addr, 0), holes[:m]
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
@@ -193,18 +208,6 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
         If the trace is invalid or an alignment exceeds 8.
     """
     ops, objs, sizes, _, n_obj = trace_arrays(events, heap_size, usize_bits, 8, "newlib")
-    status, peak, addr, bsz, nxt, st = _nano(ops, objs, sizes, n_obj, int(heap_size), usize_bits // 8)
-    holes = []
-    c = int(st[0])
-    while c >= 0:
-        holes.append([c, int(bsz[c >> 2])])
-        c = int(nxt[c >> 2])
-    brk = int(st[1])
-    if brk < heap_size:
-        if holes and holes[-1][0] + holes[-1][1] == brk:
-            holes[-1][1] += int(heap_size) - brk
-        else:
-            holes.append([brk, int(heap_size) - brk])
-    live_size = np.where(addr >= 0, bsz[np.maximum(addr, 0) >> 2], 0)
-    return finish("newlib", heap_size, status, peak, np.unique(events["obj"]), addr, live_size,
-                  np.array(holes, np.int64).reshape(-1, 2))
+    status, peak, addr, live_size, holes = _nano(ops, objs, sizes, n_obj, int(heap_size), usize_bits // 8,
+                                                 table_size(len(ops)))
+    return finish("newlib", heap_size, status, peak, np.unique(events["obj"]), addr, live_size, holes)

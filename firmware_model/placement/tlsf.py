@@ -51,18 +51,19 @@ def trace_arrays(events: np.ndarray, heap_size: int, usize_bits: int, max_align:
         raise TypeError(f"{who}: events must be a 1-D array of EVENT_DTYPE")
     if usize_bits not in (32, 64):
         raise ValueError(f"{who}: usize_bits must be 32 or 64, got {usize_bits}")
-    if not 0 < int(heap_size) < 2**31:
-        raise ValueError(f"{who}: heap_size must be in 1..2**31-1, got {heap_size}")
+    if not 0 < int(heap_size) < min(2**usize_bits, 2**48):
+        raise ValueError(f"{who}: heap_size must be in 1..{min(2**usize_bits, 2**48) - 1}, got {heap_size}")
     ops = events["op"].astype(np.int64)
-    sizes = events["size"].astype(np.int64)
+    # A request larger than the arena fails whatever its size: clamp to keep sums in range.
+    sizes = np.minimum(events["size"].astype(np.int64), int(heap_size) + 1)
     aligns = events["align"].astype(np.int64)
-    bad = np.flatnonzero((ops > REALLOC) | (sizes <= 0) | (sizes >= 2**31) | (aligns <= 0)
+    bad = np.flatnonzero((ops > REALLOC) | (sizes <= 0) | (aligns <= 0)
                          | (aligns & (aligns - 1) != 0) | (aligns > max_align))
     if len(bad):
         i = int(bad[0])
         raise ValueError(
-            f"{who}: event {i} (op {ops[i]}, size {sizes[i]}, align {aligns[i]}) is not a "
-            f"request this allocator's glue passes on (sizes 1..2**31-1, power-of-two "
+            f"{who}: event {i} (op {ops[i]}, size {events['size'][i]}, align {aligns[i]}) is not a "
+            f"request this allocator's glue passes on (sizes of at least 1, power-of-two "
             f"alignments up to {max_align})")
     uniq, dense = np.unique(events["obj"], return_inverse=True)
     return ops, dense.astype(np.int64), sizes, aligns, len(uniq)
@@ -89,6 +90,37 @@ def finish(name: str, heap_size: int, status: int, peak: int, obj_ids: np.ndarra
     holes = holes[np.argsort(holes[:, 0], kind="stable")] if len(holes) else holes
     return Placement(name, int(heap_size), None if status < 0 else int(status), int(peak),
                      blocks.reshape(-1, 3), holes.reshape(-1, 2).astype(np.int64))
+
+
+def table_size(n_events: int) -> int:
+    """Slots of a block table for a trace (a power of two): an event adds at most three
+    block addresses, and the table stays under half full."""
+    return 1 << (8 * n_events + 64).bit_length()
+
+
+@jit
+def _ix(keys, a):
+    """Slot of block address ``a`` in the open-addressing table ``keys`` (-1 = empty),
+    added when new. Block fields live in arrays indexed by slot, so memory follows the
+    number of blocks, not the heap size."""
+    mask = len(keys) - 1
+    h = ((a >> 2) * 2654435761) & mask
+    while keys[h] != a:
+        if keys[h] == -1:
+            keys[h] = a
+            return h
+        h = (h + 1) & mask
+    return h
+
+
+@jit
+def _live_sizes(keys, bsz, addr, extra):
+    """``bsz`` of each live block (plus ``extra``), 0 for objects not live."""
+    out = np.zeros(len(addr), np.int64)
+    for o in range(len(addr)):
+        if addr[o] >= 0:
+            out[o] = bsz[_ix(keys, addr[o])] + extra
+    return out
 
 
 @jit
@@ -119,34 +151,34 @@ def _log2(x):
 
 
 @jit
-def _link(head, nfree, pfree, bsz, count, b, size, g_log2, sli):
+def _link(keys, head, nfree, pfree, bsz, count, b, size, g_log2, sli):
     fl, sl = _map(size, g_log2, sli, False)
     nxt = head[fl, sl]
     head[fl, sl] = b
-    nfree[b >> g_log2] = nxt
-    pfree[b >> g_log2] = -1
+    nfree[_ix(keys, b)] = nxt
+    pfree[_ix(keys, b)] = -1
     if nxt >= 0:
-        pfree[nxt >> g_log2] = b
+        pfree[_ix(keys, nxt)] = b
     count[fl] += 1
-    bsz[b >> g_log2] = size
+    bsz[_ix(keys, b)] = size
 
 
 @jit
-def _unlink(head, nfree, pfree, count, b, size, g_log2, sli):
+def _unlink(keys, head, nfree, pfree, count, b, size, g_log2, sli):
     fl, sl = _map(size, g_log2, sli, False)
-    nxt = nfree[b >> g_log2]
-    prv = pfree[b >> g_log2]
+    nxt = nfree[_ix(keys, b)]
+    prv = pfree[_ix(keys, b)]
     if nxt >= 0:
-        pfree[nxt >> g_log2] = prv
+        pfree[_ix(keys, nxt)] = prv
     if prv >= 0:
-        nfree[prv >> g_log2] = nxt
+        nfree[_ix(keys, prv)] = nxt
     else:
         head[fl, sl] = nxt
     count[fl] -= 1
 
 
 @jit
-def _rlsf_alloc(st, head, nfree, pfree, bsz, used, prevp, count, size, align, g, g_log2, sli, fllen):
+def _rlsf_alloc(keys, st, head, nfree, pfree, bsz, used, prevp, count, size, align, g, g_log2, sli, fllen):
     max_over = max(align - g // 2, 0) + g // 2
     search = (size + max_over + g - 1) & ~(g - 1)
     fl, sl = _map(search, g_log2, sli, True)
@@ -168,56 +200,55 @@ def _rlsf_alloc(st, head, nfree, pfree, bsz, used, prevp, count, size, align, g,
                 break
     if b < 0:
         return -1
-    bs = bsz[b >> g_log2]
-    _unlink(head, nfree, pfree, count, b, bs, g_log2, sli)
+    bs = bsz[_ix(keys, b)]
+    _unlink(keys, head, nfree, pfree, count, b, bs, g_log2, sli)
     ptr = (b + g // 2 + align - 1) & ~(align - 1)
     new_size = (ptr - b + size + g - 1) & ~(g - 1)
     if new_size != bs:
         nb = b + new_size
-        prevp[(b + bs) >> g_log2] = nb
-        prevp[nb >> g_log2] = b
-        used[nb >> g_log2] = 0
-        _link(head, nfree, pfree, bsz, count, nb, bs - new_size, g_log2, sli)
+        prevp[_ix(keys, (b + bs))] = nb
+        prevp[_ix(keys, nb)] = b
+        used[_ix(keys, nb)] = 0
+        _link(keys, head, nfree, pfree, bsz, count, nb, bs - new_size, g_log2, sli)
         st[0] += bs - new_size
     st[0] -= bs
-    used[b >> g_log2] = 1
-    bsz[b >> g_log2] = new_size
+    used[_ix(keys, b)] = 1
+    bsz[_ix(keys, b)] = new_size
     return b
 
 
 @jit
-def _rlsf_free(st, head, nfree, pfree, bsz, used, prevp, count, b, g_log2, sli):
-    size = bsz[b >> g_log2]
+def _rlsf_free(keys, st, head, nfree, pfree, bsz, used, prevp, count, b, g_log2, sli):
+    size = bsz[_ix(keys, b)]
     st[0] += size
     nxt = b + size
-    if used[nxt >> g_log2] == 0:
-        ns = bsz[nxt >> g_log2]
-        _unlink(head, nfree, pfree, count, nxt, ns, g_log2, sli)
+    if used[_ix(keys, nxt)] == 0:
+        ns = bsz[_ix(keys, nxt)]
+        _unlink(keys, head, nfree, pfree, count, nxt, ns, g_log2, sli)
         size += ns
-    prv = prevp[b >> g_log2]
-    if prv >= 0 and used[prv >> g_log2] == 0:
-        ps = bsz[prv >> g_log2]
-        _unlink(head, nfree, pfree, count, prv, ps, g_log2, sli)
+    prv = prevp[_ix(keys, b)]
+    if prv >= 0 and used[_ix(keys, prv)] == 0:
+        ps = bsz[_ix(keys, prv)]
+        _unlink(keys, head, nfree, pfree, count, prv, ps, g_log2, sli)
         size += ps
         b = prv
-    used[b >> g_log2] = 0
-    _link(head, nfree, pfree, bsz, count, b, size, g_log2, sli)
-    prevp[(b + size) >> g_log2] = b
+    used[_ix(keys, b)] = 0
+    _link(keys, head, nfree, pfree, bsz, count, b, size, g_log2, sli)
+    prevp[_ix(keys, (b + size))] = b
 
 
 @jit
-def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w):
+def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w, cap):
     g = 4 * w
     g_log2 = 4 if w == 4 else 5
     sli = 5 if w == 4 else 6
     fllen = 8 * w
-    slots = (heap_size >> g_log2) + 2
-    # Block fields are kept per GRANULARITY of the arena (index = address >> g_log2).
-    nfree = np.full(slots, -1, np.int64)
-    pfree = np.full(slots, -1, np.int64)
-    bsz = np.zeros(slots, np.int64)
-    used = np.ones(slots, np.int64)
-    prevp = np.full(slots, -1, np.int64)
+    keys = np.full(cap, -1, np.int64)
+    nfree = np.full(cap, -1, np.int64)
+    pfree = np.full(cap, -1, np.int64)
+    bsz = np.zeros(cap, np.int64)
+    used = np.ones(cap, np.int64)
+    prevp = np.full(cap, -1, np.int64)
     head = np.full((fllen, 1 << sli), -1, np.int64)
     count = np.zeros(fllen, np.int64)
     addr = np.full(n_obj, -1, np.int64)
@@ -226,45 +257,43 @@ def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w):
     status = -1
     if length >= 2 * g:
         free0 = length - g
-        used[0] = 0
-        _link(head, nfree, pfree, bsz, count, 0, free0, g_log2, sli)
+        used[_ix(keys, 0)] = 0
+        _link(keys, head, nfree, pfree, bsz, count, 0, free0, g_log2, sli)
         st[0] = free0
-        used[free0 >> g_log2] = 1
-        bsz[free0 >> g_log2] = g
-        prevp[free0 >> g_log2] = 0
+        used[_ix(keys, free0)] = 1
+        bsz[_ix(keys, free0)] = g
+        prevp[_ix(keys, free0)] = 0
     peak = heap_size - st[0]
     for i in range(len(ops)):
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):
-            return -2 - i, peak, addr, bsz, nfree, used
+            return -2 - i, peak, addr, addr, np.zeros((0, 2), np.int64)
         if op == 1:
-            _rlsf_free(st, head, nfree, pfree, bsz, used, prevp, count, addr[o], g_log2, sli)
+            _rlsf_free(keys, st, head, nfree, pfree, bsz, used, prevp, count, addr[o], g_log2, sli)
             addr[o] = -1
         else:
-            b = _rlsf_alloc(st, head, nfree, pfree, bsz, used, prevp, count, sizes[i], aligns[i],
+            b = _rlsf_alloc(keys, st, head, nfree, pfree, bsz, used, prevp, count, sizes[i], aligns[i],
                             g, g_log2, sli, fllen)
             if b < 0:
                 status = i
                 break
             if op == 2:
                 peak = max(peak, heap_size - st[0])
-                _rlsf_free(st, head, nfree, pfree, bsz, used, prevp, count, addr[o], g_log2, sli)
+                _rlsf_free(keys, st, head, nfree, pfree, bsz, used, prevp, count, addr[o], g_log2, sli)
             addr[o] = b
         peak = max(peak, heap_size - st[0])
-    return status, peak, addr, bsz, nfree, used
-
-
-def _walk_holes(bsz: np.ndarray, used: np.ndarray, start: int, end: int, g_log2: int) -> np.ndarray:
-    """Free blocks met walking physical blocks from ``start`` to ``end`` (sizes in ``bsz``)."""
-    holes = []
-    b = start
-    while b < end:
-        size = int(bsz[b >> g_log2])
-        if used[b >> g_log2] == 0:
-            holes.append((b, size))
+    holes = np.zeros((len(ops) + 1, 2), np.int64)
+    m = 0
+    b = 0
+    while length >= 2 * g and b < length - g:
+        size = bsz[_ix(keys, b)]
+        if used[_ix(keys, b)] == 0:
+            holes[m, 0] = b
+            holes[m, 1] = size
+            m += 1
         b += size
-    return np.array(holes, np.int64).reshape(-1, 2)
+    return status, peak, addr, _live_sizes(keys, bsz, addr, 0), holes[:m]
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
@@ -291,10 +320,6 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
         If the trace or the sizes are invalid.
     """
     ops, objs, sizes, aligns, n_obj = trace_arrays(events, heap_size, usize_bits, ARENA_ALIGN, "tlsf")
-    w = usize_bits // 8
-    g_log2 = 4 if w == 4 else 5
-    status, peak, addr, bsz, _, used = _rlsf(ops, objs, sizes, aligns, n_obj, int(heap_size), w)
-    live_size = np.where(addr >= 0, bsz[np.maximum(addr, 0) >> g_log2], 0)
-    length = int(heap_size) & ~(4 * w - 1)
-    holes = _walk_holes(bsz, used, 0, length - 4 * w, g_log2) if length >= 8 * w else np.zeros((0, 2), np.int64)
+    status, peak, addr, live_size, holes = _rlsf(ops, objs, sizes, aligns, n_obj, int(heap_size),
+                                                 usize_bits // 8, table_size(len(ops)))
     return finish("tlsf", heap_size, status, peak, np.unique(events["obj"]), addr, live_size, holes)
