@@ -271,18 +271,8 @@ def _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes, sl_log2, fl_i
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     """Replay ``events`` on an ESP-IDF ``multi_heap`` registered over ``heap_size`` bytes.
 
-    Parameters
-    ----------
-    events : numpy.ndarray
-        The trace, ``EVENT_DTYPE``.
-    heap_size : int
-        Bytes handed to ``multi_heap_register``.
-    usize_bits : int
-        32: ESP-IDF targets are 32-bit.
-
-    Returns
-    -------
-    Placement
+    Arguments and result as :data:`~firmware_model.placement.Simulator`: ``heap_size`` is
+    what ``multi_heap_register`` is given, ``usize_bits`` 32 (ESP-IDF targets are 32-bit).
 
     Raises
     ------

@@ -27,7 +27,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from .tlsf import _ix, _live_sizes, finish, table_size, trace_arrays
+from .tlsf import _ix, _list_holes, _live_sizes, finish, table_size, trace_arrays
 
 _NULL = -1
 _START = -2
@@ -120,32 +120,15 @@ def _heap4(ops, objs, sizes, n_obj, heap_size, w, cap):
                 _free(keys, nxt, bsz, st, addr[o], end)
             addr[o] = b
         peak = max(peak, heap_size - st[1])
-    holes = np.zeros((len(ops) + 1, 2), np.int64)
-    m = 0
-    b = st[0]
-    while b != end:
-        holes[m, 0] = b
-        holes[m, 1] = bsz[_ix(keys, b)]
-        m += 1
-        b = nxt[_ix(keys, b)]
+    holes, m = _list_holes(keys, nxt, bsz, st[0], end, len(ops))
     return status, peak, addr, _live_sizes(keys, bsz, addr, 0), holes[:m]
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     """Replay ``events`` on FreeRTOS heap_4 with a ``configTOTAL_HEAP_SIZE`` of ``heap_size``.
 
-    Parameters
-    ----------
-    events : numpy.ndarray
-        The trace, ``EVENT_DTYPE``.
-    heap_size : int
-        ``configTOTAL_HEAP_SIZE``; the arena start is taken as 8-aligned.
-    usize_bits : int
-        32 or 64.
-
-    Returns
-    -------
-    Placement
+    Arguments and result as :data:`~firmware_model.placement.Simulator`: ``heap_size`` is
+    ``configTOTAL_HEAP_SIZE`` (the arena start taken as 8-aligned), ``usize_bits`` 32 or 64.
 
     Raises
     ------

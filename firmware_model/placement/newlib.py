@@ -34,7 +34,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from .tlsf import _ix, _live_sizes, finish, table_size, trace_arrays
+from .tlsf import _ix, _list_holes, _live_sizes, finish, table_size, trace_arrays
 
 
 @jit
@@ -166,14 +166,7 @@ def _nano(ops, objs, sizes, n_obj, heap_size, w, cap):
                 _free(keys, nxt, bsz, st, addr[o])
             addr[o] = b
         peak = max(peak, st[1] - st[2])
-    holes = np.zeros((len(ops) + 2, 2), np.int64)
-    m = 0
-    c = st[0]
-    while c >= 0:
-        holes[m, 0] = c
-        holes[m, 1] = bsz[_ix(keys, c)]
-        m += 1
-        c = nxt[_ix(keys, c)]
+    holes, m = _list_holes(keys, nxt, bsz, st[0], -1, len(ops) + 1)
     if st[1] < heap_size:  # the arena sbrk has not handed out yet
         if m > 0 and holes[m - 1, 0] + holes[m - 1, 1] == st[1]:
             holes[m - 1, 1] += heap_size - st[1]
@@ -187,18 +180,8 @@ def _nano(ops, objs, sizes, n_obj, heap_size, w, cap):
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     """Replay ``events`` on newlib-nano's malloc with ``sbrk`` limited to ``heap_size`` bytes.
 
-    Parameters
-    ----------
-    events : numpy.ndarray
-        The trace, ``EVENT_DTYPE``.
-    heap_size : int
-        Bytes ``sbrk`` can hand out.
-    usize_bits : int
-        32 or 64.
-
-    Returns
-    -------
-    Placement
+    Arguments and result as :data:`~firmware_model.placement.Simulator`: ``heap_size`` is
+    what ``sbrk`` can hand out, ``usize_bits`` 32 or 64.
 
     Raises
     ------

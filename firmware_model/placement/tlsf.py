@@ -124,6 +124,21 @@ def _live_sizes(keys, bsz, addr, extra):
 
 
 @jit
+def _list_holes(keys, nxt, bsz, head, stop, room):
+    """(address, size) of each block of a singly linked free list, from ``head`` to ``stop``,
+    in a ``room`` + 1 row array whose rows past the list are left for the caller."""
+    holes = np.zeros((room + 1, 2), np.int64)
+    m = 0
+    b = head
+    while b != stop:
+        holes[m, 0] = b
+        holes[m, 1] = bsz[_ix(keys, b)]
+        m += 1
+        b = nxt[_ix(keys, b)]
+    return holes, m
+
+
+@jit
 def _map(size, g_log2, sli, ceil):
     """rlsf ``map_floor``/``map_ceil`` for a multiple of GRANULARITY: (fl, sl)."""
     log2 = _log2(size)
@@ -299,18 +314,8 @@ def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w, cap):
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     """Replay ``events`` on embedded-alloc's ``TlsfHeap`` (rlsf) over ``heap_size`` bytes.
 
-    Parameters
-    ----------
-    events : numpy.ndarray
-        The trace, ``EVENT_DTYPE``.
-    heap_size : int
-        Bytes handed to ``Heap::init``.
-    usize_bits : int
-        32 or 64.
-
-    Returns
-    -------
-    Placement
+    Arguments and result as :data:`~firmware_model.placement.Simulator`: ``heap_size`` is
+    what ``Heap::init`` is given, ``usize_bits`` 32 or 64.
 
     Raises
     ------
