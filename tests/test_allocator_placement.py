@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_model.placement import ALLOC, DEALLOC, EVENT_DTYPE, REALLOC
@@ -123,6 +123,7 @@ def test_golden_points_include_failures_and_fits():
 
 
 @pytest.mark.parametrize("name", list(MODULES))
+@settings(max_examples=60)
 @given(seed=st.integers(0, 2**32 - 1), heap=st.integers(256, 1 << 17))
 def test_blocks_and_holes_tile_the_arena(name, seed, heap):
     """Blocks and holes never overlap and stay inside the arena; the peak covers what is
