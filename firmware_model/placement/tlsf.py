@@ -1,0 +1,330 @@
+"""``tlsf``: embedded-alloc's ``TlsfHeap``, which is rlsf's ``Tlsf`` (github:yvt/rlsf 0.2.1).
+
+Read from embedded-alloc ``src/tlsf.rs`` (``Tlsf<'static, usize, usize, {usize::BITS},
+{usize::BITS}>``: FLLEN = SLLEN = 32 on 32-bit, 64 on 64-bit; ``GlobalAlloc`` implements
+only ``alloc``/``dealloc``, so Rust's default ``realloc`` = alloc new, copy, dealloc old)
+and rlsf ``crates/rlsf/src/tlsf.rs``:
+
+- ``GRANULARITY`` = 4 usize (16 / 32 B); every block (header included) is a multiple
+  of it; a used block's header is 2 usize (``UsedBlockHdr``), the payload follows it.
+- ``insert_free_block_ptr``: the arena rounded to GRANULARITY becomes one free block
+  and a GRANULARITY-sized sentinel at its end.
+- ``allocate``: search size = round_up(size + max(align - G/2, 0) + G/2, G);
+  ``map_ceil`` gives the smallest list whose every block fits (good fit, rounded up the
+  second level), the first non-empty list from there (same first level, then higher
+  first levels) gives its head block; the block is split at round_up(header + size, G),
+  the tail becomes a free block (any tail is a valid block: sizes are multiples of G).
+- ``deallocate``: coalesce with the next then the previous physical block if free.
+- Free lists are LIFO (a block is linked at the head of list ``map_floor(size)``).
+
+Blocks and holes are reported as (offset of the block header, block size with header).
+The simulator assumes the arena start is aligned to 4096 bytes (as the oracle's arena
+was), so payload alignment follows from the offsets alone.
+
+This module also holds what the allocator simulators share: turning a trace into kernel
+arrays and a kernel's result into a :class:`~firmware_model.placement.Placement`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mcsa._jit import jit
+
+from . import ALLOC, DEALLOC, EVENT_DTYPE, REALLOC, Placement
+
+ARENA_ALIGN = 4096
+"""Alignment assumed for the arena start by every simulator here."""
+
+
+def trace_arrays(events: np.ndarray, heap_size: int, usize_bits: int, max_align: int, who: str):
+    """Validate a trace and return ``(ops, dense_obj, sizes, aligns, n_obj)`` for a kernel.
+
+    Raises
+    ------
+    TypeError
+        If ``events`` is not an array of ``EVENT_DTYPE``.
+    ValueError
+        If the pointer width, heap size, an op, a size or an alignment is invalid.
+    """
+    if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE or events.ndim != 1:
+        raise TypeError(f"{who}: events must be a 1-D array of EVENT_DTYPE")
+    if usize_bits not in (32, 64):
+        raise ValueError(f"{who}: usize_bits must be 32 or 64, got {usize_bits}")
+    if not 0 < int(heap_size) < min(2**usize_bits, 2**48):
+        raise ValueError(f"{who}: heap_size must be in 1..{min(2**usize_bits, 2**48) - 1}, got {heap_size}")
+    ops = events["op"].astype(np.int64)
+    # A request larger than the arena fails whatever its size: clamp to keep sums in range.
+    sizes = np.minimum(events["size"].astype(np.int64), int(heap_size) + 1)
+    aligns = events["align"].astype(np.int64)
+    bad = np.flatnonzero((ops > REALLOC) | (sizes <= 0) | (aligns <= 0)
+                         | (aligns & (aligns - 1) != 0) | (aligns > max_align))
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(
+            f"{who}: event {i} (op {ops[i]}, size {events['size'][i]}, align {aligns[i]}) is not a "
+            f"request this allocator's glue passes on (sizes of at least 1, power-of-two "
+            f"alignments up to {max_align})")
+    uniq, dense = np.unique(events["obj"], return_inverse=True)
+    return ops, dense.astype(np.int64), sizes, aligns, len(uniq)
+
+
+def finish(name: str, heap_size: int, status: int, peak: int, obj_ids: np.ndarray,
+           addr: np.ndarray, bsize: np.ndarray, holes: np.ndarray) -> Placement:
+    """Build a :class:`Placement` from a kernel's end state.
+
+    ``status`` is -1 when every event ran, the failing event index when one failed, and
+    ``-2 - i`` when event ``i`` names a block that is not (or already) live.
+
+    Raises
+    ------
+    ValueError
+        If the trace is inconsistent (``status <= -2``).
+    """
+    if status <= -2:
+        raise ValueError(f"{name}: event {-2 - status} frees, reallocates or allocates an obj "
+                         "that is not, or is already, live")
+    live = np.flatnonzero(addr >= 0)
+    order = live[np.argsort(addr[live], kind="stable")]
+    blocks = np.stack([addr[order], bsize[order], obj_ids[order]], axis=1).astype(np.int64)
+    holes = holes[np.argsort(holes[:, 0], kind="stable")] if len(holes) else holes
+    return Placement(name, int(heap_size), None if status < 0 else int(status), int(peak),
+                     blocks.reshape(-1, 3), holes.reshape(-1, 2).astype(np.int64))
+
+
+def table_size(n_events: int) -> int:
+    """Slots of a block table for a trace (a power of two): an event adds at most three
+    block addresses, and the table stays under half full."""
+    return 1 << (8 * n_events + 64).bit_length()
+
+
+@jit
+def _ix(keys, a):
+    """Slot of block address ``a`` in the open-addressing table ``keys`` (-1 = empty),
+    added when new. Block fields live in arrays indexed by slot, so memory follows the
+    number of blocks, not the heap size."""
+    mask = len(keys) - 1
+    h = ((a >> 2) * 2654435761) & mask
+    while keys[h] != a:
+        if keys[h] == -1:
+            keys[h] = a
+            return h
+        h = (h + 1) & mask
+    return h
+
+
+@jit
+def _live_sizes(keys, bsz, addr, extra):
+    """``bsz`` of each live block (plus ``extra``), 0 for objects not live."""
+    out = np.zeros(len(addr), np.int64)
+    for o in range(len(addr)):
+        if addr[o] >= 0:
+            out[o] = bsz[_ix(keys, addr[o])] + extra
+    return out
+
+
+@jit
+def _list_holes(keys, nxt, bsz, head, stop, room):
+    """(address, size) of each block of a singly linked free list, from ``head`` to ``stop``,
+    in a ``room`` + 1 row array whose rows past the list are left for the caller."""
+    holes = np.zeros((room + 1, 2), np.int64)
+    m = 0
+    b = head
+    while b != stop:
+        holes[m, 0] = b
+        holes[m, 1] = bsz[_ix(keys, b)]
+        m += 1
+        b = nxt[_ix(keys, b)]
+    return holes, m
+
+
+@jit
+def _map(size, g_log2, sli, ceil):
+    """rlsf ``map_floor``/``map_ceil`` for a multiple of GRANULARITY: (fl, sl)."""
+    log2 = _log2(size)
+    fl = log2 - g_log2
+    if log2 >= sli:
+        shift = log2 - sli
+        sl = size >> shift
+        rounded = ceil and (size & ((1 << shift) - 1)) != 0
+    else:
+        sl = size << (sli - log2)
+        rounded = False
+    sl = (sl & ((1 << sli) - 1)) + (1 if rounded else 0)
+    fl += sl >> sli
+    return fl, sl & ((1 << sli) - 1)
+
+
+@jit
+def _log2(x):
+    """floor(log2(x)) for x > 0."""
+    n = -1
+    while x:
+        x >>= 1
+        n += 1
+    return n
+
+
+@jit
+def _link(keys, head, nfree, pfree, bsz, count, b, size, g_log2, sli):
+    fl, sl = _map(size, g_log2, sli, False)
+    nxt = head[fl, sl]
+    head[fl, sl] = b
+    nfree[_ix(keys, b)] = nxt
+    pfree[_ix(keys, b)] = -1
+    if nxt >= 0:
+        pfree[_ix(keys, nxt)] = b
+    count[fl] += 1
+    bsz[_ix(keys, b)] = size
+
+
+@jit
+def _unlink(keys, head, nfree, pfree, count, b, size, g_log2, sli):
+    fl, sl = _map(size, g_log2, sli, False)
+    nxt = nfree[_ix(keys, b)]
+    prv = pfree[_ix(keys, b)]
+    if nxt >= 0:
+        pfree[_ix(keys, nxt)] = prv
+    if prv >= 0:
+        nfree[_ix(keys, prv)] = nxt
+    else:
+        head[fl, sl] = nxt
+    count[fl] -= 1
+
+
+@jit
+def _rlsf_alloc(keys, st, head, nfree, pfree, bsz, used, prevp, count, size, align, g, g_log2, sli, fllen):
+    max_over = max(align - g // 2, 0) + g // 2
+    search = (size + max_over + g - 1) & ~(g - 1)
+    fl, sl = _map(search, g_log2, sli, True)
+    if fl >= fllen:
+        return -1
+    sllen = 1 << sli
+    b = -1
+    for s in range(sl, sllen):
+        if head[fl, s] >= 0:
+            b = head[fl, s]
+            break
+    if b < 0:
+        for f in range(fl + 1, fllen):
+            if count[f] > 0:
+                for s in range(sllen):
+                    if head[f, s] >= 0:
+                        b = head[f, s]
+                        break
+                break
+    if b < 0:
+        return -1
+    bs = bsz[_ix(keys, b)]
+    _unlink(keys, head, nfree, pfree, count, b, bs, g_log2, sli)
+    ptr = (b + g // 2 + align - 1) & ~(align - 1)
+    new_size = (ptr - b + size + g - 1) & ~(g - 1)
+    if new_size != bs:
+        nb = b + new_size
+        prevp[_ix(keys, (b + bs))] = nb
+        prevp[_ix(keys, nb)] = b
+        used[_ix(keys, nb)] = 0
+        _link(keys, head, nfree, pfree, bsz, count, nb, bs - new_size, g_log2, sli)
+        st[0] += bs - new_size
+    st[0] -= bs
+    used[_ix(keys, b)] = 1
+    bsz[_ix(keys, b)] = new_size
+    return b
+
+
+@jit
+def _rlsf_free(keys, st, head, nfree, pfree, bsz, used, prevp, count, b, g_log2, sli):
+    size = bsz[_ix(keys, b)]
+    st[0] += size
+    nxt = b + size
+    if used[_ix(keys, nxt)] == 0:
+        ns = bsz[_ix(keys, nxt)]
+        _unlink(keys, head, nfree, pfree, count, nxt, ns, g_log2, sli)
+        size += ns
+    prv = prevp[_ix(keys, b)]
+    if prv >= 0 and used[_ix(keys, prv)] == 0:
+        ps = bsz[_ix(keys, prv)]
+        _unlink(keys, head, nfree, pfree, count, prv, ps, g_log2, sli)
+        size += ps
+        b = prv
+    used[_ix(keys, b)] = 0
+    _link(keys, head, nfree, pfree, bsz, count, b, size, g_log2, sli)
+    prevp[_ix(keys, (b + size))] = b
+
+
+@jit
+def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w, cap):
+    g = 4 * w
+    g_log2 = 4 if w == 4 else 5
+    sli = 5 if w == 4 else 6
+    fllen = 8 * w
+    keys = np.full(cap, -1, np.int64)
+    nfree = np.full(cap, -1, np.int64)
+    pfree = np.full(cap, -1, np.int64)
+    bsz = np.zeros(cap, np.int64)
+    used = np.ones(cap, np.int64)
+    prevp = np.full(cap, -1, np.int64)
+    head = np.full((fllen, 1 << sli), -1, np.int64)
+    count = np.zeros(fllen, np.int64)
+    addr = np.full(n_obj, -1, np.int64)
+    st = np.zeros(1, np.int64)  # free bytes
+    length = heap_size & ~(g - 1)
+    status = -1
+    if length >= 2 * g:
+        free0 = length - g
+        used[_ix(keys, 0)] = 0
+        _link(keys, head, nfree, pfree, bsz, count, 0, free0, g_log2, sli)
+        st[0] = free0
+        used[_ix(keys, free0)] = 1
+        bsz[_ix(keys, free0)] = g
+        prevp[_ix(keys, free0)] = 0
+    peak = heap_size - st[0]
+    for i in range(len(ops)):
+        o = objs[i]
+        op = ops[i]
+        if (op == 0) != (addr[o] < 0):
+            return -2 - i, peak, addr, addr, np.zeros((0, 2), np.int64)
+        if op == 1:
+            _rlsf_free(keys, st, head, nfree, pfree, bsz, used, prevp, count, addr[o], g_log2, sli)
+            addr[o] = -1
+        else:
+            b = _rlsf_alloc(keys, st, head, nfree, pfree, bsz, used, prevp, count, sizes[i], aligns[i],
+                            g, g_log2, sli, fllen)
+            if b < 0:
+                status = i
+                break
+            if op == 2:
+                peak = max(peak, heap_size - st[0])
+                _rlsf_free(keys, st, head, nfree, pfree, bsz, used, prevp, count, addr[o], g_log2, sli)
+            addr[o] = b
+        peak = max(peak, heap_size - st[0])
+    holes = np.zeros((len(ops) + 1, 2), np.int64)
+    m = 0
+    b = 0
+    while length >= 2 * g and b < length - g:
+        size = bsz[_ix(keys, b)]
+        if used[_ix(keys, b)] == 0:
+            holes[m, 0] = b
+            holes[m, 1] = size
+            m += 1
+        b += size
+    return status, peak, addr, _live_sizes(keys, bsz, addr, 0), holes[:m]
+
+
+def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
+    """Replay ``events`` on embedded-alloc's ``TlsfHeap`` (rlsf) over ``heap_size`` bytes.
+
+    Arguments and result as :data:`~firmware_model.placement.Simulator`: ``heap_size`` is
+    what ``Heap::init`` is given, ``usize_bits`` 32 or 64.
+
+    Raises
+    ------
+    TypeError
+        If ``events`` is not an ``EVENT_DTYPE`` array.
+    ValueError
+        If the trace or the sizes are invalid.
+    """
+    ops, objs, sizes, aligns, n_obj = trace_arrays(events, heap_size, usize_bits, ARENA_ALIGN, "tlsf")
+    status, peak, addr, live_size, holes = _rlsf(ops, objs, sizes, aligns, n_obj, int(heap_size),
+                                                 usize_bits // 8, table_size(len(ops)))
+    return finish("tlsf", heap_size, status, peak, np.unique(events["obj"]), addr, live_size, holes)
