@@ -160,7 +160,7 @@ class GGUFModel:
         return np.asarray(self.tokenizer.encode(text).ids, np.int64)
 
     def decode(self, ids) -> str:
-        return self.tokenizer.decode([int(i) for i in ids])
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def forward(self, ids, capture: bool = False):
         """Logits for every position, and (when ``capture``) the activations.
