@@ -249,6 +249,8 @@ def _npz(path, **arrays):
 
 @pytest.mark.parametrize("case, message", [
     ("not-npz", "not a readable .npz"),
+    ("truncated", "not a readable .npz"),
+    ("npy", "not an archive"),
     ("no-v", "no array v"),
     ("shape", "must have shape (layers, heads, T, D)"),
     ("heads", "not a multiple of the 2 kv heads"),
@@ -262,6 +264,12 @@ def test_cli_refuses_bad_activations_naming_the_file(tmp_path, case, message):
     path = tmp_path / "a.npz"
     if case == "not-npz":
         path.write_text("hello")
+    elif case == "truncated":
+        _npz(path, q=f, k=kv, v=kv)
+        path.write_bytes(path.read_bytes()[:300])
+    elif case == "npy":
+        np.save(tmp_path / "a.npy", f)
+        (tmp_path / "a.npy").rename(path)
     elif case == "no-v":
         _npz(path, q=f, k=kv)
     elif case == "shape":

@@ -29,7 +29,7 @@ def _int_list(ctx, param, value):
         raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
     if not items or min(items) < 0:
         raise click.BadParameter(f"{value!r}: give one or more non-negative integers")
-    return items
+    return tuple(dict.fromkeys(items))
 
 
 def _families(ctx, param, value):

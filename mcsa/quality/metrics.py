@@ -15,6 +15,8 @@ Everything is batched over the heads of a layer with matrix products. The float6
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,17 +107,19 @@ def load_activations(path: str | Path) -> Activations:
     """
     path = str(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [n for n in ("q", "k", "v") if n not in data.files]
-            if missing:
-                raise ValueError(f"{path}: no array {', '.join(missing)} (has {', '.join(data.files) or 'none'})")
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an archive of q, k and v")
+        with data:
             found = {n: data[n] for n in ("q", "k", "v", "layers", "scale", "tokens") if n in data.files}
-    except (ValueError, EOFError, OSError) as err:
-        if isinstance(err, FileNotFoundError | PermissionError | IsADirectoryError):
-            raise
-        if str(err).startswith(path):
-            raise
+            names = data.files
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as err:
         raise ValueError(f"{path}: not a readable .npz file ({err})") from None
+    missing = [n for n in ("q", "k", "v") if n not in found]
+    if missing:
+        raise ValueError(f"{path}: no array {', '.join(missing)} (has {', '.join(names) or 'none'})")
     return check_activations(**found, where=path)
 
 
