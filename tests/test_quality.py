@@ -319,6 +319,10 @@ def test_capture_refuses_bad_input(tmp_path):
     both = run("quality", "capture", "--model", bogus, "--text", text, "--tokens", text, "-o", tmp_path / "a.npz")
     assert both.exit_code == 2 and "exactly one of --text and --tokens" in both.output
     assert not (tmp_path / "a.npz").exists()
+    for content, message in (("[1, -2]", "non-negative token ids"), ("{", "not JSON")):
+        text.write_text(content)
+        result = run("quality", "capture", "--model", bogus, "--tokens", text, "-o", tmp_path / "a.npz")
+        assert result.exit_code == 2 and str(text) in result.output, result.output
 
 
 def test_texts_are_512_token_ids_with_a_licence():

@@ -70,3 +70,12 @@ def test_capture_then_quality(tmp_path, smol):
     assert report.exit_code == 0
     recall = {r["mask"]: r["recall_mean"] for r in json.loads(report.output)["results"]}
     assert recall["top-n"] >= recall["reference"] > 0
+
+
+def test_capture_refuses_token_ids_outside_the_vocabulary(tmp_path, smol):
+    tokens = tmp_path / "ids.json"
+    tokens.write_text(json.dumps({"ids": [1, 2, 49152]}))
+    result = CliRunner().invoke(main, ["quality", "capture", "--model", smol.path, "--tokens", str(tokens),
+                                       "-o", str(tmp_path / "a.npz")], catch_exceptions=False)
+    assert result.exit_code == 2 and str(tokens) in result.output and "0..49151" in result.output
+    assert not (tmp_path / "a.npz").exists()

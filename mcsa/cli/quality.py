@@ -145,19 +145,25 @@ def capture(model_path, text_file, tokens_file, max_tokens, output):
     """
     if (text_file is None) == (tokens_file is None):
         raise InputError("give exactly one of --text and --tokens")
-    m = model.GGUFModel(model_path)
+    text, ids = None, None
     if text_file is not None:
         try:
             with open(text_file, encoding="utf-8") as f:
-                ids = m.encode(f.read())
+                text = f.read()
         except UnicodeDecodeError as err:
             raise InputError(f"{text_file}: not UTF-8 text (byte {err.start})") from None
     else:
         ids = _read_tokens(tokens_file)
+    m = model.GGUFModel(model_path)
+    if text is not None:
+        ids = m.encode(text)
     ids = ids[:max_tokens]
     if ids.size < 2:
         raise InputError(f"{text_file or tokens_file}: needs at least 2 tokens, got {ids.size}")
-    logits, acts = m.forward(ids, capture=True)
+    try:
+        logits, acts = m.forward(ids, capture=True)
+    except ValueError as err:
+        raise InputError(f"{text_file or tokens_file}: {err}") from None
     h = m.hyper
     found = metrics.check_activations(acts["q"], acts["k"], acts["v"], tokens=ids, where=model_path)
     with atomic_output(output, "wb") as f:
