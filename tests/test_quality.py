@@ -257,15 +257,17 @@ def _npz(path, **arrays):
     ("nan", "NaN"),
     ("scale", "scale must be one positive number"),
     ("ints", "must be a float array"),
+    ("zero-v", "is all zeros"),
 ])
 def test_cli_refuses_bad_activations_naming_the_file(tmp_path, case, message):
     f = np.zeros((1, 3, 20, 4), np.float32)
     kv = np.zeros((1, 1, 20, 4), np.float32)
+    ones = kv + 1
     path = tmp_path / "a.npz"
     if case == "not-npz":
         path.write_text("hello")
     elif case == "truncated":
-        _npz(path, q=f, k=kv, v=kv)
+        _npz(path, q=f, k=kv, v=ones)
         path.write_bytes(path.read_bytes()[:300])
     elif case == "npy":
         np.save(tmp_path / "a.npy", f)
@@ -273,15 +275,17 @@ def test_cli_refuses_bad_activations_naming_the_file(tmp_path, case, message):
     elif case == "no-v":
         _npz(path, q=f, k=kv)
     elif case == "shape":
-        _npz(path, q=f[0], k=kv, v=kv)
+        _npz(path, q=f[0], k=kv, v=ones)
     elif case == "heads":
         _npz(path, q=f, k=np.zeros((1, 2, 20, 4), np.float32), v=np.zeros((1, 2, 20, 4), np.float32))
     elif case == "nan":
-        _npz(path, q=np.full_like(f, np.nan), k=kv, v=kv)
+        _npz(path, q=np.full_like(f, np.nan), k=kv, v=ones)
     elif case == "scale":
-        _npz(path, q=f, k=kv, v=kv, scale=np.float64(-1))
+        _npz(path, q=f, k=kv, v=ones, scale=np.float64(-1))
+    elif case == "ints":
+        _npz(path, q=f.astype(np.int8), k=kv, v=ones)
     else:
-        _npz(path, q=f.astype(np.int8), k=kv, v=kv)
+        _npz(path, q=f, k=kv, v=kv)
     result = run("quality", "--activations", path)
     assert result.exit_code == 2
     assert message in result.output and str(path) in result.output

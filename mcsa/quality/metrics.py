@@ -83,6 +83,10 @@ def check_activations(q, k, v, layers=None, scale=None, tokens=None, where: str 
         raise ValueError(f"{where}: T and D must be positive, got shape {arrays['q'].shape}")
     if t > 1 << 16:
         raise ValueError(f"{where}: T={t} is more than a u16 mask can index (65536)")
+    silent = np.argwhere(~np.any(arrays["v"] != 0, axis=(2, 3)))
+    if silent.size:
+        raise ValueError(f"{where}: v of layer index {silent[0][0]}, kv head {silent[0][1]} is all zeros "
+                         "(the dense output is zero and its relative error undefined)")
     layer_ids = np.arange(n_layers) if layers is None else np.asarray(layers).reshape(-1)
     if layer_ids.size != n_layers or layer_ids.dtype.kind not in "iu":
         raise ValueError(f"{where}: layers must hold {n_layers} integers, got {layer_ids.tolist()!r:.80}")
