@@ -113,8 +113,10 @@ def with_sinks(mask: np.ndarray, sinks: int) -> np.ndarray:
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
-    """Rank of each entry along the last axis, highest score first (stable)."""
-    order = np.argsort(-scores, axis=-1, kind="stable")
+    """Rank of each entry along the last axis, highest score first: a permutation,
+    so a rank threshold keeps exactly that many entries (ties in an arbitrary but
+    fixed order)."""
+    order = np.argsort(-scores, axis=-1)
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.broadcast_to(np.arange(order.shape[-1]), order.shape), axis=-1)
     return ranks
