@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -258,6 +259,7 @@ def _npz(path, **arrays):
     ("scale", "scale must be one positive number"),
     ("ints", "must be a float array"),
     ("zero-v", "is all zeros"),
+    ("huge", "promises 4,398,046,511,104 bytes"),
 ])
 def test_cli_refuses_bad_activations_naming_the_file(tmp_path, case, message):
     f = np.zeros((1, 3, 20, 4), np.float32)
@@ -284,6 +286,13 @@ def test_cli_refuses_bad_activations_naming_the_file(tmp_path, case, message):
         _npz(path, q=f, k=kv, v=ones, scale=np.float64(-1))
     elif case == "ints":
         _npz(path, q=f.astype(np.int8), k=kv, v=ones)
+    elif case == "huge":
+        _npz(path, q=f, k=kv, v=ones)
+        member = io.BytesIO()
+        np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False,
+                                                      "shape": (1, 1, 2**20, 2**20)})
+        with zipfile.ZipFile(path, "a") as z:
+            z.writestr("tokens.npy", member.getvalue() + bytes(100))
     else:
         _npz(path, q=f, k=kv, v=kv)
     result = run("quality", "--activations", path)

@@ -14,9 +14,11 @@ from ..quality import masks, metrics, model, report
 from ..target import TargetPanic
 from .common import (
     InputError, atomic_output, config_option, dumps, fail_on_input_errors, jsonable, limit_option, load_config,
-    pyplot, resolve_profile,
+    pyplot, read_text, resolve_profile,
 )
 
+TEXT_LIMIT = 1 << 26
+"""Largest text file read for ``capture`` (64 MiB; only the first tokens are kept)."""
 DEFAULT_GATE = json.dumps(metrics.DEFAULT_GATE.to_dict(), separators=(",", ":"))
 
 
@@ -114,12 +116,9 @@ def quality(ctx, files, partitions, sinks, families, gate_json, target_name, pro
 
 def _read_tokens(path: str) -> np.ndarray:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(read_text(path, TEXT_LIMIT))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}:{err.lineno}: not JSON ({err.msg})") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
     ids = data.get("ids") if isinstance(data, dict) else data
     if not isinstance(ids, list) or not ids or not all(type(i) is int and i >= 0 for i in ids):
         raise ValueError(f"{path}: expected a JSON list of non-negative token ids (or an object with \"ids\")")
@@ -147,11 +146,7 @@ def capture(model_path, text_file, tokens_file, max_tokens, output):
         raise InputError("give exactly one of --text and --tokens")
     text, ids = None, None
     if text_file is not None:
-        try:
-            with open(text_file, encoding="utf-8") as f:
-                text = f.read()
-        except UnicodeDecodeError as err:
-            raise InputError(f"{text_file}: not UTF-8 text (byte {err.start})") from None
+        text = read_text(text_file, TEXT_LIMIT)
     else:
         ids = _read_tokens(tokens_file)
     m = model.GGUFModel(model_path)

@@ -15,6 +15,7 @@ Everything is batched over the heads of a layer with matrix products. The float6
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -99,6 +100,17 @@ def check_activations(q, k, v, layers=None, scale=None, tokens=None, where: str 
                        None if tokens is None else np.asarray(tokens))
 
 
+def _check_member_size(archive: zipfile.ZipFile, name: str) -> None:
+    """Refuse, before allocating, an array whose header promises more bytes than its member holds."""
+    with archive.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+    promised = math.prod(shape) * dtype.itemsize
+    if promised > archive.getinfo(f"{name}.npy").file_size:
+        raise ValueError(f"array {name} promises {promised:,} bytes of shape {shape} but holds fewer")
+
+
 def load_activations(path: str | Path) -> Activations:
     """Read an ``.npz`` with ``q``, ``k``, ``v`` and optional ``layers``, ``tokens``, ``scale``.
 
@@ -115,8 +127,11 @@ def load_activations(path: str | Path) -> Activations:
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise ValueError("a single array, not an archive of q, k and v")
         with data:
-            found = {n: data[n] for n in ("q", "k", "v", "layers", "scale", "tokens") if n in data.files}
             names = data.files
+            wanted = [n for n in ("q", "k", "v", "layers", "scale", "tokens") if n in names]
+            for name in wanted:
+                _check_member_size(data.zip, name)
+            found = {n: data[n] for n in wanted}
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
     except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as err:
