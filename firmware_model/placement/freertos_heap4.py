@@ -27,7 +27,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from .tlsf import _ix, _list_holes, _live_sizes, finish, table_size, trace_arrays
+from ._arena import _ix, _list_holes, _live_sizes, block_bytes, finish, table_size, trace_arrays
 
 _NULL = -1
 _START = -2
@@ -35,7 +35,7 @@ _START = -2
 
 @jit
 def _malloc(keys, nxt, bsz, st, size, hs, end):
-    wanted = (size + hs + 7) & ~7
+    wanted = block_bytes(size, hs, 0, 8, 0, 0)
     if wanted > st[1]:
         return -1
     prev = _START
