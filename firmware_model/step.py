@@ -171,10 +171,10 @@ def fit_step(
 
     def inputs_only() -> StepReport:  # q, k, v alone do not fit: the step never gets further
         trace = inputs_trace(inputs, target.usize_bits)
-        return report(peak_bytes=3 * allocator.cost(inputs, target.usize_bits), trace=trace,
+        return report(peak_bytes=3 * allocator.cost(inputs, target.usize_bits, budget), trace=trace,
                       placement=place(trace.events, budget, target.usize_bits) if place else None)
 
-    inputs_fit = 3 * allocator.cost(inputs, target.usize_bits) <= budget
+    inputs_fit = 3 * allocator.cost(inputs, target.usize_bits, budget) <= budget
     sim = mcsa.MincutSparseAttention(config, target, position_limit)
     heap = Heap(target.usize_bits, allocator, budget)
     try:
