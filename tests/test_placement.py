@@ -207,6 +207,15 @@ def test_plan_reports_shorter_steps_that_fail():
     assert "heap budget 0 B" in text.output
 
 
+def test_plan_takes_a_list_of_partition_counts():
+    """``2,4..5,4`` is 2, 4, 5 in order, once each; a bad item is a usage error naming the value."""
+    rows = json.loads(run("plan", "--target", "stm32f103", "--dim", 32, "--partitions", "2,4..5,4",
+                          "--max-seq-len", 64, "--json").output)
+    assert [r["partitions"] for r in rows] == [2, 4, 5]
+    bad = run("plan", "--target", "stm32f103", "--dim", 32, "--partitions", "2,x")
+    assert bad.exit_code == 2 and "'2,x'" in bad.output
+
+
 @pytest.mark.parametrize("args,message", [
     (("--seq-len", 30, "--partitions", 1, "--dim", 0), "does not fit: the build panics with attempt to divide by zero"),
     (("--seq-len", 30000, "--partitions", 1, "--dim", 32), "does not fit: the build panics with capacity overflow"),
