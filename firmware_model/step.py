@@ -253,7 +253,7 @@ def heap_map(report: StepReport, width: int = 64, rows: int = 16) -> list[str]:
     lines += [f"{r * width * cell:>9,} |" + "".join(grid[r * width:(r + 1) * width]) + "|" for r in range(rows)]
     used = sorted(set(int(what[o]) for o in p.blocks[:, 2]))
     lines.append("  " + ", ".join(f"{letters[w]}={WHAT[w]}" for w in used) + ", .=free")
-    lines.append(f"  {len(p.holes)} holes, {p.free_total:,} B free, largest {p.largest_hole:,} B: "
+    lines.append(f"  {len(p.holes)} hole{'' if len(p.holes) == 1 else 's'}, {p.free_total:,} B free, largest {p.largest_hole:,} B: "
                  + ", ".join(f"{int(s):,} B at {int(a):,}" for a, s in p.holes[:12]) + (" ..." if len(p.holes) > 12 else ""))
     return lines
 
