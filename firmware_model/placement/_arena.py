@@ -16,7 +16,8 @@ a payload's alignment); also the largest request alignment a simulator accepts."
 
 
 def trace_arrays(events: np.ndarray, heap_size: int, usize_bits: int, max_align: int, who: str):
-    """Validate a trace and return ``(ops, dense_obj, sizes, aligns, n_obj)`` for a kernel.
+    """Validate a trace and return ``(ops, objs, sizes, aligns, obj_ids)`` for a kernel:
+    ``objs`` index ``obj_ids`` (the trace's own ids), so a kernel keeps one row per id.
 
     Raises
     ------
@@ -43,8 +44,11 @@ def trace_arrays(events: np.ndarray, heap_size: int, usize_bits: int, max_align:
             f"{who}: event {i} (op {ops[i]}, size {events['size'][i]}, align {aligns[i]}) is not a "
             f"request this allocator's glue passes on (sizes of at least 1, power-of-two "
             f"alignments up to {max_align})")
-    uniq, dense = np.unique(events["obj"], return_inverse=True)
-    return ops, dense.astype(np.int64), sizes, aligns, len(uniq)
+    objs = events["obj"].astype(np.int64)
+    if len(objs) and 0 <= objs.min() and objs.max() < 2 * len(objs) + 64:  # already small: used as is
+        return ops, objs, sizes, aligns, np.arange(objs.max() + 1)
+    ids, dense = np.unique(objs, return_inverse=True)
+    return ops, dense.astype(np.int64), sizes, aligns, ids
 
 
 def finish(name: str, heap_size: int, status: int, peak: int, obj_ids: np.ndarray,

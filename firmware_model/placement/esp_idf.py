@@ -283,7 +283,7 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     """
     if usize_bits != 32:
         raise ValueError(f"esp-idf: ESP-IDF targets are 32-bit; usize_bits {usize_bits} is not modelled")
-    ops, objs, sizes, _, n_obj = trace_arrays(events, heap_size, usize_bits, 4, "esp-idf")
+    ops, objs, sizes, _, ids = trace_arrays(events, heap_size, usize_bits, 4, "esp-idf")
     w = 4
     heap_size = int(heap_size)
     pool = heap_size - HEAP_T_BYTES
@@ -292,7 +292,7 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     if pool_bytes < 3 * w or pool_bytes > (1 << fl_index_max):
         pool_bytes = 0
     pool0 = HEAP_T_BYTES + ctrl
-    status, peak, addr, live_size, holes = _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes,
+    status, peak, addr, live_size, holes = _esp(ops, objs, sizes, len(ids), heap_size, w, pool0, pool_bytes,
                                                 sl_log2, fl_index_max, fl_count, table_size(len(ops)))
-    return finish("esp-idf", heap_size, status, peak, np.unique(events["obj"]),
+    return finish("esp-idf", heap_size, status, peak, ids,
                   np.where(addr >= 0, addr + w, -1), live_size, holes)

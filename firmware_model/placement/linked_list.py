@@ -169,11 +169,11 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     ValueError
         If the trace, the heap size or the pointer width is invalid.
     """
-    ops, objs, sizes, aligns, n_obj = trace_arrays(events, heap_size, usize_bits, ARENA_ALIGN, "linked-list")
+    ops, objs, sizes, aligns, ids = trace_arrays(events, heap_size, usize_bits, ARENA_ALIGN, "linked-list")
     word = usize_bits // 8
-    status, peak, addr, size, holes = _simulate(ops, objs, sizes, aligns, n_obj, int(heap_size), word)
+    status, peak, addr, size, holes = _simulate(ops, objs, sizes, aligns, len(ids), int(heap_size), word)
     # The bytes no hole can ever hold (the arena's unaligned tail, or all of an arena too
     # small for one hole) count as taken, as the other simulators count their fixed overhead.
     top = int(heap_size) // word * word
     fixed = int(heap_size) - (top if top >= 2 * word else 0)
-    return finish("linked-list", heap_size, status, peak + fixed, np.unique(events["obj"]), addr, size, holes)
+    return finish("linked-list", heap_size, status, peak + fixed, ids, addr, size, holes)

@@ -190,7 +190,7 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     ValueError
         If the trace is invalid or an alignment exceeds 8.
     """
-    ops, objs, sizes, _, n_obj = trace_arrays(events, heap_size, usize_bits, 8, "newlib")
-    status, peak, addr, live_size, holes = _nano(ops, objs, sizes, n_obj, int(heap_size), usize_bits // 8,
+    ops, objs, sizes, _, ids = trace_arrays(events, heap_size, usize_bits, 8, "newlib")
+    status, peak, addr, live_size, holes = _nano(ops, objs, sizes, len(ids), int(heap_size), usize_bits // 8,
                                                  table_size(len(ops)))
-    return finish("newlib", heap_size, status, peak, np.unique(events["obj"]), addr, live_size, holes)
+    return finish("newlib", heap_size, status, peak, ids, addr, live_size, holes)

@@ -206,7 +206,7 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     ValueError
         If the trace or the sizes are invalid.
     """
-    ops, objs, sizes, aligns, n_obj = trace_arrays(events, heap_size, usize_bits, ARENA_ALIGN, "tlsf")
-    status, peak, addr, live_size, holes = _rlsf(ops, objs, sizes, aligns, n_obj, int(heap_size),
+    ops, objs, sizes, aligns, ids = trace_arrays(events, heap_size, usize_bits, ARENA_ALIGN, "tlsf")
+    status, peak, addr, live_size, holes = _rlsf(ops, objs, sizes, aligns, len(ids), int(heap_size),
                                                  usize_bits // 8, table_size(len(ops)))
-    return finish("tlsf", heap_size, status, peak, np.unique(events["obj"]), addr, live_size, holes)
+    return finish("tlsf", heap_size, status, peak, ids, addr, live_size, holes)
