@@ -1,82 +1,104 @@
 """Allocator models: what a block of ``size`` requested bytes really takes from the heap.
 
-Each model is a per-block header, a minimum block and an alignment, read from
-the allocator's source; the cost of a block is
-``round_up(max(size + header, min_block), align)``. These are byte figures, the
-best case of each allocator; where every block lands (and what fragmentation
-costs) is :mod:`firmware_model.placement`'s.
+Each model gives, per pointer width, the parameters of one rule,
+:func:`firmware_model.placement._arena.block_bytes`: ``round_up(max(size + pre,
+min_block), align)``, rounded up to a TLSF size class where the allocator keeps that
+size, plus ``post``. Each placement simulator sizes its blocks with the same function
+and parameters, so the cost of a block is what its simulator takes for it alone
+(``tests/test_firmware_model.py`` checks it). These are byte figures, the best case of
+each allocator; where every block lands (and what fragmentation costs) is
+:mod:`firmware_model.placement`'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .placement._arena import block_bytes
+
 
 @dataclass(frozen=True)
 class Allocator:
-    """A heap allocator's per-block cost, as multiples of the pointer size where it depends on it.
+    """A heap allocator's per-block cost, on 32- and 64-bit targets.
 
     Attributes
     ----------
     name : str
-    header : tuple[int, int]
-        Bytes of header per block, on 32- and 64-bit targets.
+    pre : tuple[int, int]
+        Bytes added to a request before rounding (a header, padding).
     min_block : tuple[int, int]
-        Smallest block (header included).
+        Smallest block before rounding.
     align : tuple[int, int]
-        Block sizes are multiples of this.
+        Block sizes are rounded up to a multiple of this.
+    post : tuple[int, int]
+        Bytes added after rounding (a header outside the rounded size).
+    size_classes : bool
+        Blocks keep their size rounded up to the TLSF second-level class (ESP-IDF's
+        TLSF), whose width depends on the heap size.
     source : str
         Where the figures were read.
     """
 
     name: str
-    header: tuple[int, int]
+    pre: tuple[int, int]
     min_block: tuple[int, int]
     align: tuple[int, int]
+    post: tuple[int, int]
+    size_classes: bool
     source: str
 
-    def params(self, usize_bits: int) -> tuple[int, int, int]:
-        """``(header, min_block, align)`` for a pointer width."""
+    def params(self, usize_bits: int, heap_size: int | None = None) -> tuple[int, int, int, int, int]:
+        """``(pre, min_block, align, sl_log2, post)`` of :func:`block_bytes` for a pointer
+        width and heap size. ``sl_log2`` is 0 (no size classes) but for ESP-IDF, where
+        it comes from the heap size as ``multi_heap_register`` sizes its TLSF; with no
+        heap size, the finest classes (the least rounding: the best case)."""
         i = 0 if usize_bits == 32 else 1
-        return self.header[i], self.min_block[i], self.align[i]
+        sl_log2 = 0
+        if self.size_classes:
+            from .placement.esp_idf import HEAP_T_BYTES, control
 
-    def cost(self, size: int, usize_bits: int) -> int:
-        """Bytes one block of ``size`` requested bytes takes (0 for 0)."""
+            pool = None if heap_size is None else heap_size - HEAP_T_BYTES
+            sl_log2 = control(pool)[1] if pool is not None and pool > 0 else control(1 << 20)[1]
+        return self.pre[i], self.min_block[i], self.align[i], sl_log2, self.post[i]
+
+    def cost(self, size: int, usize_bits: int, heap_size: int | None = None) -> int:
+        """Bytes one block of ``size`` requested bytes takes (0 for 0) on a heap of
+        ``heap_size`` bytes (which only ESP-IDF's size classes depend on)."""
         if size == 0:
             return 0
-        header, min_block, align = self.params(usize_bits)
-        return -(-max(size + header, min_block) // align) * align
+        return int(block_bytes(size, *self.params(usize_bits, heap_size)))
 
 
 ALLOCATORS: dict[str, Allocator] = {
     a.name: a
     for a in (
-        Allocator("none", (0, 0), (1, 1), (1, 1), "bytes requested (Layout sizes), as in the golden vectors"),
+        Allocator("none", (0, 0), (1, 1), (1, 1), (0, 0), False,
+                  "bytes requested (Layout sizes), as in the golden vectors"),
         Allocator(
-            "linked-list", (0, 0), (8, 16), (4, 8),
+            "linked-list", (0, 0), (8, 16), (4, 8), (0, 0), False,
             "embedded-alloc LlffHeap = linked_list_allocator: hole.rs align_layout rounds a request up to "
             "HoleList::min_size() (2 * usize) and to align_of::<Hole>() (usize); no header",
         ),
         Allocator(
-            "tlsf", (4, 8), (8, 16), (8, 16),
-            "embedded-alloc TlsfHeap = rlsf: a used block has a one-usize header and block sizes are "
-            "multiples of GRANULARITY (2 * usize)",
+            "tlsf", (8, 16), (0, 0), (16, 32), (0, 0), False,
+            "embedded-alloc TlsfHeap = rlsf 0.2.1: a used block is a 2 * usize header (UsedBlockHdr) then the "
+            "payload, rounded up to GRANULARITY (4 * usize); alignments up to 2 * usize",
         ),
         Allocator(
-            "newlib", (4, 8), (16, 32), (8, 16),
-            "newlib libc/stdlib/mallocr.c (dlmalloc): request2size adds SIZE_SZ (usize), aligns to "
-            "MALLOC_ALIGNMENT (2 * usize), at least MINSIZE (4 * usize)",
+            "newlib", (8, 8), (12, 16), (4, 8), (0, 0), False,
+            "newlib-nano nano-mallocr.c: a chunk is round_up(size, usize) + MALLOC_PADDING (4 B on 32-bit, "
+            "0 on 64-bit) + the usize size word, at least MALLOC_MINCHUNK (12 / 16 B)",
         ),
         Allocator(
-            "freertos-heap4", (8, 16), (16, 32), (8, 8),
+            "freertos-heap4", (8, 16), (0, 0), (8, 8), (0, 0), False,
             "FreeRTOS portable/MemMang/heap_4.c: xHeapStructSize = sizeof(BlockLink_t) (pointer + size_t) "
-            "added to each request, rounded to portBYTE_ALIGNMENT (8 on Cortex-M); "
-            "heapMINIMUM_BLOCK_SIZE = 2 * xHeapStructSize",
+            "rounded to portBYTE_ALIGNMENT (8) is added to each request, the sum rounded up to 8",
         ),
         Allocator(
-            "esp-idf", (4, 8), (16, 24), (4, 8),
-            "ESP-IDF components/heap (multi_heap over TLSF, IDF >= 5.0): block_header_overhead = "
-            "sizeof(size_t), ALIGN_SIZE 4, block_size_min 12 bytes of payload; poisoning off",
+            "esp-idf", (0, 0), (12, 24), (4, 8), (4, 8), True,
+            "ESP-IDF components/heap (multi_heap over TLSF, IDF >= 5.0): the payload rounded to ALIGN_SIZE 4, "
+            "at least block_size_min (12 B), rounded up to its second-level class (good fit), plus the "
+            "size_t header; poisoning off",
         ),
     )
 }

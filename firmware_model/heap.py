@@ -30,6 +30,7 @@ from mcsa._jit import jit
 from mcsa.mask import DEFAULT_POSITION_LIMIT, POSITION_BYTES, MaskPlan, distinct_codes, ordered_positions
 
 from .allocators import ALLOCATORS, Allocator
+from .placement._arena import block_bytes
 
 CAPACITY = 11
 """Keys per B-tree node (2 * B - 1, B = 6)."""
@@ -104,7 +105,7 @@ class Heap:
         if size == 0 or count == 0:
             return
         before = self.live_bytes
-        self.live_bytes += self.allocator.cost(size, self.usize_bits) * count
+        self.live_bytes += self.allocator.cost(size, self.usize_bits, self.budget) * count
         self.live_blocks += count
         self.allocations += count
         if self.live_bytes > self.peak_bytes:
@@ -122,7 +123,7 @@ class Heap:
     def free(self, size: int, count: int = 1) -> None:
         if size == 0 or count == 0:
             return
-        self.live_bytes -= self.allocator.cost(size, self.usize_bits) * count
+        self.live_bytes -= self.allocator.cost(size, self.usize_bits, self.budget) * count
         self.live_blocks -= count
 
     def push_vec(self, count: int, elem_size: int, label: str) -> int:
@@ -590,7 +591,7 @@ def _plan(config, gate, seq_len, usize_bits) -> MaskPlan:
 
 
 @jit
-def _attention_heap(queries, runs, seq_len, header, min_block, align, state, budget):
+def _attention_heap(queries, runs, seq_len, pre, min_block, align, sl_log2, post, state, budget):
     """``positions_by_query`` growth over (query, run) runs in mask order, then one
     ``Vec<f32>`` of scores per non-empty query, freed at the end of its turn;
     then the key Vecs are dropped.
@@ -610,7 +611,7 @@ def _attention_heap(queries, runs, seq_len, header, min_block, align, state, bud
         while caps[q] < target:
             new_cap = max(caps[q] * 2, caps[q] + 1, 4)
             before = live
-            live += -(-max(new_cap * 2 + header, min_block) // align) * align
+            live += block_bytes(new_cap * 2, pre, min_block, align, sl_log2, post)
             blocks += 1
             allocations += 1
             if live > peak:
@@ -619,13 +620,13 @@ def _attention_heap(queries, runs, seq_len, header, min_block, align, state, bud
             if budget >= 0 and cross_kind == 0 and live > budget:
                 cross_kind, cross_size, cross_before = 1, new_cap * 2, before
             if caps[q] > 0:
-                live -= -(-max(caps[q] * 2 + header, min_block) // align) * align
+                live -= block_bytes(caps[q] * 2, pre, min_block, align, sl_log2, post)
                 blocks -= 1
             caps[q] = new_cap
         lengths[q] = target
     for q in range(seq_len):
         if lengths[q] > 0:
-            cost = -(-max(lengths[q] * 4 + header, min_block) // align) * align
+            cost = block_bytes(lengths[q] * 4, pre, min_block, align, sl_log2, post)
             allocations += 1
             if live + cost > peak:
                 peak = live + cost
@@ -634,7 +635,7 @@ def _attention_heap(queries, runs, seq_len, header, min_block, align, state, bud
                 cross_kind, cross_size, cross_before = 2, lengths[q] * 4, live
     for q in range(seq_len):  # positions_by_query dropped: its Vecs first
         if caps[q] > 0:
-            live -= -(-max(caps[q] * 2 + header, min_block) // align) * align
+            live -= block_bytes(caps[q] * 2, pre, min_block, align, sl_log2, post)
             blocks -= 1
     state[0], state[1], state[2], state[3], state[4] = live, blocks, peak, peak_blocks, allocations
     return cross_kind, cross_size, cross_before
@@ -661,7 +662,7 @@ def _sparse_attention(heap: Heap, queries, runs, qkv_seq_len: int, dim: int) -> 
     state = np.array([heap.live_bytes, heap.live_blocks, heap.call_peak, 0, heap.allocations])
     budget = -1 if heap.budget is None or heap.crossing is not None else heap.budget
     kind, size, before = _attention_heap(
-        queries, runs, qkv_seq_len, *heap.allocator.params(heap.usize_bits), state, budget
+        queries, runs, qkv_seq_len, *heap.allocator.params(heap.usize_bits, heap.budget), state, budget
     )
     live, blocks, call_peak, call_peak_blocks, allocations = (int(x) for x in state)
     if call_peak > heap.peak_bytes:

@@ -171,10 +171,10 @@ def fit_step(
 
     def inputs_only() -> StepReport:  # q, k, v alone do not fit: the step never gets further
         trace = inputs_trace(inputs, target.usize_bits)
-        return report(peak_bytes=3 * allocator.cost(inputs, target.usize_bits), trace=trace,
+        return report(peak_bytes=3 * allocator.cost(inputs, target.usize_bits, budget), trace=trace,
                       placement=place(trace.events, budget, target.usize_bits) if place else None)
 
-    inputs_fit = 3 * allocator.cost(inputs, target.usize_bits) <= budget
+    inputs_fit = 3 * allocator.cost(inputs, target.usize_bits, budget) <= budget
     sim = mcsa.MincutSparseAttention(config, target, position_limit)
     heap = Heap(target.usize_bits, allocator, budget)
     try:
@@ -253,7 +253,7 @@ def heap_map(report: StepReport, width: int = 64, rows: int = 16) -> list[str]:
     lines += [f"{r * width * cell:>9,} |" + "".join(grid[r * width:(r + 1) * width]) + "|" for r in range(rows)]
     used = sorted(set(int(what[o]) for o in p.blocks[:, 2]))
     lines.append("  " + ", ".join(f"{letters[w]}={WHAT[w]}" for w in used) + ", .=free")
-    lines.append(f"  {len(p.holes)} holes, {p.free_total:,} B free, largest {p.largest_hole:,} B: "
+    lines.append(f"  {len(p.holes)} hole{'' if len(p.holes) == 1 else 's'}, {p.free_total:,} B free, largest {p.largest_hole:,} B: "
                  + ", ".join(f"{int(s):,} B at {int(a):,}" for a, s in p.holes[:12]) + (" ..." if len(p.holes) > 12 else ""))
     return lines
 

@@ -38,7 +38,11 @@ class Placement:
         Index of the first event the allocator could not satisfy (it returned null),
         or None when the whole trace ran.
     peak_used : int
-        Most bytes taken from the arena at once (headers, padding and rounding included).
+        Most bytes taken from the arena at once, up to the failure: ``heap_size`` minus
+        the free bytes (the holes) at the worst moment. It counts every block with its
+        header, padding and rounding, and what the allocator keeps for itself (its
+        control structure, sentinels, the arena's unaligned tail). For ``linked-list``
+        it is ``Heap::used()`` plus the arena's tail past the last usize boundary.
     blocks : numpy.ndarray
         Live blocks at the failure (or at the end): (N, 3) int64 of (offset, size, obj),
         offsets from the arena start, sizes as taken from the arena.
@@ -71,7 +75,11 @@ class Placement:
 
 Simulator = Callable[[np.ndarray, int, int], Placement]
 """``simulate(events, heap_size, usize_bits) -> Placement``: every simulator's signature.
-``heap_size`` is the arena in bytes, its start aligned to ``2 * usize`` bytes."""
+``heap_size`` is the arena in bytes. Every simulator takes the arena's start as aligned
+to 4096 bytes (``_arena.ARENA_ALIGN``), so that a block's offset alone tells its
+alignment: the C and rlsf oracles' arenas were 4096-aligned; the linked-list oracle's
+was 16-aligned, which places the same as long as no request asks for more than 16
+(the step's largest alignment is 8)."""
 
 
 SIMULATORS: dict[str, str] = {

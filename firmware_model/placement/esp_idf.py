@@ -38,7 +38,11 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from .tlsf import _ix, _live_sizes, _log2, finish, table_size, trace_arrays
+from ._arena import _ix, _live_sizes, _log2, block_bytes, finish, table_size, trace_arrays
+
+
+HEAP_T_BYTES = 20
+"""``sizeof(heap_t)`` on 32-bit (5 words), in front of the TLSF pool."""
 
 
 def control(pool: int) -> tuple[int, int, int, int]:
@@ -126,13 +130,9 @@ def _split(f, keys, b, size, w):
 def _malloc(f, keys, head, count, st, size, w, sl_log2, fl_index_max, fl_count):
     if st[1] == 0:
         return -1
-    adjust = (size + 3) & ~3
+    adjust = block_bytes(size, 0, 3 * w, 4, sl_log2, 0)
     if adjust >= (1 << fl_index_max):
         return -1
-    adjust = max(adjust, 3 * w)
-    if adjust >= (1 << (sl_log2 + 2)):
-        rnd = 1 << (_log2(adjust) - sl_log2)
-        adjust = (adjust + rnd - 1) & ~(rnd - 1)
     fl, sl = _mapping(adjust, sl_log2)
     if fl >= fl_count:
         return -1
@@ -185,10 +185,9 @@ def _realloc(f, keys, head, count, st, b, size, w, sl_log2, fl_index_max, fl_cou
     n = _next(f, keys, b, w)
     cur = f[1, _ix(keys, b)]
     combined = cur + f[1, _ix(keys, n)] + w
-    adjust = (size + 3) & ~3
+    adjust = block_bytes(size, 0, 3 * w, 4, 0, 0)  # tlsf_realloc: no size-class rounding
     if adjust >= (1 << fl_index_max):
         return -1, 0
-    adjust = max(adjust, 3 * w)
     if adjust > cur and (f[2, _ix(keys, n)] == 0 or adjust > combined):
         nb = _malloc(f, keys, head, count, st, size, w, sl_log2, fl_index_max, fl_count)
         if nb < 0:
@@ -284,16 +283,16 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     """
     if usize_bits != 32:
         raise ValueError(f"esp-idf: ESP-IDF targets are 32-bit; usize_bits {usize_bits} is not modelled")
-    ops, objs, sizes, _, n_obj = trace_arrays(events, heap_size, usize_bits, 4, "esp-idf")
+    ops, objs, sizes, _, ids = trace_arrays(events, heap_size, usize_bits, 4, "esp-idf")
     w = 4
     heap_size = int(heap_size)
-    pool = heap_size - 5 * w
+    pool = heap_size - HEAP_T_BYTES
     fl_index_max, sl_log2, fl_count, ctrl = control(pool) if pool > 0 else (0, 3, 0, 0)
     pool_bytes = ((pool - ctrl - 2 * w) & ~3) if pool >= ctrl + 3 * w else 0
     if pool_bytes < 3 * w or pool_bytes > (1 << fl_index_max):
         pool_bytes = 0
-    pool0 = 5 * w + ctrl
-    status, peak, addr, live_size, holes = _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes,
+    pool0 = HEAP_T_BYTES + ctrl
+    status, peak, addr, live_size, holes = _esp(ops, objs, sizes, len(ids), heap_size, w, pool0, pool_bytes,
                                                 sl_log2, fl_index_max, fl_count, table_size(len(ops)))
-    return finish("esp-idf", heap_size, status, peak, np.unique(events["obj"]),
+    return finish("esp-idf", heap_size, status, peak, ids,
                   np.where(addr >= 0, addr + w, -1), live_size, holes)

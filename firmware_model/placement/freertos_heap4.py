@@ -27,7 +27,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from .tlsf import _ix, _list_holes, _live_sizes, finish, table_size, trace_arrays
+from ._arena import _ix, _list_holes, _live_sizes, block_bytes, finish, table_size, trace_arrays
 
 _NULL = -1
 _START = -2
@@ -35,7 +35,7 @@ _START = -2
 
 @jit
 def _malloc(keys, nxt, bsz, st, size, hs, end):
-    wanted = (size + hs + 7) & ~7
+    wanted = block_bytes(size, hs, 0, 8, 0, 0)
     if wanted > st[1]:
         return -1
     prev = _START
@@ -138,13 +138,13 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
         If the trace is invalid, an alignment exceeds 8 or the heap cannot hold the end
         marker and one 8-byte block (``prvHeapInit`` would underflow or overlap them).
     """
-    ops, objs, sizes, _, n_obj = trace_arrays(events, heap_size, usize_bits, 8, "freertos-heap4")
+    ops, objs, sizes, _, ids = trace_arrays(events, heap_size, usize_bits, 8, "freertos-heap4")
     w = usize_bits // 8
     hs = (2 * w + 7) & ~7
     if heap_size < hs + 8:
         raise ValueError(f"freertos-heap4: heap_size {heap_size} cannot hold the end marker and a block "
                          f"(at least {hs + 8} bytes)")
-    status, peak, addr, live_size, holes = _heap4(ops, objs, sizes, n_obj, int(heap_size), w,
+    status, peak, addr, live_size, holes = _heap4(ops, objs, sizes, len(ids), int(heap_size), w,
                                                   table_size(len(ops)))
-    return finish("freertos-heap4", heap_size, status, peak, np.unique(events["obj"]), addr,
+    return finish("freertos-heap4", heap_size, status, peak, ids, addr,
                   live_size, holes)

@@ -28,6 +28,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
+from ._arena import ARENA_ALIGN, block_bytes, finish, trace_arrays
 
 
 @jit
@@ -114,13 +115,11 @@ def _alloc(haddr, hsize, m, size, align, word):
 
 
 @jit
-def _simulate(op, obj, size, align, heap_size, word):
-    """Replay a trace. Returns (failed event or -1, peak used, hole (addr, size)
-    rows, block (addr, size, obj) rows) at the failure or the end."""
+def _simulate(op, obj, size, align, n_obj, heap_size, word):
+    """Replay a trace. Returns (status as :func:`~._arena.finish` takes it, peak of
+    ``used()``, block address and size per object, hole (addr, size) rows) at the
+    failure or the end."""
     n = op.size
-    n_obj = 1
-    for i in range(n):
-        n_obj = max(n_obj, obj[i] + 1)
     baddr = np.full(n_obj, -1, np.int64)
     bsize = np.zeros(n_obj, np.int64)
     haddr = np.empty(n + 2, np.int64)
@@ -134,12 +133,14 @@ def _simulate(op, obj, size, align, heap_size, word):
     failed = -1
     for i in range(n):
         o = obj[i]
+        if (op[i] == 0) != (baddr[o] < 0):
+            return -2 - i, peak, baddr, bsize, np.zeros((0, 2), np.int64)
         if op[i] == 1:
             m = _free(haddr, hsize, m, baddr[o], bsize[o], 0, top, word)
             used -= bsize[o]
             baddr[o] = -1
             continue
-        need = _align_up(max(size[i], 2 * word), word)
+        need = block_bytes(size[i], 0, 2 * word, word, 0, 0)
         addr, m = _alloc(haddr, hsize, m, need, align[i], word)
         if addr < 0:
             failed = i
@@ -152,26 +153,27 @@ def _simulate(op, obj, size, align, heap_size, word):
         baddr[o], bsize[o] = addr, need
     holes = np.empty((m, 2), np.int64)
     holes[:, 0], holes[:, 1] = haddr[:m], hsize[:m]
-    live = np.flatnonzero(baddr >= 0)
-    blocks = np.empty((live.size, 3), np.int64)
-    for j in range(live.size):
-        blocks[j, 0], blocks[j, 1], blocks[j, 2] = baddr[live[j]], bsize[live[j]], live[j]
-    blocks = blocks[np.argsort(blocks[:, 0])]
-    return failed, peak, holes, blocks
+    return failed, peak, baddr, bsize, holes
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     """Place a trace on a ``linked_list_allocator`` heap of ``heap_size`` bytes.
 
+    Arguments and result as :data:`~firmware_model.placement.Simulator`: ``heap_size``
+    is what ``Heap::init`` is given, ``usize_bits`` 32 or 64.
+
     Raises
     ------
+    TypeError
+        If ``events`` is not an ``EVENT_DTYPE`` array.
     ValueError
-        If ``heap_size`` is not in 0..2**63 or ``usize_bits`` is not 32 or 64.
+        If the trace, the heap size or the pointer width is invalid.
     """
-    if usize_bits not in (32, 64):
-        raise ValueError(f"usize_bits must be 32 or 64, got {usize_bits!r}")
-    if not 0 <= heap_size < 2**63:
-        raise ValueError(f"heap_size must be in 0..2**63, got {heap_size}")
-    failed, peak, holes, blocks = _simulate(
-        events["op"].astype(np.int64), events["obj"], events["size"], events["align"], heap_size, usize_bits // 8)
-    return Placement("linked-list", heap_size, None if failed < 0 else int(failed), int(peak), blocks, holes)
+    ops, objs, sizes, aligns, ids = trace_arrays(events, heap_size, usize_bits, ARENA_ALIGN, "linked-list")
+    word = usize_bits // 8
+    status, peak, addr, size, holes = _simulate(ops, objs, sizes, aligns, len(ids), int(heap_size), word)
+    # The bytes no hole can ever hold (the arena's unaligned tail, or all of an arena too
+    # small for one hole) count as taken, as the other simulators count their fixed overhead.
+    top = int(heap_size) // word * word
+    fixed = int(heap_size) - (top if top >= 2 * word else 0)
+    return finish("linked-list", heap_size, status, peak + fixed, ids, addr, size, holes)

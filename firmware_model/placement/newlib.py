@@ -34,14 +34,14 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from .tlsf import _ix, _list_holes, _live_sizes, finish, table_size, trace_arrays
+from ._arena import _ix, _list_holes, _live_sizes, block_bytes, finish, table_size, trace_arrays
 
 
 @jit
 def _malloc(keys, nxt, bsz, st, s, w, heap_size):
     pad = max(8, w) - w
     minchunk = w + pad + w
-    size = max(((s + w - 1) & ~(w - 1)) + pad + w, minchunk)
+    size = block_bytes(s, pad + w, minchunk, w, 0, 0)
     if size >= 0x80000000:
         return -1
     p = st[0]
@@ -190,7 +190,7 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     ValueError
         If the trace is invalid or an alignment exceeds 8.
     """
-    ops, objs, sizes, _, n_obj = trace_arrays(events, heap_size, usize_bits, 8, "newlib")
-    status, peak, addr, live_size, holes = _nano(ops, objs, sizes, n_obj, int(heap_size), usize_bits // 8,
+    ops, objs, sizes, _, ids = trace_arrays(events, heap_size, usize_bits, 8, "newlib")
+    status, peak, addr, live_size, holes = _nano(ops, objs, sizes, len(ids), int(heap_size), usize_bits // 8,
                                                  table_size(len(ops)))
-    return finish("newlib", heap_size, status, peak, np.unique(events["obj"]), addr, live_size, holes)
+    return finish("newlib", heap_size, status, peak, ids, addr, live_size, holes)

@@ -19,14 +19,18 @@ USIZE_MAX = 2**64 - 1
 
 
 def _range(ctx, param, value):
-    try:
-        lo, _, hi = value.partition("..")
-        lo, hi = int(lo), int(hi or lo)
-    except ValueError:
-        raise click.BadParameter(f"expected A..B or N, got {value!r}") from None
-    if not 0 <= lo <= hi <= 0xFFFF:
-        raise click.BadParameter(f"partition counts must satisfy 0 <= A <= B <= 65535, got {value!r}")
-    return range(lo, hi + 1)
+    """Partition counts from ``A..B``, ``N`` or a comma list of them (``2,4,8``), ascending."""
+    counts: set[int] = set()
+    for part in value.split(","):
+        try:
+            lo, _, hi = part.partition("..")
+            lo, hi = int(lo), int(hi or lo)
+        except ValueError:
+            raise click.BadParameter(f"expected A..B, N or a comma list of them, got {value!r}") from None
+        if not 0 <= lo <= hi <= 0xFFFF:
+            raise click.BadParameter(f"partition counts must satisfy 0 <= A <= B <= 65535, got {part!r}")
+        counts.update(range(lo, hi + 1))
+    return sorted(counts)
 
 
 def _common(fn):
@@ -61,7 +65,7 @@ def _spans(values: list[int]) -> str:
 
 @click.command()
 @_common
-@click.option("--partitions", default="2..16", show_default=True, callback=_range, help="Partition counts, A..B.")
+@click.option("--partitions", default="2..16", show_default=True, callback=_range, help="Partition counts: A..B, N or a comma list (2,4,8).")
 @click.option("--max-seq-len", type=click.IntRange(1, USIZE_MAX), default=65536, show_default=True,
               help="Scan seq_len from 1 up to this.")
 @fail_on_input_errors
@@ -74,6 +78,7 @@ def plan(target_name, profiles_file, dim, lambda_, concentration, heap_budget, a
     \b
     Example:
       mcsa plan --target stm32f411 --dim 32 --partitions 2..8
+      mcsa plan --target esp32 --dim 32 --partitions 2,4,8
     """
     profile, build = resolve_profile(target_name, profiles_file)
     rows = capacity_table(profile, load_config(config_file), dim, partitions, lambda_, concentration,
