@@ -190,7 +190,7 @@ class MincutSparseAttention:
         self.config = config
         self.target = resolve_target(target)
         self.position_limit = int(position_limit)
-        self._schedule = schedule_args(config)
+        self._schedule = schedule_args(config, self.target)
 
     def __repr__(self) -> str:
         return f"MincutSparseAttention({self.config!r}, target={str(self.target)!r})"
