@@ -15,9 +15,10 @@ from .mask import (
     U16_END,
     causal_positions,
     check_limit,
-    distinct_codes,
+    distinct_positions,
     full_count,
     ordered_positions,
+    reduced_seq_len,
     resolve_target,
     sparse_density,
 )
@@ -240,28 +241,32 @@ class MincutSparseAttention:
         return MaskPlan(seq_len, True, bounds, tokens, self.config.intra_partition_attention, cross, ordered)
 
     def _positions(self, plan: MaskPlan, fill_limit: int):
-        """Count, and when under ``fill_limit`` build, the sparse positions."""
-        args = (plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
+        """Count, and when under ``fill_limit`` build, the sparse positions: in
+        order where no index wraps, else row by row from unions of intervals."""
         if plan.ordered:
-            count = ordered_positions(*args, np.zeros((0, 2), np.uint16), False, _NO_COUNTS)
-            if count > fill_limit:
-                return count, None
-            out = np.empty((count, 2), np.uint16)
-            ordered_positions(*args, out, True, _NO_COUNTS)
-            return count, out
-        codes = distinct_codes(plan.insertion_codes(self.position_limit))
-        return len(codes), np.stack([codes >> 16, codes & 0xFFFF], axis=1).astype(np.uint16)
+            kernel, seq_len, extra = ordered_positions, plan.seq_len, (_NO_COUNTS,)
+        else:
+            kernel, seq_len, extra = distinct_positions, reduced_seq_len(plan.seq_len), ()
+        args = (seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
+        count = kernel(*args, np.zeros((0, 2), np.uint16), False, *extra)
+        if count > fill_limit:
+            return count, None
+        out = np.empty((count, 2), np.uint16)
+        kernel(*args, out, True, *extra)
+        return count, out
 
     def mask_stats(self, gate: GatePacket, seq_len: int) -> MaskStats:
-        """What :meth:`build_mask` would give, without materialising positions
-        (except where indices wrap past 65535 and distinct pairs must be found).
+        """What :meth:`build_mask` would give, without materialising positions:
+        for any ``seq_len`` the target accepts, wrapping indices included, in time
+        linear in ``min(seq_len, 65536)`` plus the boundary tokens and memory that
+        does not grow with the number of positions.
 
         Raises
         ------
+        TypeError, ValueError
+            For a bad ``gate`` or ``seq_len``.
         TargetPanic
             Where ``build_mask`` panics on the target.
-        MaskTooLarge
-            Only on the wrapping path, when the pairs to deduplicate exceed the limit.
         """
         plan = self.plan_mask(gate, seq_len)
         if not plan.sparse:
