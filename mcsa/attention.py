@@ -18,12 +18,12 @@ from .mask import (
     distinct_positions,
     full_count,
     ordered_positions,
+    position_limit_arg,
     reduced_seq_len,
-    resolve_target,
     sparse_density,
 )
 from .packets import GatePacket, SparsityConfig
-from .target import Target, TargetPanic, int_as_f32
+from .target import Target, TargetPanic, f32_of, int_as_f32, resolve_target
 
 OK, INDEX_OUT_OF_BOUNDS, ADD_OVERFLOW, MUL_OVERFLOW = 0, 1, 2, 3
 _I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
@@ -183,24 +183,6 @@ def _qkv(name: str, array, dim: int) -> np.ndarray:
     return np.ascontiguousarray(array).reshape(-1)
 
 
-def scale_f32(scale) -> np.float32:
-    """``scale`` as the f32 a Rust caller passes: a float rounded once to f32, an
-    integer rounded to nearest-even (infinity past f32's range).
-
-    Raises
-    ------
-    TypeError
-        If ``scale`` is not a real number (None, a str, a list, a bool...).
-    """
-    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.integer, np.floating)):
-        raise TypeError(f"scale must be a real number (an f32), got {type(scale).__name__} {scale!r:.40}")
-    if isinstance(scale, (int, np.integer)):
-        scale = int(scale)
-        return np.float32(np.copysign(np.inf, scale)) if abs(scale).bit_length() > 128 else int_as_f32(scale)
-    with np.errstate(over="ignore"):
-        return np.float32(scale)
-
-
 def _heap_capacity(count: int, elem_size: int, target: Target) -> None:
     """``vec![x; count]`` of ``elem_size``-byte elements: past ``isize::MAX`` bytes, Rust panics."""
     if count * elem_size > target.isize_max:
@@ -237,11 +219,9 @@ class MincutSparseAttention:
         config = SparsityConfig() if config is None else config
         if not isinstance(config, SparsityConfig):
             raise TypeError(f"config must be a SparsityConfig, got {type(config).__name__}")
-        if isinstance(position_limit, bool) or not isinstance(position_limit, (int, np.integer)) or position_limit < 0:
-            raise ValueError(f"position_limit must be a non-negative integer, got {position_limit!r}")
         self.config = config
         self.target = resolve_target(target)
-        self.position_limit = int(position_limit)
+        self.position_limit = position_limit_arg(position_limit)
         self._schedule = schedule_args(config, self.target)
 
     def __repr__(self) -> str:
@@ -262,7 +242,15 @@ class MincutSparseAttention:
 
     def should_use_sparse(self, gate: GatePacket, seq_len: int) -> bool:
         """The reference's sparse-path test: ``seq_len >= 16``, two or more
-        partitions and ``lambda >= 30``."""
+        partitions and ``lambda >= 30``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a bad ``gate`` or ``seq_len``.
+        """
+        _check_gate(gate)
+        seq_len = self.target.check_usize(seq_len, "seq_len")
         return seq_len >= 16 and gate.partition_count >= 2 and gate.lambda_ >= 30
 
     def plan_mask(self, gate: GatePacket, seq_len: int) -> MaskPlan:
@@ -366,9 +354,15 @@ class MincutSparseAttention:
 
         Raises
         ------
+        TypeError
+            If ``mask`` is neither a SparseMask nor a MaskStats, or ``seq_len`` not an integer.
+        ValueError
+            If ``seq_len`` is not a usize of the target.
         TargetPanic
             On ``usize`` overflow in a debug build.
         """
+        if not isinstance(mask, (SparseMask, MaskStats)):
+            raise TypeError(f"mask must be a SparseMask or MaskStats, got {type(mask).__name__}")
         full = causal_positions(self.target.check_usize(seq_len, "seq_len"), self.target)
         if full == 0:
             return np.float32(1.0)
@@ -414,7 +408,7 @@ class MincutSparseAttention:
         q, k, v = (_qkv(name, a, dim) for name, a in (("q", q), ("k", k), ("v", v)))
         if not isinstance(mask, SparseMask):
             raise TypeError(f"mask must be a SparseMask, got {type(mask).__name__}")
-        scale = scale_f32(scale)
+        scale = f32_of(scale, "scale")
         if dim == 0:
             raise TargetPanic("attempt to divide by zero")
         seq_len = q.size // dim

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._jit import jit
-from .target import PRESETS, Target, int_as_f32
+from .target import Target, f32_of, int_as_f32, resolve_target
 
 DEFAULT_POSITION_LIMIT = 1 << 27
 """Largest mask built on the host by default: 134,217,728 positions (512 MiB)."""
@@ -25,23 +25,21 @@ class MaskTooLarge(ValueError):
     """A mask would hold more positions than the host-memory guard allows."""
 
 
-def resolve_target(target: Target | str | None) -> Target:
-    """A :class:`Target` from a preset name, a Target, or None (the host, ``x86_64-release``).
+def position_limit_arg(value) -> int:
+    """Validate a ``position_limit`` argument.
 
     Raises
     ------
-    ValueError
-        If the name is unknown.
     TypeError
-        If ``target`` is of another type.
+        If it is not an integer.
+    ValueError
+        If it is negative.
     """
-    if target is None:
-        return PRESETS["x86_64-release"]
-    if isinstance(target, str):
-        return Target.named(target)
-    if not isinstance(target, Target):
-        raise TypeError(f"target must be a Target or a preset name, got {type(target).__name__}")
-    return target
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"position_limit must be an integer, got {type(value).__name__} {value!r:.40}")
+    if value < 0:
+        raise ValueError(f"position_limit must be >= 0, got {value}")
+    return int(value)
 
 
 def check_limit(count: int, limit: int, what: str, noun: str = "positions") -> None:
@@ -423,7 +421,7 @@ class SparseMask:
     Raises
     ------
     TypeError
-        If positions are not integers.
+        If positions are not integers or density not a real number.
     ValueError
         If positions are not (N, 2) or not u16.
     """
@@ -435,7 +433,7 @@ class SparseMask:
         if positions.ndim != 2 or positions.shape[1] != 2:
             raise ValueError(f"positions must have shape (N, 2), got {positions.shape}")
         self.positions = positions
-        self.density = np.float32(density)
+        self.density = f32_of(density, "density")
         self.partition_boundaries = _u16_array(partition_boundaries, "partition_boundaries").reshape(-1)
         self.boundary_tokens = _u16_array(boundary_tokens, "boundary_tokens").reshape(-1)
         self.target = None if target is None else resolve_target(target)
@@ -500,6 +498,7 @@ class SparseMask:
         """
         target = resolve_target(target)
         seq_len = target.check_usize(seq_len, "seq_len")
+        position_limit = position_limit_arg(position_limit)
         count = full_count(seq_len, target)
         check_limit(count, position_limit, f"SparseMask.full({seq_len})")
         positions = np.empty((count, 2), np.uint16)

@@ -364,6 +364,51 @@ hard-float), ``soft-float`` (thumbv7m, thumbv6m, riscv32imc: no FPU) and
 ``xtensa-fpu`` read from manuals and sources (see :data:`NAN_RULES`)."""
 
 
+def resolve_target(target: "Target | str | None") -> Target:
+    """A :class:`Target` from a preset name, a Target, or None (the host, ``x86_64-release``).
+
+    Profile names (a board's RAM and allocator) are the application layer's; see
+    its resolver.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown.
+    TypeError
+        If ``target`` is of another type.
+    """
+    if target is None:
+        return PRESETS["x86_64-release"]
+    if isinstance(target, str):
+        return Target.named(target)
+    if not isinstance(target, Target):
+        raise TypeError(f"target must be a Target or a preset name, got {type(target).__name__}")
+    return target
+
+
+def f32_of(value, what: str) -> np.float32:
+    """A Python or NumPy real number as the f32 a Rust caller passes: a float
+    rounded once to f32 (to infinity past its range), an integer rounded to
+    nearest-even.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a real number (None, a str, a list, a bool...); the message names ``what``.
+    ValueError
+        If an integer is beyond every float's range (e.g. ``10**400``).
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what} must be a real number (an f32), got {type(value).__name__} {value!r:.40}")
+    if isinstance(value, (int, np.integer)):
+        value = int(value)
+        if abs(value).bit_length() > 1024:
+            raise ValueError(f"{what} must be a number within f64 range, got an integer of {value.bit_length()} bits")
+        return int_as_f32(value)
+    with np.errstate(over="ignore"):
+        return np.float32(value)
+
+
 def int_as_f32(n: int):
     """Rust ``n as f32`` for an integer of up to 64 bits: one rounding to nearest-even.
 
