@@ -418,6 +418,8 @@ class MincutSparseAttention:
         if bad >= 0:
             raise _panic(INDEX_OUT_OF_BOUNDS, seq_len, bad)
         out = np.zeros(seq_len * dim, np.float32)
+        if seq_len == 0:  # no rows (dim may be past q's length, even 2^63 or more)
+            return out
         code, a, b = _attention(
             q, k, v, offsets, keys, dim, scale,
             self.target.expf.code, self.target.usize_bits == 32, self.target.panics_on_overflow, out,

@@ -157,6 +157,9 @@ def test_sparse_attention_argument_errors():
     for bad in (None, "0.25", [1, 2], True):
         with pytest.raises(TypeError, match="^scale must be a real number"):
             sim.sparse_attention(ok, ok, ok, mask, 4, bad)
+    assert sim.sparse_attention(ok, ok, ok, SparseMask.empty(), 2**64 - 1, 0.5).size == 0  # no rows
+    with pytest.raises(TargetPanic, match="^index out of bounds: the len is 0 but the index is 0$"):
+        sim.sparse_attention(ok, ok, ok, mask, 2**63, 0.5)
     with pytest.raises(TypeError, match="q must be an int8 numpy array, got list"):
         sim.sparse_attention([0] * 64, ok, ok, mask, 4, 0.5)
     with pytest.raises(ValueError, match=r"k has shape \(16, 3\), whose rows are not dim=4 long"):
