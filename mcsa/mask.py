@@ -201,9 +201,9 @@ def _row_intervals(seq_len, bounds, intra):
     """
     lo = np.full((3, U16_END), 1, np.int64)
     hi = np.zeros((3, U16_END), np.int64)
-    if not intra:
-        return lo, hi
     parts = bounds.size
+    if not intra or parts == 0:
+        return lo, hi
     starts = np.empty(max(parts - 1, 0), np.int64)
     ends = np.empty(max(parts - 1, 0), np.int64)
     for p in range(parts - 1):
@@ -289,10 +289,11 @@ def distinct_positions(seq_len, bounds, tokens, intra, cross, out, fill):
 
 
 def reduced_seq_len(seq_len: int) -> int:
-    """A ``seq_len`` below 2^18 that gives the same distinct pairs as ``seq_len``:
-    past three times 65536 tokens every row of the last partition holds every key,
-    so only ``seq_len % 65536`` still matters (and not even that)."""
-    return seq_len if seq_len < 3 * U16_END else 3 * U16_END + seq_len % U16_END
+    """A ``seq_len`` below 2^18 that gives the same distinct pairs as ``seq_len``
+    (so no kernel sees a usize past int64): rows are u16, and from 3 * 65536 tokens
+    on, every row of the last partition, which then starts below 65536 and runs
+    past 2 * 65536, holds every key."""
+    return min(seq_len, 3 * U16_END)
 
 
 @dataclass(frozen=True)
