@@ -5,7 +5,7 @@ from .expf import ExpF, expf
 from .fnv import fnv1a64
 from .mask import DEFAULT_POSITION_LIMIT, MaskPlan, MaskStats, MaskTooLarge, SparseMask
 from .packets import Adaptive, GatePacket, Linear, SparsityConfig, Threshold
-from .target import PRESETS, Overflow, Target, TargetPanic
+from .target import NAN_RULES, PRESETS, NanRules, Overflow, Target, TargetPanic, resolve_target
 
 __version__ = "0.1.0"
 
@@ -19,6 +19,8 @@ __all__ = [
     "MaskStats",
     "MaskTooLarge",
     "MincutSparseAttention",
+    "NAN_RULES",
+    "NanRules",
     "Overflow",
     "PRESETS",
     "SparseMask",
@@ -28,4 +30,5 @@ __all__ = [
     "Threshold",
     "expf",
     "fnv1a64",
+    "resolve_target",
 ]

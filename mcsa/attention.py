@@ -15,14 +15,15 @@ from .mask import (
     U16_END,
     causal_positions,
     check_limit,
-    distinct_codes,
+    distinct_positions,
     full_count,
     ordered_positions,
-    resolve_target,
+    position_limit_arg,
+    reduced_seq_len,
     sparse_density,
 )
 from .packets import GatePacket, SparsityConfig
-from .target import Target, TargetPanic, int_as_f32
+from .target import Target, TargetPanic, f32_of, int_as_f32, resolve_target
 
 OK, INDEX_OUT_OF_BOUNDS, ADD_OVERFLOW, MUL_OVERFLOW = 0, 1, 2, 3
 _I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
@@ -91,8 +92,27 @@ def _score_checked(q, k, qbase, key, dim, wrap32, panic_mode):
 
 
 @jit
+def _accumulate_checked(v, bases, scores, n, dim, wrap32, orow):
+    """The weighted sum in Rust's order (``d`` outer, keys inner) with the bounds
+    check of every ``v`` read and the 32-bit wrap of ``base + d``, for rows the
+    fast path cannot take. Returns (code, len, index)."""
+    for d in range(dim):
+        total = np.float32(0.0)
+        for t in range(n):
+            index = bases[t] + d
+            if wrap32 and index >= _U32_END:
+                index -= _U32_END  # a debug build panicked on this add in the k loop
+            if index >= v.size:
+                return INDEX_OUT_OF_BOUNDS, v.size, index
+            total += scores[t] * np.float32(v[index])
+        orow[d] = total
+    return OK, 0, 0
+
+
+@jit
 def _attention(q, k, v, offsets, keys, dim, scale, flavour, wrap32, panic_mode, out):
-    """``sparse_attention`` over the grouped keys; writes ``out``, returns (code, a, b)."""
+    """``sparse_attention`` over the grouped keys; writes ``out``, returns (code, a, b).
+    ``k`` and ``v`` may be of any length: every read past them is Rust's panic."""
     seq_len = offsets.size - 1
     widest = 0
     for i in range(seq_len):
@@ -107,6 +127,7 @@ def _attention(q, k, v, offsets, keys, dim, scale, flavour, wrap32, panic_mode, 
         qbase = query * dim
         for d in range(dim):
             qrow[d] = q[qbase + d]
+        v_inside = True
         for t in range(last - first):
             key = np.int64(keys[first + t])
             base = key * dim
@@ -120,6 +141,7 @@ def _attention(q, k, v, offsets, keys, dim, scale, flavour, wrap32, panic_mode, 
                 for d in range(dim):
                     score += qrow[d] * krow[d]
             bases[t] = base
+            v_inside = v_inside and base + dim <= v.size and not (wrap32 and base + dim - 1 >= _U32_END)
             scores[t] = np.float32(np.int32(score)) * scale
         n = last - first
         top = np.float32(-np.inf)
@@ -133,9 +155,14 @@ def _attention(q, k, v, offsets, keys, dim, scale, flavour, wrap32, panic_mode, 
             inv = np.float32(1.0) / total
             for t in range(n):
                 scores[t] *= inv
+        orow = out[qbase : qbase + dim]
+        if not v_inside:
+            code, a, b = _accumulate_checked(v, bases, scores, n, dim, wrap32, orow)
+            if code != OK:
+                return code, a, b
+            continue
         # d inner, keys outer: each output element still sums over keys in
         # order, and the row slices let LLVM vectorise across d.
-        orow = out[qbase : qbase + dim]
         for t in range(n):
             weight = scores[t]
             vrow = v[bases[t] : bases[t] + dim]
@@ -145,14 +172,21 @@ def _attention(q, k, v, offsets, keys, dim, scale, flavour, wrap32, panic_mode, 
 
 
 def _qkv(name: str, array, dim: int) -> np.ndarray:
-    arr = np.asarray(array)
-    if arr.dtype != np.int8:
-        raise TypeError(f"{name} must be an int8 array, got dtype {arr.dtype}")
-    if arr.ndim == 2 and arr.shape[1] != dim and dim != 0:
-        raise ValueError(f"{name} has shape {arr.shape}, whose rows are not dim={dim} long")
-    if arr.ndim > 2:
-        raise ValueError(f"{name} must be 1-D or 2-D (seq_len, dim), got shape {arr.shape}")
-    return np.ascontiguousarray(arr).reshape(-1)
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be an int8 numpy array, got {type(array).__name__}")
+    if array.dtype != np.int8:
+        raise TypeError(f"{name} must be an int8 array, got dtype {array.dtype}")
+    if array.ndim == 2 and array.shape[1] != dim and dim != 0:
+        raise ValueError(f"{name} has shape {array.shape}, whose rows are not dim={dim} long")
+    if array.ndim > 2:
+        raise ValueError(f"{name} must be 1-D or 2-D (seq_len, dim), got shape {array.shape}")
+    return np.ascontiguousarray(array).reshape(-1)
+
+
+def _heap_capacity(count: int, elem_size: int, target: Target) -> None:
+    """``vec![x; count]`` of ``elem_size``-byte elements: past ``isize::MAX`` bytes, Rust panics."""
+    if count * elem_size > target.isize_max:
+        raise TargetPanic("capacity overflow")
 
 
 class MincutSparseAttention:
@@ -185,12 +219,10 @@ class MincutSparseAttention:
         config = SparsityConfig() if config is None else config
         if not isinstance(config, SparsityConfig):
             raise TypeError(f"config must be a SparsityConfig, got {type(config).__name__}")
-        if isinstance(position_limit, bool) or not isinstance(position_limit, (int, np.integer)) or position_limit < 0:
-            raise ValueError(f"position_limit must be a non-negative integer, got {position_limit!r}")
         self.config = config
         self.target = resolve_target(target)
-        self.position_limit = int(position_limit)
-        self._schedule = schedule_args(config)
+        self.position_limit = position_limit_arg(position_limit)
+        self._schedule = schedule_args(config, self.target)
 
     def __repr__(self) -> str:
         return f"MincutSparseAttention({self.config!r}, target={str(self.target)!r})"
@@ -210,7 +242,15 @@ class MincutSparseAttention:
 
     def should_use_sparse(self, gate: GatePacket, seq_len: int) -> bool:
         """The reference's sparse-path test: ``seq_len >= 16``, two or more
-        partitions and ``lambda >= 30``."""
+        partitions and ``lambda >= 30``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a bad ``gate`` or ``seq_len``.
+        """
+        _check_gate(gate)
+        seq_len = self.target.check_usize(seq_len, "seq_len")
         return seq_len >= 16 and gate.partition_count >= 2 and gate.lambda_ >= 30
 
     def plan_mask(self, gate: GatePacket, seq_len: int) -> MaskPlan:
@@ -240,28 +280,32 @@ class MincutSparseAttention:
         return MaskPlan(seq_len, True, bounds, tokens, self.config.intra_partition_attention, cross, ordered)
 
     def _positions(self, plan: MaskPlan, fill_limit: int):
-        """Count, and when under ``fill_limit`` build, the sparse positions."""
-        args = (plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
+        """Count, and when under ``fill_limit`` build, the sparse positions: in
+        order where no index wraps, else row by row from unions of intervals."""
         if plan.ordered:
-            count = ordered_positions(*args, np.zeros((0, 2), np.uint16), False, _NO_COUNTS)
-            if count > fill_limit:
-                return count, None
-            out = np.empty((count, 2), np.uint16)
-            ordered_positions(*args, out, True, _NO_COUNTS)
-            return count, out
-        codes = distinct_codes(plan.insertion_codes(self.position_limit))
-        return len(codes), np.stack([codes >> 16, codes & 0xFFFF], axis=1).astype(np.uint16)
+            kernel, seq_len, extra = ordered_positions, plan.seq_len, (_NO_COUNTS,)
+        else:
+            kernel, seq_len, extra = distinct_positions, reduced_seq_len(plan.seq_len), ()
+        args = (seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
+        count = kernel(*args, np.zeros((0, 2), np.uint16), False, *extra)
+        if count > fill_limit:
+            return count, None
+        out = np.empty((count, 2), np.uint16)
+        kernel(*args, out, True, *extra)
+        return count, out
 
     def mask_stats(self, gate: GatePacket, seq_len: int) -> MaskStats:
-        """What :meth:`build_mask` would give, without materialising positions
-        (except where indices wrap past 65535 and distinct pairs must be found).
+        """What :meth:`build_mask` would give, without materialising positions:
+        for any ``seq_len`` the target accepts, wrapping indices included, in time
+        linear in ``min(seq_len, 65536)`` plus the boundary tokens and memory that
+        does not grow with the number of positions.
 
         Raises
         ------
+        TypeError, ValueError
+            For a bad ``gate`` or ``seq_len``.
         TargetPanic
             Where ``build_mask`` panics on the target.
-        MaskTooLarge
-            Only on the wrapping path, when the pairs to deduplicate exceed the limit.
         """
         plan = self.plan_mask(gate, seq_len)
         if not plan.sparse:
@@ -310,9 +354,15 @@ class MincutSparseAttention:
 
         Raises
         ------
+        TypeError
+            If ``mask`` is neither a SparseMask nor a MaskStats, or ``seq_len`` not an integer.
+        ValueError
+            If ``seq_len`` is not a usize of the target.
         TargetPanic
             On ``usize`` overflow in a debug build.
         """
+        if not isinstance(mask, (SparseMask, MaskStats)):
+            raise TypeError(f"mask must be a SparseMask or MaskStats, got {type(mask).__name__}")
         full = causal_positions(self.target.check_usize(seq_len, "seq_len"), self.target)
         if full == 0:
             return np.float32(1.0)
@@ -322,10 +372,14 @@ class MincutSparseAttention:
         """``sparse_attention(q, k, v, mask, dim, scale)``: int8 scores with i32
         accumulation, f32 softmax with the target's ``expf``, f32 weighted sum.
 
+        Lengths are Rust's: ``seq_len = q.len() / dim`` (a partial last row of q is
+        ignored), and k and v may be of any length; a read past either panics as
+        Rust's bounds check does, in Rust's order of reads.
+
         Parameters
         ----------
         q, k, v : numpy.ndarray of int8
-            ``seq_len * dim`` elements each, flat or shaped (seq_len, dim).
+            Flat, or shaped (rows, dim).
         mask : SparseMask
         dim : int
         scale : float
@@ -334,40 +388,51 @@ class MincutSparseAttention:
         Returns
         -------
         numpy.ndarray
-            float32, ``seq_len * dim`` elements.
+            float32, ``(q.size // dim) * dim`` elements.
 
         Raises
         ------
         TypeError
-            If q, k or v is not int8, or mask is not a SparseMask.
+            If q, k or v is not an int8 array, mask is not a SparseMask, or scale
+            not a real number.
         ValueError
-            If q, k, v differ in length or are not a whole number of dim-long rows.
+            If q, k or v has more than 2 dimensions or rows other than ``dim`` long,
+            or ``dim`` is not a usize of the target.
         TargetPanic
-            ``attempt to divide by zero`` (dim 0), ``index out of bounds`` (the
-            mask reaches past q), ``attempt to add with overflow`` (debug, i32 sum).
+            ``attempt to divide by zero`` (dim 0), ``capacity overflow``, ``index out
+            of bounds: the len is L but the index is I`` (the mask reaches past q's
+            rows, or a read past k or v), ``attempt to multiply/add with overflow``
+            (debug: the 32-bit index, the i32 score sum).
         """
         dim = self.target.check_usize(dim, "dim")
-        arrays = {name: _qkv(name, a, dim) for name, a in (("q", q), ("k", k), ("v", v))}
+        q, k, v = (_qkv(name, a, dim) for name, a in (("q", q), ("k", k), ("v", v)))
         if not isinstance(mask, SparseMask):
             raise TypeError(f"mask must be a SparseMask, got {type(mask).__name__}")
-        for name in ("k", "v"):
-            if arrays[name].size != arrays["q"].size:
-                raise ValueError(f"{name} has {arrays[name].size} elements but q has {arrays['q'].size}")
+        scale = f32_of(scale, "scale")
         if dim == 0:
             raise TargetPanic("attempt to divide by zero")
-        if arrays["q"].size % dim:
-            raise ValueError(f"q has {arrays['q'].size} elements, not a whole number of rows of dim={dim}")
-        seq_len = arrays["q"].size // dim
+        seq_len = q.size // dim
+        _heap_capacity(seq_len * dim, 4, self.target)  # output: vec![0.0f32; seq_len * dim]
+        _heap_capacity(seq_len, 3 * self.target.usize_bits // 8, self.target)  # vec![Vec::new(); seq_len]
         bad, offsets, keys = _group_by_query(mask.positions, seq_len)
         if bad >= 0:
             raise _panic(INDEX_OUT_OF_BOUNDS, seq_len, bad)
         out = np.zeros(seq_len * dim, np.float32)
+        if seq_len == 0:  # no rows (dim may be past q's length, even 2^63 or more)
+            return out
         code, a, b = _attention(
-            arrays["q"], arrays["k"], arrays["v"], offsets, keys, dim, np.float32(scale),
+            q, k, v, offsets, keys, dim, scale,
             self.target.expf.code, self.target.usize_bits == 32, self.target.panics_on_overflow, out,
         )
         if code != OK:
             raise _panic(code, a, b)
+        nan = np.isnan(out)
+        if nan.any():
+            # every NaN of a row comes from the scale's NaN or from one invalid
+            # operation (0 * inf, inf - inf), so one pattern is right for all of them
+            rules = self.target.nan
+            bits = rules.passed_on(int(scale.view(np.uint32))) if np.isnan(scale) else rules.default_nan
+            out[nan] = np.uint32(bits).view(np.float32)
         return out
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit
+from ._jit import bits_f32, f32_bits, jit
 from .packets import Adaptive, Linear, SparsityConfig, Threshold
+from .target import NAN_RULES, Target
 
 NONE, ADAPTIVE, LINEAR, THRESHOLD = 0, Adaptive.KIND, Linear.KIND, Threshold.KIND
 
@@ -25,6 +26,50 @@ def f32_max(a, b):
     return a if a > b else b
 
 
+_SIGN, _ABS, _QUIET, _INF = np.uint32(0x8000_0000), np.uint32(0x7FFF_FFFF), np.uint32(0x0040_0000), np.uint32(0x7F80_0000)
+
+
+@jit
+def _nan_of(a, b, second, negate_b, rules):
+    """The NaN ``a op b`` returns on the target when its result is NaN; ``rules``
+    is :attr:`mcsa.target.NanRules.code`, ``second`` the rule's operand choice."""
+    abits, bbits = f32_bits(a), f32_bits(b)
+    a_nan, b_nan = (abits & _ABS) > _INF, (bbits & _ABS) > _INF
+    if rules[1] == 0 or not (a_nan or b_nan):
+        return bits_f32(np.uint32(rules[0]))
+    if negate_b:
+        bbits ^= _SIGN
+    pick_b = b_nan
+    if a_nan and b_nan:
+        a_snan, b_snan = (abits & _QUIET) == 0, (bbits & _QUIET) == 0
+        pick_b = b_snan if rules[3] != 0 and a_snan != b_snan else second != 0
+    bits = bbits if pick_b else abits
+    if rules[2] != 0:
+        bits |= _QUIET
+    return bits_f32(np.uint32(bits))
+
+
+@jit
+def f32_add(a, b, rules):
+    """``a + b`` in f32 with the target's NaN rules."""
+    r = a + b
+    return _nan_of(a, b, rules[4], False, rules) if r != r else r
+
+
+@jit
+def f32_sub(a, b, rules):
+    """``a - b`` in f32 with the target's NaN rules."""
+    r = a - b
+    return _nan_of(a, b, rules[5], rules[7] != 0, rules) if r != r else r
+
+
+@jit
+def f32_mul(a, b, rules):
+    """``a * b`` in f32 with the target's NaN rules."""
+    r = a * b
+    return _nan_of(a, b, rules[6], False, rules) if r != r else r
+
+
 @jit
 def _f32_clamp(x, lo, hi):
     """Rust ``f32::clamp``: NaN passes through."""
@@ -36,11 +81,12 @@ def _f32_clamp(x, lo, hi):
 
 
 @jit
-def density_kernel(kind, min_density, max_density, dense_above_lambda, lam, concentration_q15, partition_count):
-    """``MincutSparseAttention::calculate_density`` for a schedule given by its parts."""
+def density_kernel(kind, min_density, max_density, dense_above_lambda, rules, lam, concentration_q15, partition_count):
+    """``MincutSparseAttention::calculate_density`` for a schedule given by its
+    parts and the target's NaN rules (only ``Linear`` can meet a NaN)."""
     if kind == LINEAR:
         normalized = _f32_clamp((np.float32(min(lam, 300)) - _30) / _270, _0, _1)
-        return min_density + normalized * (max_density - min_density)
+        return f32_add(min_density, f32_mul(normalized, f32_sub(max_density, min_density, rules), rules), rules)
     if kind == THRESHOLD:
         return _09 if lam >= dense_above_lambda else _01
     if kind == ADAPTIVE:
@@ -51,11 +97,13 @@ def density_kernel(kind, min_density, max_density, dense_above_lambda, lam, conc
     return _05
 
 
-def schedule_args(config: SparsityConfig) -> tuple:
-    """The schedule of ``config`` as the first four arguments of :func:`density_kernel`."""
+def schedule_args(config: SparsityConfig, target: Target | None = None) -> tuple:
+    """The schedule of ``config`` and the NaN rules of ``target`` (default the
+    host's, ``x86-sse``) as the first five arguments of :func:`density_kernel`."""
+    rules = (NAN_RULES["x86-sse"] if target is None else target.nan).code
     sched = config.lambda_based_density
     if isinstance(sched, Linear):
-        return LINEAR, sched.min_density, sched.max_density, 0
+        return LINEAR, sched.min_density, sched.max_density, 0, rules
     if isinstance(sched, Threshold):
-        return THRESHOLD, _0, _0, sched.dense_above_lambda
-    return (NONE if sched is None else ADAPTIVE), _0, _0, 0
+        return THRESHOLD, _0, _0, sched.dense_above_lambda, rules
+    return (NONE if sched is None else ADAPTIVE), _0, _0, 0, rules

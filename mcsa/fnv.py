@@ -31,7 +31,20 @@ def fnv1a64(array: np.ndarray, seed: int = OFFSET_BASIS) -> int:
     -------
     int
         The 64-bit hash.
+
+    Raises
+    ------
+    TypeError
+        If ``array`` is not a numeric NumPy array or ``seed`` not an integer.
+    ValueError
+        If ``seed`` is outside u64.
     """
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biufc":
+        raise TypeError(f"array must be a numeric numpy array, got {type(array).__name__}")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r:.40}")
+    if not 0 <= int(seed) < 1 << 64:
+        raise ValueError(f"seed must be in 0..2^64 (u64), got {seed}")
     arr = np.ascontiguousarray(array)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))

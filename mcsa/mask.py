@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._jit import jit
-from .target import PRESETS, Target, int_as_f32
+from .target import Target, f32_of, int_as_f32, resolve_target
 
 DEFAULT_POSITION_LIMIT = 1 << 27
 """Largest mask built on the host by default: 134,217,728 positions (512 MiB)."""
@@ -17,32 +17,34 @@ POSITION_BYTES = 4
 
 U16_END = 1 << 16
 
+MAX_HOST_POSITIONS = 1 << 40
+"""No position array past this many entries (4 TiB) is attempted, whatever the limit."""
+
 
 class MaskTooLarge(ValueError):
     """A mask would hold more positions than the host-memory guard allows."""
 
 
-def resolve_target(target: Target | str | None) -> Target:
-    """A :class:`Target` from a preset name, a Target, or None (the host, ``x86_64-release``).
+def position_limit_arg(value) -> int:
+    """Validate a ``position_limit`` argument.
 
     Raises
     ------
-    ValueError
-        If the name is unknown.
     TypeError
-        If ``target`` is of another type.
+        If it is not an integer.
+    ValueError
+        If it is negative.
     """
-    if target is None:
-        return PRESETS["x86_64-release"]
-    if isinstance(target, str):
-        return Target.named(target)
-    if not isinstance(target, Target):
-        raise TypeError(f"target must be a Target or a preset name, got {type(target).__name__}")
-    return target
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"position_limit must be an integer, got {type(value).__name__} {value!r:.40}")
+    if value < 0:
+        raise ValueError(f"position_limit must be >= 0, got {value}")
+    return int(value)
 
 
-def check_limit(count: int, limit: int, what: str) -> None:
-    """Refuse to materialise more than ``limit`` positions.
+def check_limit(count: int, limit: int, what: str, noun: str = "positions") -> None:
+    """Refuse to materialise more than ``limit`` positions (4 bytes each on the
+    host: what the array of pairs, or of insertion codes, costs).
 
     Raises
     ------
@@ -51,7 +53,7 @@ def check_limit(count: int, limit: int, what: str) -> None:
     """
     if count > limit:
         raise MaskTooLarge(
-            f"{what} would hold {count:,} positions ({count * POSITION_BYTES / 2**20:,.0f} MiB on the host), "
+            f"{what} would hold {count:,} {noun} ({count * POSITION_BYTES / 2**20:,.0f} MiB on the host), "
             f"over the position limit of {limit:,}; raise it (position_limit= in Python, "
             "--position-limit on the command line), or use MincutSparseAttention.mask_stats() for "
             "num_positions and density without building the mask"
@@ -163,6 +165,7 @@ def raw_positions(seq_len, bounds, tokens, intra, cross, out, fill):
     """Every pair the reference's loops insert, as ``q << 16 | k`` codes with
     ``as u16`` truncation and the wrapping ``boundary_token + offset``, in loop
     order (duplicates kept). Returns the count; writes ``out`` only when ``fill``.
+    ``seq_len`` must be below 2^62 (see :meth:`MaskPlan.insertion_codes`).
     """
     n = 0
     if intra:
@@ -183,6 +186,114 @@ def raw_positions(seq_len, bounds, tokens, intra, cross, out, fill):
                 if row < seq_len:
                     n = _raw_row(row, tokens, ordered, out, n, fill)
     return n
+
+
+@jit
+def _row_intervals(seq_len, bounds, intra):
+    """Per row ``r`` (a u16 query), the keys the intra loops give it as up to three
+    intervals ``[lo, hi]`` (rows of ``lo``/``hi``; ``lo > hi`` is empty).
+
+    A non-last partition ``[s, e)`` (``e`` a u16 boundary) gives row ``r`` in it
+    ``[s, r]``; several may cover a row after boundaries wrap, whose union is
+    ``[min s, r]``. The last partition ``[s, seq_len)`` gives row ``r`` the keys
+    ``s..=i`` of its largest ``i`` with ``i as u16 == r``, ``as u16``: everything
+    once that run is 65536 long, else one interval or two when it wraps.
+    """
+    lo = np.full((3, U16_END), 1, np.int64)
+    hi = np.zeros((3, U16_END), np.int64)
+    parts = bounds.size
+    if not intra or parts == 0:
+        return lo, hi
+    starts = np.empty(max(parts - 1, 0), np.int64)
+    ends = np.empty(max(parts - 1, 0), np.int64)
+    for p in range(parts - 1):
+        starts[p], ends[p] = bounds[p], bounds[p + 1]
+    reach = 0
+    for p in np.argsort(starts, kind="mergesort"):
+        s, e = starts[p], ends[p]
+        for r in range(max(s, reach), e):
+            lo[0, r], hi[0, r] = s, r
+        reach = max(reach, e)
+    s = np.int64(bounds[parts - 1])
+    if seq_len > s:
+        top = seq_len - 1
+        top_hi, top_lo = top - top % U16_END, top % U16_END
+        for r in range(U16_END):
+            i = top_hi + r if r <= top_lo else top_hi - U16_END + r
+            if i < s:
+                continue
+            if i - s + 1 >= U16_END:
+                lo[1, r], hi[1, r] = 0, U16_END - 1
+            elif i < U16_END:
+                lo[1, r], hi[1, r] = s, i
+            else:
+                lo[1, r], hi[1, r] = s, U16_END - 1
+                lo[2, r], hi[2, r] = 0, i - U16_END
+    return lo, hi
+
+
+@jit
+def distinct_positions(seq_len, bounds, tokens, intra, cross, out, fill):
+    """The distinct ``(q, k)`` pairs of the sparse path in ``BTreeSet`` order, for
+    any plan (wrapping indices included), row by row as unions of intervals, never
+    holding more than the pairs themselves. Returns the count; writes ``out`` only
+    when ``fill``. ``seq_len`` may be given reduced (see :func:`reduced_seq_len`).
+    """
+    lo, hi = _row_intervals(seq_len, bounds, intra)
+    uniq = np.unique(tokens).astype(np.int64)
+    reached = np.zeros(U16_END, np.bool_)
+    if cross:
+        for t in tokens:
+            reached[t] = True
+            for offset in range(4):
+                row = (np.int64(t) + offset) & 0xFFFF
+                if row < seq_len:
+                    reached[row] = True
+    merged_lo = np.empty(3, np.int64)
+    merged_hi = np.empty(3, np.int64)
+    n = 0
+    for r in range(U16_END):
+        m = 0  # merge the row's intervals, ascending
+        for _ in range(3):
+            best = -1
+            for k in range(3):
+                if lo[k, r] <= hi[k, r] and (best < 0 or lo[k, r] < lo[best, r]):
+                    best = k
+            if best < 0:
+                break
+            a, b = lo[best, r], hi[best, r]
+            lo[best, r], hi[best, r] = 1, 0
+            if m > 0 and a <= merged_hi[m - 1] + 1:
+                merged_hi[m - 1] = max(merged_hi[m - 1], b)
+            else:
+                merged_lo[m], merged_hi[m] = a, b
+                m += 1
+        below = np.searchsorted(uniq, r, side="right") if reached[r] else 0
+        cursor = 0  # tokens <= r not yet placed
+        for k in range(m + 1):
+            gap_end = merged_lo[k] if k < m else U16_END
+            stop = min(np.searchsorted(uniq, gap_end, side="left"), below)
+            if fill:
+                for u in range(cursor, stop):
+                    out[n + u - cursor, 0] = r
+                    out[n + u - cursor, 1] = uniq[u]
+            n += max(stop - cursor, 0)
+            if k < m:
+                if fill:
+                    for j in range(merged_lo[k], merged_hi[k] + 1):
+                        out[n + j - merged_lo[k], 0] = r
+                        out[n + j - merged_lo[k], 1] = j
+                n += merged_hi[k] - merged_lo[k] + 1
+                cursor = max(cursor, min(np.searchsorted(uniq, merged_hi[k], side="right"), below))
+    return n
+
+
+def reduced_seq_len(seq_len: int) -> int:
+    """A ``seq_len`` below 2^18 that gives the same distinct pairs as ``seq_len``
+    (so no kernel sees a usize past int64): rows are u16, and from 3 * 65536 tokens
+    on, every row of the last partition, which then starts below 65536 and runs
+    past 2 * 65536, holds every key."""
+    return min(seq_len, 3 * U16_END)
 
 
 @dataclass(frozen=True)
@@ -210,6 +321,25 @@ class MaskPlan:
     cross: bool
     ordered: bool
 
+    def insertion_count(self) -> int:
+        """How many ``(q, k)`` the reference inserts into its ``BTreeSet``, repeats
+        included, as an exact Python integer (it can pass 2^64)."""
+        count = 0
+        if self.intra:
+            bounds = self.boundaries.astype(np.int64)
+            runs = np.maximum(np.diff(bounds), 0)
+            count += int(np.sum(runs * (runs + 1) // 2)) if runs.size else 0
+            last = max(self.seq_len - int(bounds[-1]), 0)
+            count += last * (last + 1) // 2
+        if self.cross:
+            ordered = np.sort(self.tokens.astype(np.int64))
+            rows = [ordered]
+            for offset in range(4):
+                row = (ordered + offset) & 0xFFFF
+                rows.append(row[row < self.seq_len])
+            count += int(sum(np.searchsorted(ordered, r, side="right").sum() for r in rows))
+        return count
+
     def insertion_codes(self, limit: int | None = None) -> np.ndarray:
         """Every ``(q, k)`` the reference inserts into its ``BTreeSet``, in
         insertion order and with repeats, as uint32 ``q << 16 | k``.
@@ -217,14 +347,15 @@ class MaskPlan:
         Raises
         ------
         MaskTooLarge
-            If there are more than ``limit`` insertions (when a limit is given).
+            If there are more than ``limit`` insertions (when a limit is given), or
+            more than a host array can hold.
         """
-        args = (self.seq_len, self.boundaries, self.tokens, self.intra, self.cross)
-        count = raw_positions(*args, np.zeros(0, np.uint32), False)
-        if limit is not None:
-            check_limit(count, limit, f"build_mask(seq_len={self.seq_len}) with wrapping indices")
+        count = self.insertion_count()
+        check_limit(count, MAX_HOST_POSITIONS if limit is None else limit,
+                    f"build_mask(seq_len={self.seq_len})'s insertion sequence", noun="insertions")
         codes = np.empty(count, np.uint32)
-        raw_positions(*args, codes, True)
+        # count fits in memory, so the last partition (if any) is short: seq_len < 2^62
+        raw_positions(min(self.seq_len, 1 << 62), self.boundaries, self.tokens, self.intra, self.cross, codes, True)
         return codes
 
 
@@ -291,7 +422,7 @@ class SparseMask:
     Raises
     ------
     TypeError
-        If positions are not integers.
+        If positions are not integers or density not a real number.
     ValueError
         If positions are not (N, 2) or not u16.
     """
@@ -303,7 +434,7 @@ class SparseMask:
         if positions.ndim != 2 or positions.shape[1] != 2:
             raise ValueError(f"positions must have shape (N, 2), got {positions.shape}")
         self.positions = positions
-        self.density = np.float32(density)
+        self.density = f32_of(density, "density")
         self.partition_boundaries = _u16_array(partition_boundaries, "partition_boundaries").reshape(-1)
         self.boundary_tokens = _u16_array(boundary_tokens, "boundary_tokens").reshape(-1)
         self.target = None if target is None else resolve_target(target)
@@ -368,6 +499,7 @@ class SparseMask:
         """
         target = resolve_target(target)
         seq_len = target.check_usize(seq_len, "seq_len")
+        position_limit = position_limit_arg(position_limit)
         count = full_count(seq_len, target)
         check_limit(count, position_limit, f"SparseMask.full({seq_len})")
         positions = np.empty((count, 2), np.uint16)

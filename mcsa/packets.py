@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from .target import Overflow, Target, TargetPanic
+from .target import Overflow, Target, TargetPanic, f32_of, resolve_target
 
 U16_MAX = 0xFFFF
 U32_MAX = 0xFFFF_FFFF
@@ -76,7 +76,7 @@ def f32_from_json(value, what: str) -> np.float32:
     TypeError
         If ``value`` is neither.
     ValueError
-        If the string is not 8 hex digits.
+        If the string is not 8 hex digits, or an integer is beyond f64 range.
     """
     if isinstance(value, str):
         if len(value) != 8:
@@ -87,8 +87,8 @@ def f32_from_json(value, what: str) -> np.float32:
             raise ValueError(f"{what} bit pattern must be 8 hex digits, got {value!r}") from None
         return np.uint32(bits).view(np.float32)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{what} must be a number or an f32 bit pattern, got {type(value).__name__} {value!r}")
-    return np.float32(value)
+        raise TypeError(f"{what} must be a number or an f32 bit pattern, got {type(value).__name__} {value!r:.40}")
+    return f32_of(value, what)
 
 
 _F32 = struct.Struct("<f")
@@ -249,7 +249,7 @@ class GatePacket:
         exact = a - b
         wrapped = ((exact + (1 << 31)) & U32_MAX) - (1 << 31)
         if target is not None:
-            target = Target.named(target) if isinstance(target, str) else target
+            target = resolve_target(target)
             if wrapped != exact and target.overflow is Overflow.PANIC:
                 raise TargetPanic("attempt to subtract with overflow")
         return wrapped
@@ -298,6 +298,8 @@ class Linear:
     ------
     TypeError
         If a density is not a number or an f32 bit-pattern string.
+    ValueError
+        If a density is a malformed bit pattern or an integer beyond f64 range.
     """
 
     KIND = 2

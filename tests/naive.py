@@ -1,8 +1,9 @@
 """Slow, obviously correct references: a line-by-line Python transliteration of
 the Rust module, with Python sets for the BTreeSet, Python ints with explicit
 wrap/panic checks for usize and i32, and NumPy float32 scalars for every f32
-operation. ``expf`` is taken from mcsa; it is verified on its own against the
-exhaustive chunk hashes."""
+operation, with the target's NaN rules (``target.nan``) applied at every f32
+operation that can return a NaN. ``expf`` is taken from mcsa; it is verified on
+its own against the exhaustive chunk hashes."""
 
 import numpy as np
 
@@ -33,13 +34,48 @@ def _f32_of_int(n):
     return F32(mant * 2.0**e)
 
 
-def calculate_density(config, gate):
+def _bits(x):
+    return int(np.float32(x).view(np.uint32))
+
+
+def _is_nan(bits):
+    return bits & 0x7FFF_FFFF > 0x7F80_0000
+
+
+def op(kind, a, b, rules):
+    """``a kind b`` ('+', '-', '*') on two f32 with the NaN the target returns."""
+    with np.errstate(all="ignore"):
+        r = {"+": a + b, "-": a - b, "*": a * b}[kind]
+    if not np.isnan(r):
+        return r
+    x, y = _bits(a), _bits(b)
+    if not rules.propagate or not (_is_nan(x) or _is_nan(y)):
+        chosen = rules.default_nan  # an invalid operation, or payloads not propagated
+    else:
+        if kind == "-" and rules.sub_negates:
+            y ^= 0x8000_0000  # a - b computed as a + (-b)
+        if _is_nan(x) and _is_nan(y):
+            x_signalling, y_signalling = not x & 0x0040_0000, not y & 0x0040_0000
+            if rules.snan_first and x_signalling != y_signalling:
+                take_second = y_signalling
+            else:
+                take_second = {"+": rules.add_second, "-": rules.sub_second, "*": rules.mul_second}[kind]
+        else:
+            take_second = _is_nan(y)
+        chosen = y if take_second else x
+        if rules.quiet:
+            chosen |= 0x0040_0000
+    return np.uint32(chosen).view(np.float32)
+
+
+def calculate_density(config, gate, target):
     with np.errstate(all="ignore"):
         s = config.lambda_based_density
         if isinstance(s, Linear):
             x = (F32(min(gate.lambda_, 300)) - F32(30.0)) / F32(270.0)
             x = F32(0.0) if x < 0 else F32(1.0) if x > 1 else x
-            return s.min_density + x * (s.max_density - s.min_density)
+            rules = target.nan
+            return op("+", s.min_density, op("*", x, op("-", s.max_density, s.min_density, rules), rules), rules)
         if isinstance(s, Threshold):
             return F32(0.9) if gate.lambda_ >= s.dense_above_lambda else F32(0.1)
         if isinstance(s, Adaptive):
@@ -106,58 +142,62 @@ def _f32_max(a, b):
     return a if a > b else b
 
 
+def _index(key, dim, d, target):
+    """``key as usize * dim + d`` on the target's usize."""
+    index = _usize(target, key * dim, "multiply")
+    return _usize(target, index + d, "add")
+
+
+def _read(array, index):
+    if index >= len(array):
+        raise TargetPanic(f"index out of bounds: the len is {len(array)} but the index is {index}")
+    return array[index]
+
+
 def sparse_attention(q, k, v, positions, dim, scale, target):
-    """Output list of float32, or raises TargetPanic, as Rust's sparse_attention."""
+    """Output list of float32, or raises TargetPanic, as Rust's sparse_attention;
+    q, k, v of any lengths."""
     if dim == 0:
         raise TargetPanic("attempt to divide by zero")
     q, k, v = (list(map(int, a)) for a in (q, k, v))
+    rules = target.nan
     seq_len = len(q) // dim
+    if seq_len * dim * 4 > target.isize_max or seq_len * 3 * target.usize_bits // 8 > target.isize_max:
+        raise TargetPanic("capacity overflow")
     out = [F32(0.0)] * (seq_len * dim)
     by_query = [[] for _ in range(seq_len)]
     for query, key in positions:
         if query >= seq_len:
             raise TargetPanic(f"index out of bounds: the len is {seq_len} but the index is {query}")
         by_query[query].append(key)
-    with np.errstate(all="ignore"):
-        for query in range(seq_len):
-            keys = by_query[query]
-            if not keys:
-                continue
-            scores = []
-            for key in keys:
-                score = 0
-                for d in range(dim):
-                    index = key * dim
-                    if target.usize_bits == 32 and index > 0xFFFFFFFF:
-                        if target.panics_on_overflow:
-                            raise TargetPanic("attempt to multiply with overflow")
-                        index &= 0xFFFFFFFF
-                    index += d
-                    if target.usize_bits == 32 and index > 0xFFFFFFFF:
-                        if target.panics_on_overflow:
-                            raise TargetPanic("attempt to add with overflow")
-                        index &= 0xFFFFFFFF
-                    if index >= len(k):
-                        raise TargetPanic(f"index out of bounds: the len is {len(k)} but the index is {index}")
-                    score += q[query * dim + d] * k[index]
-                    if not -(1 << 31) <= score < 1 << 31:
-                        if target.panics_on_overflow:
-                            raise TargetPanic("attempt to add with overflow")
-                        score = (score + (1 << 31)) % (1 << 32) - (1 << 31)
-                scores.append(F32(score) * scale)
-            top = F32(-np.inf)
-            for s in scores:
-                top = _f32_max(top, s)
-            total = F32(0.0)
-            for i, s in enumerate(scores):
-                scores[i] = expf(np.array([s - top], np.float32), target.expf)[0]
-                total = total + scores[i]
-            if total > 0:
-                inv = F32(1.0) / total
-                scores = [s * inv for s in scores]
+    for query in range(seq_len):
+        keys = by_query[query]
+        if not keys:
+            continue
+        scores = []
+        for key in keys:
+            score = 0
             for d in range(dim):
-                acc = F32(0.0)
-                for i, key in enumerate(keys):
-                    acc = acc + scores[i] * F32(v[(key * dim + d) & target.usize_max])
-                out[query * dim + d] = acc
+                score += _read(q, query * dim + d) * _read(k, _index(key, dim, d, target))
+                if not -(1 << 31) <= score < 1 << 31:
+                    if target.panics_on_overflow:
+                        raise TargetPanic("attempt to add with overflow")
+                    score = (score + (1 << 31)) % (1 << 32) - (1 << 31)
+            scores.append(op("*", F32(score), scale, rules))
+        top = F32(-np.inf)
+        for s in scores:
+            top = _f32_max(top, s)
+        total = F32(0.0)
+        for i, s in enumerate(scores):
+            x = op("-", s, top, rules)
+            scores[i] = op("+", x, x, rules) if np.isnan(x) else expf(np.array([x], np.float32), target.expf)[0]
+            total = op("+", total, scores[i], rules)
+        if total > 0:
+            inv = F32(1.0) / total
+            scores = [op("*", s, inv, rules) for s in scores]
+        for d in range(dim):
+            acc = F32(0.0)
+            for i, key in enumerate(keys):
+                acc = op("+", acc, op("*", scores[i], F32(_read(v, _index(key, dim, d, target))), rules), rules)
+            out[query * dim + d] = acc
     return np.array(out, np.float32)

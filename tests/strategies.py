@@ -4,6 +4,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from mcsa import Adaptive, GatePacket, Linear, SparsityConfig, Target, Threshold
+from mcsa.target import NAN_RULES
 
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFF_FFFF)
@@ -19,12 +20,25 @@ targets = st.builds(
     usize_bits=st.sampled_from([32, 64]),
     overflow=st.sampled_from(["wrap", "panic"]),
     expf=st.sampled_from(["glibc-fma", "musl", "libm-rs"]),
+    nan=st.sampled_from(sorted(NAN_RULES)),
 )
+nan_bits = st.one_of(st.integers(0x7F80_0001, 0x7FFF_FFFF), st.integers(0xFF80_0001, 0xFFFF_FFFF)).map(
+    lambda b: np.uint32(b).view(np.float32))
+"""f32 NaNs, signalling and quiet, of both signs."""
+
+
+def usize(target):
+    """seq_len from the whole usize range of ``target``, edges favoured."""
+    top = target.usize_max
+    edges = [v for v in (top, top - 1, 1 << (target.usize_bits - 1), 1 << 32, 65536) if v <= top]
+    return st.one_of(st.integers(0, top), st.sampled_from(edges), st.integers(65_000, 200_000),
+                     st.integers(top - 200_000, top))
 
 schedules = st.one_of(
     st.none(),
     st.just(Adaptive()),
     st.builds(Linear, f32_values, f32_values),
+    st.builds(Linear, st.one_of(f32_bits, nan_bits), st.one_of(f32_bits, nan_bits)),
     st.builds(Threshold, st.one_of(st.integers(0, 400), u32)),
 )
 

@@ -148,10 +148,20 @@ def test_sparse_attention_argument_errors():
     ok = np.zeros(16 * 4, np.int8)
     with pytest.raises(TypeError, match="q must be an int8 array, got dtype int64"):
         sim.sparse_attention(ok.astype(np.int64), ok, ok, mask, 4, 0.5)
-    with pytest.raises(ValueError, match="v has 60 elements but q has 64"):
+    # lengths Rust accepts are modelled: a short v is read past, as Rust's bounds check says
+    with pytest.raises(TargetPanic, match="^index out of bounds: the len is 60 but the index is 60$"):
         sim.sparse_attention(ok, ok, ok[:60], mask, 4, 0.5)
-    with pytest.raises(ValueError, match="q has 64 elements, not a whole number of rows of dim=5"):
-        sim.sparse_attention(ok, ok, ok, mask, 5, 0.5)
+    assert sim.sparse_attention(ok, ok, ok, SparseMask.full(12), 5, 0.5).size == 60  # 64 // 5 = 12 rows
+    with pytest.raises(TargetPanic, match="^index out of bounds: the len is 12 but the index is 12$"):
+        sim.sparse_attention(ok, ok, ok, mask, 5, 0.5)  # the mask reaches row 15
+    for bad in (None, "0.25", [1, 2], True):
+        with pytest.raises(TypeError, match="^scale must be a real number"):
+            sim.sparse_attention(ok, ok, ok, mask, 4, bad)
+    assert sim.sparse_attention(ok, ok, ok, SparseMask.empty(), 2**64 - 1, 0.5).size == 0  # no rows
+    with pytest.raises(TargetPanic, match="^index out of bounds: the len is 0 but the index is 0$"):
+        sim.sparse_attention(ok, ok, ok, mask, 2**63, 0.5)
+    with pytest.raises(TypeError, match="q must be an int8 numpy array, got list"):
+        sim.sparse_attention([0] * 64, ok, ok, mask, 4, 0.5)
     with pytest.raises(ValueError, match=r"k has shape \(16, 3\), whose rows are not dim=4 long"):
         sim.sparse_attention(ok, ok.reshape(16, 4)[:, :3].copy().reshape(16, 3), ok, mask, 4, 0.5)
     with pytest.raises(ValueError, match="dim must be in"):
@@ -204,3 +214,66 @@ def test_sparse_mask_api():
         SparseMask(np.zeros((3, 3), np.int64), 0.5)
     with pytest.raises(ValueError, match="positions must hold u16 values"):
         SparseMask([[0, 70000]], 0.5)
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda: Target(usize_bits=32.0), TypeError, "usize_bits must be an integer"),
+        (lambda: Target(32, nan="ieee"), ValueError, "unknown NaN rules 'ieee'"),
+        (lambda: Linear(10**400, 0.9), ValueError, "min_density must be a number within f64 range"),
+        (lambda: Linear(None, 0.9), TypeError, "min_density must be a number"),
+        (lambda: SparseMask([[0, 0]], None), TypeError, "density must be a real number"),
+        (lambda: MincutSparseAttention().estimated_flops_ratio(None, 64), TypeError, "mask must be a SparseMask or MaskStats"),
+        (lambda: mcsa.fnv1a64(np.zeros(3, np.uint8), seed=1.5), TypeError, "seed must be an integer"),
+        (lambda: mcsa.fnv1a64(np.zeros(3, np.uint8), seed=-1), ValueError, "seed must be in 0..2"),
+        (lambda: mcsa.fnv1a64([1, 2]), TypeError, "array must be a numeric numpy array"),
+        (lambda: MincutSparseAttention(position_limit=1.5), TypeError, "position_limit must be an integer"),
+        (lambda: SparseMask.full(4, position_limit=-1), ValueError, "position_limit must be >= 0"),
+        (lambda: GatePacket(lambda_=5).lambda_delta(3), TypeError, "target must be a Target or a preset name"),
+        (lambda: MincutSparseAttention().should_use_sparse(GatePacket(), -1), ValueError, "seq_len must be in"),
+    ],
+)
+def test_core_arguments_are_validated(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_int_densities_round_once():
+    """An integer density is rounded to f32 once (no detour through a rounded float64)."""
+    assert Linear(2**60 + 2**36 + 1, 0).min_density.view(np.uint32) == np.float32(2**60 + 2**37).view(np.uint32)
+
+
+def test_nan_rules_are_a_documented_target_field():
+    assert Target.named("x86_64-release").nan.name == "x86-sse"
+    assert Target.named("wasm32-debug").nan.name == "wasm-wasmtime"
+    assert Target.named("thumbv7em-release").nan.name == "arm-vfp"
+    assert {Target.named(f"{a}-release").nan.name for a in ("thumbv6m", "thumbv7m", "riscv32imc")} == {"soft-float"}
+    assert Target.named("xtensa-debug").nan.name == "xtensa-fpu"
+    assert all("measured" in r.source or "read, not measured" in r.source for r in mcsa.target.NAN_RULES.values())
+    own = mcsa.target.NanRules("mine", 0x7FC0_0001, propagate=False)
+    sim = MincutSparseAttention(SparsityConfig(lambda_based_density=Linear("7fa12345", "3f000000")),
+                                Target(32, nan=own))
+    assert sim.calculate_density(GatePacket(lambda_=100)).view(np.uint32) == 0x7FC0_0001
+
+
+@pytest.mark.parametrize("build,expected", [("x86_64-release", 0xFFC00000), ("wasm32-release", 0x7FC00000),
+                                            ("thumbv6m-release", 0x7FC00000)])
+def test_linear_both_nan_follows_the_target(build, expected):
+    """issue 10 B: (min, max) = (7fc00000, ffc00000); x86-64 returns max's NaN."""
+    sim = MincutSparseAttention(SparsityConfig(lambda_based_density=Linear("7fc00000", "ffc00000")), build)
+    assert sim.calculate_density(GatePacket(lambda_=100)).view(np.uint32) == expected
+
+
+def test_mask_stats_for_huge_and_wrapping_seq_len():
+    """issue 7: the seq_len that crashed the process, and the count that wrapped negative."""
+    sim = MincutSparseAttention(target="x86_64-release")
+    for parts, seq_len in ((2, 433305435341373281), (4, 2**32), (4, 2**64 - 1)):
+        stats = sim.mask_stats(GatePacket(lambda_=200, partition_count=parts), seq_len)
+        assert stats.num_positions == 2**32  # every (u16, u16) pair: the last partition wraps past 65536 rows
+        with pytest.raises(MaskTooLarge, match=r"4,294,967,296 positions \(16,384 MiB on the host\)"):
+            sim.build_mask(GatePacket(lambda_=200, partition_count=parts), seq_len)
+    plan = sim.plan_mask(GatePacket(lambda_=200, partition_count=2), 433305435341373281)
+    assert plan.insertion_count() > 2**64
+    with pytest.raises(MaskTooLarge, match="insertions"):
+        plan.insertion_codes()

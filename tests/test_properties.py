@@ -1,16 +1,21 @@
 """The kernels against the plain-Python transliteration (tests/naive.py) on random inputs."""
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mcsa import MaskTooLarge, MincutSparseAttention, SparseMask, TargetPanic
+from mcsa import GatePacket, MaskTooLarge, MincutSparseAttention, SparseMask, SparsityConfig, TargetPanic
+from mcsa.mask import distinct_codes, distinct_positions, ordered_positions
 
 from . import naive
-from .strategies import configs, f32_values, gates, targets
+from .strategies import configs, f32_values, gates, targets, usize
 
 
 def outcome(fn, *args):
@@ -51,7 +56,7 @@ def assert_mask_matches_naive(config, gate, seq_len, target):
 def test_density_matches_naive(config, gate, target):
     got = MincutSparseAttention(config, target).calculate_density(gate)
     assert isinstance(got, np.float32)
-    assert bits(got) == bits(naive.calculate_density(config, gate))
+    assert bits(got) == bits(naive.calculate_density(config, gate, target))
 
 
 @st.composite
@@ -121,19 +126,84 @@ def test_mask_stats_agree_with_build_mask(config, gate, seq_len, target):
     assert stats.sparse == (mask.partition_boundaries.tolist() != [0] or mask.density != 1)
 
 
+@settings(max_examples=300)
+@given(
+    configs(max_edges=st.integers(0, 24)).filter(lambda c: not c.intra_partition_attention),
+    gates(partition_count=st.one_of(st.integers(2, 40), st.integers(2, 0xFFFF)), lambda_=st.integers(30, 0xFFFF_FFFF)),
+    targets,
+    st.data(),
+)
+def test_any_usize_seq_len_matches_naive(config, gate, target, data):
+    """seq_len anywhere in usize (2^63 and past on 64-bit) on the sparse path: the
+    cross loops only (the naive intra loops, or a full mask, would run seq_len^2 times)."""
+    seq_len = data.draw(usize(target).filter(lambda n: n >= 16))
+    assert_mask_matches_naive(config, gate, seq_len, target)
+    sim = MincutSparseAttention(config, target)
+    stats = outcome(lambda: sim.mask_stats(gate, seq_len))
+    if not isinstance(stats, tuple):
+        expected = naive.build_mask(config, gate, seq_len, target)
+        assert (stats.num_positions, bits(stats.density)) == (len(expected[0]), bits(expected[1]))
+
+
+def test_huge_seq_len_after_a_long_one():
+    """issue 10 A: a seq_len >= 2^63 after masks past 65536 in the same process."""
+    sim = MincutSparseAttention(SparsityConfig(intra_partition_attention=False), target="x86_64-release")
+    gate = GatePacket(lambda_=30, partition_count=2)
+    sim.build_mask(gate, 100000)
+    for seq_len in (2**63, 2**64 - 1, 2**63 + 5):
+        mask = sim.build_mask(gate, seq_len)
+        assert mask_tuple(mask) == naive_tuple(naive.build_mask(sim.config, gate, seq_len, sim.target))
+        assert sim.mask_stats(gate, seq_len).num_positions == mask.num_positions
+    assert mask_tuple(sim.build_mask(gate, 2**63)) == ([(0, 0), (1, 0), (2, 0), (3, 0)], 0x21000000, [0, 0], [0, 0])
+
+
+@given(configs(), gates(partition_count=st.integers(0, 300), lambda_=st.integers(30, 400)), st.integers(16, 65536))
+def test_interval_rows_agree_with_ordered_layout(config, gate, seq_len):
+    """Where no index wraps, the row-interval construction used for wrapping masks
+    gives exactly the ordered layout's positions."""
+    plan = MincutSparseAttention(config).plan_mask(gate, seq_len)
+    assume(plan.sparse and plan.ordered)
+    args = (plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
+    count = ordered_positions(*args, np.zeros((0, 2), np.uint16), False, np.zeros(0, np.int64))
+    assume(count <= 3_000_000)
+    assert distinct_positions(*args, np.zeros((0, 2), np.uint16), False) == count
+    want, got = np.empty((count, 2), np.uint16), np.empty((count, 2), np.uint16)
+    ordered_positions(*args, want, True, np.zeros(0, np.int64))
+    distinct_positions(*args, got, True)
+    assert np.array_equal(want, got)
+
+
+@pytest.mark.parametrize("target", ["x86_64-release", "wasm32-release"])
+@pytest.mark.parametrize("seq_len,parts,edges", [(65600, 200, 20), (65700, 230, 3), (65537, 250, 0), (65800, 205, 65535)])
+def test_wrapping_intra_masks_match_their_insertions(target, seq_len, parts, edges):
+    """With intra-partition attention past 65535 tokens: the distinct pairs equal the
+    reference's loops enumerated one insertion at a time and deduplicated."""
+    sim = MincutSparseAttention(SparsityConfig(max_cross_partition_edges=edges), target)
+    plan = sim.plan_mask(GatePacket(lambda_=100, partition_count=parts), seq_len)
+    assert plan.sparse and not plan.ordered and plan.intra
+    codes = distinct_codes(plan.insertion_codes())
+    assert plan.insertion_count() == plan.insertion_codes().size
+    mask = sim.mask_from_plan(plan)
+    assert np.array_equal(mask.positions[:, 0].astype(np.uint32) << 16 | mask.positions[:, 1], codes)
+
+
 @st.composite
 def attention_inputs(draw):
     dim = draw(st.integers(0, 9))
     seq_len = draw(st.integers(0, 40))
     n = seq_len * max(dim, 1)
-    data = st.lists(st.integers(-128, 127), min_size=n, max_size=n).map(lambda x: np.array(x, np.int8))
-    q, k, v = draw(data), draw(data), draw(data)
+    lengths = [n] * 3
+    if draw(st.booleans()):  # lengths Rust accepts: q not whole rows, k or v short or long
+        lengths = [draw(st.integers(max(n - 12, 0), n + 12)) for _ in range(3)]
+    q, k, v = (draw(st.lists(st.integers(-128, 127), min_size=m, max_size=m).map(lambda x: np.array(x, np.int8)))
+               for m in lengths)
     if draw(st.booleans()):
         positions = draw(st.lists(st.tuples(st.integers(0, seq_len + 2), st.integers(0, seq_len + 2)), max_size=60))
         mask = SparseMask(np.array(positions, np.int64).reshape(-1, 2), 0.5)
     else:
         mask = None
-    scale = draw(st.one_of(f32_values, st.sampled_from([np.float32(0.125), np.float32(1e30), np.float32(1e-30)])))
+    scale = draw(st.one_of(f32_values, st.sampled_from([np.float32(0.125), np.float32(1e30), np.float32(1e-30),
+                                                        np.float32(np.inf), np.float32(-np.inf)])))
     return q, k, v, mask, dim, scale
 
 
@@ -213,3 +283,53 @@ def test_usize_index_wraps_on_32_bit(target):
         "x86_64-release": ("panic", f"index out of bounds: the len is {dim} but the index is {65535 * dim}"),
     }
     assert got == expected[target]
+
+
+# The kernels under NUMBA_BOUNDSCHECK=1 on wrapping, huge and zero edge cases: no index a
+# kernel computes may fall outside its arrays (an IndexError would say so).
+BOUNDSCHECK_SCRIPT = r"""
+import numpy as np
+import mcsa
+from mcsa import GatePacket, MaskTooLarge, MincutSparseAttention, SparseMask, SparsityConfig, TargetPanic
+
+outcomes = []
+def run(fn):
+    try:
+        fn()
+        outcomes.append("ok")
+    except (TargetPanic, MaskTooLarge) as err:
+        outcomes.append(type(err).__name__)
+
+for target in ("x86_64-release", "x86_64-debug", "wasm32-release", "wasm32-debug"):
+    for intra in (True, False):
+        sim = MincutSparseAttention(SparsityConfig(intra_partition_attention=intra), target, position_limit=3_000_000)
+        top = sim.target.usize_max
+        for parts in (0, 2, 3, 4, 255, 65535):
+            gate = GatePacket(lambda_=200, partition_count=parts)
+            for seq_len in (0, 1, 16, 17, 65535, 65536, 65537, 65539, 131075, 2**32 - 1, top, top - 1,
+                            433305435341373281 % (top + 1), 2**32 % (top + 1)):
+                run(lambda: sim.mask_stats(gate, seq_len))
+                run(lambda: sim.build_mask(gate, seq_len))
+                run(lambda: sim.plan_mask(gate, seq_len).insertion_codes(3_000_000))
+        wide = MincutSparseAttention(SparsityConfig(intra_partition_attention=intra), target, position_limit=12_000_000)
+        run(lambda: wide.build_mask(GatePacket(lambda_=200, partition_count=400), 65600))  # wraps, intra filled
+    sim = MincutSparseAttention(target=target)
+    mask = SparseMask([[0, 0], [1, 65535], [2, 1], [3, 3]], 0.5)
+    for dim in (0, 1, 3, 70000):
+        for lengths in ((0, 0, 0), (4 * max(dim, 1),) * 3, (4 * max(dim, 1), 1, 4 * max(dim, 1)),
+                        (4 * max(dim, 1), 4 * max(dim, 1), 2), (4 * max(dim, 1) + 1, 3, 5)):
+            q, k, v = (np.ones(n, np.int8) for n in lengths)
+            for scale in (np.float32(0.5), np.float32(np.inf), np.float32(np.nan)):
+                run(lambda: sim.sparse_attention(q, k, v, mask, dim, scale))
+                run(lambda: sim.sparse_attention(q, k, v, SparseMask.full(3), dim, scale))
+print(len(outcomes), "calls", sorted(set(outcomes)))
+"""
+
+
+@pytest.mark.slow
+def test_kernels_stay_in_bounds(tmp_path):
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path),
+           "PYTHONPATH": str(Path(__file__).parent.parent)}
+    done = subprocess.run([sys.executable, "-c", BOUNDSCHECK_SCRIPT], env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "calls" in done.stdout and "IndexError" not in done.stderr

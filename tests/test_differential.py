@@ -1,0 +1,110 @@
+"""Differential cases from the Rust module itself (tests/golden/differential/, README
+there): every issue-10 class, every build the oracle ran, the same bits or panic.
+
+These cases extend the golden format (q, k and v of independent lengths
+``q_len``/``k_len``/``v_len``), so they are read here rather than by mcsa.vectors.
+A build with no result, or one marked ``harness_error``, was not asked (a seq_len
+beyond its usize, or a call the oracle predicted would not finish): nothing to compare.
+``full`` and ``scalar`` cases go through :func:`mcsa.vectors.simulate` (heap figures
+included); elsewhere the heap figures are the heap model's tests' business.
+"""
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from mcsa import GatePacket, MincutSparseAttention, SparsityConfig, Target, TargetPanic
+from mcsa.vectors import differences, f32_hex, hash_hex, kind_of, qkv_from_spec, simulate, splitmix64
+
+from .conftest import BUILDS, GOLDEN
+
+DIR = GOLDEN / "differential"
+
+
+FILES = sorted(DIR.glob("*.jsonl.gz"))
+
+
+def cases(path):
+    with gzip.open(path, "rt") as lines:
+        return [json.loads(line) for line in lines]
+
+
+def qkv(case):
+    """q, k, v: ``qkv_seq_len * max(dim, 1)`` elements each, or ``q_len``, ``k_len``,
+    ``v_len``; ``r<seed>`` is one SplitMix64 stream, q then k then v."""
+    if "qkv_seq_len" in case:
+        return qkv_from_spec(case["data"], case["qkv_seq_len"] * max(case["dim"], 1))
+    lengths = [case[f"{name}_len"] for name in "qkv"]
+    spec = case["data"]
+    if spec.startswith("r"):
+        data = (splitmix64(int(spec[1:]), sum(lengths)) & np.uint64(0xFF)).astype(np.uint8).view(np.int8)
+        return np.split(data, np.cumsum(lengths)[:2])
+    parts = spec[1:].split(",")
+    if spec.startswith("c"):
+        return [np.full(n, int(p), np.int8) for n, p in zip(lengths, parts)]
+    return [np.frombuffer(bytes.fromhex(p), np.int8) for p in parts]
+
+
+def stored_form(want, got):
+    """``got`` shaped as the corpus stores ``want``: u16 lists past 64 entries as
+    ``{"len", "fnv1a64"}``, positions and outputs only where the corpus lists them."""
+    got = dict(got)
+    for key in ("partition_boundaries", "boundary_tokens"):
+        if isinstance(want.get(key), dict) and isinstance(got.get(key), np.ndarray):
+            got[key] = {"len": int(got[key].size), "fnv1a64": hash_hex(got[key])}
+    for key, value in got.items():
+        if isinstance(value, np.ndarray):
+            got[key] = value.tolist() if key in want else None
+    return got
+
+
+def run(kind, case, target):
+    if kind in ("full", "scalar"):
+        return simulate(kind, case, target)
+    sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target)
+    gate = GatePacket.from_dict(case["gate"])
+    try:
+        if kind == "density":
+            return {"density": f32_hex(sim.calculate_density(gate))}
+        if kind == "masks":
+            mask = sim.build_mask(gate, case["seq_len"])
+            return {"panic": None, "num_positions": mask.num_positions, "density": f32_hex(mask.density),
+                    "sparsity": f32_hex(mask.sparsity()), "positions_fnv1a64": hash_hex(mask.positions),
+                    "partition_boundaries": mask.partition_boundaries, "boundary_tokens": mask.boundary_tokens,
+                    "positions": mask.positions}
+        mask = sim.build_mask(gate, case["mask_seq_len"])
+        q, k, v = qkv(case)
+        scale = np.uint32(int(case["scale"], 16)).view(np.float32)
+        out = sim.sparse_attention(q, k, v, mask, case["dim"], scale)
+        return {"panic": None, "len": out.size, "output_fnv1a64": hash_hex(out),
+                "output": np.array([f32_hex(x) for x in out]) if out.size <= 8192 else None}
+    except TargetPanic as panic:
+        return {"panic": panic.message}
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name.split(".")[0])
+def test_differential(path, build):
+    target = Target.named(build)
+    kind = kind_of(path)
+    failures, compared = [], 0
+    for number, case in enumerate(cases(path), 1):
+        want = dict(case["results"].get(build) or {"harness_error": "not run on this build"})
+        if "harness_error" in want:
+            continue
+        if not want.get("panic"):
+            if kind not in ("full", "scalar"):
+                want.pop("heap", None)
+            if "positions" in case:
+                want["positions"] = case["positions"]
+            elif "positions_by_build" in case:
+                want["positions"] = case["positions_by_build"][build]
+        got = stored_form(want, run(kind, case, target))
+        compared += 1
+        diff = differences(want, got)
+        if diff:
+            failures.append(f"{path.name}:{number}: " + "; ".join(diff))
+    assert compared > 0 or not target.usize_bits == 64, "no case for this build"
+    assert not failures, f"{len(failures)} of {compared} cases differ:\n" + "\n".join(failures[:10])
