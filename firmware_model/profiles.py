@@ -33,9 +33,14 @@ class Profile:
     source: str
     regions: dict = field(default_factory=dict)
     heap_region: str | None = None
+    nan: str = "arm-vfp"
 
     def target(self, build: str = "release") -> mcsa.Target:
-        """The simulator build for this part: its usize width and expf, overflow by ``build``.
+        """The simulator build for this part: its usize width, expf and NaN rules, overflow by ``build``.
+
+        The NaN rules are the row's ``nan`` (a name of :data:`mcsa.NAN_RULES`) when it has
+        one, else those of the simulator preset family named by ``arch``, else
+        ``soft-float`` for a part without an FPU and ``arm-vfp`` for one with.
 
         Raises
         ------
@@ -45,7 +50,7 @@ class Profile:
         if build not in ("release", "debug"):
             raise ValueError(f"build must be 'release' or 'debug', got {build!r}")
         return mcsa.Target(self.usize_bits, "wrap" if build == "release" else "panic", self.expf,
-                           f"{self.name}-{build}")
+                           f"{self.name}-{build}", mcsa.NAN_RULES[self.nan])
 
 
 def _profile(name: str, row: dict, origin: str) -> Profile:
@@ -54,7 +59,7 @@ def _profile(name: str, row: dict, origin: str) -> Profile:
     missing = [k for k in required if k not in row]
     if missing:
         raise ValueError(f"{where} is missing {', '.join(missing)}")
-    known = set(required) | {"regions", "heap_region"}
+    known = set(required) | {"regions", "heap_region", "nan"}
     unknown = sorted(set(row) - known)
     if unknown:
         raise ValueError(f"{where} has unknown field(s) {', '.join(unknown)}")
@@ -88,8 +93,12 @@ def _profile(name: str, row: dict, origin: str) -> Profile:
     room, what = (regions[heap_region], f"its heap_region {heap_region}") if heap_region else (row["ram"], "its ram")
     if row["heap_budget"] > room:
         raise ValueError(f"{where} heap_budget {row['heap_budget']:,} B is larger than {what} ({room:,} B)")
+    family = mcsa.PRESETS.get(f"{row['arch']}-release")
+    nan = row.get("nan", family.nan.name if family else "soft-float" if row["fpu"] == "none" else "arm-vfp")
+    if not isinstance(nan, str) or nan not in mcsa.NAN_RULES:
+        raise ValueError(f"{where} nan must be one of {', '.join(mcsa.NAN_RULES)}, got {nan!r}")
     return Profile(name, row["description"], row["arch"], row["usize_bits"], row["ram"], row["heap_budget"],
-                   row["fpu"], row["expf"], allocator, row["source"], dict(regions), heap_region)
+                   row["fpu"], row["expf"], allocator, row["source"], dict(regions), heap_region, nan)
 
 
 def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:

@@ -60,30 +60,10 @@ _FULL = np.uint64(U16_END)  # the key's partition part on the full path (no u16 
 
 
 @jit
-def _densities(kind, min_density, max_density, dense_above, lam, conc, parts, out):
+def _densities(kind, min_density, max_density, dense_above, rules, lam, conc, parts, out):
     for i in range(lam.size):
-        out[i] = density_kernel(kind, min_density, max_density, dense_above, np.int64(lam[i]),
+        out[i] = density_kernel(kind, min_density, max_density, dense_above, rules, np.int64(lam[i]),
                                 np.int64(conc[i]), np.int64(parts[i]))
-
-
-def _insertions(plan: MaskPlan) -> int:
-    """Pairs the reference's loops insert for ``plan`` (what ``raw_positions``
-    counts), in Python integers so that no count can wrap."""
-    bounds = plan.boundaries.astype(np.int64)
-    n = 0
-    if plan.intra and bounds.size:
-        m = np.maximum(bounds[1:] - bounds[:-1], 0)
-        n += int((m * (m + 1) // 2).sum())
-        last = max(plan.seq_len - int(bounds[-1]), 0)
-        n += last * (last + 1) // 2
-    if plan.cross:
-        ordered = np.sort(plan.tokens.astype(np.int64))
-        rows = [ordered]
-        for offset in range(4):
-            row = (ordered + offset) & 0xFFFF
-            rows.append(row[row < plan.seq_len])
-        n += sum(int(np.searchsorted(ordered, r, side="right").sum()) for r in rows)
-    return n
 
 
 @dataclass
@@ -247,7 +227,7 @@ class Replayer:
         self.budget = profile.heap_budget if heap_budget is None else check_uint(heap_budget, "heap_budget", (1 << 64) - 1)
         self.position_limit = position_limit
         self._cache: OrderedDict = OrderedDict()
-        self._schedule = schedule_args(config)
+        self._schedule = schedule_args(config, self.sim.target)
 
     def __getstate__(self):
         return {**self.__dict__, "_cache": OrderedDict()}
@@ -312,7 +292,7 @@ class Replayer:
         try:
             plan = self.sim.plan_mask(gate, seq_len)
             if plan.sparse and not plan.ordered:  # count in Python integers before any kernel does
-                check_limit(_insertions(plan), limit, f"build_mask(seq_len={seq_len}) with wrapping indices")
+                check_limit(plan.insertion_count(), limit, f"build_mask(seq_len={seq_len}) with wrapping indices")
             stats = self.sim.mask_stats(gate, seq_len)
             mask_usage = build_mask_usage(self.config, gate, seq_len, self.bits, position_limit=limit)
             attention = planned_attention_usage(self.config, gate, seq_len, seq_len, self.dim, self.bits,

@@ -103,11 +103,11 @@ def splitmix64(seed: int, count: int) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def qkv_from_spec(spec: str, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """q, k, v of ``count`` int8 each from a golden ``data`` string.
+def qkv_from_spec(spec: str, count: int | tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """q, k, v from a golden ``data`` string: ``count`` int8 each, or ``(q_len, k_len, v_len)``.
 
-    ``r<seed>``: SplitMix64 low bytes, q then k then v (seed a u64); ``c<a>,<b>,<c>``:
-    constant fills (i8 each); ``h<q>,<k>,<v>``: hex bytes.
+    ``r<seed>``: SplitMix64 low bytes, one stream for q then k then v (seed a u64);
+    ``c<a>,<b>,<c>``: constant fills (i8 each); ``h<q>,<k>,<v>``: hex bytes.
 
     Raises
     ------
@@ -118,19 +118,20 @@ def qkv_from_spec(spec: str, count: int) -> tuple[np.ndarray, np.ndarray, np.nda
     """
     if not isinstance(spec, str):
         raise TypeError(f"data must be a spec string (r<seed>, c<a>,<b>,<c> or h<hex>,<hex>,<hex>), got {spec!r}")
+    lengths = (count,) * 3 if isinstance(count, int) else tuple(count)
     parts = spec[1:].split(",")
     if spec[:1] == "r" and _digits(spec[1:]) and int(spec[1:]) < 1 << 64:
-        data = (splitmix64(int(spec[1:]), 3 * count) & np.uint64(0xFF)).astype(np.uint8).view(np.int8)
-        return data[:count], data[count : 2 * count], data[2 * count :]
+        data = (splitmix64(int(spec[1:]), sum(lengths)) & np.uint64(0xFF)).astype(np.uint8).view(np.int8)
+        return tuple(np.split(data, np.cumsum(lengths[:2])))
     if spec[:1] == "c" and len(parts) == 3 and all(_digits(p.removeprefix("-")) and -128 <= int(p) <= 127
                                                    for p in parts):
-        return tuple(np.full(count, int(p), np.int8) for p in parts)
-    if spec[:1] == "h" and len(parts) == 3 and all(len(p) == 2 * count for p in parts):
+        return tuple(np.full(n, int(p), np.int8) for n, p in zip(lengths, parts))
+    if spec[:1] == "h" and len(parts) == 3 and all(len(p) == 2 * n for n, p in zip(lengths, parts)):
         try:
             return tuple(np.frombuffer(bytes.fromhex(p), np.int8) for p in parts)
         except ValueError:
             pass
-    raise ValueError(f"bad data spec {spec[:40]!r} for {count} elements")
+    raise ValueError(f"bad data spec {spec[:40]!r} for {'/'.join(map(str, lengths))} elements")
 
 
 def _digits(text: str) -> bool:
@@ -221,12 +222,17 @@ def simulate(kind: str, case: dict, target: Target, position_limit: int = DEFAUL
         return _panic_or(masks)
     if kind == "attention":
         sim = MincutSparseAttention(SparsityConfig.from_dict(case["config"]), target, position_limit)
-        dim, qkv_seq_len = _size(case, "dim", target), _size(case, "qkv_seq_len", target)
-        mask_seq_len = _size(case, "mask_seq_len", target)
-        count = qkv_seq_len * max(dim, 1)
-        if count > QKV_LIMIT:
-            raise ValueError(f"qkv_seq_len * dim = {count:,} elements, over the limit of {QKV_LIMIT:,} per array")
-        q, k, v = qkv_from_spec(case["data"], count)
+        dim, mask_seq_len = _size(case, "dim", target), _size(case, "mask_seq_len", target)
+        if "qkv_seq_len" in case:  # q, k, v of qkv_seq_len rows each
+            rows = _size(case, "qkv_seq_len", target)
+            lengths = (rows * max(dim, 1),) * 3
+        else:  # q, k, v of their own lengths, as Rust accepts them (seq_len = q.len() / dim)
+            lengths = tuple(_size(case, f"{name}_len", target) for name in "qkv")
+            rows = lengths[0] // max(dim, 1)
+        if max(lengths) > QKV_LIMIT:
+            raise ValueError(f"q, k, v of {'/'.join(f'{n:,}' for n in lengths)} elements, over the limit of "
+                             f"{QKV_LIMIT:,} per array")
+        q, k, v = qkv_from_spec(case["data"], lengths)
         gate = GatePacket.from_dict(case["gate"])
         scale = f32_from_json(case["scale"], "scale")
 
@@ -236,7 +242,7 @@ def simulate(kind: str, case: dict, target: Target, position_limit: int = DEFAUL
             out = {
                 "len": output.size,
                 "output_fnv1a64": hash_hex(output),
-                "heap": heap.sparse_attention_usage(mask, qkv_seq_len, dim, bits).as_dict(),
+                "heap": heap.sparse_attention_usage(mask, rows, dim, bits).as_dict(),
             }
             if output.size <= OUTPUT_LIST_LIMIT:
                 out["output"] = [f32_hex(x) for x in output]

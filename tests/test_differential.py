@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mcsa import GatePacket, MincutSparseAttention, SparsityConfig, Target, TargetPanic
-from mcsa.vectors import differences, f32_hex, hash_hex, kind_of, qkv_from_spec, simulate, splitmix64
+from mcsa.vectors import differences, f32_hex, hash_hex, kind_of, qkv_from_spec, simulate
 
 from .conftest import BUILDS, GOLDEN
 
@@ -32,19 +32,10 @@ def cases(path):
 
 
 def qkv(case):
-    """q, k, v: ``qkv_seq_len * max(dim, 1)`` elements each, or ``q_len``, ``k_len``,
-    ``v_len``; ``r<seed>`` is one SplitMix64 stream, q then k then v."""
+    """q, k, v: ``qkv_seq_len * max(dim, 1)`` elements each, or ``q_len``, ``k_len``, ``v_len``."""
     if "qkv_seq_len" in case:
         return qkv_from_spec(case["data"], case["qkv_seq_len"] * max(case["dim"], 1))
-    lengths = [case[f"{name}_len"] for name in "qkv"]
-    spec = case["data"]
-    if spec.startswith("r"):
-        data = (splitmix64(int(spec[1:]), sum(lengths)) & np.uint64(0xFF)).astype(np.uint8).view(np.int8)
-        return np.split(data, np.cumsum(lengths)[:2])
-    parts = spec[1:].split(",")
-    if spec.startswith("c"):
-        return [np.full(n, int(p), np.int8) for n, p in zip(lengths, parts)]
-    return [np.frombuffer(bytes.fromhex(p), np.int8) for p in parts]
+    return qkv_from_spec(case["data"], tuple(case[f"{name}_len"] for name in "qkv"))
 
 
 def stored_form(want, got):

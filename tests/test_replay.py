@@ -18,7 +18,7 @@ from mcsa.cli import main
 from mcsa.cli.common import resolve_profile
 from mcsa.mask import raw_positions
 from mcsa.packets import GatePacket, SparsityConfig
-from mcsa.replay import Replayer, _insertions, replay_table
+from mcsa.replay import Replayer, replay_table
 from mcsa.traces import BINARY_DTYPE, FIELDS, TraceReader, byte_ranges
 
 from .conftest import GOLDEN
@@ -262,7 +262,7 @@ def test_insertion_count_in_python_integers_matches_the_kernel(seq_len, parts, i
     config = SparsityConfig(intra_partition_attention=intra, boundary_cross_attention=cross)
     plan = MincutSparseAttention(config, "x86_64-release").plan_mask(GatePacket(100, 0, 0, 0, parts, 0), seq_len)
     count = raw_positions(plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross, np.zeros(0, np.uint32), False)
-    assert _insertions(plan) == count
+    assert plan.insertion_count() == count
 
 
 def test_read_trace_yields_records_and_errors_in_file_order(tmp_path):
