@@ -24,14 +24,14 @@ from typing import Iterator
 
 import numpy as np
 
-from firmware_model.heap import build_mask_usage, planned_attention_usage
+from firmware_model.heap import build_mask_usage, check_insertions, planned_attention_usage
 from firmware_model.profiles import Profile, profile_named
 from firmware_model.step import fit_step
 
 from ._jit import jit
 from .attention import MincutSparseAttention
 from .density import density_kernel, schedule_args
-from .mask import DEFAULT_POSITION_LIMIT, U16_END, MaskPlan, check_limit
+from .mask import DEFAULT_POSITION_LIMIT, U16_END
 from .packets import GatePacket, SparsityConfig, check_uint
 from .target import TargetPanic
 from .traces import BINARY_DTYPE, FIELDS, Batch, TraceError, TraceReader
@@ -64,26 +64,6 @@ def _densities(kind, min_density, max_density, dense_above, lam, conc, parts, ou
     for i in range(lam.size):
         out[i] = density_kernel(kind, min_density, max_density, dense_above, np.int64(lam[i]),
                                 np.int64(conc[i]), np.int64(parts[i]))
-
-
-def _insertions(plan: MaskPlan) -> int:
-    """Pairs the reference's loops insert for ``plan`` (what ``raw_positions``
-    counts), in Python integers so that no count can wrap."""
-    bounds = plan.boundaries.astype(np.int64)
-    n = 0
-    if plan.intra and bounds.size:
-        m = np.maximum(bounds[1:] - bounds[:-1], 0)
-        n += int((m * (m + 1) // 2).sum())
-        last = max(plan.seq_len - int(bounds[-1]), 0)
-        n += last * (last + 1) // 2
-    if plan.cross:
-        ordered = np.sort(plan.tokens.astype(np.int64))
-        rows = [ordered]
-        for offset in range(4):
-            row = (ordered + offset) & 0xFFFF
-            rows.append(row[row < plan.seq_len])
-        n += sum(int(np.searchsorted(ordered, r, side="right").sum()) for r in rows)
-    return n
 
 
 @dataclass
@@ -311,8 +291,7 @@ class Replayer:
         limit = self.position_limit
         try:
             plan = self.sim.plan_mask(gate, seq_len)
-            if plan.sparse and not plan.ordered:  # count in Python integers before any kernel does
-                check_limit(_insertions(plan), limit, f"build_mask(seq_len={seq_len}) with wrapping indices")
+            check_insertions(plan, limit)
             stats = self.sim.mask_stats(gate, seq_len)
             mask_usage = build_mask_usage(self.config, gate, seq_len, self.bits, position_limit=limit)
             attention = planned_attention_usage(self.config, gate, seq_len, seq_len, self.dim, self.bits,

@@ -18,7 +18,8 @@ from mcsa.cli import main
 from mcsa.cli.common import resolve_profile
 from mcsa.mask import raw_positions
 from mcsa.packets import GatePacket, SparsityConfig
-from mcsa.replay import Replayer, _insertions, replay_table
+from firmware_model.heap import _insertions
+from mcsa.replay import Replayer, replay_table
 from mcsa.traces import BINARY_DTYPE, FIELDS, TraceReader, byte_ranges
 
 from .conftest import GOLDEN

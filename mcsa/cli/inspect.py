@@ -7,6 +7,7 @@ import sys
 import click
 import numpy as np
 
+from firmware_model.heap import check_insertions
 from firmware_model.profiles import load_profiles, resolve_target
 
 from .. import jsonio
@@ -62,6 +63,14 @@ def _target(name: str, profiles_file: str | None, seq_len: int | None = None):
     return resolved.target
 
 
+def _build_mask(sim: MincutSparseAttention, gate: GatePacket, seq_len: int):
+    """``sim.build_mask``, with a wrapping mask's insertions counted in Python
+    integers first (a kernel's 64-bit count can wrap back into range)."""
+    plan = sim.plan_mask(gate, seq_len)
+    check_insertions(plan, sim.position_limit)
+    return sim.mask_from_plan(plan)
+
+
 def target_option(fn):
     return click.option("--target", "target_name", default="x86_64", show_default=True, metavar="NAME",
                         help=f"Target: {TARGET_HELP}.")(profiles_option(fn))
@@ -102,7 +111,7 @@ def mask(lambda_, partitions, seq_len, concentration, target_name, profiles_file
     sim = MincutSparseAttention(load_config(config_file), target, position_limit)
     gate = GatePacket(lambda_=lambda_, partition_count=partitions, boundary_concentration_q15=concentration)
     try:
-        m = sim.build_mask(gate, seq_len)
+        m = _build_mask(sim, gate, seq_len)
         ratio = sim.estimated_flops_ratio(m, seq_len)
     except TargetPanic as panic:
         click.echo(f"{target.name} panics: {panic}")
@@ -272,7 +281,7 @@ def attention(q_file, k_file, v_file, dim, scale, gate_json, target_name, profil
     sim = MincutSparseAttention(load_config(config_file), target)
     seq_len = q.size // dim
     try:
-        m = sim.build_mask(gate, seq_len)
+        m = _build_mask(sim, gate, seq_len)
         out = sim.sparse_attention(q, k, v, m, dim, scale32)
     except TargetPanic as panic:
         click.echo(f"{target.name} panics: {panic}")
