@@ -9,7 +9,8 @@ naming the file and the line (text) or byte offset (binary), or, with
 
 Parsing is as strict as serde: the JSON number grammar, finite ``t``, no
 duplicate fields, ASCII digits in CSV integers, no nesting deeper than
-serde_json's 128 levels. Keys other than the packet's, ``seq_len`` and ``t``
+serde_json's 128 levels. As Windows editors save them, CRLF line ends and a
+UTF-8 byte order mark at the start of a text trace are accepted. Keys other than the packet's, ``seq_len`` and ``t``
 are accepted (firmware logs carry extra fields) and collected in
 :attr:`TraceReader.unknown` so that the caller can report them once.
 """
@@ -49,6 +50,9 @@ BATCH_RECORDS = 1 << 16
 MAX_FIELD = 131072
 """Longest CSV field accepted (Python's csv default limit)."""
 U64_MAX = (1 << 64) - 1
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark that Windows editors put at the start of a text file;
+a JSON Lines or CSV trace may start with it."""
 _INT_DIGITS = 24  # longer integer literals are out of range for every field, without converting them
 _CSV_FLOAT = re.compile(r"[0-9.eE+\-]*")
 _CSV_INT = re.compile(r"[0-9]*")
@@ -268,6 +272,8 @@ class TraceReader:
 
     def _read(self, stream, raw, close: bool = True) -> Iterator[Batch]:
         try:
+            if self.start == 0 and self.fmt != "bin" and stream.peek(3)[:3] == BOM:  # saved on Windows
+                stream.read(3)
             if self.fmt is None:
                 self.fmt = sniff_format(stream.peek(4096)[:4096])
             reader = {"bin": self._binary, "jsonl": self._jsonl, "csv": self._csv}[self.fmt]

@@ -36,3 +36,56 @@ def test_mask_whose_count_wraps_is_refused_not_crashed(seq_len, partitions):
 def test_fit_whose_count_wraps_is_a_verdict():
     result = run("fit", "--target", "x86_64", "--seq-len", 1 << 32, "--partitions", 4, "--dim", 32)
     assert result.exit_code == 1 and "q, k and v alone exceed it" in result.stdout, result.output
+
+
+TRACE_ARGS = ["--target", "stm32f411", "--seq-len", "128", "--dim", "32", "--format", "jsonl"]
+PACKET = b'{"lambda":200,"lambda_prev":200,"boundary_edges":0,"boundary_concentration_q15":0,"partition_count":2,"flags":0}'
+HEADER = b"lambda,lambda_prev,boundary_edges,boundary_concentration_q15,partition_count,flags"
+
+
+@pytest.mark.parametrize("name, text", [
+    ("t.jsonl", PACKET + b"\n" + PACKET + b"\n"),
+    ("t.csv", HEADER + b"\n1,1,0,0,2,0\n1,1,0,0,2,0\n"),
+])
+def test_windows_saved_traces_are_read_like_the_others(tmp_path, name, text):
+    """A byte order mark and CRLF line ends (Notepad's UTF-8) change nothing, in every text format."""
+    plain = tmp_path / name
+    plain.write_bytes(text)
+    expected = run("replay", plain, *TRACE_ARGS)
+    assert expected.exit_code == 0, expected.output
+    windows = tmp_path / ("win." + name)
+    windows.write_bytes(b"\xef\xbb\xbf" + text.replace(b"\n", b"\r\n"))
+    result = run("replay", windows, *TRACE_ARGS)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1:] == expected.stdout.splitlines()[1:]
+    piped = run_process("replay", "-", *TRACE_ARGS, stdin=windows.read_bytes().decode("utf-8"))
+    assert piped.returncode == 0 and piped.stdout.splitlines()[1:] == expected.stdout.splitlines()[1:], piped.stderr
+
+
+def test_a_bom_inside_a_trace_is_still_refused_with_its_line(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    trace.write_bytes(PACKET + b"\n\xef\xbb\xbf" + PACKET + b"\n")
+    result = run("replay", trace, *TRACE_ARGS)
+    assert result.exit_code == 2 and f"{trace}:2: not JSON" in result.output
+
+
+def test_a_failed_replay_leaves_no_summary_nor_plot(tmp_path):
+    trace = tmp_path / "t.bin"
+    trace.write_bytes(b"\x01" * 15)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run("replay", trace, *TRACE_ARGS, "-o", out / "r.jsonl", "--summary", out / "s.jsonl",
+                 "--plot", out / "p.png")
+    assert result.exit_code == 2 and f"{trace}: byte 0: incomplete record" in result.output
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [
+    ["mask", "--lambda", 100, "--partitions", 3, "--seq-len", 48, "--png"],
+    ["replay", __file__.replace("test_hardening.py", "../examples/trace.jsonl"), *TRACE_ARGS, "-o"],
+])
+def test_a_full_device_is_named(command):
+    if not os.path.exists("/dev/full"):
+        pytest.fail("this test needs Linux's /dev/full")
+    result = run(*command, "/dev/full")
+    assert result.exit_code == 2 and "Error: /dev/full: No space left on device" in result.output

@@ -212,8 +212,13 @@ def atomic_output(path: str | None, mode: str = "w"):
     except OSError:
         existing = None
     if existing is not None and not stat.S_ISREG(existing):  # /dev/null, /dev/stdout, a FIFO: write into it
-        with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as out:
-            yield out
+        try:
+            with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as out:
+                yield out
+        except OSError as err:  # /dev/full, a directory: name the user's path
+            if err.filename not in (None, path):
+                raise
+            raise OSError(err.errno, err.strerror, path) from None
         return
     target = Path(os.path.realpath(path))
     keep = 0o666 & ~_umask() if existing is None else stat.S_IMODE(existing)
