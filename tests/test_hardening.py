@@ -89,3 +89,15 @@ def test_a_full_device_is_named(command):
         pytest.fail("this test needs Linux's /dev/full")
     result = run(*command, "/dev/full")
     assert result.exit_code == 2 and "Error: /dev/full: No space left on device" in result.output
+
+
+def test_attention_names_every_array_when_sizes_differ(tmp_path):
+    """An empty q used to be reported as a fault of k."""
+    import numpy as np
+
+    np.save(tmp_path / "q.npy", np.zeros(0, np.int8))
+    np.save(tmp_path / "k.npy", np.ones(64, np.int8))
+    result = run("attention", "--q", tmp_path / "q.npy", "--k", tmp_path / "k.npy", "--v", tmp_path / "k.npy",
+                 "--dim", 8, "--scale", 0.25)
+    assert result.exit_code == 2
+    assert f"--q {tmp_path / 'q.npy'} has 0, --k {tmp_path / 'k.npy'} has 64, --v" in result.output

@@ -272,12 +272,13 @@ def attention(q_file, k_file, v_file, dim, scale, gate_json, target_name, profil
     if not np.isfinite(scale32):
         raise InputError(f"--scale {scale} is not a finite f32")
     q, k, v = (_load_i8(p, n) for p, n in ((q_file, "--q"), (k_file, "--k"), (v_file, "--v")))
-    for option, path, arr in (("--q", q_file, q), ("--k", k_file, k), ("--v", v_file, v)):
+    given = (("--q", q_file, q), ("--k", k_file, k), ("--v", v_file, v))
+    if len({arr.size for _, _, arr in given}) > 1:
+        raise InputError("q, k and v must hold seq_len x dim elements each: "
+                         + ", ".join(f"{option} {path} has {arr.size:,}" for option, path, arr in given))
+    for option, path, arr in given:
         if arr.size % dim:
             raise InputError(f"{option} {path}: {arr.size:,} elements is not a multiple of --dim {dim}")
-        if arr.size != q.size:
-            raise InputError(f"{option} {path}: {arr.size:,} elements, but --q has {q.size:,} "
-                             "(q, k and v hold seq_len x dim each)")
     sim = MincutSparseAttention(load_config(config_file), target)
     seq_len = q.size // dim
     try:
