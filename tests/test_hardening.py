@@ -101,3 +101,18 @@ def test_attention_names_every_array_when_sizes_differ(tmp_path):
                  "--dim", 8, "--scale", 0.25)
     assert result.exit_code == 2
     assert f"--q {tmp_path / 'q.npy'} has 0, --k {tmp_path / 'k.npy'} has 64, --v" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["fit", "--seq-len", 1 << 32, "--partitions", 2], "--seq-len 4,294,967,296 is over 4,294,967,295, the largest usize"),
+    (["fit", "--seq-len", 64, "--partitions", 2, "--dim", 1 << 32], "--dim 4,294,967,296 is over"),
+    (["fit", "--seq-len", 64, "--partitions", 2, "--heap-budget", 1 << 31],
+     "--heap-budget 2,147,483,648 is over 2,147,483,647, the largest isize on stm32f411-release"),
+    (["plan", "--partitions", "2..3", "--max-seq-len", 1 << 32], "--max-seq-len 4,294,967,296 is over"),
+    (["replay", __file__.replace("test_hardening.py", "../examples/trace.jsonl"), "--seq-len", 1 << 32],
+     "--seq-len 4,294,967,296 is over"),
+])
+def test_a_size_the_target_cannot_hold_names_its_option(args, message):
+    """Not the library's argument name (``hi``, ``heap_budget``)."""
+    result = run(*args, "--target", "stm32f411")
+    assert result.exit_code == 2 and message in result.output, result.output

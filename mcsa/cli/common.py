@@ -110,14 +110,18 @@ def load_config(path: str | None) -> SparsityConfig:
         raise ValueError(f"{path}: {err}") from None
 
 
-def resolve_profile(name: str, profiles_file: str | None):
+def resolve_profile(name: str, profiles_file: str | None, **sizes):
     """``(profile, build)`` for a command that needs a profile (RAM, heap budget,
-    allocator): see :func:`firmware_model.profiles.resolve_target`.
+    allocator): see :func:`firmware_model.profiles.resolve_target`. Each of
+    ``sizes`` (an option's name and value, None if not given) is checked against
+    the target's usize, ``heap_budget`` against its isize.
 
     Raises
     ------
     ValueError
         If there is no such target, or it is a simulator preset with no profile.
+    InputError
+        Naming the option whose size the target cannot hold.
     """
     resolved = resolve_target(name, profiles_file)
     if resolved.profile is None:
@@ -126,7 +130,24 @@ def resolve_profile(name: str, profiles_file: str | None):
         raise ValueError(f"target {name!r} is a simulator preset, with no RAM, heap budget or allocator; this "
                          f"command needs a profile{' such as ' + ', '.join(peers) if peers else ''} "
                          f"(see `mcsa targets`)")
+    check_sizes(resolved.target, **sizes)
     return resolved.profile, resolved.build
+
+
+def check_sizes(target, **sizes) -> None:
+    """Each of ``sizes`` (an option's name and value, None if not given) within
+    the target's usize, ``heap_budget`` within its isize.
+
+    Raises
+    ------
+    InputError
+        Naming the option whose size the target cannot hold.
+    """
+    for option, value in sizes.items():
+        kind, top = ("isize", target.isize_max) if option == "heap_budget" else ("usize", target.usize_max)
+        if value is not None and value > top:
+            raise InputError(f"--{option.replace('_', '-')} {value:,} is over {top:,}, the largest {kind} on "
+                             f"{target.name}")
 
 
 TARGET_HELP = "a profile (stm32f411, stm32f411-debug; see `mcsa targets`) or a simulator preset (x86_64-release)"

@@ -16,7 +16,7 @@ from ..packets import GatePacket
 from ..target import PRESETS, TargetPanic
 from ..vectors import differences, expected_for, f32_line, kind_of, read_cases, simulate
 from .common import (
-    MAX_DIM, TARGET_HELP, USIZE64_MAX, InputError, atomic_output, config_option, dumps, fail_on_input_errors,
+    MAX_DIM, TARGET_HELP, USIZE64_MAX, InputError, atomic_output, check_sizes, config_option, dumps, fail_on_input_errors,
     limit_option, load_config, profiles_option, pyplot, table,
 )
 
@@ -56,11 +56,9 @@ def _bitmap(positions: np.ndarray, seq_len: int, size: int) -> np.ndarray:
 
 def _target(name: str, profiles_file: str | None, seq_len: int | None = None):
     """The resolved --target, with --seq-len checked against its usize."""
-    resolved = resolve_target(name, profiles_file)
-    if seq_len is not None and seq_len > resolved.target.usize_max:
-        raise InputError(f"--seq-len {seq_len:,} does not fit {resolved.target.name}'s "
-                         f"{resolved.target.usize_bits}-bit usize")
-    return resolved.target
+    target = resolve_target(name, profiles_file).target
+    check_sizes(target, seq_len=seq_len)
+    return target
 
 
 def _build_mask(sim: MincutSparseAttention, gate: GatePacket, seq_len: int):
@@ -273,12 +271,12 @@ def attention(q_file, k_file, v_file, dim, scale, gate_json, target_name, profil
         raise InputError(f"--scale {scale} is not a finite f32")
     q, k, v = (_load_i8(p, n) for p, n in ((q_file, "--q"), (k_file, "--k"), (v_file, "--v")))
     given = (("--q", q_file, q), ("--k", k_file, k), ("--v", v_file, v))
-    if len({arr.size for _, _, arr in given}) > 1:
-        raise InputError("q, k and v must hold seq_len x dim elements each: "
-                         + ", ".join(f"{option} {path} has {arr.size:,}" for option, path, arr in given))
     for option, path, arr in given:
         if arr.size % dim:
             raise InputError(f"{option} {path}: {arr.size:,} elements is not a multiple of --dim {dim}")
+    if len({arr.size for _, _, arr in given}) > 1:
+        raise InputError("q, k and v must hold seq_len x dim elements each: "
+                         + ", ".join(f"{option} {path} has {arr.size:,}" for option, path, arr in given))
     sim = MincutSparseAttention(load_config(config_file), target)
     seq_len = q.size // dim
     try:

@@ -346,7 +346,7 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
         raise InputError("stdin (-) can be read only once")
     if fmt == "parquet" and output is None:
         raise InputError("--format parquet needs -o FILE (or -o DIR for one file per trace)")
-    profile, build = resolve_profile(target_name, profiles_file)
+    profile, build = resolve_profile(target_name, profiles_file, seq_len=seq_len, dim=dim, heap_budget=heap_budget)
     replayer = Replayer(profile, build, load_config(config_file), seq_len, dim, heap_budget, position_limit)
     if fmt is None:
         fmt = "table" if output is None and sys.stdout.isatty() else "jsonl"
