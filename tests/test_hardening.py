@@ -116,3 +116,17 @@ def test_a_size_the_target_cannot_hold_names_its_option(args, message):
     """Not the library's argument name (``hi``, ``heap_budget``)."""
     result = run(*args, "--target", "stm32f411")
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_line_without_end_is_refused_not_read_into_memory(fmt):
+    """``/dev/zero`` as a text trace: one endless line."""
+    result = run("replay", "/dev/zero", "--input-format", fmt, *TRACE_ARGS)
+    assert result.exit_code == 2 and "/dev/zero:1: a line longer than 1,048,576" in result.output
+
+
+def test_an_over_long_line_is_named_after_good_ones(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    trace.write_bytes(PACKET + b"\n" + PACKET + b"\n" + b" " * (1 << 21) + b"\n")
+    result = run("replay", trace, *TRACE_ARGS)
+    assert result.exit_code == 2 and f"{trace}:3: a line longer than" in result.output
