@@ -130,3 +130,14 @@ def test_an_over_long_line_is_named_after_good_ones(tmp_path):
     trace.write_bytes(PACKET + b"\n" + PACKET + b"\n" + b" " * (1 << 21) + b"\n")
     result = run("replay", trace, *TRACE_ARGS)
     assert result.exit_code == 2 and f"{trace}:3: a line longer than" in result.output
+
+
+def test_the_readmes_first_python_example_runs():
+    """It used q, k and v without defining them."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("```python\n") + len("```python\n")
+    namespace: dict = {}
+    exec(readme[start: readme.index("```", start)], namespace)
+    assert namespace["out"].dtype == "float32" and namespace["out"].shape == (128 * 32,)
