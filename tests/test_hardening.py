@@ -132,12 +132,12 @@ def test_an_over_long_line_is_named_after_good_ones(tmp_path):
     assert result.exit_code == 2 and f"{trace}:3: a line longer than" in result.output
 
 
-def test_the_readmes_first_python_example_runs():
+def test_the_readmes_attention_example_runs():
     """It used q, k and v without defining them."""
     from pathlib import Path
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    start = readme.index("```python\n") + len("```python\n")
+    start = readme.index("```python\nimport numpy as np, mcsa\n") + len("```python\n")
     namespace: dict = {}
     exec(readme[start: readme.index("```", start)], namespace)
     assert namespace["out"].dtype == "float32" and namespace["out"].shape == (128 * 32,)
