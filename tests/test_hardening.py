@@ -141,3 +141,9 @@ def test_the_readmes_attention_example_runs():
     namespace: dict = {}
     exec(readme[start: readme.index("```", start)], namespace)
     assert namespace["out"].dtype == "float32" and namespace["out"].shape == (128 * 32,)
+
+
+def test_a_malformed_scheduler_address_names_the_option():
+    trace = __file__.replace("test_hardening.py", "../examples/trace.jsonl")
+    result = run("replay", trace, *TRACE_ARGS, "--scheduler", "garbage")
+    assert result.exit_code == 2 and "--scheduler garbage: " in result.output, result.output
