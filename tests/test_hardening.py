@@ -147,3 +147,9 @@ def test_a_malformed_scheduler_address_names_the_option():
     trace = __file__.replace("test_hardening.py", "../examples/trace.jsonl")
     result = run("replay", trace, *TRACE_ARGS, "--scheduler", "garbage")
     assert result.exit_code == 2 and "--scheduler garbage: " in result.output, result.output
+
+
+def test_an_empty_output_path_is_refused_as_such():
+    trace = __file__.replace("test_hardening.py", "../examples/trace.jsonl")
+    result = run("replay", trace, *TRACE_ARGS, "-o", "")
+    assert result.exit_code == 2 and "Error: '': an empty path names no file" in result.output, result.output

@@ -3,6 +3,7 @@ target loading, atomic output files, JSON-ready values."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
@@ -228,6 +229,8 @@ def atomic_output(path: str | None, mode: str = "w"):
     if path is None or path == "-":
         yield sys.stdout if "b" not in mode else sys.stdout.buffer
         return
+    if path == "":  # not the current folder
+        raise OSError(errno.ENOENT, "an empty path names no file", "''")
     try:
         existing = os.stat(path).st_mode
     except OSError:
