@@ -17,6 +17,7 @@ are accepted (firmware logs carry extra fields) and collected in
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -52,9 +53,6 @@ MAX_FIELD = 131072
 MAX_LINE = 1 << 20
 """Longest text line read (bytes): a record with room for many extra fields."""
 U64_MAX = (1 << 64) - 1
-BOM = b"\xef\xbb\xbf"
-"""The UTF-8 byte order mark that Windows editors put at the start of a text file;
-a JSON Lines or CSV trace may start with it."""
 _INT_DIGITS = 24  # longer integer literals are out of range for every field, without converting them
 _CSV_FLOAT = re.compile(r"[0-9.eE+\-]*")
 _CSV_INT = re.compile(r"[0-9]*")
@@ -274,7 +272,7 @@ class TraceReader:
 
     def _read(self, stream, raw, close: bool = True) -> Iterator[Batch]:
         try:
-            if self.start == 0 and self.fmt != "bin" and stream.peek(3)[:3] == BOM:  # saved on Windows
+            if self.start == 0 and self.fmt != "bin" and stream.peek(3)[:3] == codecs.BOM_UTF8:  # saved on Windows
                 stream.read(3)
             if self.fmt is None:
                 self.fmt = sniff_format(stream.peek(4096)[:4096])

@@ -153,3 +153,47 @@ def test_an_empty_output_path_is_refused_as_such():
     trace = __file__.replace("test_hardening.py", "../examples/trace.jsonl")
     result = run("replay", trace, *TRACE_ARGS, "-o", "")
     assert result.exit_code == 2 and "Error: '': an empty path names no file" in result.output, result.output
+
+
+def _windows(text: str) -> bytes:
+    return b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode()
+
+
+PROFILE = """[x]
+description = "d"
+source = "s"
+arch = "thumbv7em"
+usize_bits = 32
+ram = 131072
+heap_budget = 65536
+fpu = "single"
+expf = "libm-rs"
+allocator = "linked-list"
+"""
+
+
+@pytest.mark.parametrize("name, text", [("c.json", '{"min_density_q15": 100}\n'), ("c.toml", "min_density_q15 = 100\n")])
+def test_windows_saved_configs_are_read(tmp_path, name, text):
+    config = tmp_path / name
+    config.write_bytes(_windows(text))
+    plain = tmp_path / ("plain." + name)
+    plain.write_text(text)
+    args = ["mask", "--lambda", 100, "--partitions", 3, "--seq-len", 48, "--config"]
+    result = run(*args, config)
+    assert result.exit_code == 0 and result.output == run(*args, plain).output, result.output
+
+
+def test_windows_saved_profiles_and_vectors_are_read(tmp_path):
+    import gzip
+    from pathlib import Path
+
+    profiles = tmp_path / "p.toml"
+    profiles.write_bytes(_windows(PROFILE))
+    result = run("targets", "--profiles", profiles)
+    assert result.exit_code == 0 and any(line.startswith("x ") for line in result.output.splitlines())
+    golden = Path(__file__).parent / "golden" / "density.jsonl.gz"
+    first = gzip.decompress(golden.read_bytes()).decode().splitlines(keepends=True)[:2]
+    vectors = tmp_path / "density.jsonl"
+    vectors.write_bytes(_windows("".join(first)))
+    result = run("verify", vectors, "--build", "x86_64-release")
+    assert result.exit_code == 0 and "2 cases, 0 mismatches" in result.output, result.output

@@ -3,6 +3,7 @@ target loading, atomic output files, JSON-ready values."""
 
 from __future__ import annotations
 
+import codecs
 import errno
 import functools
 import json
@@ -75,7 +76,7 @@ def read_text(path: str, limit: int = 1 << 20) -> str:
     if len(data) > limit:
         raise ValueError(f"{path}: larger than {limit:,} bytes; not a config file")
     try:
-        return data.decode("utf-8")
+        return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")  # a BOM: saved on Windows
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
 
