@@ -197,3 +197,20 @@ def test_windows_saved_profiles_and_vectors_are_read(tmp_path):
     vectors.write_bytes(_windows("".join(first)))
     result = run("verify", vectors, "--build", "x86_64-release")
     assert result.exit_code == 0 and "2 cases, 0 mismatches" in result.output, result.output
+
+
+def test_an_interrupt_inside_a_jitted_kernel_is_exit_130(monkeypatch):
+    """Ctrl-C while a kernel calls back into Python (plan's B-tree replay) reaches
+    the CLI as a SystemError caused by the KeyboardInterrupt: it is an interruption
+    (130), not a bug (70)."""
+    import mcsa.cli.inspect as inspect
+
+    def interrupted(*args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as cause:
+            raise SystemError("CPUDispatcher(<function _btree>) returned a result with an exception set") from cause
+
+    monkeypatch.setattr(inspect, "load_profiles", interrupted)
+    result = CliRunner().invoke(main, ["targets"])
+    assert result.exit_code == 130 and "internal error" not in result.output
