@@ -27,7 +27,8 @@ import numpy as np
 
 import mcsa
 from mcsa._jit import jit
-from mcsa.mask import DEFAULT_POSITION_LIMIT, POSITION_BYTES, MaskPlan, distinct_codes, ordered_positions
+from mcsa.mask import (DEFAULT_POSITION_LIMIT, POSITION_BYTES, MaskPlan, check_limit, distinct_codes,
+                       ordered_positions)
 
 from .allocators import ALLOCATORS, Allocator
 from .placement._arena import block_bytes
@@ -524,6 +525,19 @@ def _intra_ranks(plan: MaskPlan) -> tuple[np.ndarray, np.ndarray]:
     return prefix, lo
 
 
+def check_insertions(plan: MaskPlan, position_limit: int) -> None:
+    """Hold a plan whose indices wrap to ``position_limit`` insertions, counted
+    in Python integers before any kernel counts them in 64 bits (which can wrap).
+
+    Raises
+    ------
+    mcsa.MaskTooLarge
+        If the reference's loops insert more than ``position_limit`` pairs.
+    """
+    if plan.sparse and not plan.ordered:
+        check_limit(plan.insertion_count(), position_limit, f"build_mask(seq_len={plan.seq_len}) with wrapping indices")
+
+
 def btree_inputs(plan: MaskPlan, position_limit: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, int]:
     """What :func:`_btree` needs for a sparse plan, and the distinct positions:
     ``(n_ascending, prefix, lo, codes, count)``.
@@ -538,6 +552,7 @@ def btree_inputs(plan: MaskPlan, position_limit: int) -> tuple[int, np.ndarray, 
         count = ordered_positions(plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross,
                                   np.zeros((0, 2), np.uint16), False, np.zeros(0, np.int64))
         return int(prefix[-1]), prefix, lo, replace(plan, intra=False).insertion_codes(), count
+    check_insertions(plan, position_limit)
     codes = plan.insertion_codes(position_limit)
     return 0, np.zeros(1, np.int64), np.zeros(1, np.int64), codes, distinct_codes(codes).size
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import tomllib
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -118,7 +119,7 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
         if len(data) > PROFILES_LIMIT:
             raise ValueError(f"{path}: larger than {PROFILES_LIMIT:,} bytes; not a profiles file")
         try:
-            sources.append((str(path), data.decode("utf-8")))
+            sources.append((str(path), data.removeprefix(codecs.BOM_UTF8).decode("utf-8")))
         except UnicodeDecodeError as err:
             raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
     profiles = {}

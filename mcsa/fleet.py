@@ -46,6 +46,8 @@ class Fleet(AbstractContextManager):
     ------
     FleetUnavailable
         If a cluster is asked for and dask.distributed is not installed.
+    ValueError
+        ``--scheduler ADDRESS: ...`` if the address is malformed or cannot be reached.
     """
 
     def __init__(self, replayer: Replayer, workers: int | None = None, scheduler: str | None = None,
@@ -60,7 +62,10 @@ class Fleet(AbstractContextManager):
             option = "--scheduler" if scheduler else "--workers"
             raise FleetUnavailable(f"{option} needs dask.distributed: {EXTRA}") from None
         if scheduler is not None:
-            self.client = Client(scheduler)
+            try:
+                self.client = Client(scheduler)
+            except (ValueError, TypeError, OSError) as err:  # a malformed or unreachable address
+                raise ValueError(f"--scheduler {scheduler}: {err}") from None
         else:
             self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                         dashboard_address=None)

@@ -24,14 +24,14 @@ from typing import Iterator
 
 import numpy as np
 
-from firmware_model.heap import build_mask_usage, planned_attention_usage
+from firmware_model.heap import build_mask_usage, check_insertions, planned_attention_usage
 from firmware_model.profiles import Profile, profile_named
 from firmware_model.step import fit_step
 
 from ._jit import jit
 from .attention import MincutSparseAttention
 from .density import density_kernel, schedule_args
-from .mask import DEFAULT_POSITION_LIMIT, U16_END, MaskPlan, check_limit
+from .mask import DEFAULT_POSITION_LIMIT, U16_END
 from .packets import GatePacket, SparsityConfig, check_uint
 from .target import TargetPanic
 from .traces import BINARY_DTYPE, FIELDS, Batch, TraceError, TraceReader
@@ -291,8 +291,7 @@ class Replayer:
         limit = self.position_limit
         try:
             plan = self.sim.plan_mask(gate, seq_len)
-            if plan.sparse and not plan.ordered:  # count in Python integers before any kernel does
-                check_limit(plan.insertion_count(), limit, f"build_mask(seq_len={seq_len}) with wrapping indices")
+            check_insertions(plan, limit)
             stats = self.sim.mask_stats(gate, seq_len)
             mask_usage = build_mask_usage(self.config, gate, seq_len, self.bits, position_limit=limit)
             attention = planned_attention_usage(self.config, gate, seq_len, seq_len, self.dim, self.bits,

@@ -9,13 +9,15 @@ naming the file and the line (text) or byte offset (binary), or, with
 
 Parsing is as strict as serde: the JSON number grammar, finite ``t``, no
 duplicate fields, ASCII digits in CSV integers, no nesting deeper than
-serde_json's 128 levels. Keys other than the packet's, ``seq_len`` and ``t``
+serde_json's 128 levels. As Windows editors save them, CRLF line ends and a
+UTF-8 byte order mark at the start of a text trace are accepted. Keys other than the packet's, ``seq_len`` and ``t``
 are accepted (firmware logs carry extra fields) and collected in
 :attr:`TraceReader.unknown` so that the caller can report them once.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -23,7 +25,7 @@ import math
 import re
 import sys
 import zlib
-from itertools import compress, repeat
+from itertools import compress, count, repeat
 from operator import itemgetter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,8 @@ BATCH_RECORDS = 1 << 16
 """Records per batch: what bounds memory, whatever the trace length."""
 MAX_FIELD = 131072
 """Longest CSV field accepted (Python's csv default limit)."""
+MAX_LINE = 1 << 20
+"""Longest text line read (bytes): a record with room for many extra fields."""
 U64_MAX = (1 << 64) - 1
 _INT_DIGITS = 24  # longer integer literals are out of range for every field, without converting them
 _CSV_FLOAT = re.compile(r"[0-9.eE+\-]*")
@@ -268,6 +272,8 @@ class TraceReader:
 
     def _read(self, stream, raw, close: bool = True) -> Iterator[Batch]:
         try:
+            if self.start == 0 and self.fmt != "bin" and stream.peek(3)[:3] == codecs.BOM_UTF8:  # saved on Windows
+                stream.read(3)
             if self.fmt is None:
                 self.fmt = sniff_format(stream.peek(4096)[:4096])
             reader = {"bin": self._binary, "jsonl": self._jsonl, "csv": self._csv}[self.fmt]
@@ -319,19 +325,31 @@ class TraceReader:
     # JSON Lines --------------------------------------------------------------------------------
 
     def _lines(self, stream) -> Iterator[tuple[int, list]]:
-        """``(first line number, lines)`` in groups of about a batch."""
+        """``(first line number, lines)`` in groups of about a batch.
+
+        Raises
+        ------
+        TraceError
+            At a line longer than :data:`MAX_LINE` (after the lines before it):
+            no record is that long, and reading on could take all memory (``/dev/zero``).
+        """
         line, left = self.first_line, self._limit()
         while left is None or left > 0:
-            lines = stream.readlines(1 << 22 if left is None else min(1 << 22, left))
-            if not lines:
+            data = stream.read(1 << 22 if left is None else min(1 << 22, left))
+            if data and not data.endswith(b"\n"):  # finish the last line (a range ends on a line end)
+                data += stream.readline(MAX_LINE + 1)
+            if not data:
                 return
-            if left is not None:  # readlines may run past the range's end
-                ends = np.cumsum(np.fromiter(map(len, lines), np.int64, len(lines)))
-                lines = lines[: int(np.searchsorted(ends, left, side="right"))]
-                left -= int(ends[len(lines) - 1]) if lines else left
-            for i in range(0, len(lines), self.batch_records):
-                part = lines[i: i + self.batch_records]
-                yield line + i, part
+            if left is not None:
+                left -= len(data)
+            lines = io.BytesIO(data).readlines()
+            long = next((i for i, size in enumerate(map(len, lines)) if size > MAX_LINE), None)
+            for i in range(0, len(lines) if long is None else long, self.batch_records):
+                yield line + i, lines[i: min(i + self.batch_records, len(lines) if long is None else long)]
+            if long is not None:
+                self.position = line + long
+                raise TraceError(f"{where(self.path, line + long, False)}: a line longer than {MAX_LINE:,} bytes; "
+                                 "no record is that long")
             line += len(lines)
             self.position = line
 
@@ -371,7 +389,7 @@ class TraceReader:
 
     def _csv(self, stream, raw) -> Iterator[Batch]:
         text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
-        reader = csv.reader(text, strict=True)
+        reader = csv.reader(self._bounded(text), strict=True)
         header = self._csv_row(reader)
         if header is None:
             return
@@ -401,6 +419,17 @@ class TraceReader:
                                      lambda row, number: _csv_values(header, row, f"{self.path}:{number}"), bad)
             if len(rows) < self.batch_records and not bad:
                 return
+
+    def _bounded(self, text) -> Iterator[str]:
+        """The lines of ``text``, refusing one longer than :data:`MAX_LINE` (see :meth:`_lines`)."""
+        for number in count(self.first_line):
+            chunk = text.readline(MAX_LINE + 1)
+            if len(chunk) > MAX_LINE:
+                raise TraceError(f"{where(self.path, number, False)}: a line longer than {MAX_LINE:,} characters; "
+                                 "no record is that long")
+            if not chunk:
+                return
+            yield chunk
 
     def _csv_row(self, reader, bad=None):
         """``(line, fields)`` of the next row, None at the end; a row csv cannot

@@ -8,6 +8,7 @@ values are 8-hex-digit bit patterns and hashes 16-hex-digit FNV-1a 64.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import zlib
@@ -71,7 +72,7 @@ def read_cases(path: str | Path) -> Iterator[tuple[int, dict]]:
                 if len(raw) > LINE_LIMIT:
                     raise ValueError(f"{where}: line longer than {LINE_LIMIT:,} bytes")
                 try:
-                    line = raw.decode("utf-8")
+                    line = (raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw).decode("utf-8")
                 except UnicodeDecodeError as err:
                     raise ValueError(f"{where}: not UTF-8 (byte {err.start} of the line)") from None
                 if line.strip():

@@ -409,7 +409,7 @@ def test_attention_reports_an_integer_ulp_error(tmp_path):
     (["attention", "--dim", 4, "--target", "avr"], "unknown target 'avr'"),
     (["mask", "--lambda", 1, "--partitions", 2, "--seq-len", 2**64], "--seq-len"),
     (["mask", "--lambda", 1, "--partitions", 2, "--seq-len", 2**33, "--target", "thumbv7em-release"],
-     "--seq-len 8,589,934,592 does not fit thumbv7em-release's 32-bit usize"),
+     "--seq-len 8,589,934,592 is over 4,294,967,295, the largest usize on thumbv7em-release"),
     (["mask", "--lambda", 1, "--partitions", 2, "--seq-len", 8, "--position-limit", 2**60], "--position-limit"),
     (["mask", "--lambda", 2**32, "--partitions", 2, "--seq-len", 8], "--lambda"),
 ])

@@ -32,6 +32,18 @@ def _quiet_stdout() -> None:
         pass
 
 
+def _interrupted(err: BaseException) -> bool:
+    """Whether ``err`` came of a Ctrl-C or SIGTERM: one that arrives while a jitted
+    kernel calls back into Python surfaces as a SystemError caused by the KeyboardInterrupt."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 class _ClosedPipe(BaseException):
     """stdout's reader went away (click would turn the BrokenPipeError into exit 1)."""
 
@@ -80,6 +92,9 @@ class _Main(click.Group):
             click.echo(f"the target panics: {panic}", err=True)
             sys.exit(EXIT_FAILED)
         except Exception as err:  # a bug in mcsa: one line, its own exit code
+            if _interrupted(err):
+                click.echo("", err=True)
+                sys.exit(EXIT_INTERRUPTED)
             click.echo(f"internal error: {type(err).__name__}: {err} (a bug in mcsa: please report it "
                        f"with the command line)", err=True)
             sys.exit(EXIT_INTERNAL)

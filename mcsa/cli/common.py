@@ -3,6 +3,8 @@ target loading, atomic output files, JSON-ready values."""
 
 from __future__ import annotations
 
+import codecs
+import errno
 import functools
 import json
 import math
@@ -74,7 +76,7 @@ def read_text(path: str, limit: int = 1 << 20) -> str:
     if len(data) > limit:
         raise ValueError(f"{path}: larger than {limit:,} bytes; not a config file")
     try:
-        return data.decode("utf-8")
+        return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")  # a BOM: saved on Windows
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
 
@@ -110,14 +112,18 @@ def load_config(path: str | None) -> SparsityConfig:
         raise ValueError(f"{path}: {err}") from None
 
 
-def resolve_profile(name: str, profiles_file: str | None):
+def resolve_profile(name: str, profiles_file: str | None, **sizes):
     """``(profile, build)`` for a command that needs a profile (RAM, heap budget,
-    allocator): see :func:`firmware_model.profiles.resolve_target`.
+    allocator): see :func:`firmware_model.profiles.resolve_target`. Each of
+    ``sizes`` (an option's name and value, None if not given) is checked against
+    the target's usize, ``heap_budget`` against its isize.
 
     Raises
     ------
     ValueError
         If there is no such target, or it is a simulator preset with no profile.
+    InputError
+        Naming the option whose size the target cannot hold.
     """
     resolved = resolve_target(name, profiles_file)
     if resolved.profile is None:
@@ -126,7 +132,24 @@ def resolve_profile(name: str, profiles_file: str | None):
         raise ValueError(f"target {name!r} is a simulator preset, with no RAM, heap budget or allocator; this "
                          f"command needs a profile{' such as ' + ', '.join(peers) if peers else ''} "
                          f"(see `mcsa targets`)")
+    check_sizes(resolved.target, **sizes)
     return resolved.profile, resolved.build
+
+
+def check_sizes(target, **sizes) -> None:
+    """Each of ``sizes`` (an option's name and value, None if not given) within
+    the target's usize, ``heap_budget`` within its isize.
+
+    Raises
+    ------
+    InputError
+        Naming the option whose size the target cannot hold.
+    """
+    for option, value in sizes.items():
+        kind, top = ("isize", target.isize_max) if option == "heap_budget" else ("usize", target.usize_max)
+        if value is not None and value > top:
+            raise InputError(f"--{option.replace('_', '-')} {value:,} is over {top:,}, the largest {kind} on "
+                             f"{target.name}")
 
 
 TARGET_HELP = "a profile (stm32f411, stm32f411-debug; see `mcsa targets`) or a simulator preset (x86_64-release)"
@@ -207,13 +230,20 @@ def atomic_output(path: str | None, mode: str = "w"):
     if path is None or path == "-":
         yield sys.stdout if "b" not in mode else sys.stdout.buffer
         return
+    if path == "":  # not the current folder
+        raise OSError(errno.ENOENT, "an empty path names no file", "''")
     try:
         existing = os.stat(path).st_mode
     except OSError:
         existing = None
     if existing is not None and not stat.S_ISREG(existing):  # /dev/null, /dev/stdout, a FIFO: write into it
-        with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as out:
-            yield out
+        try:
+            with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as out:
+                yield out
+        except OSError as err:  # /dev/full, a directory: name the user's path
+            if err.filename not in (None, path):
+                raise
+            raise OSError(err.errno, err.strerror, path) from None
         return
     target = Path(os.path.realpath(path))
     keep = 0o666 & ~_umask() if existing is None else stat.S_IMODE(existing)

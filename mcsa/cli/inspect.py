@@ -7,6 +7,7 @@ import sys
 import click
 import numpy as np
 
+from firmware_model.heap import check_insertions
 from firmware_model.profiles import load_profiles, resolve_target
 
 from .. import jsonio
@@ -15,7 +16,7 @@ from ..packets import GatePacket
 from ..target import PRESETS, TargetPanic
 from ..vectors import differences, expected_for, f32_line, kind_of, read_cases, simulate
 from .common import (
-    MAX_DIM, TARGET_HELP, USIZE64_MAX, InputError, atomic_output, config_option, dumps, fail_on_input_errors,
+    MAX_DIM, TARGET_HELP, USIZE64_MAX, InputError, atomic_output, check_sizes, config_option, dumps, fail_on_input_errors,
     limit_option, load_config, profiles_option, pyplot, table,
 )
 
@@ -55,11 +56,17 @@ def _bitmap(positions: np.ndarray, seq_len: int, size: int) -> np.ndarray:
 
 def _target(name: str, profiles_file: str | None, seq_len: int | None = None):
     """The resolved --target, with --seq-len checked against its usize."""
-    resolved = resolve_target(name, profiles_file)
-    if seq_len is not None and seq_len > resolved.target.usize_max:
-        raise InputError(f"--seq-len {seq_len:,} does not fit {resolved.target.name}'s "
-                         f"{resolved.target.usize_bits}-bit usize")
-    return resolved.target
+    target = resolve_target(name, profiles_file).target
+    check_sizes(target, seq_len=seq_len)
+    return target
+
+
+def _build_mask(sim: MincutSparseAttention, gate: GatePacket, seq_len: int):
+    """``sim.build_mask``, with a wrapping mask's insertions counted in Python
+    integers first (a kernel's 64-bit count can wrap back into range)."""
+    plan = sim.plan_mask(gate, seq_len)
+    check_insertions(plan, sim.position_limit)
+    return sim.mask_from_plan(plan)
 
 
 def target_option(fn):
@@ -102,7 +109,7 @@ def mask(lambda_, partitions, seq_len, concentration, target_name, profiles_file
     sim = MincutSparseAttention(load_config(config_file), target, position_limit)
     gate = GatePacket(lambda_=lambda_, partition_count=partitions, boundary_concentration_q15=concentration)
     try:
-        m = sim.build_mask(gate, seq_len)
+        m = _build_mask(sim, gate, seq_len)
         ratio = sim.estimated_flops_ratio(m, seq_len)
     except TargetPanic as panic:
         click.echo(f"{target.name} panics: {panic}")
@@ -263,16 +270,17 @@ def attention(q_file, k_file, v_file, dim, scale, gate_json, target_name, profil
     if not np.isfinite(scale32):
         raise InputError(f"--scale {scale} is not a finite f32")
     q, k, v = (_load_i8(p, n) for p, n in ((q_file, "--q"), (k_file, "--k"), (v_file, "--v")))
-    for option, path, arr in (("--q", q_file, q), ("--k", k_file, k), ("--v", v_file, v)):
+    given = (("--q", q_file, q), ("--k", k_file, k), ("--v", v_file, v))
+    for option, path, arr in given:
         if arr.size % dim:
             raise InputError(f"{option} {path}: {arr.size:,} elements is not a multiple of --dim {dim}")
-        if arr.size != q.size:
-            raise InputError(f"{option} {path}: {arr.size:,} elements, but --q has {q.size:,} "
-                             "(q, k and v hold seq_len x dim each)")
+    if len({arr.size for _, _, arr in given}) > 1:
+        raise InputError("q, k and v must hold seq_len x dim elements each: "
+                         + ", ".join(f"{option} {path} has {arr.size:,}" for option, path, arr in given))
     sim = MincutSparseAttention(load_config(config_file), target)
     seq_len = q.size // dim
     try:
-        m = sim.build_mask(gate, seq_len)
+        m = _build_mask(sim, gate, seq_len)
         out = sim.sparse_attention(q, k, v, m, dim, scale32)
     except TargetPanic as panic:
         click.echo(f"{target.name} panics: {panic}")

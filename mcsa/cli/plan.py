@@ -80,7 +80,8 @@ def plan(target_name, profiles_file, dim, lambda_, concentration, heap_budget, a
       mcsa plan --target stm32f411 --dim 32 --partitions 2..8
       mcsa plan --target esp32 --dim 32 --partitions 2,4,8
     """
-    profile, build = resolve_profile(target_name, profiles_file)
+    profile, build = resolve_profile(target_name, profiles_file, max_seq_len=max_seq_len, dim=dim,
+                                     heap_budget=heap_budget)
     rows = capacity_table(profile, load_config(config_file), dim, partitions, lambda_, concentration,
                           hi=max_seq_len, build=build, heap_budget=heap_budget,
                           allocator=allocator and allocator_named(allocator), position_limit=position_limit)
@@ -159,7 +160,7 @@ def fit(target_name, profiles_file, dim, lambda_, concentration, heap_budget, al
       mcsa fit --target stm32f411 --seq-len 256 --partitions 4 --dim 32
       mcsa fit --target x86_64 --allocator linked-list --heap-budget 65536 --seq-len 184 --partitions 16 --dim 32 --map
     """
-    profile, build = resolve_profile(target_name, profiles_file)
+    profile, build = resolve_profile(target_name, profiles_file, seq_len=seq_len, dim=dim, heap_budget=heap_budget)
     gate = GatePacket(lambda_=lambda_, partition_count=partitions, boundary_concentration_q15=concentration)
     report = fit_step(profile, load_config(config_file), gate, seq_len, dim, build=build, heap_budget=heap_budget,
                       allocator=allocator and allocator_named(allocator), position_limit=position_limit)

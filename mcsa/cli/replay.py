@@ -346,7 +346,7 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
         raise InputError("stdin (-) can be read only once")
     if fmt == "parquet" and output is None:
         raise InputError("--format parquet needs -o FILE (or -o DIR for one file per trace)")
-    profile, build = resolve_profile(target_name, profiles_file)
+    profile, build = resolve_profile(target_name, profiles_file, seq_len=seq_len, dim=dim, heap_budget=heap_budget)
     replayer = Replayer(profile, build, load_config(config_file), seq_len, dim, heap_budget, position_limit)
     if fmt is None:
         fmt = "table" if output is None and sys.stdout.isatty() else "jsonl"
@@ -388,19 +388,24 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
     except _Abandon:
         pass
     results = run.results
+    refusal = None
+    if run.failures and not (skip_bad and several):
+        refusal = InputError(run.failures[0] if not several else
+                             f"{len(run.failures)} of {len(traces)} traces failed (see above)")
+    if several:
+        click.echo(_fleet_text(results), err=not (fmt == "table" and output is None))
+    if refusal and not out_dir:  # the records were not written: nor are the summary and the plot
+        raise refusal
     if summary_file:
         with atomic_output(summary_file) as out:
             for r in results:
                 out.write(dumps(r) + "\n")
-    if several:
-        click.echo(_fleet_text(results), err=not (fmt == "table" and output is None))
-    elif (fmt != "table" or output is not None) and not run.failures:
+    if not several and (fmt != "table" or output is not None):
         click.echo(_summary_text(results[0]), err=True)
     if plot:
         _plot(plot, run.series, replayer.budget)
-    if run.failures and not (skip_bad and several):
-        raise InputError(run.failures[0] if not several else
-                         f"{len(run.failures)} of {len(traces)} traces failed (see above)")
+    if refusal:  # one Parquet file per good trace, and the summary that says which failed
+        raise refusal
     over = [r for r in results if r["first_over_budget_packet"] is not None]
     failed = []
     if "over-budget" in fail_on and over:
