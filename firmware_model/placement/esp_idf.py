@@ -38,7 +38,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from ._arena import _ix, _live_sizes, _log2, block_bytes, finish, table_size, trace_arrays
+from ._arena import _ix, _live_sizes, _log2, _roomy, _table, block_bytes, finish, trace_arrays
 
 
 HEAP_T_BYTES = 20
@@ -210,12 +210,9 @@ def _realloc(f, keys, head, count, st, b, size, w, sl_log2, fl_index_max, fl_cou
 
 
 @jit
-def _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes, sl_log2, fl_index_max, fl_count, cap):
-    keys = np.full(cap, -1, np.int64)
-    f = np.zeros((6, cap), np.int64)
-    f[0, :] = -1
-    f[4, :] = -1
-    f[5, :] = -1
+def _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes, sl_log2, fl_index_max, fl_count):
+    fill = np.array([-1, 0, 0, 0, -1, -1])
+    keys, f = _table(fill)
     head = np.full((max(fl_count, 1), 1 << sl_log2), -1, np.int64)
     count = np.zeros(max(fl_count, 1), np.int64)
     addr = np.full(n_obj, -1, np.int64)
@@ -233,6 +230,7 @@ def _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes, sl_log2, fl_i
     peak = heap_size - st[0]
     status = -1
     for i in range(len(ops)):
+        keys, f = _roomy(keys, f, fill)
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):
@@ -293,6 +291,6 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
         pool_bytes = 0
     pool0 = HEAP_T_BYTES + ctrl
     status, peak, addr, live_size, holes = _esp(ops, objs, sizes, len(ids), heap_size, w, pool0, pool_bytes,
-                                                sl_log2, fl_index_max, fl_count, table_size(len(ops)))
+                                                sl_log2, fl_index_max, fl_count)
     return finish("esp-idf", heap_size, status, peak, ids,
                   np.where(addr >= 0, addr + w, -1), live_size, holes)

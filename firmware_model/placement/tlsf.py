@@ -28,7 +28,7 @@ import numpy as np
 
 from mcsa._jit import jit
 
-from ._arena import ARENA_ALIGN, _ix, block_bytes, _live_sizes, _log2, finish, table_size, trace_arrays
+from ._arena import ARENA_ALIGN, _ix, _live_sizes, _log2, _roomy, _table, block_bytes, finish, trace_arrays
 
 @jit
 def _map(size, g_log2, sli, ceil):
@@ -135,17 +135,14 @@ def _rlsf_free(keys, st, head, nfree, pfree, bsz, used, prevp, count, b, g_log2,
 
 
 @jit
-def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w, cap):
+def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w):
     g = 4 * w
     g_log2 = 4 if w == 4 else 5
     sli = 5 if w == 4 else 6
     fllen = 8 * w
-    keys = np.full(cap, -1, np.int64)
-    nfree = np.full(cap, -1, np.int64)
-    pfree = np.full(cap, -1, np.int64)
-    bsz = np.zeros(cap, np.int64)
-    used = np.ones(cap, np.int64)
-    prevp = np.full(cap, -1, np.int64)
+    fill = np.array([-1, -1, 0, 1, -1])  # next free, previous free, size, used, previous physical
+    keys, f = _table(fill)
+    nfree, pfree, bsz, used, prevp = f[0], f[1], f[2], f[3], f[4]
     head = np.full((fllen, 1 << sli), -1, np.int64)
     count = np.zeros(fllen, np.int64)
     addr = np.full(n_obj, -1, np.int64)
@@ -162,6 +159,8 @@ def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w, cap):
         prevp[_ix(keys, free0)] = 0
     peak = heap_size - st[0]
     for i in range(len(ops)):
+        keys, f = _roomy(keys, f, fill)
+        nfree, pfree, bsz, used, prevp = f[0], f[1], f[2], f[3], f[4]
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):
@@ -208,5 +207,5 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     """
     ops, objs, sizes, aligns, ids = trace_arrays(events, heap_size, usize_bits, ARENA_ALIGN, "tlsf")
     status, peak, addr, live_size, holes = _rlsf(ops, objs, sizes, aligns, len(ids), int(heap_size),
-                                                 usize_bits // 8, table_size(len(ops)))
+                                                 usize_bits // 8)
     return finish("tlsf", heap_size, status, peak, ids, addr, live_size, holes)
