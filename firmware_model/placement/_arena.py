@@ -83,7 +83,7 @@ in two or three; the check before each event keeps this many slots spare, and mo
 def _table(fill, cap=256):
     """An empty block table: ``keys`` (open addressing over ``cap``, a power of two,
     slots, -1 = empty, the count of keys in one extra last slot) and ``f``, one row per
-    block field, each set to its ``fill``. It starts small and :func:`_roomy` grows it, so
+    block field, each set to its ``fill``. It starts small and :func:`_grown` doubles it, so
     its size follows the blocks a trace touches, not the trace's length."""
     keys = np.full(cap + 1, -1, np.int64)
     keys[cap] = 0
@@ -94,12 +94,15 @@ def _table(fill, cap=256):
 
 
 @jit
-def _roomy(keys, f, fill):
-    """``keys, f`` as they are while the table stays under half full after another
-    event's :data:`ROOM` additions; else a table twice as large holding the same blocks."""
+def _crowded(keys):
+    """Whether the table would pass half full with another event's :data:`ROOM` additions."""
+    return 2 * (keys[-1] + ROOM) > len(keys) - 1
+
+
+@jit
+def _grown(keys, f, fill):
+    """A table twice as large holding the same blocks."""
     cap = len(keys) - 1
-    if 2 * (keys[cap] + ROOM) <= cap:
-        return keys, f
     big, g = _table(fill, 2 * cap)
     for j in range(cap):
         if keys[j] != -1:

@@ -38,7 +38,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from ._arena import _ix, _live_sizes, _log2, _roomy, _table, block_bytes, finish, trace_arrays
+from ._arena import _ix, _live_sizes, _log2, _crowded, _grown, _table, block_bytes, finish, trace_arrays
 
 
 HEAP_T_BYTES = 20
@@ -230,7 +230,8 @@ def _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes, sl_log2, fl_i
     peak = heap_size - st[0]
     status = -1
     for i in range(len(ops)):
-        keys, f = _roomy(keys, f, fill)
+        if _crowded(keys):
+            keys, f = _grown(keys, f, fill)
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):

@@ -27,7 +27,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from ._arena import _ix, _list_holes, _live_sizes, _roomy, _table, block_bytes, finish, trace_arrays
+from ._arena import _ix, _list_holes, _live_sizes, _crowded, _grown, _table, block_bytes, finish, trace_arrays
 
 _NULL = -1
 _START = -2
@@ -103,8 +103,9 @@ def _heap4(ops, objs, sizes, n_obj, heap_size, w):
     peak = heap_size - st[1]
     status = -1
     for i in range(len(ops)):
-        keys, f = _roomy(keys, f, fill)
-        nxt, bsz = f[0], f[1]
+        if _crowded(keys):
+            keys, f = _grown(keys, f, fill)
+            nxt, bsz = f[0], f[1]
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):

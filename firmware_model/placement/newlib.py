@@ -34,7 +34,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from ._arena import _ix, _list_holes, _live_sizes, _roomy, _table, block_bytes, finish, trace_arrays
+from ._arena import _ix, _list_holes, _live_sizes, _crowded, _grown, _table, block_bytes, finish, trace_arrays
 
 
 @jit
@@ -143,8 +143,9 @@ def _nano(ops, objs, sizes, n_obj, heap_size, w):
     peak = 0
     status = -1
     for i in range(len(ops)):
-        keys, f = _roomy(keys, f, fill)
-        nxt, bsz = f[0], f[1]
+        if _crowded(keys):
+            keys, f = _grown(keys, f, fill)
+            nxt, bsz = f[0], f[1]
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):

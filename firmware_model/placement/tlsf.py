@@ -28,7 +28,7 @@ import numpy as np
 
 from mcsa._jit import jit
 
-from ._arena import ARENA_ALIGN, _ix, _live_sizes, _log2, _roomy, _table, block_bytes, finish, trace_arrays
+from ._arena import ARENA_ALIGN, _ix, _live_sizes, _log2, _crowded, _grown, _table, block_bytes, finish, trace_arrays
 
 @jit
 def _map(size, g_log2, sli, ceil):
@@ -159,8 +159,9 @@ def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w):
         prevp[_ix(keys, free0)] = 0
     peak = heap_size - st[0]
     for i in range(len(ops)):
-        keys, f = _roomy(keys, f, fill)
-        nfree, pfree, bsz, used, prevp = f[0], f[1], f[2], f[3], f[4]
+        if _crowded(keys):
+            keys, f = _grown(keys, f, fill)
+            nfree, pfree, bsz, used, prevp = f[0], f[1], f[2], f[3], f[4]
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):
