@@ -52,19 +52,21 @@ def _link(keys, head, nfree, pfree, bsz, count, b, size, g_log2, sli):
     fl, sl = _map(size, g_log2, sli, False)
     nxt = head[fl, sl]
     head[fl, sl] = b
-    nfree[_ix(keys, b)] = nxt
-    pfree[_ix(keys, b)] = -1
+    j = _ix(keys, b)
+    nfree[j] = nxt
+    pfree[j] = -1
     if nxt >= 0:
         pfree[_ix(keys, nxt)] = b
     count[fl] += 1
-    bsz[_ix(keys, b)] = size
+    bsz[j] = size
 
 
 @jit
 def _unlink(keys, head, nfree, pfree, count, b, size, g_log2, sli):
     fl, sl = _map(size, g_log2, sli, False)
-    nxt = nfree[_ix(keys, b)]
-    prv = pfree[_ix(keys, b)]
+    j = _ix(keys, b)
+    nxt = nfree[j]
+    prv = pfree[j]
     if nxt >= 0:
         pfree[_ix(keys, nxt)] = prv
     if prv >= 0:
@@ -97,38 +99,44 @@ def _rlsf_alloc(keys, st, head, nfree, pfree, bsz, used, prevp, count, size, ali
                 break
     if b < 0:
         return -1
-    bs = bsz[_ix(keys, b)]
+    j = _ix(keys, b)
+    bs = bsz[j]
     _unlink(keys, head, nfree, pfree, count, b, bs, g_log2, sli)
     ptr = (b + g // 2 + align - 1) & ~(align - 1)
     new_size = block_bytes(size, ptr - b, 0, g, 0, 0)
     if new_size != bs:
         nb = b + new_size
         prevp[_ix(keys, (b + bs))] = nb
-        prevp[_ix(keys, nb)] = b
-        used[_ix(keys, nb)] = 0
+        k = _ix(keys, nb)
+        prevp[k] = b
+        used[k] = 0
         _link(keys, head, nfree, pfree, bsz, count, nb, bs - new_size, g_log2, sli)
         st[0] += bs - new_size
     st[0] -= bs
-    used[_ix(keys, b)] = 1
-    bsz[_ix(keys, b)] = new_size
+    used[j] = 1
+    bsz[j] = new_size
     return b
 
 
 @jit
 def _rlsf_free(keys, st, head, nfree, pfree, bsz, used, prevp, count, b, g_log2, sli):
-    size = bsz[_ix(keys, b)]
+    j = _ix(keys, b)
+    size = bsz[j]
     st[0] += size
     nxt = b + size
-    if used[_ix(keys, nxt)] == 0:
-        ns = bsz[_ix(keys, nxt)]
+    k = _ix(keys, nxt)
+    if used[k] == 0:
+        ns = bsz[k]
         _unlink(keys, head, nfree, pfree, count, nxt, ns, g_log2, sli)
         size += ns
-    prv = prevp[_ix(keys, b)]
-    if prv >= 0 and used[_ix(keys, prv)] == 0:
-        ps = bsz[_ix(keys, prv)]
-        _unlink(keys, head, nfree, pfree, count, prv, ps, g_log2, sli)
-        size += ps
-        b = prv
+    prv = prevp[j]
+    if prv >= 0:
+        k = _ix(keys, prv)
+        if used[k] == 0:
+            ps = bsz[k]
+            _unlink(keys, head, nfree, pfree, count, prv, ps, g_log2, sli)
+            size += ps
+            b = prv
     used[_ix(keys, b)] = 0
     _link(keys, head, nfree, pfree, bsz, count, b, size, g_log2, sli)
     prevp[_ix(keys, (b + size))] = b
