@@ -6,7 +6,8 @@ Prints the machine, then medians of: one ``fit_step`` with every block placed fo
 a 256-token step (stm32f411: 32-bit, 128 KiB heap budget raised so that it fits,
 4 partitions, dim 32), and its parts (the trace, the simulator); one
 ``scan_seq_len`` over seq_len 1..1024 for one partition count on a heap big enough
-that the scan reaches 1024 (x86_64, 4 partitions, dim 32).
+that the scan reaches 1024 (x86_64, 4 partitions, dim 32; stm32f411 for esp-idf,
+whose simulator models 32-bit targets only).
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ def main() -> None:
         fn()  # compile and warm
         print(f"{name:<34} {median_time(fn, args.repeats) * 1e3:9.2f} ms (median of {args.repeats})")
     budget = 8 * 2**20
-    scan = lambda: scan_seq_len(host, config, gate, 32, 1024, heap_budget=budget, allocator=allocator)  # noqa: E731
+    scanned = mcu if args.allocator == "esp-idf" else host
+    scan = lambda: scan_seq_len(scanned, config, gate, 32, 1024, heap_budget=budget, allocator=allocator)  # noqa: E731
     result = scan()  # also warms
     repeats = max(1, args.repeats // 2)
-    print(f"plan scan, seq_len 1..1024, 4 partitions, {budget:,} B: largest {result.largest}, "
+    print(f"plan scan on {scanned.name}, seq_len 1..1024, 4 partitions, {budget:,} B: largest {result.largest}, "
           f"{median_time(scan, repeats):.2f} s (median of {repeats})")
 
 

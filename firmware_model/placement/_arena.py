@@ -74,22 +74,53 @@ def finish(name: str, heap_size: int, status: int, peak: int, obj_ids: np.ndarra
                      blocks.reshape(-1, 3), holes.reshape(-1, 2).astype(np.int64))
 
 
-def table_size(n_events: int) -> int:
-    """Slots of a block table for a trace (a power of two): an event adds at most three
-    block addresses, and the table stays under half full."""
-    return 1 << (8 * n_events + 64).bit_length()
+ROOM = 8
+"""Block addresses one event may add to a block table, at most (an alloc splits a block
+in two or three; the check before each event keeps this many slots spare, and more)."""
+
+
+@jit
+def _table(fill, cap=256):
+    """An empty block table: ``keys`` (open addressing over ``cap``, a power of two,
+    slots, -1 = empty, the count of keys in one extra last slot) and ``f``, one row per
+    block field, each set to its ``fill``. It starts small and :func:`_grown` doubles it, so
+    its size follows the blocks a trace touches, not the trace's length."""
+    keys = np.full(cap + 1, -1, np.int64)
+    keys[cap] = 0
+    f = np.empty((len(fill), cap), np.int64)
+    for r in range(len(fill)):
+        f[r, :] = fill[r]
+    return keys, f
+
+
+@jit
+def _crowded(keys):
+    """Whether the table would pass half full with another event's :data:`ROOM` additions."""
+    return 2 * (keys[-1] + ROOM) > len(keys) - 1
+
+
+@jit
+def _grown(keys, f, fill):
+    """A table twice as large holding the same blocks."""
+    cap = len(keys) - 1
+    big, g = _table(fill, 2 * cap)
+    for j in range(cap):
+        if keys[j] != -1:
+            g[:, _ix(big, keys[j])] = f[:, j]
+    return big, g
 
 
 @jit
 def _ix(keys, a):
-    """Slot of block address ``a`` in the open-addressing table ``keys`` (-1 = empty),
-    added when new. Block fields live in arrays indexed by slot, so memory follows the
-    number of blocks, not the heap size."""
-    mask = len(keys) - 1
+    """Slot of block address ``a`` in the table ``keys`` (see :func:`_table`), added when
+    new. Block fields live in arrays indexed by slot, so memory follows the number of
+    blocks, not the heap size."""
+    mask = len(keys) - 2
     h = ((a >> 2) * 2654435761) & mask
     while keys[h] != a:
         if keys[h] == -1:
             keys[h] = a
+            keys[mask + 1] += 1
             return h
         h = (h + 1) & mask
     return h

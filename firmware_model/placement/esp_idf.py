@@ -38,7 +38,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from ._arena import _ix, _live_sizes, _log2, block_bytes, finish, table_size, trace_arrays
+from ._arena import _ix, _live_sizes, _log2, _crowded, _grown, _table, block_bytes, finish, trace_arrays
 
 
 HEAP_T_BYTES = 20
@@ -66,10 +66,11 @@ def _mapping(size, sl_log2):
 
 @jit
 def _insert(f, keys, head, count, b, sl_log2):
-    fl, sl = _mapping(f[1, _ix(keys, b)], sl_log2)
+    j = _ix(keys, b)
+    fl, sl = _mapping(f[1, j], sl_log2)
     nxt = head[fl, sl]
-    f[4, _ix(keys, b)] = nxt
-    f[5, _ix(keys, b)] = -1
+    f[4, j] = nxt
+    f[5, j] = -1
     if nxt >= 0:
         f[5, _ix(keys, nxt)] = b
     head[fl, sl] = b
@@ -78,9 +79,10 @@ def _insert(f, keys, head, count, b, sl_log2):
 
 @jit
 def _remove(f, keys, head, count, b, sl_log2):
-    fl, sl = _mapping(f[1, _ix(keys, b)], sl_log2)
-    nxt = f[4, _ix(keys, b)]
-    prv = f[5, _ix(keys, b)]
+    j = _ix(keys, b)
+    fl, sl = _mapping(f[1, j], sl_log2)
+    nxt = f[4, j]
+    prv = f[5, j]
     if nxt >= 0:
         f[5, _ix(keys, nxt)] = prv
     if prv >= 0:
@@ -117,12 +119,13 @@ def _merge_next(f, keys, head, count, b, w, sl_log2):
 def _split(f, keys, b, size, w):
     """``block_split``: cut ``b`` to ``size``, mark the rest free, return it."""
     rem = b + w + size
-    f[1, _ix(keys, rem)] = f[1, _ix(keys, b)] - (size + w)
-    f[1, _ix(keys, b)] = size
-    n = _next(f, keys, rem, w)
-    f[0, _ix(keys, n)] = rem
-    f[3, _ix(keys, n)] = 1
-    f[2, _ix(keys, rem)] = 1
+    j, r = _ix(keys, b), _ix(keys, rem)
+    f[1, r] = f[1, j] - (size + w)
+    f[1, j] = size
+    n = _ix(keys, rem + w + f[1, r])
+    f[0, n] = rem
+    f[3, n] = 1
+    f[2, r] = 1
     return rem
 
 
@@ -152,27 +155,30 @@ def _malloc(f, keys, head, count, st, size, w, sl_log2, fl_index_max, fl_count):
     if b < 0:
         return -1
     _remove(f, keys, head, count, b, sl_log2)
-    st[0] -= f[1, _ix(keys, b)] + w
-    if f[1, _ix(keys, b)] >= 4 * w + adjust:
+    j = _ix(keys, b)
+    st[0] -= f[1, j] + w
+    if f[1, j] >= 4 * w + adjust:
         rem = _split(f, keys, b, adjust, w)
-        f[0, _ix(keys, rem)] = b
-        f[3, _ix(keys, rem)] = 1
+        r = _ix(keys, rem)
+        f[0, r] = b
+        f[3, r] = 1
         _insert(f, keys, head, count, rem, sl_log2)
-        st[0] += f[1, _ix(keys, rem)] + w
-    f[3, _ix(keys, _next(f, keys, b, w))] = 0
-    f[2, _ix(keys, b)] = 0
+        st[0] += f[1, r] + w
+    f[3, _ix(keys, b + w + f[1, j])] = 0
+    f[2, j] = 0
     return b
 
 
 @jit
 def _free(f, keys, head, count, st, b, w, sl_log2):
-    st[0] += f[1, _ix(keys, b)] + w
-    n = _next(f, keys, b, w)
-    f[0, _ix(keys, n)] = b
-    f[3, _ix(keys, n)] = 1
-    f[2, _ix(keys, b)] = 1
-    if f[3, _ix(keys, b)]:
-        prev = f[0, _ix(keys, b)]
+    j = _ix(keys, b)
+    st[0] += f[1, j] + w
+    n = _ix(keys, b + w + f[1, j])
+    f[0, n] = b
+    f[3, n] = 1
+    f[2, j] = 1
+    if f[3, j]:
+        prev = f[0, j]
         _remove(f, keys, head, count, prev, sl_log2)
         _absorb(f, keys, prev, b, w)
         b = prev
@@ -210,12 +216,9 @@ def _realloc(f, keys, head, count, st, b, size, w, sl_log2, fl_index_max, fl_cou
 
 
 @jit
-def _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes, sl_log2, fl_index_max, fl_count, cap):
-    keys = np.full(cap, -1, np.int64)
-    f = np.zeros((6, cap), np.int64)
-    f[0, :] = -1
-    f[4, :] = -1
-    f[5, :] = -1
+def _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes, sl_log2, fl_index_max, fl_count):
+    fill = np.array([-1, 0, 0, 0, -1, -1])
+    keys, f = _table(fill)
     head = np.full((max(fl_count, 1), 1 << sl_log2), -1, np.int64)
     count = np.zeros(max(fl_count, 1), np.int64)
     addr = np.full(n_obj, -1, np.int64)
@@ -233,6 +236,8 @@ def _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes, sl_log2, fl_i
     peak = heap_size - st[0]
     status = -1
     for i in range(len(ops)):
+        if _crowded(keys):
+            keys, f = _grown(keys, f, fill)
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):
@@ -293,6 +298,6 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
         pool_bytes = 0
     pool0 = HEAP_T_BYTES + ctrl
     status, peak, addr, live_size, holes = _esp(ops, objs, sizes, len(ids), heap_size, w, pool0, pool_bytes,
-                                                sl_log2, fl_index_max, fl_count, table_size(len(ops)))
+                                                sl_log2, fl_index_max, fl_count)
     return finish("esp-idf", heap_size, status, peak, ids,
                   np.where(addr >= 0, addr + w, -1), live_size, holes)

@@ -27,7 +27,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from ._arena import _ix, _list_holes, _live_sizes, block_bytes, finish, table_size, trace_arrays
+from ._arena import _ix, _list_holes, _live_sizes, _crowded, _grown, _table, block_bytes, finish, trace_arrays
 
 _NULL = -1
 _START = -2
@@ -87,11 +87,11 @@ def _free(keys, nxt, bsz, st, blk, end):
 
 
 @jit
-def _heap4(ops, objs, sizes, n_obj, heap_size, w, cap):
+def _heap4(ops, objs, sizes, n_obj, heap_size, w):
     hs = (2 * w + 7) & ~7
-    keys = np.full(cap, -1, np.int64)
-    nxt = np.full(len(keys), _NULL, np.int64)
-    bsz = np.zeros(len(keys), np.int64)
+    fill = np.array([_NULL, 0])  # next free, size
+    keys, f = _table(fill)
+    nxt, bsz = f[0], f[1]
     addr = np.full(n_obj, -1, np.int64)
     end = (heap_size - hs) & ~7
     st = np.zeros(2, np.int64)  # head of the free list, xFreeBytesRemaining
@@ -103,6 +103,9 @@ def _heap4(ops, objs, sizes, n_obj, heap_size, w, cap):
     peak = heap_size - st[1]
     status = -1
     for i in range(len(ops)):
+        if _crowded(keys):
+            keys, f = _grown(keys, f, fill)
+            nxt, bsz = f[0], f[1]
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):
@@ -144,7 +147,6 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     if heap_size < hs + 8:
         raise ValueError(f"freertos-heap4: heap_size {heap_size} cannot hold the end marker and a block "
                          f"(at least {hs + 8} bytes)")
-    status, peak, addr, live_size, holes = _heap4(ops, objs, sizes, len(ids), int(heap_size), w,
-                                                  table_size(len(ops)))
+    status, peak, addr, live_size, holes = _heap4(ops, objs, sizes, len(ids), int(heap_size), w)
     return finish("freertos-heap4", heap_size, status, peak, ids, addr,
                   live_size, holes)

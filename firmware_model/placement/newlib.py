@@ -34,7 +34,7 @@ import numpy as np
 from mcsa._jit import jit
 
 from . import Placement
-from ._arena import _ix, _list_holes, _live_sizes, block_bytes, finish, table_size, trace_arrays
+from ._arena import _ix, _list_holes, _live_sizes, _crowded, _grown, _table, block_bytes, finish, trace_arrays
 
 
 @jit
@@ -133,16 +133,19 @@ def _free(keys, nxt, bsz, st, c):
 
 
 @jit
-def _nano(ops, objs, sizes, n_obj, heap_size, w, cap):
-    keys = np.full(cap, -1, np.int64)
-    nxt = np.full(cap, -1, np.int64)
-    bsz = np.zeros(cap, np.int64)
+def _nano(ops, objs, sizes, n_obj, heap_size, w):
+    fill = np.array([-1, 0])  # next free, size
+    keys, f = _table(fill)
+    nxt, bsz = f[0], f[1]
     addr = np.full(n_obj, -1, np.int64)
     st = np.zeros(3, np.int64)  # free list head, break, bytes in free chunks
     st[0] = -1
     peak = 0
     status = -1
     for i in range(len(ops)):
+        if _crowded(keys):
+            keys, f = _grown(keys, f, fill)
+            nxt, bsz = f[0], f[1]
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):
@@ -191,6 +194,5 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
         If the trace is invalid or an alignment exceeds 8.
     """
     ops, objs, sizes, _, ids = trace_arrays(events, heap_size, usize_bits, 8, "newlib")
-    status, peak, addr, live_size, holes = _nano(ops, objs, sizes, len(ids), int(heap_size), usize_bits // 8,
-                                                 table_size(len(ops)))
+    status, peak, addr, live_size, holes = _nano(ops, objs, sizes, len(ids), int(heap_size), usize_bits // 8)
     return finish("newlib", heap_size, status, peak, ids, addr, live_size, holes)

@@ -28,7 +28,7 @@ import numpy as np
 
 from mcsa._jit import jit
 
-from ._arena import ARENA_ALIGN, _ix, block_bytes, _live_sizes, _log2, finish, table_size, trace_arrays
+from ._arena import ARENA_ALIGN, _ix, _live_sizes, _log2, _crowded, _grown, _table, block_bytes, finish, trace_arrays
 
 @jit
 def _map(size, g_log2, sli, ceil):
@@ -52,19 +52,21 @@ def _link(keys, head, nfree, pfree, bsz, count, b, size, g_log2, sli):
     fl, sl = _map(size, g_log2, sli, False)
     nxt = head[fl, sl]
     head[fl, sl] = b
-    nfree[_ix(keys, b)] = nxt
-    pfree[_ix(keys, b)] = -1
+    j = _ix(keys, b)
+    nfree[j] = nxt
+    pfree[j] = -1
     if nxt >= 0:
         pfree[_ix(keys, nxt)] = b
     count[fl] += 1
-    bsz[_ix(keys, b)] = size
+    bsz[j] = size
 
 
 @jit
 def _unlink(keys, head, nfree, pfree, count, b, size, g_log2, sli):
     fl, sl = _map(size, g_log2, sli, False)
-    nxt = nfree[_ix(keys, b)]
-    prv = pfree[_ix(keys, b)]
+    j = _ix(keys, b)
+    nxt = nfree[j]
+    prv = pfree[j]
     if nxt >= 0:
         pfree[_ix(keys, nxt)] = prv
     if prv >= 0:
@@ -97,55 +99,58 @@ def _rlsf_alloc(keys, st, head, nfree, pfree, bsz, used, prevp, count, size, ali
                 break
     if b < 0:
         return -1
-    bs = bsz[_ix(keys, b)]
+    j = _ix(keys, b)
+    bs = bsz[j]
     _unlink(keys, head, nfree, pfree, count, b, bs, g_log2, sli)
     ptr = (b + g // 2 + align - 1) & ~(align - 1)
     new_size = block_bytes(size, ptr - b, 0, g, 0, 0)
     if new_size != bs:
         nb = b + new_size
         prevp[_ix(keys, (b + bs))] = nb
-        prevp[_ix(keys, nb)] = b
-        used[_ix(keys, nb)] = 0
+        k = _ix(keys, nb)
+        prevp[k] = b
+        used[k] = 0
         _link(keys, head, nfree, pfree, bsz, count, nb, bs - new_size, g_log2, sli)
         st[0] += bs - new_size
     st[0] -= bs
-    used[_ix(keys, b)] = 1
-    bsz[_ix(keys, b)] = new_size
+    used[j] = 1
+    bsz[j] = new_size
     return b
 
 
 @jit
 def _rlsf_free(keys, st, head, nfree, pfree, bsz, used, prevp, count, b, g_log2, sli):
-    size = bsz[_ix(keys, b)]
+    j = _ix(keys, b)
+    size = bsz[j]
     st[0] += size
     nxt = b + size
-    if used[_ix(keys, nxt)] == 0:
-        ns = bsz[_ix(keys, nxt)]
+    k = _ix(keys, nxt)
+    if used[k] == 0:
+        ns = bsz[k]
         _unlink(keys, head, nfree, pfree, count, nxt, ns, g_log2, sli)
         size += ns
-    prv = prevp[_ix(keys, b)]
-    if prv >= 0 and used[_ix(keys, prv)] == 0:
-        ps = bsz[_ix(keys, prv)]
-        _unlink(keys, head, nfree, pfree, count, prv, ps, g_log2, sli)
-        size += ps
-        b = prv
+    prv = prevp[j]
+    if prv >= 0:
+        k = _ix(keys, prv)
+        if used[k] == 0:
+            ps = bsz[k]
+            _unlink(keys, head, nfree, pfree, count, prv, ps, g_log2, sli)
+            size += ps
+            b = prv
     used[_ix(keys, b)] = 0
     _link(keys, head, nfree, pfree, bsz, count, b, size, g_log2, sli)
     prevp[_ix(keys, (b + size))] = b
 
 
 @jit
-def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w, cap):
+def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w):
     g = 4 * w
     g_log2 = 4 if w == 4 else 5
     sli = 5 if w == 4 else 6
     fllen = 8 * w
-    keys = np.full(cap, -1, np.int64)
-    nfree = np.full(cap, -1, np.int64)
-    pfree = np.full(cap, -1, np.int64)
-    bsz = np.zeros(cap, np.int64)
-    used = np.ones(cap, np.int64)
-    prevp = np.full(cap, -1, np.int64)
+    fill = np.array([-1, -1, 0, 1, -1])  # next free, previous free, size, used, previous physical
+    keys, f = _table(fill)
+    nfree, pfree, bsz, used, prevp = f[0], f[1], f[2], f[3], f[4]
     head = np.full((fllen, 1 << sli), -1, np.int64)
     count = np.zeros(fllen, np.int64)
     addr = np.full(n_obj, -1, np.int64)
@@ -162,6 +167,9 @@ def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w, cap):
         prevp[_ix(keys, free0)] = 0
     peak = heap_size - st[0]
     for i in range(len(ops)):
+        if _crowded(keys):
+            keys, f = _grown(keys, f, fill)
+            nfree, pfree, bsz, used, prevp = f[0], f[1], f[2], f[3], f[4]
         o = objs[i]
         op = ops[i]
         if (op == 0) != (addr[o] < 0):
@@ -208,5 +216,5 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     """
     ops, objs, sizes, aligns, ids = trace_arrays(events, heap_size, usize_bits, ARENA_ALIGN, "tlsf")
     status, peak, addr, live_size, holes = _rlsf(ops, objs, sizes, aligns, len(ids), int(heap_size),
-                                                 usize_bits // 8, table_size(len(ops)))
+                                                 usize_bits // 8)
     return finish("tlsf", heap_size, status, peak, ids, addr, live_size, holes)
