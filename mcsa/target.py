@@ -259,7 +259,9 @@ class Target:
         try:
             return PRESETS[name]
         except KeyError:
-            raise ValueError(f"unknown target {name!r}; known targets: {', '.join(PRESETS)}") from None
+            raise ValueError(f"unknown target {name!r}; known presets: {', '.join(PRESETS)}; for a board "
+                             f"profile (e.g. stm32f411-debug) pass firmware_model.profiles.resolve_target(name).target"
+                             ) from None
 
     def __str__(self) -> str:
         return self.name or f"usize{self.usize_bits}-{self.overflow.value}-{self.expf.value}"
