@@ -24,7 +24,7 @@ from firmware_model.profiles import load_profiles, resolve_target
 
 from .. import jsonio
 from ..mask import DEFAULT_POSITION_LIMIT
-from ..packets import SparsityConfig, f32_to_json
+from ..packets import GatePacket, SparsityConfig, f32_to_json
 
 
 MAX_POSITION_LIMIT = 1 << 40
@@ -277,3 +277,27 @@ def pyplot(option: str):
     except ImportError:
         raise InputError(f"{option} needs matplotlib: pip install 'mcsa[plot]'") from None
     return plt
+
+
+def target_option(fn):
+    return click.option("--target", "target_name", default="x86_64", show_default=True, metavar="NAME",
+                        help=f"Target: {TARGET_HELP}.")(profiles_option(fn))
+
+
+def cli_target(name: str, profiles_file: str | None, seq_len: int | None = None):
+    """The resolved --target, with --seq-len checked against its usize."""
+    target = resolve_target(name, profiles_file).target
+    check_sizes(target, seq_len=seq_len)
+    return target
+
+
+def parse_gate(text: str) -> GatePacket:
+    """A --gate option's serde JSON as a GatePacket (strict JSON; unknown keys noted on stderr)."""
+    try:
+        record = jsonio.loads(text, "--gate")
+        packet = GatePacket.from_dict(record)
+        for note in jsonio.unknown_keys(record, GatePacket().to_dict(), "--gate"):
+            click.echo(f"note: {note}", err=True)
+        return packet
+    except (ValueError, TypeError) as err:
+        raise InputError(str(err) if str(err).startswith("--gate") else f"--gate: {err}") from None

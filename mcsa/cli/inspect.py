@@ -10,14 +10,13 @@ import numpy as np
 from firmware_model.heap import check_insertions
 from firmware_model.profiles import load_profiles, resolve_target
 
-from .. import jsonio
 from ..attention import MincutSparseAttention
 from ..packets import GatePacket
 from ..target import PRESETS, TargetPanic
 from ..vectors import differences, expected_for, f32_line, kind_of, read_cases, simulate
 from .common import (
-    MAX_DIM, TARGET_HELP, USIZE64_MAX, InputError, atomic_output, check_sizes, config_option, dumps, fail_on_input_errors,
-    limit_option, load_config, profiles_option, pyplot, table,
+    MAX_DIM, USIZE64_MAX, InputError, atomic_output, config_option, dumps, fail_on_input_errors,
+    limit_option, load_config, profiles_option, pyplot, table, cli_target, parse_gate, target_option,
 )
 
 ASCII_LIMIT = 96
@@ -54,24 +53,12 @@ def _bitmap(positions: np.ndarray, seq_len: int, size: int) -> np.ndarray:
     return grid / (cells * cells)
 
 
-def _target(name: str, profiles_file: str | None, seq_len: int | None = None):
-    """The resolved --target, with --seq-len checked against its usize."""
-    target = resolve_target(name, profiles_file).target
-    check_sizes(target, seq_len=seq_len)
-    return target
-
-
 def _build_mask(sim: MincutSparseAttention, gate: GatePacket, seq_len: int):
     """``sim.build_mask``, with a wrapping mask's insertions counted in Python
     integers first (a kernel's 64-bit count can wrap back into range)."""
     plan = sim.plan_mask(gate, seq_len)
     check_insertions(plan, sim.position_limit)
     return sim.mask_from_plan(plan)
-
-
-def target_option(fn):
-    return click.option("--target", "target_name", default="x86_64", show_default=True, metavar="NAME",
-                        help=f"Target: {TARGET_HELP}.")(profiles_option(fn))
 
 
 def mask_figure(plt, positions: np.ndarray, seq_len: int, title: str):
@@ -103,7 +90,7 @@ def mask(lambda_, partitions, seq_len, concentration, target_name, profiles_file
     Example:
       mcsa mask --lambda 100 --partitions 3 --seq-len 48
     """
-    target = _target(target_name, profiles_file, seq_len)
+    target = cli_target(target_name, profiles_file, seq_len)
     if png:
         plt = pyplot("--png")  # before any work: a missing extra is a usage error
     sim = MincutSparseAttention(load_config(config_file), target, position_limit)
@@ -228,17 +215,6 @@ def _reference(q, k, v, positions, dim, scale) -> np.ndarray:
     return out.reshape(-1)
 
 
-def _gate(text: str) -> GatePacket:
-    try:
-        record = jsonio.loads(text, "--gate")
-        packet = GatePacket.from_dict(record)
-        for note in jsonio.unknown_keys(record, GatePacket().to_dict(), "--gate"):
-            click.echo(f"note: {note}", err=True)
-        return packet
-    except (ValueError, TypeError) as err:
-        raise InputError(str(err) if str(err).startswith("--gate") else f"--gate: {err}") from None
-
-
 @click.command()
 @click.option("--q", "q_file", required=True, type=click.Path(exists=True, dir_okay=False), help="q as int8 .npy.")
 @click.option("--k", "k_file", required=True, type=click.Path(exists=True, dir_okay=False), help="k as int8 .npy.")
@@ -263,8 +239,8 @@ def attention(q_file, k_file, v_file, dim, scale, gate_json, target_name, profil
     Example:
       mcsa attention --q q.npy --k k.npy --v v.npy --dim 32 --scale 0.176776695 -o out.npy
     """
-    target = _target(target_name, profiles_file)
-    gate = _gate(gate_json)
+    target = cli_target(target_name, profiles_file)
+    gate = parse_gate(gate_json)
     with np.errstate(over="ignore"):
         scale32 = np.float32(scale)
     if not np.isfinite(scale32):

@@ -8,13 +8,13 @@ import json
 import click
 import numpy as np
 
+from .. import jsonio
 from ..attention import MincutSparseAttention
-from ..packets import GatePacket
 from ..quality import masks, metrics, model, report
 from ..target import TargetPanic
 from .common import (
-    InputError, atomic_output, config_option, dumps, fail_on_input_errors, jsonable, limit_option, load_config,
-    pyplot, read_text, resolve_profile,
+    InputError, atomic_output, cli_target, config_option, dumps, fail_on_input_errors, jsonable, limit_option,
+    load_config, parse_gate, pyplot, read_text, target_option,
 )
 
 TEXT_LIMIT = 1 << 26
@@ -53,9 +53,7 @@ def _families(ctx, param, value):
               help="Masks to compare.")
 @click.option("--gate", "gate_json", default=DEFAULT_GATE, show_default=True,
               help="Gate packet as serde JSON; partition_count is replaced by each P.")
-@click.option("--target", "target_name", default="x86_64", show_default=True, metavar="NAME",
-              help="Target profile of the mask and of the exact int8 kernel.")
-@click.option("--profiles", "profiles_file", type=click.Path(exists=True, dir_okay=False), help="Extra profiles.")
+@target_option
 @config_option
 @limit_option
 @click.option("--exact/--no-exact", default=True, show_default=True,
@@ -84,18 +82,15 @@ def quality(ctx, files, partitions, sinks, families, gate_json, target_name, pro
         raise InputError("--partitions: the reference mask is sparse only for 2 or more partitions")
     if max(partitions) > 0xFFFF:
         raise InputError("--partitions: partition_count is a u16 (at most 65535)")
-    profile, build = resolve_profile(target_name, profiles_file)
-    try:
-        gate = GatePacket.from_dict(json.loads(gate_json))
-    except json.JSONDecodeError as err:
-        raise InputError(f"--gate: not JSON ({err.msg})") from None
-    sim = MincutSparseAttention(load_config(config_file), profile.target(build), position_limit)
+    target = cli_target(target_name, profiles_file)
+    gate = parse_gate(gate_json)
+    sim = MincutSparseAttention(load_config(config_file), target, position_limit)
     texts = [metrics.load_activations(f) for f in files]
     settings = metrics.Settings(partitions, sinks, gate, sim, exact, families)
     try:
         records = metrics.evaluate(texts, settings)
     except TargetPanic as panic:
-        raise InputError(f"{profile.name}-{build} panics on these activations: {panic}") from None
+        raise InputError(f"{target} panics on these activations: {panic}") from None
     if png:
         plt = pyplot("--plot")
         with atomic_output(png, "wb") as f:
@@ -104,23 +99,20 @@ def quality(ctx, files, partitions, sinks, families, gate_json, target_name, pro
     with atomic_output(output) as out:
         if fmt == "json":
             head = {"texts": list(files), "seq_len": t, "layers": layers, "heads": heads, "kv_heads": kv_heads,
-                    "dim": d, "scale": texts[0].scale, "target": f"{profile.name}-{build}", "sinks": sinks,
+                    "dim": d, "scale": texts[0].scale, "target": str(target), "sinks": sinks,
                     "gate": gate.to_dict()}
             out.write(json.dumps({"results": records, **head}, default=jsonable) + "\n")
         elif fmt == "csv":
             report.write_csv(records, out)
         else:
             out.write(f"{len(files)} text(s), T={t}, {layers} layers x {heads} heads ({kv_heads} kv), D={d}, "
-                      f"target {profile.name}-{build}\n{report.table(records)}\n")
+                      f"target {target}\n{report.table(records)}\n")
 
 
 def _read_tokens(path: str) -> np.ndarray:
-    try:
-        data = json.loads(read_text(path, TEXT_LIMIT))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: not JSON ({err.msg})") from None
+    data = jsonio.loads(read_text(path, TEXT_LIMIT), path)
     ids = data.get("ids") if isinstance(data, dict) else data
-    if not isinstance(ids, list) or not ids or not all(type(i) is int and i >= 0 for i in ids):
+    if not isinstance(ids, list) or not ids or not all(type(i) is int and 0 <= i < 1 << 63 for i in ids):
         raise ValueError(f"{path}: expected a JSON list of non-negative token ids (or an object with \"ids\")")
     return np.asarray(ids, np.int64)
 
