@@ -161,7 +161,8 @@ class Summary:
             values.append(mask["density"])
             weights.append(count)
             peak = mask["step_peak_bytes"]
-            if self.worst_peak is None or peak > self.worst_peak or (peak == self.worst_peak and index < self.worst_packet):
+            if peak is not None and (self.worst_peak is None or peak > self.worst_peak
+                                     or (peak == self.worst_peak and index < self.worst_packet)):
                 self.worst_peak, self.worst_packet = peak, index
             if not mask["fits"] and (self.first_over_budget is None or index < self.first_over_budget):
                 self.first_over_budget = index
@@ -224,7 +225,7 @@ class Replayer:
         self.bits = self.sim.target.usize_bits
         self.seq_len = self.sim.target.check_usize(seq_len, "seq_len")
         self.dim = check_uint(dim, "dim", self.sim.target.usize_max)
-        self.budget = profile.heap_budget if heap_budget is None else check_uint(heap_budget, "heap_budget", (1 << 64) - 1)
+        self.budget = profile.heap_budget if heap_budget is None else check_uint(heap_budget, "heap_budget", self.sim.target.isize_max)
         self.position_limit = position_limit
         self._cache: OrderedDict = OrderedDict()
         self._schedule = schedule_args(config, self.sim.target)
@@ -306,6 +307,7 @@ class Replayer:
             partitions=int(stats.partition_boundaries.size), boundary_tokens=int(stats.boundary_tokens.size),
             build_mask_peak_bytes=mask_usage.peak_bytes, attention_peak_bytes=attention.peak_bytes,
             step_peak_bytes=step.peak_bytes, mask_bytes=mask_usage.live_bytes, fits=step.fits,
+            panic=step.panic,  # the mask builds, then the step panics (dim 0: attempt to divide by zero)
         )
         try:  # the mask builds, but its flops ratio can still overflow a 32-bit usize in debug
             fields["flops_ratio"] = self.sim.estimated_flops_ratio(stats, seq_len)

@@ -1,6 +1,7 @@
 """Hostile inputs found by the issue-7 audit and the fuzz beyond it: each gets a
 refusal with exit 2 naming its place, or a verdict, never a crash or a traceback."""
 
+import json
 import os
 import subprocess
 import sys
@@ -214,3 +215,23 @@ def test_an_interrupt_inside_a_jitted_kernel_is_exit_130(monkeypatch):
     monkeypatch.setattr(inspect, "load_profiles", interrupted)
     result = CliRunner().invoke(main, ["targets"])
     assert result.exit_code == 130 and "internal error" not in result.output
+
+
+def test_a_step_that_panics_after_its_mask_is_a_panic_in_the_record():
+    # dim 0: the mask builds, then sparse_attention divides by zero; --fail-on panic must see it
+    result = run("replay", "examples/trace.jsonl", "--target", "stm32f411", "--seq-len", 128, "--dim", 0,
+                 "--fail-on", "panic")
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    records = [r for r in lines if "index" in r]
+    assert result.exit_code == 1 and len(records) == 400
+    assert all(r["panic"] == "attempt to divide by zero" and r["fits"] is False and r["num_positions"] for r in records)
+    assert lines[-1]["summary"]["panics"] == 400 and lines[-1]["summary"]["worst_step_peak_bytes"] is None
+
+
+def test_replayer_refuses_a_heap_budget_beyond_the_targets_isize():
+    from firmware_model.profiles import profile_named
+    from mcsa.packets import SparsityConfig
+    from mcsa.replay import Replayer
+
+    with pytest.raises(ValueError, match="heap_budget"):
+        Replayer(profile_named("stm32f411"), "release", SparsityConfig(), 128, 32, heap_budget=2**40)
