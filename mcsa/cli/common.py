@@ -23,12 +23,9 @@ import numpy as np
 from firmware_model.profiles import load_profiles, resolve_target
 
 from .. import jsonio
-from ..mask import DEFAULT_POSITION_LIMIT
+from ..mask import DEFAULT_POSITION_LIMIT, MAX_HOST_POSITIONS
 from ..packets import GatePacket, SparsityConfig, f32_to_json
 
-
-MAX_POSITION_LIMIT = 1 << 40
-"""Upper bound of --position-limit: 4 TiB of positions, beyond any host."""
 MAX_DIM = 1 << 16
 """Upper bound of --dim (any real head is far smaller)."""
 USIZE64_MAX = (1 << 64) - 1
@@ -168,7 +165,7 @@ def target_options(fn):
 
 def limit_option(fn):
     """--position-limit: the largest mask the host materialises."""
-    return click.option("--position-limit", type=click.IntRange(0, MAX_POSITION_LIMIT), default=DEFAULT_POSITION_LIMIT,
+    return click.option("--position-limit", type=click.IntRange(0, MAX_HOST_POSITIONS), default=DEFAULT_POSITION_LIMIT,
                         show_default=True, help="Largest mask (positions) built on the host.")(fn)
 
 

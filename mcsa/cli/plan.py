@@ -11,11 +11,8 @@ from firmware_model.placement.events import WHAT
 from firmware_model.step import StepReport, capacity_table, fit_step, heap_map
 
 from ..packets import GatePacket
-from .common import (atomic_output, config_option, fail_on_input_errors, limit_option, load_config, pyplot,
-                     resolve_profile, target_options)
-
-USIZE_MAX = 2**64 - 1
-"""Upper bound of the size options: the widest target's usize (each target checks its own)."""
+from .common import (USIZE64_MAX, atomic_output, config_option, fail_on_input_errors, limit_option, load_config,
+                     pyplot, resolve_profile, target_options)
 
 
 def _range(ctx, param, value):
@@ -35,13 +32,13 @@ def _range(ctx, param, value):
 
 def _common(fn):
     for option in reversed((
-        click.option("--dim", type=click.IntRange(0, USIZE_MAX), default=64, show_default=True,
+        click.option("--dim", type=click.IntRange(0, USIZE64_MAX), default=64, show_default=True,
                      help="Head dimension."),
         click.option("--lambda", "lambda_", type=click.IntRange(0, 0xFFFF_FFFF), default=200, show_default=True,
                      help="Gate lambda."),
         click.option("--concentration", type=click.IntRange(0, 0xFFFF), default=0, show_default=True,
                      help="Gate boundary_concentration_q15."),
-        click.option("--heap-budget", type=click.IntRange(0, USIZE_MAX),
+        click.option("--heap-budget", type=click.IntRange(0, USIZE64_MAX),
                      help="Heap budget in bytes (default: the profile's)."),
         click.option("--allocator", type=click.Choice(list(ALLOCATORS)),
                      help="Allocator model (default: the profile's); all but 'none' place every block."),
@@ -66,7 +63,7 @@ def _spans(values: list[int]) -> str:
 @click.command()
 @_common
 @click.option("--partitions", default="2..16", show_default=True, callback=_range, help="Partition counts: A..B, N or a comma list (2,4,8).")
-@click.option("--max-seq-len", type=click.IntRange(1, USIZE_MAX), default=65536, show_default=True,
+@click.option("--max-seq-len", type=click.IntRange(1, USIZE64_MAX), default=65536, show_default=True,
               help="Scan seq_len from 1 up to this.")
 @fail_on_input_errors
 def plan(target_name, profiles_file, dim, lambda_, concentration, heap_budget, allocator, as_json, config_file,
@@ -142,7 +139,7 @@ def _map_png(report: StepReport, path: str) -> None:
 
 @click.command()
 @_common
-@click.option("--seq-len", type=click.IntRange(0, USIZE_MAX), required=True, help="Sequence length.")
+@click.option("--seq-len", type=click.IntRange(0, USIZE64_MAX), required=True, help="Sequence length.")
 @click.option("--partitions", type=click.IntRange(0, 0xFFFF), required=True, help="Gate partition_count.")
 @click.option("--map", "show_map", is_flag=True, help="Draw the heap at the failing allocation (or the end).")
 @click.option("--png", type=click.Path(dir_okay=False), help="Write the heap map as a PNG.")
