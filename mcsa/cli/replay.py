@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -79,14 +80,17 @@ def _interleave(columns: list, n: int) -> str:
 
 class _Writer:
     """Records out as JSONL, CSV or a table, a part at a time, in one write per
-    part. What a key's records share is rendered once per key, each distinct
-    density once, and the text from ``seq_len`` to the last mask field once per
-    distinct (key, seq_len, density) of a part."""
+    part that a thread does while the next part is read and rendered (the disk
+    and the parser overlap; one part in flight). What a key's records share is
+    rendered once per key, each distinct density once. :meth:`close` waits for
+    the last write and raises its error."""
 
     def __init__(self, out, fmt: str, header: dict, source: bool, with_packet: bool):
         self.out, self.fmt, self.source, self.with_packet = out, fmt, source, with_packet
         self._rendered: dict = {}
         self._densities: dict = {}
+        self._pool = ThreadPoolExecutor(1)
+        self._pending = None
         columns = (("source",) if source else ()) + COLUMNS + (FIELDS if with_packet else ())
         if fmt == "jsonl":
             out.write(dumps(header) + "\n")
@@ -115,13 +119,14 @@ class _Writer:
         """:func:`_f32` of each f32 value, each distinct one rendered once while it stays cached."""
         bits = values.view(np.uint32).tolist()
         known = self._densities
-        missing = set(bits).difference(known)
-        if missing:
+        texts = list(map(known.get, bits))
+        if None in texts:
+            missing = list(set(bits).difference(known))
             if len(known) + len(missing) > DENSITY_TEXTS:
                 known.clear()
-            missing = list(missing)
             known.update(zip(missing, _f32s(np.array(missing, np.uint32).view(np.float32))))
-        return list(map(known.__getitem__, bits))
+            texts = list(map(known.__getitem__, bits))
+        return texts
 
     def _shared(self, part: Part) -> tuple:
         """Each record's seq_len (one text if all are the same), target density and mask fields."""
@@ -166,9 +171,24 @@ class _Writer:
                 sep = "," if fmt == "csv" else " "
                 columns.append([sep + sep.join(map(str, row)) for row in rows])
         columns.append("}\n" if fmt == "jsonl" else "\n")
-        self.out.write(_interleave(columns, n))
+        text = _interleave(columns, n)
+        self._wait()
+        self._pending = self._pool.submit(self.out.write, text)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the write in flight (raising its error) and stop the thread."""
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown()
 
     def finish(self, summary: dict, source: str | None) -> None:
+        self._wait()
         if self.fmt == "jsonl":
             self.out.write(dumps({"summary": summary if source is None else {"source": source, **summary}}) + "\n")
         elif self.fmt == "table" and source is None:
@@ -410,6 +430,7 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
                 out = stack.enter_context(atomic_output(output, "wb" if fmt == "parquet" else "w"))
                 writer = (_ParquetWriter(out, header, several, with_packet) if fmt == "parquet"
                           else _Writer(out, fmt, header, several, with_packet))
+                stack.callback(writer.close)  # before the output is closed
             for path, parts, keys in fleet.run(traces, input_format, skip_bad):
                 if out_dir:
                     name = str(Path(output) / _parquet_name(path, taken))
@@ -424,6 +445,8 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
                         pass
                 else:
                     run.trace(path, parts, keys, writer, abandon=False)
+            if writer is not None:
+                writer.close()
             if run.failures and not (skip_bad and several) and not out_dir:
                 raise _Abandon  # an incomplete output file is not written
     except _Abandon:
