@@ -372,7 +372,9 @@ class TraceReader:
         Without ``skip_bad``, the good records before a bad one are yielded, then its error raised."""
         if fast is not None:
             packets, seq, given, t = fast
-            yield Batch(self.path, False, np.asarray(numbers, np.int64), packets, seq, given, t, list(bad), done)
+            positions = (np.arange(numbers.start, numbers.stop, dtype=np.int64) if isinstance(numbers, range)
+                         else np.asarray(numbers, np.int64))
+            yield Batch(self.path, False, positions, packets, seq, given, t, list(bad), done)
             return
         good, bad, records = [], list(bad), []
         for item, number in zip(items, numbers):
