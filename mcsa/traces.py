@@ -359,11 +359,9 @@ class TraceReader:
 
     def _jsonl(self, stream, raw) -> Iterator[Batch]:
         for first, lines, text in self._lines(stream):
-            # a line that starts with "{" is not blank: look further only if some line does not
-            starting = text.count(b"\n{") + text.startswith(b"{")
-            blank = set(compress(range(len(lines)), map(bytes.isspace, lines))) if starting < len(lines) else ()
+            blank = set(compress(range(len(lines)), map(bytes.isspace, lines)))
             numbers = [first + i for i in range(len(lines)) if i not in blank] if blank else range(first, first + len(lines))
-            lines = [line for i, line in enumerate(lines) if i not in blank] if blank else lines
+            lines = [text for i, text in enumerate(lines) if i not in blank] if blank else lines
             if lines:
                 yield from self._collect(_fast_json(lines, text, self.unknown), lines, numbers, self._done(raw),
                                          lambda text, number: json_object(text, f"{self.path}:{number}"))
