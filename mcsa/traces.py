@@ -25,6 +25,7 @@ import math
 import re
 import sys
 import zlib
+from array import array
 from itertools import compress, count, repeat
 from operator import itemgetter
 from dataclasses import dataclass, field
@@ -324,8 +325,8 @@ class TraceReader:
 
     # JSON Lines --------------------------------------------------------------------------------
 
-    def _lines(self, stream) -> Iterator[tuple[int, list]]:
-        """``(first line number, lines)`` in groups of about a batch.
+    def _lines(self, stream) -> Iterator[tuple[int, list, bytes]]:
+        """``(first line number, lines, their text)`` in groups of about a batch.
 
         Raises
         ------
@@ -343,9 +344,12 @@ class TraceReader:
             if left is not None:
                 left -= len(data)
             lines = io.BytesIO(data).readlines()
-            long = next((i for i, size in enumerate(map(len, lines)) if size > MAX_LINE), None)
-            for i in range(0, len(lines) if long is None else long, self.batch_records):
-                yield line + i, lines[i: min(i + self.batch_records, len(lines) if long is None else long)]
+            long = (next(i for i, size in enumerate(map(len, lines)) if size > MAX_LINE)
+                    if lines and max(map(len, lines)) > MAX_LINE else None)
+            stop = len(lines) if long is None else long
+            for i in range(0, stop, self.batch_records):
+                group = lines[i: min(i + self.batch_records, stop)]
+                yield line + i, group, data if len(group) == len(lines) else b"".join(group)
             if long is not None:
                 self.position = line + long
                 raise TraceError(f"{where(self.path, line + long, False)}: a line longer than {MAX_LINE:,} bytes; "
@@ -354,12 +358,12 @@ class TraceReader:
             self.position = line
 
     def _jsonl(self, stream, raw) -> Iterator[Batch]:
-        for first, lines in self._lines(stream):
+        for first, lines, text in self._lines(stream):
             blank = set(compress(range(len(lines)), map(bytes.isspace, lines)))
             numbers = [first + i for i in range(len(lines)) if i not in blank] if blank else range(first, first + len(lines))
             lines = [text for i, text in enumerate(lines) if i not in blank] if blank else lines
             if lines:
-                yield from self._collect(_fast_json(lines, self.unknown), lines, numbers, self._done(raw),
+                yield from self._collect(_fast_json(lines, text, self.unknown), lines, numbers, self._done(raw),
                                          lambda text, number: json_object(text, f"{self.path}:{number}"))
 
     def _collect(self, fast, items, numbers, done, slow, bad=()) -> Iterator[Batch]:
@@ -368,7 +372,9 @@ class TraceReader:
         Without ``skip_bad``, the good records before a bad one are yielded, then its error raised."""
         if fast is not None:
             packets, seq, given, t = fast
-            yield Batch(self.path, False, np.asarray(numbers, np.int64), packets, seq, given, t, list(bad), done)
+            positions = (np.arange(numbers.start, numbers.stop, dtype=np.int64) if isinstance(numbers, range)
+                         else np.asarray(numbers, np.int64))
+            yield Batch(self.path, False, positions, packets, seq, given, t, list(bad), done)
             return
         good, bad, records = [], list(bad), []
         for item, number in zip(items, numbers):
@@ -500,11 +506,15 @@ def _optional(values: list, kinds: str):
 
 
 def _packets(columns: list) -> np.ndarray | None:
-    """The six field columns as packets, or None if one is not all in range."""
+    """The six field columns as packets, or None if one is not all in range
+    (``array`` takes exactly the non-negative ints below 2**64)."""
     packets = np.empty(len(columns[0]), BINARY_DTYPE)
     for name, values in zip(FIELDS, columns):
-        arr = _numeric(values, "iu")
-        if arr is None or (len(arr) and (arr.min() < 0 or arr.max() > np.iinfo(BINARY_DTYPE[name]).max)):
+        try:
+            arr = np.frombuffer(array("Q", values), np.uint64)
+        except (TypeError, OverflowError):
+            return None
+        if len(arr) and arr.max() > np.iinfo(BINARY_DTYPE[name]).max:
             return None
         packets[name] = arr
     return packets
@@ -516,9 +526,10 @@ def _finite(t: list) -> bool:
     return column is not None and (column[0] is None or column[0].dtype.kind != "f" or bool(np.isfinite(column[0]).all()))
 
 
-def _fast_json(lines: list, unknown: set):
+def _fast_json(lines: list, text: bytes, unknown: set):
     """Columns of JSON Lines through orjson, or None if a line is unusual:
-    not a flat object of the known keys, a bool, a repeated key, or a value out of range."""
+    not a flat object of the known keys, a bool, a repeated key, or a value out of range.
+    ``text`` holds the lines and maybe blank ones."""
     try:
         objects = list(map(orjson.loads, lines))
         columns = [list(map(itemgetter(k), objects)) for k in FIELDS]
@@ -528,12 +539,11 @@ def _fast_json(lines: list, unknown: set):
         return None
     # over the whole batch at once: one colon per key (a repeated key has two), one brace per line
     # (no nesting), no array, no true/false
-    text = b"".join(lines)
-    sizes = list(map(len, objects))
-    if (text.count(b":") != sum(sizes) or text.count(b"{") != len(lines) or b"[" in text or b"true" in text
+    keys = sum(map(len, objects))
+    if (text.count(b":") != keys or text.count(b"{") != len(lines) or b"[" in text or b"true" in text
             or b"false" in text):
         return None
-    if sum(sizes) != 6 * len(sizes) + len(seq) - seq.count(None) + len(t) - t.count(None):
+    if keys != 6 * len(objects) + len(seq) - seq.count(None) + len(t) - t.count(None):
         for o in objects:
             unknown.update(k for k in o if k not in KNOWN_KEYS)
     return _columns(columns, seq, t)

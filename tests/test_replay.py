@@ -280,3 +280,29 @@ def test_workers_without_dask_name_the_extra(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "distributed", None)  # import fails as if not installed
     result = run("replay", EXAMPLES / "trace.bin", *ARGS, "--workers", 2)
     assert result.exit_code == 2 and "--workers needs dask.distributed: pip install 'mcsa[fleet]'" in result.stderr
+
+
+def test_a_failed_write_on_the_writer_thread_is_raised(tmp_path):
+    """Parts are written on a thread: a write error still reaches the caller (by the next part or
+    by close), and the parts written before it are whole and in order."""
+    from mcsa.cli.replay import _Writer
+
+    class Full(io.StringIO):
+        def write(self, text):
+            if self.tell() > 2000:
+                raise OSError(28, "No space left on device")
+            return super().write(text)
+
+    rep = replayer()
+    parts = [rep.replay_batch(b, False)[0] for b in TraceReader(str(EXAMPLES / "trace.jsonl"), batch_records=20)]
+    out = Full()
+    writer = _Writer(out, "jsonl", {}, False, False)
+    with pytest.raises(OSError, match="No space"):
+        offset = 0
+        for part in parts:
+            writer.write(part, offset)
+            offset += part.n
+        writer.close()
+    writer.close()
+    lines = out.getvalue().splitlines()[1:]
+    assert len(lines) % 20 == 0 and [json.loads(line)["index"] for line in lines] == list(range(len(lines)))

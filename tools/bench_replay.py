@@ -64,7 +64,7 @@ def write_traces(tmp: Path, jsonl: int, binary: int, base: list) -> None:
         for i in range(jsonl):
             f.write(lines[i % len(lines)])
     packed = np.array([tuple(r[k] for k in FIELDS) for r in base], BINARY_DTYPE)
-    np.resize(packed, binary).tofile(tmp / "big.bin")
+    np.resize(packed, max(binary, 1)).tofile(tmp / "big.bin")  # one at least, to compile the kernels
 
 
 def orjson_floor(path: Path) -> None:
@@ -101,10 +101,12 @@ def fresh_process(args: list, warm: list | None = None) -> tuple[float, int, int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jsonl", type=int, default=1_000_000, help="packets of the JSONL trace")
-    parser.add_argument("--binary", type=int, default=5_000_000, help="packets of the binary trace")
+    parser.add_argument("--binary", type=int, default=5_000_000,
+                        help="packets of the binary trace (0: the JSONL figure alone)")
     parser.add_argument("--traces", type=int, default=12, help="JSONL traces for the Dask run")
     parser.add_argument("--trace-packets", type=int, default=200_000, help="packets of each of those")
-    parser.add_argument("--rss", default="1000000,10000000", help="binary trace sizes for the memory figures")
+    parser.add_argument("--rss", default="1000000,10000000",
+                        help="binary trace sizes for the memory figures ('' for none)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"machine: {machine()}")
@@ -121,6 +123,8 @@ def main() -> None:
               f"orjson parse floor {floor:.2f} s ({args.jsonl / floor:,.0f}/s): {took / floor:.1f}x the floor "
               "(target: within 5x)")
 
+        if not args.binary:
+            return
         floor, took = paired(lambda: read_write_floor(tmp / "big.bin", tmp / "floor.parquet"),
                              lambda: replay(str(tmp / "big.bin"), "--format", "parquet", "-o", str(tmp / "o.parquet")),
                              args.repeats)
@@ -149,7 +153,7 @@ def main() -> None:
         tiny = tmp / "tiny.bin"
         np.fromfile(tmp / "big.bin", BINARY_DTYPE, count=1).tofile(tiny)
         warm = ["replay", str(tiny), *ARGS, "--format", "parquet", "-o", str(tmp / "tiny.parquet")]
-        for size in (int(s) for s in args.rss.split(",")):
+        for size in (int(s) for s in args.rss.split(",") if s):
             path = tmp / f"rss{size}.bin"
             np.resize(np.fromfile(tmp / "big.bin", BINARY_DTYPE, count=len(base)), size).tofile(path)
             seconds, rss, before = fresh_process(["replay", str(path), *ARGS, "--format", "parquet", "-o",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -56,13 +57,40 @@ def _f32s(values: np.ndarray) -> list:
     return [t if p else _f32(float(v)) for t, p, v in zip(text, plain, values.tolist())]
 
 
+RENDERED_KEYS = 4096
+"""Keys whose rendered mask fields a writer keeps: memory stays flat."""
+DENSITY_TEXTS = 1 << 17
+"""Distinct target densities whose text a writer keeps (about 130 bytes each)."""
+
+
+def _interleave(columns: list, n: int) -> str:
+    """The concatenation, record after record, of ``columns``: each either one
+    text for every record or a list of ``n`` texts."""
+    merged = []
+    for column in columns:
+        if isinstance(column, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += column
+        else:
+            merged.append(column)
+    out = [None] * (len(merged) * n)
+    for j, column in enumerate(merged):
+        out[j::len(merged)] = [column] * n if isinstance(column, str) else column
+    return "".join(out)
+
+
 class _Writer:
-    """Records out as JSONL, CSV or a table, a part at a time. What a key's
-    records share is rendered once per key, each distinct density once."""
+    """Records out as JSONL, CSV or a table, a part at a time, in one write per
+    part that a thread does while the next part is read and rendered (the disk
+    and the parser overlap; one part in flight). What a key's records share is
+    rendered once per key, each distinct density once. :meth:`close` waits for
+    the last write and raises its error."""
 
     def __init__(self, out, fmt: str, header: dict, source: bool, with_packet: bool):
         self.out, self.fmt, self.source, self.with_packet = out, fmt, source, with_packet
         self._rendered: dict = {}
+        self._densities: dict = {}
+        self._pool = ThreadPoolExecutor(1)
+        self._pending = None
         columns = (("source",) if source else ()) + COLUMNS + (FIELDS if with_packet else ())
         if fmt == "jsonl":
             out.write(dumps(header) + "\n")
@@ -82,52 +110,85 @@ class _Writer:
                                 for c in MASK_COLUMNS)
             else:
                 text = " ".join(f"{_cell(mask[name]):>{width}}" for name, width in TABLE if name in mask)
-            if len(self._rendered) > 4096:
+            if len(self._rendered) > RENDERED_KEYS:
                 self._rendered.clear()
             entry = self._rendered[id(mask)] = (mask, text)  # the dict is kept, so its id is not reused
         return entry[1]
 
-    def write(self, part: Part, offset: int) -> None:
-        n = part.n
+    def _density_texts(self, values: np.ndarray) -> list:
+        """:func:`_f32` of each f32 value, each distinct one rendered once while it stays cached."""
+        bits = values.view(np.uint32).tolist()
+        known = self._densities
+        texts = list(map(known.get, bits))
+        if None in texts:
+            missing = list(set(bits).difference(known))
+            if len(known) + len(missing) > DENSITY_TEXTS:
+                known.clear()
+            known.update(zip(missing, _f32s(np.array(missing, np.uint32).view(np.float32))))
+            texts = list(map(known.__getitem__, bits))
+        return texts
+
+    def _shared(self, part: Part) -> tuple:
+        """Each record's seq_len (one text if all are the same), target density and mask fields."""
+        density = self._density_texts(part.target_density)
         masks = [self._mask(m) for m in part.masks]
-        mask_text = [masks[k] for k in part.inverse.tolist()]
-        bits, inverse = np.unique(part.target_density.view(np.uint32), return_inverse=True)
-        rendered = _f32s(bits.view(np.float32))
-        density = [rendered[k] for k in inverse.reshape(-1).tolist()]
-        seq = part.seq_len.tolist()
+        masks = list(map(masks.__getitem__, part.inverse.tolist()))
+        seq = part.seq_len
+        seq = str(seq[0]) if (seq == seq[0]).all() else list(map(str, seq.tolist()))
+        return seq, density, masks
+
+    def write(self, part: Part, offset: int) -> None:
+        n, fmt = part.n, self.fmt
+        if not n:
+            return
         index = range(offset, offset + n)
-        t = part.t if part.t is not None else [None] * n
-        fmt = self.fmt
+        seq, density, masks = self._shared(part)
+        if part.t is None:
+            t = "null" if fmt == "jsonl" else ""
+        else:  # t is an int or a float: str is repr
+            t = list(map(repr, part.t))
+            if None in part.t:
+                t = [("null" if fmt == "jsonl" else "") if v is None else r for v, r in zip(part.t, t)]
         if fmt == "jsonl":
-            tt = ["null" if v is None else repr(v) for v in t]
-            lines = [f'{{"index": {i}, "t": {a}, "seq_len": {s}, "target_density": {d}, {m}'
-                     for i, a, s, d, m in zip(index, tt, seq, density, mask_text)]
+            source = f'"source": {json.dumps(part.source)}, ' if self.source else ""
+            columns = ["{" + source + '"index": ', list(map(str, index)), ', "t": ', t, ', "seq_len": ', seq,
+                       ', "target_density": ', density, ", ", masks]
         elif fmt == "csv":
-            tt = ["" if v is None else str(v) for v in t]
-            lines = [f"{i},{a},{s},{d},{m}" for i, a, s, d, m in zip(index, tt, seq, density, mask_text)]
+            quoted = any(c in part.source for c in ',"\r\n')
+            source = (('"' + part.source.replace('"', '""') + '"' if quoted else part.source) + ","
+                      if self.source else "")
+            columns = [source, list(map(str, index)), ",", t, ",", seq, ",", density, ",", masks]
         else:
-            lines = [f"{i:>7} {s:>7} {d:>14} {m}" for i, s, d, m in zip(index, seq, density, mask_text)]
+            right = "{:>7}".format
+            seq = right(seq) if isinstance(seq, str) else list(map(right, seq))
+            columns = [part.source + " " if self.source else "", list(map(right, index)), " ", seq, " ",
+                       list(map("{:>14}".format, density)), " ", masks]
         if self.with_packet:
             rows = part.packets.tolist()
             if fmt == "jsonl":
-                lines = [f"{line}, " + ", ".join(f'"{k}": {v}' for k, v in zip(FIELDS, row))
-                         for line, row in zip(lines, rows)]
+                columns.append([", " + ", ".join(f'"{k}": {v}' for k, v in zip(FIELDS, row)) for row in rows])
             else:
                 sep = "," if fmt == "csv" else " "
-                lines = [line + sep + sep.join(map(str, row)) for line, row in zip(lines, rows)]
-        if self.source:
-            if fmt == "jsonl":
-                prefix = f'{{"source": {json.dumps(part.source)}, '
-            elif fmt == "csv":
-                quoted = any(c in part.source for c in ',"\r\n')
-                prefix = ('"' + part.source.replace('"', '""') + '"' if quoted else part.source) + ","
-            else:
-                prefix = part.source + " "
-            lines = [prefix + (line[1:] if fmt == "jsonl" else line) for line in lines]
-        end = "}\n" if fmt == "jsonl" else "\n"
-        self.out.write(end.join(lines) + end if lines else "")
+                columns.append([sep + sep.join(map(str, row)) for row in rows])
+        columns.append("}\n" if fmt == "jsonl" else "\n")
+        text = _interleave(columns, n)
+        self._wait()
+        self._pending = self._pool.submit(self.out.write, text)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the write in flight (raising its error) and stop the thread."""
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown()
 
     def finish(self, summary: dict, source: str | None) -> None:
+        self._wait()
         if self.fmt == "jsonl":
             self.out.write(dumps({"summary": summary if source is None else {"source": source, **summary}}) + "\n")
         elif self.fmt == "table" and source is None:
@@ -369,6 +430,7 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
                 out = stack.enter_context(atomic_output(output, "wb" if fmt == "parquet" else "w"))
                 writer = (_ParquetWriter(out, header, several, with_packet) if fmt == "parquet"
                           else _Writer(out, fmt, header, several, with_packet))
+                stack.callback(writer.close)  # before the output is closed
             for path, parts, keys in fleet.run(traces, input_format, skip_bad):
                 if out_dir:
                     name = str(Path(output) / _parquet_name(path, taken))
@@ -383,6 +445,8 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
                         pass
                 else:
                     run.trace(path, parts, keys, writer, abandon=False)
+            if writer is not None:
+                writer.close()
             if run.failures and not (skip_bad and several) and not out_dir:
                 raise _Abandon  # an incomplete output file is not written
     except _Abandon:
