@@ -18,8 +18,8 @@ from ..packets import shortest_f32
 from ..replay import COLUMNS, MASK_COLUMNS, SCHEMA_VERSION, Part, Replayer, Summary, part_table
 from ..traces import FIELDS, KNOWN_KEYS, TraceError
 from .common import (
-    InputError, atomic_output, config_option, dumps, fail_on_input_errors, jsonable, limit_option, load_config,
-    pyplot, resolve_profile, target_options,
+    USIZE64_MAX, InputError, atomic_output, config_option, dumps, fail_on_input_errors, jsonable, limit_option,
+    load_config, pyplot, resolve_profile, target_options,
 )
 
 FAIL_ON = ("over-budget", "panic")
@@ -353,12 +353,12 @@ class _Unknown:
 @click.command()
 @click.argument("traces", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @target_options
-@click.option("--seq-len", type=click.IntRange(min=0, max=(1 << 64) - 1), required=True,
+@click.option("--seq-len", type=click.IntRange(min=0, max=USIZE64_MAX), required=True,
               help="Sequence length of every packet (a record's own seq_len wins).")
-@click.option("--dim", type=click.IntRange(min=0, max=(1 << 64) - 1), default=64, show_default=True,
+@click.option("--dim", type=click.IntRange(min=0, max=USIZE64_MAX), default=64, show_default=True,
               help="Head dimension for the attention heap figures.")
 @config_option
-@click.option("--heap-budget", type=click.IntRange(min=0, max=(1 << 64) - 1),
+@click.option("--heap-budget", type=click.IntRange(min=0, max=USIZE64_MAX),
               help="Heap budget in bytes (default: the profile's).")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv", "parquet"]),
               help="Output format (default: table on a terminal, jsonl otherwise; parquet needs -o).")
