@@ -6,7 +6,7 @@ import numpy as np
 
 from ._jit import bits_f32, f32_bits, jit
 from .packets import Adaptive, Linear, SparsityConfig, Threshold
-from .target import NAN_RULES, Target
+from .target import Target
 
 NONE, ADAPTIVE, LINEAR, THRESHOLD = 0, Adaptive.KIND, Linear.KIND, Threshold.KIND
 
@@ -97,10 +97,10 @@ def density_kernel(kind, min_density, max_density, dense_above_lambda, rules, la
     return _05
 
 
-def schedule_args(config: SparsityConfig, target: Target | None = None) -> tuple:
-    """The schedule of ``config`` and the NaN rules of ``target`` (default the
-    host's, ``x86-sse``) as the first five arguments of :func:`density_kernel`."""
-    rules = (NAN_RULES["x86-sse"] if target is None else target.nan).code
+def schedule_args(config: SparsityConfig, target: Target) -> tuple:
+    """The schedule of ``config`` and the NaN rules of ``target`` as the first
+    five arguments of :func:`density_kernel`."""
+    rules = target.nan.code
     sched = config.lambda_based_density
     if isinstance(sched, Linear):
         return LINEAR, sched.min_density, sched.max_density, 0, rules

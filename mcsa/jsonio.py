@@ -41,7 +41,14 @@ def _constant(name):
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _float(text):
+def finite_float(text: str) -> float:
+    """A JSON/CSV number's text as a finite f64.
+
+    Raises
+    ------
+    ValueError
+        If it is out of f64 range (``1e400``) or not finite.
+    """
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"number {text[:40]} is out of range for f64")
@@ -74,7 +81,7 @@ def loads(text: str, where: str):
     hooks = {"object_pairs_hook": _pairs, "parse_constant": _constant}
     shape = text.translate(_SHAPE)
     if _LONG in shape or _BIG_EXPONENT.search(shape):  # only then may a number be out of range: check each
-        hooks.update(parse_float=_float, parse_int=_int)
+        hooks.update(parse_float=finite_float, parse_int=_int)
     try:
         return json.loads(text, **hooks)
     except json.JSONDecodeError as err:

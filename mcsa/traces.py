@@ -592,13 +592,6 @@ def _fast_csv(rows: list, columns: list, width: int):
 # The strict slow path: one record, exact messages -----------------------------------------------
 
 
-def _finite_float(text):
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is out of range for f64")
-    return value
-
-
 def json_object(line: str | bytes, where: str) -> dict:
     """One JSON Lines record, parsed as strictly as serde_json; it must be an object.
 
@@ -642,7 +635,7 @@ def _csv_value(name: str, text: str, where: str):
         if not _CSV_FLOAT.fullmatch(text) or len(text) > 400:
             raise TraceError(f"{where}: t must be a finite number, got {text[:40]!r}")
         try:
-            return _finite_float(text)
+            return jsonio.finite_float(text)
         except ValueError:
             raise TraceError(f"{where}: t must be a finite number, got {text[:40]!r}") from None
     if not _CSV_SIGNED.fullmatch(text):
