@@ -306,3 +306,70 @@ def test_a_failed_write_on_the_writer_thread_is_raised(tmp_path):
     writer.close()
     lines = out.getvalue().splitlines()[1:]
     assert len(lines) % 20 == 0 and [json.loads(line)["index"] for line in lines] == list(range(len(lines)))
+
+
+VALUES = [b"0", b"7", b"-0", b"65535", b"65536", b"4294967295", b"4294967296", b"18446744073709551616", b"-1",
+          b"1.0", b"2.5", b"1e2", b"1e400", b"true", b"null", b'"7"', b"[]", b"{}", b"12345678901234567890123"]
+
+
+@st.composite
+def json_line(draw):
+    """A JSONL record as a firmware log might hold it: the known keys with values
+    in and out of range, of other types, missing, repeated, escaped or joined by other keys."""
+    keys = [k for k in FIELDS if draw(st.sampled_from(range(50)))] + [k for k in ("seq_len", "t") if draw(st.booleans())]
+    if draw(st.sampled_from(range(4))) == 0:
+        keys += draw(st.lists(st.sampled_from([*FIELDS, "seq_len", "t", *["device", "seqlen"] * 4]), min_size=1, max_size=2))
+    items = []
+    for key in draw(st.permutations(keys)):
+        value = draw(st.sampled_from(VALUES) if draw(st.sampled_from(range(40))) == 0 else
+                     st.integers(0, 300).map(lambda v: str(v).encode()))
+        name = key.replace("a", "\\u0061", 1) if draw(st.sampled_from(range(20))) == 0 else key
+        items.append(b'"%s": %s' % (name.encode(), value))
+    return b"{" + b",".join(items) + b"}" + draw(st.sampled_from([b"\n", b" \r\n", b"\t\n"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(lines=st.lists(json_line(), min_size=1, max_size=6))
+def test_the_fast_json_decoders_agree_with_the_strict_path(lines):
+    """Whatever the batch decoders (msgspec typed, then orjson) take, the strict
+    one-record path takes too, with the same values (``t`` keeps int or float)."""
+    from mcsa import traces
+
+    fast = traces._fast_json(lines, b"".join(lines), set())
+    strict = []
+    for line in lines:
+        try:
+            strict.append(traces._record(traces.json_object(line, "x:1"), "x:1"))
+        except traces.TraceError:
+            assert fast is None, line
+            return
+    if fast is None:  # the strict path takes records the fast ones leave to it (null t, a bool...), fine
+        return
+    packets, seq, given, t = fast
+    assert packets.tolist() == [r[0] for r in strict]
+    own = [None] * len(lines) if seq is None else [int(s) if g else None for s, g in zip(seq.tolist(), given.tolist())]
+    assert own == [r[1] for r in strict]
+    assert [(type(v), v) for v in (t or [None] * len(lines))] == [(type(r[2]), r[2]) for r in strict]
+
+
+def test_plain_records_take_the_typed_decoder(monkeypatch):
+    """A batch of the known keys alone never reaches orjson (the speed of JSONL replay)."""
+    from mcsa import traces
+
+    monkeypatch.setattr(traces, "_any_json", None)
+    lines = [b'{%s, "t": %s}\n' % (PACKET.encode(), t) for t in (b"0", b"0.5", b"-0.0")]
+    packets, seq, given, t = traces._fast_json(lines, b"".join(lines), set())
+    assert len(packets) == 3 and seq is None and t == [0, 0.5, -0.0]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(values=st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-2**70, 2**70),
+                                 st.none(), st.sampled_from([1e-4, 9.999999999999999e-05, 1e16, 1e-05, -0.0, 5e-324])),
+                       max_size=30))
+def test_record_numbers_print_as_python_repr(values):
+    """A record's t (and index, seq_len) prints as Python's repr, as the one-record engine did."""
+    from mcsa.cli.replay import _numbers
+
+    assert _numbers(values) == ["null" if v is None else repr(v) for v in values]
+    ints = np.array([v for v in values if isinstance(v, int) and 0 <= v < 2**64], np.uint64)
+    assert _numbers(ints) == [str(v) for v in ints.tolist()]

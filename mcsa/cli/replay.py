@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import orjson
 
 from .. import jsonio
 from ..fleet import Fleet
@@ -55,6 +56,21 @@ def _f32s(values: np.ndarray) -> list:
     text = values.astype(str).tolist()
     plain = ((np.abs(values) >= np.float32(1e-4)) & (np.abs(values) < 1)).tolist()
     return [t if p else _f32(float(v)) for t, p, v in zip(text, plain, values.tolist())]
+
+
+def _numbers(values) -> list:
+    """``str`` of each int (a list or an integer array), ``repr`` of each float,
+    ``"null"`` for None: orjson prints them all in one call, and its shortest
+    float text is repr's except below 1e-4 (``1e-05`` against ``0.00001``), where
+    repr is used."""
+    try:
+        text = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode()
+    except orjson.JSONEncodeError:  # an int beyond 64 bits
+        return ["null" if v is None else repr(v) for v in values]
+    texts = text.split(",") if text else []
+    if "e-" in text or "0.0000" in text:
+        texts = [repr(v) if ("e-" in s or "0.0000" in s) else s for v, s in zip(values, texts)]
+    return texts
 
 
 RENDERED_KEYS = 4096
@@ -134,30 +150,30 @@ class _Writer:
         masks = [self._mask(m) for m in part.masks]
         masks = list(map(masks.__getitem__, part.inverse.tolist()))
         seq = part.seq_len
-        seq = str(seq[0]) if (seq == seq[0]).all() else list(map(str, seq.tolist()))
+        seq = str(seq[0]) if (seq == seq[0]).all() else _numbers(seq)
         return seq, density, masks
 
     def write(self, part: Part, offset: int) -> None:
         n, fmt = part.n, self.fmt
         if not n:
             return
-        index = range(offset, offset + n)
+        index = _numbers(np.arange(offset, offset + n, dtype=np.int64))
         seq, density, masks = self._shared(part)
         if part.t is None:
             t = "null" if fmt == "jsonl" else ""
-        else:  # t is an int or a float: str is repr
-            t = list(map(repr, part.t))
-            if None in part.t:
-                t = [("null" if fmt == "jsonl" else "") if v is None else r for v, r in zip(part.t, t)]
+        else:
+            t = _numbers(part.t)
+            if fmt != "jsonl" and None in part.t:
+                t = ["" if v is None else r for v, r in zip(part.t, t)]
         if fmt == "jsonl":
             source = f'"source": {json.dumps(part.source)}, ' if self.source else ""
-            columns = ["{" + source + '"index": ', list(map(str, index)), ', "t": ', t, ', "seq_len": ', seq,
+            columns = ["{" + source + '"index": ', index, ', "t": ', t, ', "seq_len": ', seq,
                        ', "target_density": ', density, ", ", masks]
         elif fmt == "csv":
             quoted = any(c in part.source for c in ',"\r\n')
             source = (('"' + part.source.replace('"', '""') + '"' if quoted else part.source) + ","
                       if self.source else "")
-            columns = [source, list(map(str, index)), ",", t, ",", seq, ",", density, ",", masks]
+            columns = [source, index, ",", t, ",", seq, ",", density, ",", masks]
         else:
             right = "{:>7}".format
             seq = right(seq) if isinstance(seq, str) else list(map(right, seq))
