@@ -426,7 +426,10 @@ def part_table(part: Part, offset: int, source: bool = False, with_packet: bool 
     if part.t is None:
         columns["t"] = pa.nulls(part.n, pa.float64())
     else:
-        columns["t"] = pa.array([None if v is None else float(v) for v in part.t], pa.float64())
+        try:
+            columns["t"] = pa.array(part.t, pa.float64())
+        except pa.ArrowInvalid:  # an int that a double does not hold exactly: rounded, as serde reads it
+            columns["t"] = pa.array([None if v is None else float(v) for v in part.t], pa.float64())
     columns["seq_len"] = pa.array(part.seq_len)
     columns["target_density"] = pa.array(part.target_density)
     for name in MASK_COLUMNS:

@@ -373,3 +373,12 @@ def test_record_numbers_print_as_python_repr(values):
     assert _numbers(values) == ["null" if v is None else repr(v) for v in values]
     ints = np.array([v for v in values if isinstance(v, int) and 0 <= v < 2**64], np.uint64)
     assert _numbers(ints) == [str(v) for v in ints.tolist()]
+
+
+def test_parquet_t_is_the_double_serde_reads(tmp_path):
+    """t as int or float, missing, or an int no double holds exactly (rounded to nearest, as serde_json reads it)."""
+    ts = [0, 0.5, None, -0.0, 2**53 + 1, 2**70, 1e-05]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join("{%s%s}\n" % (PACKET, "" if t is None else f', "t": {t!r}') for t in ts))
+    column = replay_table(str(path), "stm32f411", 128, dim=32).column("t").to_pylist()
+    assert [None if v is None else float(v).hex() for v in ts] == [None if v is None else v.hex() for v in column]

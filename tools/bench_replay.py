@@ -12,7 +12,8 @@ would (a fresh process; the cluster's start included):
 - JSONL -> JSONL, against the floor: orjson parsing the same file line by line;
 - binary -> Parquet, against the floor: ``np.fromfile`` of the same file plus
   pyarrow writing a table of the same rows and columns;
-- ``--traces`` JSONL traces with 1 and 2 Dask workers, and serially;
+- ``--traces`` JSONL traces with 1 and 2 Dask workers, and serially, each next to
+  a 1-packet replay run the same way (the cluster's start and the workers' imports);
 - peak RSS of binary -> Parquet replays of each ``--rss`` size, and how much of it
   the trace adds over a 1-packet replay in the same process (flat is the target).
 
@@ -140,13 +141,17 @@ def main() -> None:
                     f.write(orjson.dumps(base[(j + 997 * i) % len(base)]) + b"\n")
             traces.append(str(path))
         total = args.traces * args.trace_packets
+        (tmp / "one.jsonl").write_bytes(orjson.dumps(base[0]) + b"\n")
         for workers in (None, 1, 2):
             extra = [] if workers is None else ["--workers", str(workers)]
             seconds, _, _ = fresh_process(["replay", *traces, *ARGS, "--format", "parquet", "-o", str(tmp / f"fleet{workers}"),
                                         "--summary", str(tmp / f"summary{workers}.jsonl"), *extra])
+            start, _, _ = fresh_process(["replay", str(tmp / "one.jsonl"), *ARGS, "--format", "parquet", "-o",
+                                         str(tmp / "one.parquet"), *extra])
             label = "serial (no Dask)" if workers is None else f"{workers} Dask worker(s)"
             print(f"{args.traces} traces, {total:,} packets, {label}: {seconds:.2f} s "
-                  f"({total / seconds:,.0f} packets/s, cluster start included)")
+                  f"({total / seconds:,.0f} packets/s), of which {start:.2f} s is what a 1-packet replay takes "
+                  "(the cluster's start and the workers' imports and compiled kernels)")
         same = [(tmp / f"summary{w}.jsonl").read_text() for w in (None, 1, 2)]
         print(f"summaries identical across worker counts: {same[0] == same[1] == same[2]}")
 
