@@ -58,6 +58,7 @@ U64_MAX = (1 << 64) - 1
 _INT_DIGITS = 24  # longer integer literals are out of range for every field, without converting them
 _CSV_FLOAT = re.compile(r"[0-9.eE+\-]*")
 _CSV_INT = re.compile(r"[0-9]*")
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
 _CSV_SIGNED = re.compile(r"-?[0-9]+")  # a sign only to say "out of range" rather than "not an integer"
 
 
@@ -550,8 +551,8 @@ def _fast_json(lines: list, text: bytes, unknown: set):
     ``text`` holds the lines and maybe blank ones.
 
     msgspec decodes lines of the known keys alone straight into typed records
-    (twice orjson's speed); a batch where that fails or a key is repeated (one
-    colon each, over the whole batch) goes to orjson, which also takes other keys."""
+    (twice orjson's speed); a batch where that fails or a key is repeated or null
+    (one colon a key, over the whole batch) goes to orjson, which also takes other keys."""
     try:
         flat = list(map(_FLAT, lines))
     except msgspec.DecodeError:
@@ -573,10 +574,10 @@ def _any_json(lines: list, text: bytes, unknown: set):
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         return None
     # over the whole batch at once: one colon per key (a repeated key has two), one brace per line
-    # (no nesting), no array, no true/false
+    # (no nesting), no array, no true/false, no 20-digit run (orjson reads an int beyond 64 bits as a float)
     keys = sum(map(len, objects))
     if (text.count(b":") != keys or text.count(b"{") != len(lines) or b"[" in text or b"true" in text
-            or b"false" in text):
+            or b"false" in text or _LONG_DIGITS.search(text)):
         return None
     if keys != 6 * len(objects) + len(seq) - seq.count(None) + len(t) - t.count(None):
         for o in objects:

@@ -58,18 +58,19 @@ def _f32s(values: np.ndarray) -> list:
     return [t if p else _f32(float(v)) for t, p, v in zip(text, plain, values.tolist())]
 
 
-def _numbers(values) -> list:
-    """``str`` of each int (a list or an integer array), ``repr`` of each float,
-    ``"null"`` for None: orjson prints them all in one call, and its shortest
-    float text is repr's except below 1e-4 (``1e-05`` against ``0.00001``), where
-    repr is used."""
+def _numbers(values: list) -> list:
+    """``str`` of each int, ``repr`` of each float,
+    ``"null"`` for None, as one-record rendering gives them. orjson prints them all
+    in one call; its shortest float text is repr's but for the exponent form (repr
+    writes ``1e-05`` and ``1e+16``; orjson ``0.00001``, and ``1e16`` before 3.11.7),
+    so a text with an exponent or below 1e-4 is repr's instead."""
     try:
-        text = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode()
+        text = orjson.dumps(values)[1:-1].decode()
     except orjson.JSONEncodeError:  # an int beyond 64 bits
         return ["null" if v is None else repr(v) for v in values]
     texts = text.split(",") if text else []
-    if "e-" in text or "0.0000" in text:
-        texts = [repr(v) if ("e-" in s or "0.0000" in s) else s for v, s in zip(values, texts)]
+    if "e" in text or "0.0000" in text:
+        texts = [repr(v) if ("e" in s or "0.0000" in s) else s for v, s in zip(values, texts)]
     return texts
 
 
@@ -150,14 +151,14 @@ class _Writer:
         masks = [self._mask(m) for m in part.masks]
         masks = list(map(masks.__getitem__, part.inverse.tolist()))
         seq = part.seq_len
-        seq = str(seq[0]) if (seq == seq[0]).all() else _numbers(seq)
+        seq = str(seq[0]) if (seq == seq[0]).all() else _numbers(seq.tolist())
         return seq, density, masks
 
     def write(self, part: Part, offset: int) -> None:
         n, fmt = part.n, self.fmt
         if not n:
             return
-        index = _numbers(np.arange(offset, offset + n, dtype=np.int64))
+        index = _numbers(list(range(offset, offset + n)))
         seq, density, masks = self._shared(part)
         if part.t is None:
             t = "null" if fmt == "jsonl" else ""
