@@ -343,3 +343,33 @@ def test_texts_are_512_token_ids_with_a_licence():
     assert len(doc["texts"]) == 8 and len({t["kind"] for t in doc["texts"]}) == 8
     for t in doc["texts"]:
         assert len(t["ids"]) == 512 and all(0 <= i < 49152 for i in t["ids"]) and t["licence"]
+
+
+@pytest.mark.parametrize("heads, kv_heads, t", [(1, 1, 64), (4, 2, 192), (9, 3, 128)])
+def test_the_memory_estimate_bounds_the_evaluation(heads, kv_heads, t):
+    """tracemalloc sees every NumPy allocation: its peak stays under the estimate
+    that refuses too large activations."""
+    import tracemalloc
+
+    rng = np.random.default_rng(t)
+    q, k, v = (rng.standard_normal((1, h, t, 16)).astype(np.float32) for h in (heads, kv_heads, kv_heads))
+    acts = metrics.check_activations(q, k, v)
+    metrics.evaluate(acts, metrics.Settings(partitions=(2,)))  # compile first
+    tracemalloc.start()
+    try:
+        metrics.evaluate(acts, metrics.Settings(partitions=(2, 4, 8)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= metrics.evaluation_bytes(heads, t)
+
+
+def test_activations_too_large_for_this_machine_are_refused_before_any_work(tmp_path, monkeypatch):
+    path = tmp_path / "long.npz"
+    _npz(path, q=np.ones((1, 9, 4000, 1), np.float16), k=np.ones((1, 3, 4000, 1), np.float16),
+         v=np.ones((1, 3, 4000, 1), np.float16))
+    monkeypatch.setattr(metrics, "available_memory", lambda: 4 << 30)
+    result = run("quality", "--activations", path)
+    assert result.exit_code == 2
+    assert ("evaluating 9 heads over T=4000 tokens needs about 7.0 GiB of memory, more than the 4.0 GiB "
+            "available; use activations of fewer tokens") in result.output

@@ -79,3 +79,27 @@ def test_capture_refuses_token_ids_outside_the_vocabulary(tmp_path, smol):
                                        "-o", str(tmp_path / "a.npz")], catch_exceptions=False)
     assert result.exit_code == 2 and str(tokens) in result.output and "0..49151" in result.output
     assert not (tmp_path / "a.npz").exists()
+
+
+def test_the_memory_estimate_bounds_the_forward_pass(smol):
+    import tracemalloc
+
+    ids = np.asarray(TEXTS[0]["ids"][:192])
+    tracemalloc.start()
+    try:
+        logits, _ = smol.forward(ids, capture=True)
+        model.next_token_loss(logits, ids)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= smol.forward_bytes(len(ids), capture=True)
+
+
+def test_capture_refuses_more_tokens_than_memory_holds(tmp_path, smol, monkeypatch):
+    tokens = tmp_path / "ids.json"
+    tokens.write_text(json.dumps(TEXTS[1]["ids"]))
+    monkeypatch.setattr(metrics, "available_memory", lambda: 256 << 20)
+    result = CliRunner().invoke(main, ["quality", "capture", "--model", smol.path, "--tokens", str(tokens),
+                                       "-o", str(tmp_path / "a.npz")])
+    assert result.exit_code == 2 and "needs about" in result.output and "--max-tokens" in result.output
+    assert not (tmp_path / "a.npz").exists()

@@ -16,6 +16,7 @@ Everything is batched over the heads of a layer with matrix products. The float6
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -30,6 +31,52 @@ from . import masks as mk
 
 DEFAULT_GATE = GatePacket(lambda_=200, lambda_prev=200)
 """The gate of the reference mask: lambda = lambda_prev = 200, no edges, no concentration, no flags."""
+
+
+SLACK_BYTES = 64 << 20
+"""What the memory estimates add for what does not grow with T (the int8 kernels, buffers)."""
+
+
+class NotEnoughMemory(ValueError):
+    """A computation would take more memory than this machine has available."""
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still take: Linux's MemAvailable, else the physical
+    memory, else None (unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(need: int, what: str, hint: str) -> None:
+    """Refuse, before allocating, a computation that needs ``need`` bytes when less is available.
+
+    Raises
+    ------
+    NotEnoughMemory
+        ``{what} needs about N GiB of memory, more than the M GiB available; {hint}``.
+    """
+    have = available_memory()
+    if have is not None and need > have:
+        raise NotEnoughMemory(f"{what} needs about {need / 2**30:,.1f} GiB of memory, more than the "
+                              f"{have / 2**30:,.1f} GiB available; {hint}")
+
+
+def evaluation_bytes(heads: int, t: int) -> int:
+    """An upper bound of :func:`evaluate`'s peak memory for one layer of ``heads``
+    query heads over ``t`` tokens: float64 (heads, T, T) probabilities, masked
+    copies and ranks, (T, T) masks (measured with tracemalloc: 41 heads + 25
+    bytes per T^2 for large T)."""
+    return (44 * heads + 72) * t * t + SLACK_BYTES
 
 
 @dataclass
@@ -250,6 +297,8 @@ def evaluate(texts: Activations | list[Activations], settings: Settings | None =
     ValueError
         For texts of different shapes, a partition count the gate cannot carry
         or an unknown mask family.
+    NotEnoughMemory
+        If the float64 reference of one layer would not fit in the memory available.
     TargetPanic, MaskTooLarge
         From ``build_mask`` or ``sparse_attention`` on the simulated target.
     """
@@ -262,6 +311,8 @@ def evaluate(texts: Activations | list[Activations], settings: Settings | None =
     if unknown:
         raise ValueError(f"unknown mask {', '.join(unknown)}; known: {', '.join(mk.FAMILIES)}")
     n_layers, heads, _, t, _ = texts[0].shape
+    check_memory(evaluation_bytes(heads, t), f"evaluating {heads} heads over T={t} tokens",
+                 "use activations of fewer tokens (mcsa quality capture --max-tokens)")
     refs = {}
     for p in s.partitions:
         gate = GatePacket(*s.gate.values()[:4], p, s.gate.flags)

