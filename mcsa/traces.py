@@ -276,7 +276,7 @@ class TraceReader:
     def _read(self, stream, raw, close: bool = True) -> Iterator[Batch]:
         try:
             if self.start == 0 and self.fmt != "bin" and stream.peek(3)[:3] == codecs.BOM_UTF8:  # saved on Windows
-                stream.read(3)
+                self.start = len(stream.read(3))  # a byte range's length counts from here
             if self.fmt is None:
                 self.fmt = sniff_format(stream.peek(4096)[:4096])
             reader = {"bin": self._binary, "jsonl": self._jsonl, "csv": self._csv}[self.fmt]

@@ -158,10 +158,14 @@ def test_several_traces_text_records_name_their_source(tmp_path):
                                                                        str(EXAMPLES / "trace.bin")]
 
 
-@pytest.mark.parametrize("name", ["trace.jsonl", "trace.bin"])
+@pytest.mark.parametrize("name", ["trace.jsonl", "trace.bin", "windows.jsonl"])
 def test_byte_ranges_give_the_same_records(tmp_path, name):
     r = replayer()
     path = str(EXAMPLES / name)
+    if name == "windows.jsonl":  # a byte order mark and CRLF line ends
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + (EXAMPLES / "trace.jsonl").read_bytes().replace(b"\n", b"\r\n"))
+        path = str(path)
     whole = list(r.replay(path))
     pieces = byte_ranges(path, "bin" if name.endswith("bin") else "jsonl", 1000)
     assert len(pieces) > 5
