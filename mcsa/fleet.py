@@ -8,6 +8,7 @@ of a serial replay whatever the number of workers.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from contextlib import AbstractContextManager
 from typing import Iterator
@@ -67,8 +68,10 @@ class Fleet(AbstractContextManager):
             except (ValueError, TypeError, OSError) as err:  # a malformed or unreachable address
                 raise ValueError(f"--scheduler {scheduler}: {err}") from None
         else:
-            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None)
+            with warnings.catch_warnings():  # its health endpoint takes another port when 8787 is taken: no news
+                warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
+                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                            dashboard_address=None)
             self.client = Client(self.cluster)
         self.window = 2 * max(len(self.client.scheduler_info().get("workers", {})), 1)
         """Pieces in flight: what bounds memory on the workers and here."""

@@ -1,10 +1,13 @@
 """The columnar replay engine: every output agrees record for record, workers and byte
 ranges change nothing, and every malformed record is refused at its place."""
 
+import contextlib
 import csv
 import gzip
 import io
 import json
+import socket
+import warnings
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -143,8 +146,14 @@ def test_several_traces_serial_and_on_two_workers(tmp_path):
     assert [r["index"] for r in rows] == list(range(400)) and rows[0]["source"].endswith("trace.bin")
     sums = [json.loads(line) for line in summary.read_text().splitlines()]
     assert [s["error"] is None for s in sums] == [True, True, False, True] and sums[0]["packets"] == 400
-    workers, out2, summary2 = several(tmp_path, "--workers", "2")
+    with socket.socket() as taken, warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")  # a Dask dashboard already on the default port: no warning for the user
+        with contextlib.suppress(OSError):  # (or the port is taken already)
+            taken.bind(("", 8787))
+            taken.listen()
+        workers, out2, summary2 = several(tmp_path, "--workers", "2")
     assert workers.exit_code == 2 and summary2.read_text() == summary.read_text()
+    assert not [w for w in warned if "already in use" in str(w.message)]
     for name in ("trace.bin.parquet", "trace.csv.parquet", "trace.jsonl.parquet"):
         assert pq.read_table(out / name).equals(pq.read_table(out2 / name))
 
