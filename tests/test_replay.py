@@ -4,6 +4,7 @@ ranges change nothing, and every malformed record is refused at its place."""
 import contextlib
 import csv
 import gzip
+import importlib
 import io
 import json
 import socket
@@ -267,6 +268,23 @@ def test_the_cache_is_bounded(tmp_path, monkeypatch):
     path = tmp_path / "t.jsonl"
     path.write_text("".join("{%s,\"seq_len\":%d}\n" % (PACKET, 16 + i) for i in range(50)))
     assert sum(p.n for p in r.replay(str(path))) == 50 and len(r._cache) == 8
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "table"])
+def test_the_writers_bounded_text_caches_change_nothing(tmp_path, monkeypatch, fmt):
+    """More distinct densities and keys than the writer keeps texts for (the
+    limits made tiny here; 131,072 densities and 4,096 keys by default), over
+    two traces whose densities partly differ."""
+    other = tmp_path / "other.jsonl"
+    rows = map(json.loads, (EXAMPLES / "trace.jsonl").read_text().splitlines())
+    other.write_text("".join(json.dumps({**r, "boundary_concentration_q15": 97 * i % 32768}) + "\n"
+                             for i, r in enumerate(rows)))
+    args = ["replay", EXAMPLES / "trace.jsonl", other, *ARGS, "--format", fmt]
+    whole = run(*args).stdout
+    module = importlib.import_module("mcsa.cli.replay")  # (mcsa.cli.replay is also the command's name)
+    monkeypatch.setattr(module, "DENSITY_TEXTS", 3)
+    monkeypatch.setattr(module, "RENDERED_KEYS", 1)
+    assert run(*args).stdout == whole
 
 
 @settings(max_examples=60, deadline=None)

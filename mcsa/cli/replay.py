@@ -141,6 +141,7 @@ class _Writer:
             missing = list(set(bits).difference(known))
             if len(known) + len(missing) > DENSITY_TEXTS:
                 known.clear()
+                missing = list(set(bits))
             known.update(zip(missing, _f32s(np.array(missing, np.uint32).view(np.float32))))
             texts = list(map(known.__getitem__, bits))
         return texts
