@@ -256,7 +256,12 @@ def _npz(path, **arrays):
     ("shape", "must have shape (layers, heads, T, D)"),
     ("heads", "not a multiple of the 2 kv heads"),
     ("nan", "NaN"),
-    ("scale", "scale must be one positive number"),
+    ("scale", "scale must be one positive real number"),
+    ("scale-text", "scale must be one positive real number, got array('x'"),
+    ("scale-bool", "scale must be one positive real number, got array(True"),
+    ("scale-complex", "scale must be one positive real number, got array(1.+1.j"),
+    ("no-layers", "layers, heads, T and D must be positive"),
+    ("overflowing-shape", "not a readable .npz"),
     ("ints", "must be a float array"),
     ("zero-v", "is all zeros"),
     ("huge", "promises 4,398,046,511,104 bytes"),
@@ -284,13 +289,17 @@ def test_cli_refuses_bad_activations_naming_the_file(tmp_path, case, message):
         _npz(path, q=np.full_like(f, np.nan), k=kv, v=ones)
     elif case == "scale":
         _npz(path, q=f, k=kv, v=ones, scale=np.float64(-1))
+    elif case.startswith("scale-"):
+        _npz(path, q=f, k=kv, v=ones, scale={"text": "x", "bool": True, "complex": 1 + 1j}[case[6:]])
+    elif case == "no-layers":
+        _npz(path, q=f[:0], k=kv[:0], v=ones[:0])
     elif case == "ints":
         _npz(path, q=f.astype(np.int8), k=kv, v=ones)
-    elif case == "huge":
+    elif case in ("huge", "overflowing-shape"):
         _npz(path, q=f, k=kv, v=ones)
         member = io.BytesIO()
-        np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False,
-                                                      "shape": (1, 1, 2**20, 2**20)})
+        shape = (1, 1, 2**20, 2**20) if case == "huge" else (10**23, 0)
+        np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False, "shape": shape})
         with zipfile.ZipFile(path, "a") as z:
             z.writestr("tokens.npy", member.getvalue() + bytes(100))
     else:
@@ -362,6 +371,15 @@ def test_the_memory_estimate_bounds_the_evaluation(heads, kv_heads, t):
     finally:
         tracemalloc.stop()
     assert peak <= metrics.evaluation_bytes(heads, t)
+
+
+def test_arrays_larger_than_memory_are_refused_before_reading(tmp_path, monkeypatch):
+    path = _npz(tmp_path / "a.npz", q=np.ones((1, 1, 4096, 64), np.float32), k=np.ones((1, 1, 4096, 64), np.float32),
+                v=np.ones((1, 1, 4096, 64), np.float32))
+    monkeypatch.setattr(metrics, "available_memory", lambda: 2 << 20)
+    result = run("quality", "--activations", path)
+    assert result.exit_code == 2
+    assert f"{path}: its arrays needs about 3.0 MiB of memory, more than the 2.0 MiB available" in result.output
 
 
 def test_activations_too_large_for_this_machine_are_refused_before_any_work(tmp_path, monkeypatch):

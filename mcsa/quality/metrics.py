@@ -63,12 +63,16 @@ def check_memory(need: int, what: str, hint: str) -> None:
     Raises
     ------
     NotEnoughMemory
-        ``{what} needs about N GiB of memory, more than the M GiB available; {hint}``.
+        ``{what} needs about N GiB (or MiB) of memory, more than the M GiB available; {hint}``.
     """
     have = available_memory()
     if have is not None and need > have:
-        raise NotEnoughMemory(f"{what} needs about {need / 2**30:,.1f} GiB of memory, more than the "
-                              f"{have / 2**30:,.1f} GiB available; {hint}")
+        raise NotEnoughMemory(f"{what} needs about {_size(need)} of memory, more than the {_size(have)} "
+                              f"available; {hint}")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
 def evaluation_bytes(heads: int, t: int) -> int:
@@ -127,8 +131,8 @@ def check_activations(q, k, v, layers=None, scale=None, tokens=None, where: str 
         raise ValueError(f"{where}: k has {kv} heads but v has {arrays['v'].shape[1]}")
     if kv == 0 or heads % kv:
         raise ValueError(f"{where}: q has {heads} heads, not a multiple of the {kv} kv heads")
-    if t == 0 or d == 0:
-        raise ValueError(f"{where}: T and D must be positive, got shape {arrays['q'].shape}")
+    if t == 0 or d == 0 or n_layers == 0 or heads == 0:
+        raise ValueError(f"{where}: layers, heads, T and D must be positive, got shape {arrays['q'].shape}")
     if t > 1 << 16:
         raise ValueError(f"{where}: T={t} is more than a u16 mask can index (65536)")
     silent = np.argwhere(~np.any(arrays["v"] != 0, axis=(2, 3)))
@@ -140,15 +144,16 @@ def check_activations(q, k, v, layers=None, scale=None, tokens=None, where: str 
         raise ValueError(f"{where}: layers must hold {n_layers} integers, got {layer_ids.tolist()!r:.80}")
     if scale is None:
         scale = 1.0 / np.sqrt(d)
-    scale = float(np.asarray(scale).reshape(-1)[0]) if np.size(scale) == 1 else None
+    given = np.asarray(scale)
+    scale = float(given.reshape(-1)[0]) if given.size == 1 and given.dtype.kind in "iuf" else None
     if scale is None or not np.isfinite(scale) or scale <= 0:
-        raise ValueError(f"{where}: scale must be one positive number")
+        raise ValueError(f"{where}: scale must be one positive real number, got {given!r:.60}")
     return Activations(arrays["q"], arrays["k"], arrays["v"], layer_ids, scale,
                        None if tokens is None else np.asarray(tokens))
 
 
-def _check_member_size(archive: zipfile.ZipFile, name: str) -> None:
-    """Refuse, before allocating, an array whose header promises more bytes than its member holds."""
+def _member_size(archive: zipfile.ZipFile, name: str) -> int:
+    """The bytes an array's header promises, read before allocating; refused if its member holds fewer."""
     with archive.open(f"{name}.npy") as f:
         version = np.lib.format.read_magic(f)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -156,6 +161,7 @@ def _check_member_size(archive: zipfile.ZipFile, name: str) -> None:
     promised = math.prod(shape) * dtype.itemsize
     if promised > archive.getinfo(f"{name}.npy").file_size:
         raise ValueError(f"array {name} promises {promised:,} bytes of shape {shape} but holds fewer")
+    return promised
 
 
 def load_activations(path: str | Path) -> Activations:
@@ -165,6 +171,8 @@ def load_activations(path: str | Path) -> Activations:
     ------
     ValueError
         If the file is not an npz, misses an array, or the arrays disagree.
+    NotEnoughMemory
+        If its arrays would not fit in the memory available.
     OSError
         If the file cannot be read.
     """
@@ -176,12 +184,12 @@ def load_activations(path: str | Path) -> Activations:
         with data:
             names = data.files
             wanted = [n for n in ("q", "k", "v", "layers", "scale", "tokens") if n in names]
-            for name in wanted:
-                _check_member_size(data.zip, name)
+            promised = sum(_member_size(data.zip, name) for name in wanted)
+            check_memory(promised, f"{path}: its arrays", "capture fewer tokens or layers")
             found = {n: data[n] for n in wanted}
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotEnoughMemory):
         raise
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as err:
+    except (ValueError, EOFError, OSError, OverflowError, zipfile.BadZipFile, zlib.error) as err:
         raise ValueError(f"{path}: not a readable .npz file ({err})") from None
     missing = [n for n in ("q", "k", "v") if n not in found]
     if missing:
