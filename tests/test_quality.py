@@ -262,6 +262,8 @@ def _npz(path, **arrays):
     ("scale-complex", "scale must be one positive real number, got array(1.+1.j"),
     ("no-layers", "layers, heads, T and D must be positive"),
     ("overflowing-shape", "not a readable .npz"),
+    ("huge-scale", "layer 0 head 0: the int8 kernel's f32 scale"),
+    ("huge-scale-dense", "layer 0: the float64 reference overflows"),
     ("ints", "must be a float array"),
     ("zero-v", "is all zeros"),
     ("huge", "promises 4,398,046,511,104 bytes"),
@@ -291,6 +293,8 @@ def test_cli_refuses_bad_activations_naming_the_file(tmp_path, case, message):
         _npz(path, q=f, k=kv, v=ones, scale=np.float64(-1))
     elif case.startswith("scale-"):
         _npz(path, q=f, k=kv, v=ones, scale={"text": "x", "bool": True, "complex": 1 + 1j}[case[6:]])
+    elif case.startswith("huge-scale"):
+        _npz(path, q=f + 1, k=kv + 1, v=ones, scale=np.float64(1e307 if case == "huge-scale" else 1e308))
     elif case == "no-layers":
         _npz(path, q=f[:0], k=kv[:0], v=ones[:0])
     elif case == "ints":
@@ -304,7 +308,7 @@ def test_cli_refuses_bad_activations_naming_the_file(tmp_path, case, message):
             z.writestr("tokens.npy", member.getvalue() + bytes(100))
     else:
         _npz(path, q=f, k=kv, v=kv)
-    result = run("quality", "--activations", path)
+    result = run("quality", "--activations", path, *(["--no-exact"] if case == "huge-scale-dense" else []))
     assert result.exit_code == 2
     assert message in result.output and str(path) in result.output
 

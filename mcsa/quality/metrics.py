@@ -95,6 +95,8 @@ class Activations:
     layers: np.ndarray
     scale: float
     tokens: np.ndarray | None = None
+    source: str = "activations"
+    """Where they came from (a file), for messages."""
 
     @property
     def shape(self):
@@ -149,7 +151,7 @@ def check_activations(q, k, v, layers=None, scale=None, tokens=None, where: str 
     if scale is None or not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"{where}: scale must be one positive real number, got {given!r:.60}")
     return Activations(arrays["q"], arrays["k"], arrays["v"], layer_ids, scale,
-                       None if tokens is None else np.asarray(tokens))
+                       None if tokens is None else np.asarray(tokens), where)
 
 
 def _member_size(archive: zipfile.ZipFile, name: str) -> int:
@@ -241,16 +243,27 @@ def quantise(x: np.ndarray):
     return np.clip(np.rint(x / step), -127, 127).astype(np.int8), step
 
 
-def exact_errors(sim, sparse_mask, q, k, v, scale, out, masked_out):
+def exact_errors(sim, sparse_mask, q, k, v, scale, out, masked_out, where: str = ""):
     """The target's int8 ``sparse_attention`` per head (q, k, v quantised per head
     tensor): its error against dense float attention and against float
-    attention over the same mask."""
+    attention over the same mask.
+
+    Raises
+    ------
+    ValueError
+        ``{where} head H: ...`` if the kernel's f32 scale (scale x q step x k step) overflows f32.
+    """
     heads, t, d = q.shape
     got = np.empty((heads, t, d))
     for h in range(heads):
         kv = h // (heads // k.shape[0])
         (qi, qs), (ki, ks), (vi, vs) = quantise(q[h]), quantise(k[kv]), quantise(v[kv])
-        flat = sim.sparse_attention(qi, ki, vi, sparse_mask, d, np.float32(scale * qs * ks))
+        with np.errstate(over="ignore"):
+            scale32 = np.float32(scale * qs * ks)
+        if not np.isfinite(scale32):
+            raise ValueError(f"{where} head {h}: the int8 kernel's f32 scale (scale x q step x k step = "
+                             f"{scale * qs * ks:.3g}) overflows f32; leave the exact path out (--no-exact)")
+        flat = sim.sparse_attention(qi, ki, vi, sparse_mask, d, scale32)
         got[h] = flat.reshape(t, d).astype(np.float64) * vs
     return relative_error(got, out), relative_error(got, masked_out)
 
@@ -335,7 +348,12 @@ def evaluate(texts: Activations | list[Activations], settings: Settings | None =
     for x, acts in enumerate(texts):
         for layer in range(n_layers):
             q, k, v = acts.q[layer], acts.k[layer], acts.v[layer]
-            probs, out, vx = dense_layer(q, k, v, acts.scale)
+            where = f"{acts.source}, layer {acts.layers[layer]}"
+            with np.errstate(over="ignore", invalid="ignore"):
+                probs, out, vx = dense_layer(q, k, v, acts.scale)
+            if not (np.isfinite(probs).all() and np.isfinite(out).all()):
+                raise ValueError(f"{where}: the float64 reference overflows (scale {acts.scale:.3g} times q.k "
+                                 "goes beyond 1e308): these activations or this scale are out of range")
             ranks = {}
             if "top-k-row" in s.families:
                 ranks["row"] = mk.row_ranks(probs)
@@ -353,7 +371,7 @@ def evaluate(texts: Activations | list[Activations], settings: Settings | None =
                     r["positions"] = max(r["positions"], int(mask.sum()) // (heads if mask.ndim == 3 else 1))
                     if f == "reference" and s.exact:
                         exact[p][0][layer, x], exact[p][1][layer, x] = exact_errors(
-                            s.sim, sparse, q, k, v, acts.scale, out, masked_out)
+                            s.sim, sparse, q, k, v, acts.scale, out, masked_out, where)
     causal = t * (t + 1) // 2
     records = []
     for p in s.partitions:
