@@ -103,3 +103,23 @@ def test_capture_refuses_more_tokens_than_memory_holds(tmp_path, smol, monkeypat
                                        "-o", str(tmp_path / "a.npz")])
     assert result.exit_code == 2 and "needs about" in result.output and "--max-tokens" in result.output
     assert not (tmp_path / "a.npz").exists()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("llama.attention.head_count", 0, "describes no usable decoder"),
+    ("llama.attention.head_count", 8, "describes no usable decoder"),  # 8 query heads over 3 kv heads
+    ("llama.attention.head_count", 3, "tensor blk.0.attn_q.weight has shape (576, 576)"),
+])
+def test_a_gguf_whose_metadata_and_tensors_disagree_is_refused_naming_it(tmp_path, smol, key, value, message):
+    import gguf
+    import shutil
+
+    patched = tmp_path / "patched.gguf"
+    shutil.copyfile(smol.path, patched)
+    field = gguf.GGUFReader(patched, "r+").fields[key]
+    field.parts[field.data[0]][0] = value
+    text = tmp_path / "t.txt"
+    text.write_text("The capital of France is")
+    result = CliRunner().invoke(main, ["quality", "capture", "--model", str(patched), "--text", str(text),
+                                       "-o", str(tmp_path / "a.npz")])
+    assert result.exit_code == 2 and f"{patched}: " in result.output and message in result.output, result.output

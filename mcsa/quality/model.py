@@ -122,19 +122,52 @@ class GGUFModel:
         arch = self._field("general.architecture")
         if arch != "llama":
             raise ValueError(f"{self.path}: architecture {arch!r}, only llama-family decoders are supported")
-        dim = int(self._field("llama.embedding_length"))
-        heads = int(self._field("llama.attention.head_count"))
-        self.hyper = Hyper(
-            layers=int(self._field("llama.block_count")),
-            heads=heads,
-            kv_heads=int(self._field("llama.attention.head_count_kv", heads)),
-            dim=dim,
-            head_dim=int(self._field("llama.rope.dimension_count", dim // heads)),
-            rope_base=float(self._field("llama.rope.freq_base", 10000.0)),
-            eps=float(self._field("llama.attention.layer_norm_rms_epsilon")),
-        )
+        try:
+            dim = int(self._field("llama.embedding_length"))
+            heads = int(self._field("llama.attention.head_count"))
+            self.hyper = Hyper(
+                layers=int(self._field("llama.block_count")),
+                heads=heads,
+                kv_heads=int(self._field("llama.attention.head_count_kv", heads)),
+                dim=dim,
+                head_dim=int(self._field("llama.rope.dimension_count", dim // heads if heads > 0 else 0)),
+                rope_base=float(self._field("llama.rope.freq_base", 10000.0)),
+                eps=float(self._field("llama.attention.layer_norm_rms_epsilon")),
+            )
+        except (TypeError, ValueError, OverflowError) as err:
+            raise ValueError(f"{self.path}: unusable GGUF metadata ({err})") from None
+        self._check_shapes()
         self.embedding = self.weight("token_embd.weight")
         self._tokenizer = None
+
+    def _check_shapes(self) -> None:
+        """Refuse, before any weight is read, a decoder whose metadata and tensors disagree."""
+        h = self.hyper
+        if not (h.layers > 0 and h.heads > 0 and h.kv_heads > 0 and h.heads % h.kv_heads == 0 and h.dim > 0
+                and h.head_dim > 0 and h.head_dim % 2 == 0 and h.rope_base > 0 and h.eps > 0):
+            raise ValueError(f"{self.path}: GGUF metadata describes no usable decoder: {h}")
+        vocab = self._shape("token_embd.weight")[-1]
+        ffn = self._shape("blk.0.ffn_gate.weight")[-1]
+        q, kv = h.heads * h.head_dim, h.kv_heads * h.head_dim
+        wanted = {"token_embd.weight": (h.dim, vocab), "output_norm.weight": (h.dim,)}
+        if "output.weight" in self._tensors:
+            wanted["output.weight"] = (h.dim, vocab)
+        for layer in range(h.layers):
+            wanted.update({f"blk.{layer}.{name}": shape for name, shape in (
+                ("attn_norm.weight", (h.dim,)), ("attn_q.weight", (h.dim, q)), ("attn_k.weight", (h.dim, kv)),
+                ("attn_v.weight", (h.dim, kv)), ("attn_output.weight", (q, h.dim)), ("ffn_norm.weight", (h.dim,)),
+                ("ffn_gate.weight", (h.dim, ffn)), ("ffn_up.weight", (h.dim, ffn)), ("ffn_down.weight", (ffn, h.dim)))})
+        for name, shape in wanted.items():
+            if self._shape(name) != shape:
+                raise ValueError(f"{self.path}: tensor {name} has shape {self._shape(name)} (ggml order), "
+                                 f"{shape} expected for {h.layers} layers, {h.heads} heads ({h.kv_heads} kv) of "
+                                 f"{h.head_dim} over {h.dim}")
+
+    def _shape(self, name: str) -> tuple:
+        tensor = self._tensors.get(name)
+        if tensor is None:
+            raise ValueError(f"{self.path}: no tensor {name}")
+        return tuple(int(n) for n in tensor.shape)
 
     def _field(self, key: str, default=None):
         field = self.reader.fields.get(key)
