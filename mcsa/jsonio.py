@@ -74,7 +74,8 @@ def loads(text: str, where: str):
     Raises
     ------
     ValueError
-        ``where: not JSON (...)`` naming the reason and, for syntax errors, the column.
+        ``where: not JSON (...)`` naming the reason and, for syntax errors, the
+        column (and the line, in a text of several).
     """
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
         raise ValueError(f"{where}: not JSON (nested deeper than {MAX_DEPTH} levels)")
@@ -83,11 +84,23 @@ def loads(text: str, where: str):
     if _LONG in shape or _BIG_EXPONENT.search(shape):  # only then may a number be out of range: check each
         hooks.update(parse_float=finite_float, parse_int=_int)
     try:
-        return json.loads(text, **hooks)
+        value = json.loads(text, **hooks)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{where}: not JSON ({err.msg.removesuffix(' at')} at column {err.colno})") from None
+        place = f"line {err.lineno}, column {err.colno}" if "\n" in text.strip() else f"column {err.colno}"
+        raise ValueError(f"{where}: not JSON ({err.msg.removesuffix(' at')} at {place})") from None
     except (ValueError, RecursionError) as err:
         raise ValueError(f"{where}: not JSON ({err})") from None
+    if "\\u" in text and _lone_surrogate(value):  # a pair is one character once decoded
+        raise ValueError(f"{where}: not JSON (a lone surrogate in a \\u escape)")
+    return value
+
+
+def _lone_surrogate(value) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    return isinstance(value, list) and any(map(_lone_surrogate, value))
 
 
 def unknown_keys(record: dict, known, where: str) -> list[str]:

@@ -361,7 +361,8 @@ class TraceReader:
 
     def _jsonl(self, stream, raw) -> Iterator[Batch]:
         for first, lines, text in self._lines(stream):
-            blank = set(compress(range(len(lines)), map(bytes.isspace, lines)))
+            blank = {i for i in compress(range(len(lines)), map(bytes.isspace, lines))
+                     if not lines[i].strip(b" \t\r\n")}  # JSON's whitespace: a form feed is a bad record
             numbers = [first + i for i in range(len(lines)) if i not in blank] if blank else range(first, first + len(lines))
             lines = [text for i, text in enumerate(lines) if i not in blank] if blank else lines
             if lines:

@@ -184,6 +184,9 @@ def test_unknown_target_and_config_errors(tmp_path):
     bad.write_text('{"intra_partition_attention": 1}')
     result = run("replay", EXAMPLES / "trace.jsonl", *TRACE_ARGS, "--config", bad)
     assert result.exit_code == 2 and "cfg.json: intra_partition_attention must be" in result.stderr
+    bad.write_text('{\n  "intra_partition_attention": true,\n  "boundary_cross_attention": false\n  "x": 1\n}\n')
+    result = run("replay", EXAMPLES / "trace.jsonl", *TRACE_ARGS, "--config", bad)
+    assert result.exit_code == 2 and "cfg.json: not JSON (Expecting ',' delimiter at line 4, column 3)" in result.stderr
 
 
 def test_config_from_toml(tmp_path):

@@ -209,6 +209,8 @@ def test_bad_records_in_the_middle_of_a_batch(tmp_path):
     ("inf.jsonl", "{%s,\"t\":Infinity}\n" % PACKET, "inf.jsonl:1: not JSON (Infinity is not a JSON value)"),
     ("big.jsonl", "{%s,\"t\":1e400}\n" % PACKET, "big.jsonl:1: not JSON (number 1e400 is out of range"),
     ("lead.jsonl", "{%s,\"seq_len\":01}\n" % PACKET, "lead.jsonl:1: not JSON"),
+    ("ff.jsonl", "{%s}\n\f\n" % PACKET, "ff.jsonl:2: not JSON (Expecting value at column 1)"),
+    ("lone.jsonl", "{%s,\"k\\ud800\":1}\n" % PACKET, "lone.jsonl:1: not JSON (a lone surrogate in a \\u escape)"),
     ("long.csv", ",".join(FIELDS) + ",t\n1,2,3,4,5,6," + "1" * 140000 + "\n", "long.csv:2: not valid CSV (a field is longer"),
     ("nan.csv", ",".join(FIELDS) + ",t\n1,2,3,4,5,6,nan\n", "nan.csv:2: t must be a finite number"),
     ("arabic.csv", ",".join(FIELDS) + "\n\u0661,2,3,4,5,6\n", "arabic.csv:2: lambda must be an integer"),
