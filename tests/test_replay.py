@@ -422,3 +422,10 @@ def test_parquet_t_is_the_double_serde_reads(tmp_path):
     path.write_text("".join("{%s%s}\n" % (PACKET, "" if t is None else f', "t": {t!r}') for t in ts))
     column = replay_table(str(path), "stm32f411", 128, dim=32).column("t").to_pylist()
     assert [None if v is None else float(v).hex() for v in ts] == [None if v is None else v.hex() for v in column]
+
+
+def test_a_missing_output_folder_is_refused_before_any_output_is_written(tmp_path):
+    result = run("replay", EXAMPLES / "trace.jsonl", *ARGS, "-o", tmp_path / "o.jsonl", "--summary",
+                 tmp_path / "s.jsonl", "--plot", tmp_path / "nowhere" / "p.png")
+    assert result.exit_code == 2 and f"--plot {tmp_path / 'nowhere' / 'p.png'}: no folder" in result.stderr
+    assert list(tmp_path.iterdir()) == []

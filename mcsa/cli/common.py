@@ -264,6 +264,28 @@ def atomic_output(path: str | None, mode: str = "w"):
         raise
 
 
+def check_outputs(paths: dict) -> None:
+    """Refuse, before any work, an output (``{option: path}``) whose folder is
+    missing or read-only: a command with several outputs then never leaves some
+    written and fails on the last.
+
+    Raises
+    ------
+    InputError
+        ``OPTION PATH: no folder DIR`` or ``... is not writable``.
+    """
+    for option, path in paths.items():
+        if path is None or path == "-":
+            continue
+        if path == "":
+            raise InputError(f"{option}: an empty path names no file")
+        folder = Path(os.path.realpath(path)).parent
+        if not folder.is_dir():
+            raise InputError(f"{option} {path}: no folder {folder}")
+        if (not os.path.exists(path) or os.path.isfile(path)) and not os.access(folder, os.W_OK):
+            raise InputError(f"{option} {path}: the folder {folder} is not writable")
+
+
 def pyplot(option: str):
     """matplotlib.pyplot on the Agg backend, or an InputError naming the option and the extra."""
     try:

@@ -13,7 +13,7 @@ from ..attention import MincutSparseAttention
 from ..quality import masks, metrics, model, report
 from ..target import TargetPanic
 from .common import (
-    InputError, atomic_output, cli_target, config_option, dumps, fail_on_input_errors, jsonable, limit_option,
+    InputError, atomic_output, check_outputs, cli_target, config_option, dumps, fail_on_input_errors, jsonable, limit_option,
     load_config, parse_gate, pyplot, read_text, target_option,
 )
 
@@ -82,6 +82,7 @@ def quality(ctx, files, partitions, sinks, families, gate_json, target_name, pro
         raise InputError("--partitions: the reference mask is sparse only for 2 or more partitions")
     if max(partitions) > 0xFFFF:
         raise InputError("--partitions: partition_count is a u16 (at most 65535)")
+    check_outputs({"-o": output, "--plot": png})
     target = cli_target(target_name, profiles_file)
     gate = parse_gate(gate_json)
     sim = MincutSparseAttention(load_config(config_file), target, position_limit)

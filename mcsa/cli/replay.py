@@ -19,8 +19,8 @@ from ..packets import shortest_f32
 from ..replay import COLUMNS, MASK_COLUMNS, SCHEMA_VERSION, Part, Replayer, Summary, part_table
 from ..traces import FIELDS, KNOWN_KEYS, TraceError
 from .common import (
-    USIZE64_MAX, InputError, atomic_output, config_option, dumps, fail_on_input_errors, jsonable, limit_option,
-    load_config, pyplot, resolve_profile, target_options,
+    USIZE64_MAX, InputError, atomic_output, check_outputs, config_option, dumps, fail_on_input_errors, jsonable,
+    limit_option, load_config, pyplot, resolve_profile, target_options,
 )
 
 FAIL_ON = ("over-budget", "panic")
@@ -421,6 +421,7 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
     """
     if plot:
         pyplot("--plot")  # before any work: a missing extra is a usage error
+    check_outputs({"-o": output, "--summary": summary_file, "--plot": plot})
     if traces.count("-") > 1:
         raise InputError("stdin (-) can be read only once")
     if fmt == "parquet" and output is None:
