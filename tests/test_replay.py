@@ -429,3 +429,19 @@ def test_a_missing_output_folder_is_refused_before_any_output_is_written(tmp_pat
                  tmp_path / "s.jsonl", "--plot", tmp_path / "nowhere" / "p.png")
     assert result.exit_code == 2 and f"--plot {tmp_path / 'nowhere' / 'p.png'}: no folder" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_skip_bad_keeps_a_cut_trace_records_and_says_it_failed(tmp_path):
+    """With several traces in one output and --skip-bad, a gzip cut short keeps the
+    records read before the cut, and its summary line carries the error."""
+    cut = tmp_path / "cut.jsonl.gz"
+    whole = gzip.compress((EXAMPLES / "trace.jsonl").read_bytes() * 100)  # 40,000 records, 6 MB: two reads
+    cut.write_bytes(whole[:len(whole) * 9 // 10])
+    result = run("replay", cut, EXAMPLES / "trace.bin", *ARGS, "--format", "jsonl", "--skip-bad")
+    assert result.exit_code == 0
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    summaries = [r["summary"] for r in lines if "summary" in r]
+    kept = [r for r in lines if r.get("source") == str(cut)]
+    assert [s["source"] for s in summaries] == [str(cut), str(EXAMPLES / "trace.bin")]
+    assert "corrupt gzip stream" in summaries[0]["error"] and summaries[0]["packets"] == len(kept) > 0
+    assert "error" not in summaries[1]
