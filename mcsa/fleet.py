@@ -8,6 +8,7 @@ of a serial replay whatever the number of workers.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections import deque
 from contextlib import AbstractContextManager
@@ -19,6 +20,12 @@ from .traces import TraceError, byte_ranges, trace_format
 CHUNK_BYTES = 16 << 20
 """Bytes of a trace per task on a cluster."""
 EXTRA = "pip install 'mcsa[fleet]'"
+
+
+_IGNORE_CTRL_C = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+"""Run in each worker once it is up. Ctrl-C reaches the whole process group; only
+mcsa should stop on it (closing the cluster, exit 130), without the workers'
+tracebacks. (A Ctrl-C in the second the workers take to start still reaches them.)"""
 
 
 class FleetUnavailable(ValueError):
@@ -68,10 +75,11 @@ class Fleet(AbstractContextManager):
             except (ValueError, TypeError, OSError) as err:  # a malformed or unreachable address
                 raise ValueError(f"--scheduler {scheduler}: {err}") from None
         else:
-            with warnings.catch_warnings():  # its health endpoint takes another port when 8787 is taken: no news
+            with warnings.catch_warnings():  # its health endpoint takes another port when 8787 is taken
                 warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
                 self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                            dashboard_address=None)
+                                            dashboard_address=None, silence_logs=logging.ERROR,
+                                            preload=[_IGNORE_CTRL_C])
             self.client = Client(self.cluster)
         self.window = 2 * max(len(self.client.scheduler_info().get("workers", {})), 1)
         """Pieces in flight: what bounds memory on the workers and here."""

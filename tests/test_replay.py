@@ -445,3 +445,28 @@ def test_skip_bad_keeps_a_cut_trace_records_and_says_it_failed(tmp_path):
     assert [s["source"] for s in summaries] == [str(cut), str(EXAMPLES / "trace.bin")]
     assert "corrupt gzip stream" in summaries[0]["error"] and summaries[0]["packets"] == len(kept) > 0
     assert "error" not in summaries[1]
+
+
+def test_ctrl_c_during_a_fleet_replay_stops_it_quietly(tmp_path):
+    """A terminal's Ctrl-C goes to the whole process group: mcsa exits 130 and leaves
+    no output; its Dask workers ignore it (no worker tracebacks) and are closed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    trace = tmp_path / "big.jsonl"
+    trace.write_bytes((EXAMPLES / "trace.jsonl").read_bytes() * 500)  # 200,000 packets
+    out = tmp_path / "o.jsonl"
+    code = "import sys; from mcsa.cli import main; sys.argv[0] = 'mcsa'; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code, "replay", *[str(trace)] * 12, *ARGS, "--format", "jsonl",
+                             "-o", str(out), "--workers", "2"], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".o.jsonl.*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the output's temporary file: the cluster is up
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl"]
