@@ -123,3 +123,12 @@ def test_a_gguf_whose_metadata_and_tensors_disagree_is_refused_naming_it(tmp_pat
     result = CliRunner().invoke(main, ["quality", "capture", "--model", str(patched), "--text", str(text),
                                        "-o", str(tmp_path / "a.npz")])
     assert result.exit_code == 2 and f"{patched}: " in result.output and message in result.output, result.output
+
+
+def test_encoding_a_prefix_gives_the_whole_texts_first_tokens(smol):
+    """capture --max-tokens N tokenizes only a prefix of a long text: the same ids."""
+    for t in TEXTS:
+        text = smol.decode(t["ids"])
+        whole = smol.encode(text)
+        for limit in (1, 5, 17, 64, 400, 10_000):
+            assert smol.encode(text, limit).tolist() == whole[:limit].tolist(), (t["name"], limit)

@@ -143,9 +143,7 @@ def capture(model_path, text_file, tokens_file, max_tokens, output):
     else:
         ids = _read_tokens(tokens_file)
     m = model.GGUFModel(model_path)
-    if text is not None:
-        ids = m.encode(text)
-    ids = ids[:max_tokens]
+    ids = ids[:max_tokens] if text is None else m.encode(text, max_tokens)
     if ids.size < 2:
         raise InputError(f"{text_file or tokens_file}: needs at least 2 tokens, got {ids.size}")
     try:

@@ -75,12 +75,13 @@ def _size(n: int) -> str:
     return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
-def evaluation_bytes(heads: int, t: int) -> int:
+def evaluation_bytes(heads: int, t: int, partitions: int = 1) -> int:
     """An upper bound of :func:`evaluate`'s peak memory for one layer of ``heads``
-    query heads over ``t`` tokens: float64 (heads, T, T) probabilities, masked
-    copies and ranks, (T, T) masks (measured with tracemalloc: 41 heads + 25
+    query heads over ``t`` tokens and ``partitions`` partition counts: float64
+    (heads, T, T) probabilities, masked copies and ranks, and (T, T) masks of each
+    partition count (measured with tracemalloc: 41 heads + 5 partitions + 25
     bytes per T^2 for large T)."""
-    return (44 * heads + 72) * t * t + SLACK_BYTES
+    return (44 * heads + 8 * partitions + 72) * t * t + SLACK_BYTES
 
 
 @dataclass
@@ -332,7 +333,7 @@ def evaluate(texts: Activations | list[Activations], settings: Settings | None =
     if unknown:
         raise ValueError(f"unknown mask {', '.join(unknown)}; known: {', '.join(mk.FAMILIES)}")
     n_layers, heads, _, t, _ = texts[0].shape
-    check_memory(evaluation_bytes(heads, t), f"evaluating {heads} heads over T={t} tokens",
+    check_memory(evaluation_bytes(heads, t, len(s.partitions)), f"evaluating {heads} heads over T={t} tokens",
                  "use activations of fewer tokens (mcsa quality capture --max-tokens)")
     refs = {}
     for p in s.partitions:

