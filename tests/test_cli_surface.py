@@ -91,7 +91,7 @@ def test_a_closed_stdout_ends_quietly_with_141(tmp_path):
 def test_interrupts_exit_130_and_leave_no_file(tmp_path, signum):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    trace = _bin_trace(tmp_path / "t.bin", 2000)  # 800,000 packets: seconds of work
+    trace = _bin_trace(tmp_path / "t.bin", 5000)  # 2,000,000 packets: seconds of work
     proc = _mcsa("replay", trace, "--target", "stm32f411", "--seq-len", 128, "-o", out_dir / "r.jsonl",
                  stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

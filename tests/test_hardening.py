@@ -153,7 +153,7 @@ def test_a_malformed_scheduler_address_names_the_option():
 def test_an_empty_output_path_is_refused_as_such():
     trace = __file__.replace("test_hardening.py", "../examples/trace.jsonl")
     result = run("replay", trace, *TRACE_ARGS, "-o", "")
-    assert result.exit_code == 2 and "Error: '': an empty path names no file" in result.output, result.output
+    assert result.exit_code == 2 and "Error: -o: an empty path names no file" in result.output, result.output
 
 
 def _windows(text: str) -> bytes:

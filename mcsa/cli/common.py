@@ -71,7 +71,7 @@ def read_text(path: str, limit: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise ValueError(f"{path}: larger than the {limit:,} bytes read at most")
+        raise ValueError(f"{path}: larger than {limit:,} bytes, the most read")
     try:
         return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")  # a BOM: saved on Windows
     except UnicodeDecodeError as err:
