@@ -13,8 +13,8 @@ from ..attention import MincutSparseAttention
 from ..quality import masks, metrics, model, report
 from ..target import TargetPanic
 from .common import (
-    InputError, atomic_output, check_outputs, cli_target, config_option, dumps, fail_on_input_errors, jsonable, limit_option,
-    load_config, parse_gate, pyplot, read_text, target_option,
+    InputError, atomic_output, check_outputs, cli_target, config_option, dumps, fail_on_input_errors, jsonable,
+    limit_option, load_config, parse_gate, pyplot, read_text, target_option,
 )
 
 TEXT_LIMIT = 1 << 26

@@ -242,7 +242,8 @@ class GGUFModel:
         if ids.size and (ids.min() < 0 or ids.max() >= vocab):
             raise ValueError(f"token ids must lie in 0..{vocab - 1}, got {ids.min()}..{ids.max()}")
         t = ids.size
-        check_memory(self.forward_bytes(t, capture), f"a forward pass over {t} tokens", "keep fewer tokens (--max-tokens)")
+        check_memory(self.forward_bytes(t, capture), f"a forward pass over {t} tokens",
+                     "keep fewer tokens (--max-tokens)")
         x = self.embedding[ids]
         cos, sin = rope_tables(t, h.head_dim, h.rope_base)
         acts = {"q": [], "k": [], "v": []} if capture else None
