@@ -346,7 +346,7 @@ class _Run:
         self.unknown.report(path, keys)
         result = summary.as_dict()
         self.results.append({"source": path, **result, "error": error})
-        if error is None or not abandon:  # in one output for all, a trace cut short keeps its records and says so
+        if error is None or (self.several and not abandon):  # in one output for all, a trace cut short says so
             writer.finish(result if error is None else {**result, "error": error}, path if self.several else None)
         if error is None:
             return
