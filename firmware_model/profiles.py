@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import codecs
-import tomllib
 from dataclasses import dataclass, field
 from typing import NamedTuple
 from importlib import resources
 from pathlib import Path
 
 import mcsa
+from mcsa import jsonio
 
 from .allocators import Allocator, allocator_named
 
@@ -89,11 +89,16 @@ def _profile(name: str, row: dict, origin: str) -> Profile:
             raise ValueError(f"{where} regions.{region} must be a size in bytes from 0 to ram "
                              f"({row['ram']:,}), got {size!r}")
     heap_region = row.get("heap_region")
+    if heap_region is not None and not isinstance(heap_region, str):
+        raise ValueError(f"{where} heap_region must be the name of one of its regions, got {heap_region!r:.40}")
     if heap_region is not None and heap_region not in regions:
         raise ValueError(f"{where} heap_region {heap_region!r} is not one of its regions")
     room, what = (regions[heap_region], f"its heap_region {heap_region}") if heap_region else (row["ram"], "its ram")
     if row["heap_budget"] > room:
         raise ValueError(f"{where} heap_budget {row['heap_budget']:,} B is larger than {what} ({room:,} B)")
+    if row["heap_budget"] >= 1 << row["usize_bits"]:
+        raise ValueError(f"{where} heap_budget {row['heap_budget']:,} B is more than a {row['usize_bits']}-bit "
+                         "usize holds")
     family = mcsa.PRESETS.get(f"{row['arch']}-release")
     nan = row.get("nan", family.nan.name if family else "soft-float" if row["fpu"] == "none" else "arm-vfp")
     if not isinstance(nan, str) or nan not in mcsa.NAN_RULES:
@@ -124,10 +129,7 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
             raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
     profiles = {}
     for origin, text in sources:
-        try:
-            rows = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{origin}: not valid TOML ({err})") from None
+        rows = jsonio.loads_toml(text, origin)
         for name, row in rows.items():
             if not isinstance(row, dict):
                 raise ValueError(f"{origin}: {name} must be a table of a profile's fields")

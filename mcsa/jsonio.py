@@ -11,6 +11,7 @@ import difflib
 import json
 import math
 import re
+import tomllib
 
 import numpy as np
 
@@ -93,6 +94,22 @@ def loads(text: str, where: str):
     if "\\u" in text and _lone_surrogate(value):  # a pair is one character once decoded
         raise ValueError(f"{where}: not JSON (a lone surrogate in a \\u escape)")
     return value
+
+
+def loads_toml(text: str, where: str) -> dict:
+    """Parse a TOML document (configs, profiles).
+
+    Raises
+    ------
+    ValueError
+        ``where: not valid TOML (...)``, nesting too deep for the parser included.
+    """
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{where}: not valid TOML ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: not valid TOML (arrays or tables nested too deep)") from None
 
 
 def _lone_surrogate(value) -> bool:

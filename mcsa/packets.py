@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field, fields
 
@@ -68,6 +69,9 @@ def check_bool(value, what: str) -> bool:
     return bool(value)
 
 
+_HEX8 = re.compile(r"[0-9a-fA-F]{8}")
+
+
 def f32_from_json(value, what: str) -> np.float32:
     """An f32 from JSON: a number, or an 8-hex-digit bit pattern string (golden form).
 
@@ -79,13 +83,9 @@ def f32_from_json(value, what: str) -> np.float32:
         If the string is not 8 hex digits, or an integer is beyond f64 range.
     """
     if isinstance(value, str):
-        if len(value) != 8:
-            raise ValueError(f"{what} bit pattern must be 8 hex digits, got {value!r}")
-        try:
-            bits = int(value, 16)
-        except ValueError:
-            raise ValueError(f"{what} bit pattern must be 8 hex digits, got {value!r}") from None
-        return np.uint32(bits).view(np.float32)
+        if not _HEX8.fullmatch(value):  # int(value, 16) would take "0x3dcccc", "-0000001", "3dcc_ccc", fullwidth digits
+            raise ValueError(f"{what} bit pattern must be 8 hex digits, got {value!r:.40}")
+        return np.uint32(int(value, 16)).view(np.float32)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{what} must be a number or an f32 bit pattern, got {type(value).__name__} {value!r:.40}")
     return f32_of(value, what)

@@ -262,11 +262,13 @@ def expected_for(case: dict, build: str) -> dict:
     KeyError
         If the case has no result for ``build``.
     TypeError
-        If ``results`` or the build's result is not a JSON object.
+        If ``results`` or the build's result is not a JSON object, or is empty.
     """
     results = case["results"]
     if not isinstance(results, dict) or not isinstance(results[build], dict):
         raise TypeError("results must map each build to a JSON object")
+    if not results[build]:
+        raise TypeError(f"the result for build {build!r} is empty: nothing to compare")
     expected = dict(results[build])
     if expected.get("panic"):
         return expected

@@ -235,3 +235,74 @@ def test_replayer_refuses_a_heap_budget_beyond_the_targets_isize():
 
     with pytest.raises(ValueError, match="heap_budget"):
         Replayer(profile_named("stm32f411"), "release", SparsityConfig(), 128, 32, heap_budget=2**40)
+
+
+def _second_audit_case(tmp_path, case):
+    """The arguments of one hostile input found by the second audit."""
+    import numpy as np
+
+    mask = ["mask", "--lambda", 100, "--partitions", 3, "--seq-len", 48]
+    if case == "negative-bit-pattern":
+        path = tmp_path / "neg.json"
+        path.write_text('{"lambda_based_density": {"Linear": {"min_density": "-0000001", "max_density": 0.5}}}')
+        return [*mask, "--config", path]
+    if case == "deep-toml":
+        path = tmp_path / "deep.toml"
+        path.write_text("a = " + "[" * 500 + "]" * 500 + "\n")
+        return [*mask, "--config", path]
+    if case in ("npy-shape", "npy-bytes"):
+        good = tmp_path / "k.npy"
+        np.save(good, np.zeros(32, np.int8))
+        bad = tmp_path / "q.npy"
+        if case == "npy-shape":
+            header = b"{'descr': '|i1', 'fortran_order': False, 'shape': (0, 18446744073709551617), }"
+            bad.write_bytes(b"\x93NUMPY\x01\x00" + len(header + b"\n").to_bytes(2, "little") + header + b"\n")
+        else:
+            bad.write_bytes(bytes(range(256)) * 4)
+        return ["attention", "--q", bad, "--k", good, "--v", good, "--dim", 4, "--scale", 0.5]
+    if case == "empty-result":
+        path = tmp_path / "density.jsonl"
+        path.write_text(json.dumps({"gate": {"lambda": 1, "lambda_prev": 1, "boundary_edges": 0,
+                                             "boundary_concentration_q15": 0, "partition_count": 2, "flags": 0},
+                                    "results": {"x86_64-release": {}}}) + "\n")
+        return ["verify", path, "--build", "x86_64-release"]
+    if case == "png-folder":
+        return [*mask, "--png", f"{tmp_path / 'sub'}/"]
+    if case == "png-empty":
+        return [*mask, "--png", ""]
+    return [*mask[:-1], {"fullwidth": "５", "arabic": "٨", "underscore": "1_6"}[case]]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("negative-bit-pattern", "bit pattern must be 8 hex digits, got '-0000001'"),
+    ("deep-toml", "not valid TOML (arrays or tables nested too deep)"),
+    ("npy-shape", "--q"),  # a header shape beyond 64 bits
+    ("npy-bytes", "cannot read as .npy (not an array file)"),
+    ("empty-result", "the result for build 'x86_64-release' is empty: nothing to compare"),
+    ("png-folder", "names a folder, not a file"),
+    ("png-empty", "--png: an empty path names no file"),
+    ("fullwidth", "is not an integer (ASCII digits)"),
+    ("arabic", "is not an integer (ASCII digits)"),
+    ("underscore", "is not an integer (ASCII digits)"),
+])
+def test_second_audit_inputs_are_refused_naming_them(tmp_path, case, message):
+    result = run(*_second_audit_case(tmp_path, case))
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "sub").exists()
+
+
+def test_a_heap_budget_above_the_parts_ram_is_said_to_be_a_what_if():
+    result = run("fit", "--target", "stm32f411", "--seq-len", 256, "--partitions", 4, "--dim", 32,
+                 "--heap-budget", 2_000_000_000)
+    assert result.exit_code == 0 and "more than stm32f411's 131,072 B of RAM: a what-if" in result.stderr
+
+
+def test_running_out_of_host_memory_is_said_not_called_a_bug(monkeypatch):
+    import mcsa.cli.inspect as inspect_cli
+
+    def exhausted(*args):
+        raise MemoryError("Unable to allocate 18.6 GiB")
+
+    monkeypatch.setattr(inspect_cli, "_build_mask", exhausted)
+    result = run("mask", "--lambda", 100, "--partitions", 3, "--seq-len", 48)
+    assert result.exit_code == 2 and "not enough memory on this machine" in result.output, result.output

@@ -400,4 +400,4 @@ def test_activations_too_large_for_this_machine_are_refused_before_any_work(tmp_
 
 def test_a_missing_output_folder_is_refused_before_the_plot_is_written(tmp_path):
     result = run("quality", "--activations", FIXTURE, "--plot", tmp_path / "p.png", "-o", tmp_path / "no" / "r.txt")
-    assert result.exit_code == 2 and "no folder" in result.output and list(tmp_path.iterdir()) == []
+    assert result.exit_code == 2 and "No such file or directory" in result.output and list(tmp_path.iterdir()) == []

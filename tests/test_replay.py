@@ -427,7 +427,7 @@ def test_parquet_t_is_the_double_serde_reads(tmp_path):
 def test_a_missing_output_folder_is_refused_before_any_output_is_written(tmp_path):
     result = run("replay", EXAMPLES / "trace.jsonl", *ARGS, "-o", tmp_path / "o.jsonl", "--summary",
                  tmp_path / "s.jsonl", "--plot", tmp_path / "nowhere" / "p.png")
-    assert result.exit_code == 2 and f"--plot {tmp_path / 'nowhere' / 'p.png'}: no folder" in result.stderr
+    assert result.exit_code == 2 and f"--plot {tmp_path / 'nowhere' / 'p.png'}: No such file or directory" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 

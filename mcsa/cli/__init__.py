@@ -88,6 +88,10 @@ class _Main(click.Group):
             else:
                 click.echo(f"Error: {err.filename}: {err.strerror or err}", err=True)
             sys.exit(EXIT_INPUT)
+        except MemoryError as err:  # the host, not mcsa: a limit such as `ulimit -v` below what was asked
+            click.echo(f"Error: not enough memory on this machine for this request ({err or 'MemoryError'}); "
+                       "ask for less (--position-limit, a shorter seq_len) or run where there is more", err=True)
+            sys.exit(EXIT_INPUT)
         except TargetPanic as panic:  # the simulated step failed: a verdict, like mask's and attention's
             click.echo(f"the target panics: {panic}", err=True)
             sys.exit(EXIT_FAILED)

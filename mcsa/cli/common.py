@@ -9,10 +9,10 @@ import functools
 import json
 import math
 import os
+import re
 import stat
 import sys
 import tempfile
-import tomllib
 import zlib
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -31,6 +31,35 @@ MAX_DIM = 1 << 16
 USIZE64_MAX = (1 << 64) - 1
 """Upper bound of sizes (--seq-len, --heap-budget): the widest usize; a command
 checks them against its target's own usize."""
+
+
+def ascii_int(text: str) -> int:
+    """An integer written in ASCII digits. Python's ``int`` would also take ``1_0``
+    and other scripts' digits (``５``, ``٨``), which no firmware tool writes.
+
+    Raises
+    ------
+    ValueError
+        For anything else.
+    """
+    if not _ASCII_INT.fullmatch(text.strip()):
+        raise ValueError(f"{text!r:.40} is not an integer (ASCII digits)")
+    return int(text)
+
+
+_ASCII_INT = re.compile(r"[+-]?[0-9]+")
+
+
+class IntRange(click.IntRange):
+    """click's IntRange for :func:`ascii_int` integers."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str):
+            try:
+                ascii_int(value)
+            except ValueError as err:
+                self.fail(str(err), param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class InputError(click.ClickException):
@@ -92,10 +121,7 @@ def load_config(path: str | None) -> SparsityConfig:
         return SparsityConfig()
     text = read_text(path)
     if path.endswith(".toml"):
-        try:
-            record = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{path}: not valid TOML ({err})") from None
+        record = jsonio.loads_toml(text, path)
     else:
         record = jsonio.loads(text, path)
     if not isinstance(record, dict):
@@ -130,6 +156,10 @@ def resolve_profile(name: str, profiles_file: str | None, **sizes):
                          f"command needs a profile{' such as ' + ', '.join(peers) if peers else ''} "
                          f"(see `mcsa targets`)")
     check_sizes(resolved.target, **sizes)
+    budget = sizes.get("heap_budget")
+    if budget is not None and budget > resolved.profile.ram:
+        click.echo(f"note: --heap-budget {budget:,} B is more than {resolved.profile.name}'s "
+                   f"{resolved.profile.ram:,} B of RAM: a what-if, not a verdict for that part", err=True)
     return resolved.profile, resolved.build
 
 
@@ -165,7 +195,7 @@ def target_options(fn):
 
 def limit_option(fn):
     """--position-limit: the largest mask the host materialises."""
-    return click.option("--position-limit", type=click.IntRange(0, MAX_HOST_POSITIONS), default=DEFAULT_POSITION_LIMIT,
+    return click.option("--position-limit", type=IntRange(0, MAX_HOST_POSITIONS), default=DEFAULT_POSITION_LIMIT,
                         show_default=True, help="Largest mask (positions) built on the host.")(fn)
 
 
@@ -272,16 +302,18 @@ def check_outputs(paths: dict) -> None:
     Raises
     ------
     InputError
-        ``OPTION PATH: no folder DIR`` or ``... is not writable``.
+        ``OPTION PATH: No such file or directory (...)`` or ``... is not writable``.
     """
     for option, path in paths.items():
         if path is None or path == "-":
             continue
         if path == "":
             raise InputError(f"{option}: an empty path names no file")
+        if path.endswith(("/", os.sep)) and not os.path.isdir(path):  # (a directory is the command's to judge)
+            raise InputError(f"{option} {path}: names a folder, not a file")
         folder = Path(os.path.realpath(path)).parent
         if not folder.is_dir():
-            raise InputError(f"{option} {path}: no folder {folder}")
+            raise InputError(f"{option} {path}: No such file or directory (no folder to write it in)")
         if (not os.path.exists(path) or os.path.isfile(path)) and not os.access(folder, os.W_OK):
             raise InputError(f"{option} {path}: the folder {folder} is not writable")
 

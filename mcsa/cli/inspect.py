@@ -15,8 +15,8 @@ from ..packets import GatePacket
 from ..target import PRESETS, TargetPanic
 from ..vectors import differences, expected_for, f32_line, kind_of, read_cases, simulate
 from .common import (
-    MAX_DIM, USIZE64_MAX, InputError, atomic_output, config_option, dumps, fail_on_input_errors,
-    limit_option, load_config, profiles_option, pyplot, table, cli_target, parse_gate, target_option,
+    MAX_DIM, USIZE64_MAX, InputError, IntRange, atomic_output, check_outputs, cli_target, config_option, dumps,
+    fail_on_input_errors, limit_option, load_config, parse_gate, profiles_option, pyplot, table, target_option,
 )
 
 ASCII_LIMIT = 96
@@ -74,10 +74,10 @@ def mask_figure(plt, positions: np.ndarray, seq_len: int, title: str):
 
 
 @click.command()
-@click.option("--lambda", "lambda_", type=click.IntRange(0, 0xFFFF_FFFF), required=True, help="Gate lambda.")
-@click.option("--partitions", type=click.IntRange(0, 0xFFFF), required=True, help="Gate partition_count.")
-@click.option("--seq-len", type=click.IntRange(0, USIZE64_MAX), required=True, help="Sequence length.")
-@click.option("--concentration", type=click.IntRange(0, 0xFFFF), default=0, help="boundary_concentration_q15.")
+@click.option("--lambda", "lambda_", type=IntRange(0, 0xFFFF_FFFF), required=True, help="Gate lambda.")
+@click.option("--partitions", type=IntRange(0, 0xFFFF), required=True, help="Gate partition_count.")
+@click.option("--seq-len", type=IntRange(0, USIZE64_MAX), required=True, help="Sequence length.")
+@click.option("--concentration", type=IntRange(0, 0xFFFF), default=0, help="boundary_concentration_q15.")
 @target_option
 @config_option
 @click.option("--png", type=click.Path(dir_okay=False), help="Write the mask as a PNG (any size).")
@@ -91,6 +91,7 @@ def mask(lambda_, partitions, seq_len, concentration, target_name, profiles_file
       mcsa mask --lambda 100 --partitions 3 --seq-len 48
     """
     target = cli_target(target_name, profiles_file, seq_len)
+    check_outputs({"--png": png})
     if png:
         plt = pyplot("--png")  # before any work: a missing extra is a usage error
     sim = MincutSparseAttention(load_config(config_file), target, position_limit)
@@ -187,8 +188,9 @@ def _load_i8(path: str, option: str) -> np.ndarray:
     """
     try:  # mapped, not read: a header that promises more than the file holds is refused, not allocated
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise InputError(f"{option} {path}: cannot read as .npy ({err or 'empty file'})") from None
+    except (OSError, ValueError, EOFError, OverflowError) as err:
+        reason = "not an array file" if "pickled" in str(err) else err or "empty file"  # not "load it unsafely"
+        raise InputError(f"{option} {path}: cannot read as .npy ({reason})") from None
     if not isinstance(arr, np.ndarray):
         arr.close()
         raise InputError(f"{option} {path}: an .npz archive; give each of q, k, v as its own int8 .npy file")
@@ -219,7 +221,7 @@ def _reference(q, k, v, positions, dim, scale) -> np.ndarray:
 @click.option("--q", "q_file", required=True, type=click.Path(exists=True, dir_okay=False), help="q as int8 .npy.")
 @click.option("--k", "k_file", required=True, type=click.Path(exists=True, dir_okay=False), help="k as int8 .npy.")
 @click.option("--v", "v_file", required=True, type=click.Path(exists=True, dir_okay=False), help="v as int8 .npy.")
-@click.option("--dim", type=click.IntRange(1, MAX_DIM), required=True, help="Head dimension.")
+@click.option("--dim", type=IntRange(1, MAX_DIM), required=True, help="Head dimension.")
 @click.option("--scale", type=float, required=True, help="Attention scale (rounded to f32; finite).")
 @click.option("--gate", "gate_json", default='{"lambda":100,"lambda_prev":100,"boundary_edges":0,'
               '"boundary_concentration_q15":0,"partition_count":4,"flags":0}', show_default=True,
@@ -240,6 +242,7 @@ def attention(q_file, k_file, v_file, dim, scale, gate_json, target_name, profil
       mcsa attention --q q.npy --k k.npy --v v.npy --dim 32 --scale 0.176776695 -o out.npy
     """
     target = cli_target(target_name, profiles_file)
+    check_outputs({"-o": output})
     gate = parse_gate(gate_json)
     with np.errstate(over="ignore"):
         scale32 = np.float32(scale)

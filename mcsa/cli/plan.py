@@ -11,8 +11,10 @@ from firmware_model.placement.events import WHAT
 from firmware_model.step import StepReport, capacity_table, fit_step, heap_map
 
 from ..packets import GatePacket
-from .common import (USIZE64_MAX, atomic_output, config_option, fail_on_input_errors, limit_option, load_config,
-                     pyplot, resolve_profile, target_options)
+from .common import (
+    USIZE64_MAX, IntRange, ascii_int, atomic_output, check_outputs, config_option, fail_on_input_errors, limit_option,
+    load_config, pyplot, resolve_profile, target_options,
+)
 
 
 def _range(ctx, param, value):
@@ -21,7 +23,7 @@ def _range(ctx, param, value):
     for part in value.split(","):
         try:
             lo, _, hi = part.partition("..")
-            lo, hi = int(lo), int(hi or lo)
+            lo, hi = ascii_int(lo), ascii_int(hi or lo)
         except ValueError:
             raise click.BadParameter(f"expected A..B, N or a comma list of them, got {value!r}") from None
         if not 0 <= lo <= hi <= 0xFFFF:
@@ -32,13 +34,13 @@ def _range(ctx, param, value):
 
 def _common(fn):
     for option in reversed((
-        click.option("--dim", type=click.IntRange(0, USIZE64_MAX), default=64, show_default=True,
+        click.option("--dim", type=IntRange(0, USIZE64_MAX), default=64, show_default=True,
                      help="Head dimension."),
-        click.option("--lambda", "lambda_", type=click.IntRange(0, 0xFFFF_FFFF), default=200, show_default=True,
+        click.option("--lambda", "lambda_", type=IntRange(0, 0xFFFF_FFFF), default=200, show_default=True,
                      help="Gate lambda."),
-        click.option("--concentration", type=click.IntRange(0, 0xFFFF), default=0, show_default=True,
+        click.option("--concentration", type=IntRange(0, 0xFFFF), default=0, show_default=True,
                      help="Gate boundary_concentration_q15."),
-        click.option("--heap-budget", type=click.IntRange(0, USIZE64_MAX),
+        click.option("--heap-budget", type=IntRange(0, USIZE64_MAX),
                      help="Heap budget in bytes (default: the profile's)."),
         click.option("--allocator", type=click.Choice(list(ALLOCATORS)),
                      help="Allocator model (default: the profile's); all but 'none' place every block."),
@@ -63,7 +65,7 @@ def _spans(values: list[int]) -> str:
 @click.command()
 @_common
 @click.option("--partitions", default="2..16", show_default=True, callback=_range, help="Partition counts: A..B, N or a comma list (2,4,8).")
-@click.option("--max-seq-len", type=click.IntRange(1, USIZE64_MAX), default=65536, show_default=True,
+@click.option("--max-seq-len", type=IntRange(1, USIZE64_MAX), default=65536, show_default=True,
               help="Scan seq_len from 1 up to this.")
 @fail_on_input_errors
 def plan(target_name, profiles_file, dim, lambda_, concentration, heap_budget, allocator, as_json, config_file,
@@ -139,8 +141,8 @@ def _map_png(report: StepReport, path: str) -> None:
 
 @click.command()
 @_common
-@click.option("--seq-len", type=click.IntRange(0, USIZE64_MAX), required=True, help="Sequence length.")
-@click.option("--partitions", type=click.IntRange(0, 0xFFFF), required=True, help="Gate partition_count.")
+@click.option("--seq-len", type=IntRange(0, USIZE64_MAX), required=True, help="Sequence length.")
+@click.option("--partitions", type=IntRange(0, 0xFFFF), required=True, help="Gate partition_count.")
 @click.option("--map", "show_map", is_flag=True, help="Draw the heap at the failing allocation (or the end).")
 @click.option("--png", type=click.Path(dir_okay=False), help="Write the heap map as a PNG.")
 @fail_on_input_errors
@@ -157,6 +159,7 @@ def fit(target_name, profiles_file, dim, lambda_, concentration, heap_budget, al
       mcsa fit --target stm32f411 --seq-len 256 --partitions 4 --dim 32
       mcsa fit --target x86_64 --allocator linked-list --heap-budget 65536 --seq-len 184 --partitions 16 --dim 32 --map
     """
+    check_outputs({"--png": png})
     profile, build = resolve_profile(target_name, profiles_file, seq_len=seq_len, dim=dim, heap_budget=heap_budget)
     gate = GatePacket(lambda_=lambda_, partition_count=partitions, boundary_concentration_q15=concentration)
     report = fit_step(profile, load_config(config_file), gate, seq_len, dim, build=build, heap_budget=heap_budget,

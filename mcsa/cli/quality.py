@@ -13,8 +13,8 @@ from ..attention import MincutSparseAttention
 from ..quality import masks, metrics, model, report
 from ..target import TargetPanic
 from .common import (
-    InputError, atomic_output, check_outputs, cli_target, config_option, dumps, fail_on_input_errors, jsonable,
-    limit_option, load_config, parse_gate, pyplot, read_text, target_option,
+    InputError, IntRange, ascii_int, atomic_output, check_outputs, cli_target, config_option, dumps,
+    fail_on_input_errors, jsonable, limit_option, load_config, parse_gate, pyplot, read_text, target_option,
 )
 
 TEXT_LIMIT = 1 << 26
@@ -26,7 +26,7 @@ def _int_list(ctx, param, value):
     if value is None:
         return None
     try:
-        items = tuple(int(v) for v in value.split(",") if v.strip())
+        items = tuple(ascii_int(v) for v in value.split(",") if v.strip())
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
     if not items or min(items) < 0:
@@ -47,7 +47,7 @@ def _families(ctx, param, value):
               help="Activations .npz (q, k, v: layers x heads x T x D); repeat to pool several texts.")
 @click.option("--partitions", default="2,4,8", show_default=True, callback=_int_list,
               help="Partition counts P of the reference mask.")
-@click.option("--sinks", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--sinks", type=IntRange(min=0), default=1, show_default=True,
               help="Sink keys 0..S-1 added to the reference for `reference+sinks`.")
 @click.option("--masks", "families", default=",".join(masks.FAMILIES), show_default=True, callback=_families,
               help="Masks to compare.")
@@ -124,7 +124,7 @@ def _read_tokens(path: str) -> np.ndarray:
 @click.option("--text", "text_file", type=click.Path(exists=True, dir_okay=False), help="A UTF-8 text file.")
 @click.option("--tokens", "tokens_file", type=click.Path(exists=True, dir_okay=False),
               help="Token ids as a JSON list (or an object with \"ids\").")
-@click.option("--max-tokens", type=click.IntRange(min=1, max=1 << 16), default=512, show_default=True,
+@click.option("--max-tokens", type=IntRange(min=1, max=1 << 16), default=512, show_default=True,
               help="Keep the first N tokens.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Activations .npz to write.")
 @fail_on_input_errors
@@ -137,6 +137,7 @@ def capture(model_path, text_file, tokens_file, max_tokens, output):
     """
     if (text_file is None) == (tokens_file is None):
         raise InputError("give exactly one of --text and --tokens")
+    check_outputs({"-o": output})
     text, ids = None, None
     if text_file is not None:
         text = read_text(text_file, TEXT_LIMIT)

@@ -19,8 +19,8 @@ from ..packets import shortest_f32
 from ..replay import COLUMNS, MASK_COLUMNS, SCHEMA_VERSION, Part, Replayer, Summary, part_table
 from ..traces import FIELDS, KNOWN_KEYS, TraceError
 from .common import (
-    USIZE64_MAX, InputError, atomic_output, check_outputs, config_option, dumps, fail_on_input_errors, jsonable,
-    limit_option, load_config, pyplot, resolve_profile, target_options,
+    USIZE64_MAX, InputError, IntRange, atomic_output, check_outputs, config_option, dumps, fail_on_input_errors,
+    jsonable, limit_option, load_config, pyplot, resolve_profile, target_options,
 )
 
 FAIL_ON = ("over-budget", "panic")
@@ -372,12 +372,12 @@ class _Unknown:
 @click.command()
 @click.argument("traces", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @target_options
-@click.option("--seq-len", type=click.IntRange(min=0, max=USIZE64_MAX), required=True,
+@click.option("--seq-len", type=IntRange(min=0, max=USIZE64_MAX), required=True,
               help="Sequence length of every packet (a record's own seq_len wins).")
-@click.option("--dim", type=click.IntRange(min=0, max=USIZE64_MAX), default=64, show_default=True,
+@click.option("--dim", type=IntRange(min=0, max=USIZE64_MAX), default=64, show_default=True,
               help="Head dimension for the attention heap figures.")
 @config_option
-@click.option("--heap-budget", type=click.IntRange(min=0, max=USIZE64_MAX),
+@click.option("--heap-budget", type=IntRange(min=0, max=USIZE64_MAX),
               help="Heap budget in bytes (default: the profile's).")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv", "parquet"]),
               help="Output format (default: table on a terminal, jsonl otherwise; parquet needs -o).")
@@ -389,7 +389,7 @@ class _Unknown:
 @click.option("--with-packet", is_flag=True, help="Add the packet's own fields to every record.")
 @click.option("--summary", "summary_file", type=click.Path(dir_okay=False, writable=True),
               help="Write one summary per trace here (JSONL).")
-@click.option("--workers", type=click.IntRange(min=1, max=1024),
+@click.option("--workers", type=IntRange(min=1, max=1024),
               help="Replay on a local Dask cluster of N worker processes (needs mcsa[fleet]).")
 @click.option("--scheduler", metavar="ADDRESS", help="Replay on the Dask cluster at ADDRESS (needs mcsa[fleet]).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="PNG of density, positions and heap peak over the trace.")
