@@ -307,6 +307,7 @@ def check_outputs(paths: dict) -> None:
     for option, path in paths.items():
         if path is None or path == "-":
             continue
+        path = os.fspath(path)
         if path == "":
             raise InputError(f"{option}: an empty path names no file")
         if path.endswith(("/", os.sep)) and not os.path.isdir(path):  # (a directory is the command's to judge)
