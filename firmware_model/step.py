@@ -220,11 +220,12 @@ def heap_map(report: StepReport, width: int = 64, rows: int = 16) -> list[str]:
     Raises
     ------
     ValueError
-        If the report has no placement (a panic, or an allocator without a simulator).
+        If the report has no placement (a panic, a trace over :data:`TRACE_LIMIT` events, or allocator ``none``).
     """
     if report.placement is None:
-        raise ValueError("no heap map: this step was not placed block by block "
-                         f"({report.panic or 'allocator ' + report.allocator + ' has no placement simulator'})")
+        why = (report.panic or (f"its allocator trace is over {TRACE_LIMIT:,} events" if report.trace is None
+                                and report.allocator != "none" else f"allocator {report.allocator} places no blocks"))
+        raise ValueError(f"no heap map: this step was not placed block by block ({why})")
     p, trace = report.placement, report.trace
     from .placement.events import WHAT
 

@@ -306,3 +306,14 @@ def test_running_out_of_host_memory_is_said_not_called_a_bug(monkeypatch):
     monkeypatch.setattr(inspect_cli, "_build_mask", exhausted)
     result = run("mask", "--lambda", 100, "--partitions", 3, "--seq-len", 48)
     assert result.exit_code == 2 and "not enough memory on this machine" in result.output, result.output
+
+
+def test_a_heap_map_that_cannot_be_drawn_says_why(monkeypatch):
+    from firmware_model import step
+
+    args = ["fit", "--target", "stm32f411", "--seq-len", 64, "--partitions", 2, "--dim", 1, "--map"]
+    none = run(*args, "--allocator", "none")
+    assert none.exit_code == 2 and "(allocator none places no blocks)" in none.output, none.output
+    monkeypatch.setattr(step, "TRACE_LIMIT", 10)
+    long = run(*args)
+    assert long.exit_code == 2 and "(its allocator trace is over 10 events)" in long.output, long.output
