@@ -470,3 +470,11 @@ def test_ctrl_c_during_a_fleet_replay_stops_it_quietly(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl"]
+
+
+def test_a_parquet_folder_for_several_traces_is_made_as_the_readme_shows(tmp_path):
+    out = f"{tmp_path / 'replayed' / 'night'}/"  # not there yet, and written with a trailing slash
+    result = run("replay", EXAMPLES / "trace.jsonl", EXAMPLES / "trace.bin", *ARGS, "--format", "parquet", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "replayed" / "night").iterdir()) == ["trace.bin.parquet",
+                                                                                 "trace.jsonl.parquet"]

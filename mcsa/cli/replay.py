@@ -422,7 +422,6 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
     """
     if plot:
         pyplot("--plot")  # before any work: a missing extra is a usage error
-    check_outputs({"-o": output, "--summary": summary_file, "--plot": plot})
     if traces.count("-") > 1:
         raise InputError("stdin (-) can be read only once")
     if fmt == "parquet" and output is None:
@@ -433,6 +432,7 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
         fmt = "table" if output is None and sys.stdout.isatty() else "jsonl"
     several = len(traces) > 1
     out_dir = fmt == "parquet" and (several or Path(output).is_dir())
+    check_outputs({"-o": None if out_dir else output, "--summary": summary_file, "--plot": plot})  # a DIR is made
     if out_dir:
         Path(output).mkdir(parents=True, exist_ok=True)
     header = replayer.header()
