@@ -478,3 +478,5 @@ def test_a_parquet_folder_for_several_traces_is_made_as_the_readme_shows(tmp_pat
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "replayed" / "night").iterdir()) == ["trace.bin.parquet",
                                                                                  "trace.jsonl.parquet"]
+    one = run("replay", EXAMPLES / "trace.jsonl", *ARGS, "--format", "parquet", "-o", f"{tmp_path / 'single'}/")
+    assert one.exit_code == 0 and [p.name for p in (tmp_path / "single").iterdir()] == ["trace.jsonl.parquet"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -431,7 +432,7 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
     if fmt is None:
         fmt = "table" if output is None and sys.stdout.isatty() else "jsonl"
     several = len(traces) > 1
-    out_dir = fmt == "parquet" and (several or Path(output).is_dir())
+    out_dir = fmt == "parquet" and (several or Path(output).is_dir() or output.endswith(("/", os.sep)))
     check_outputs({"-o": None if out_dir else output, "--summary": summary_file, "--plot": plot})  # a DIR is made
     if out_dir:
         Path(output).mkdir(parents=True, exist_ok=True)
