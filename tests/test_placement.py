@@ -189,7 +189,7 @@ def test_map_png(tmp_path):
     result = run("fit", "--target", "stm32f411", "--seq-len", 180, "--partitions", 8, "--dim", 32, "--png", png)
     assert result.exit_code == 1 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     none = run("fit", "--target", "x86_64", "--seq-len", 18, "--partitions", 8, "--dim", 32, "--map")
-    assert none.exit_code == 2 and "allocator none has no placement simulator" in none.output
+    assert none.exit_code == 2 and "(allocator none places no blocks)" in none.output
     one = run("fit", "--target", "stm32f103", "--seq-len", 256, "--partitions", 4, "--dim", 32, "--map")
     assert one.exit_code == 1 and "  1 hole, 2,048 B free, largest 2,048 B: 2,048 B at 8,192" in one.output
 
