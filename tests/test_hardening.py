@@ -154,6 +154,8 @@ def test_an_empty_output_path_is_refused_as_such():
     trace = __file__.replace("test_hardening.py", "../examples/trace.jsonl")
     result = run("replay", trace, *TRACE_ARGS, "-o", "")
     assert result.exit_code == 2 and "Error: -o: an empty path names no file" in result.output, result.output
+    folder = run("replay", trace, trace, "--target", "stm32f411", "--seq-len", 128, "--format", "parquet", "-o", "")
+    assert folder.exit_code == 2 and "Error: -o: an empty path names no file" in folder.output, folder.output
 
 
 def _windows(text: str) -> bytes:

@@ -425,6 +425,8 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
         pyplot("--plot")  # before any work: a missing extra is a usage error
     if traces.count("-") > 1:
         raise InputError("stdin (-) can be read only once")
+    if output == "":  # (Path("") is the current folder)
+        raise InputError("-o: an empty path names no file")
     if fmt == "parquet" and output is None:
         raise InputError("--format parquet needs -o FILE (or -o DIR for one file per trace)")
     profile, build = resolve_profile(target_name, profiles_file, seq_len=seq_len, dim=dim, heap_budget=heap_budget)
