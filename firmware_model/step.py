@@ -169,12 +169,14 @@ def fit_step(
         return report(panic="capacity overflow")
     place = simulator(allocator.name)
 
+    inputs_cost = 3 * allocator.cost(inputs, target.usize_bits, budget)
+
     def inputs_only() -> StepReport:  # q, k, v alone do not fit: the step never gets further
         trace = inputs_trace(inputs, target.usize_bits)
-        return report(peak_bytes=3 * allocator.cost(inputs, target.usize_bits, budget), trace=trace,
+        return report(peak_bytes=inputs_cost, trace=trace,
                       placement=place(trace.events, budget, target.usize_bits) if place else None)
 
-    inputs_fit = 3 * allocator.cost(inputs, target.usize_bits, budget) <= budget
+    inputs_fit = inputs_cost <= budget
     sim = mcsa.MincutSparseAttention(config, target, position_limit)
     heap = Heap(target.usize_bits, allocator, budget)
     try:

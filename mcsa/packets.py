@@ -69,7 +69,8 @@ def check_bool(value, what: str) -> bool:
     return bool(value)
 
 
-_HEX8 = re.compile(r"[0-9a-fA-F]{8}")
+F32_BITS = re.compile(r"[0-9a-fA-F]{8}")
+"""An f32 bit pattern as the golden files write it: exactly 8 hex digits."""
 
 
 def f32_from_json(value, what: str) -> np.float32:
@@ -83,7 +84,7 @@ def f32_from_json(value, what: str) -> np.float32:
         If the string is not 8 hex digits, or an integer is beyond f64 range.
     """
     if isinstance(value, str):
-        if not _HEX8.fullmatch(value):  # int(value, 16) would take "0x3dcccc", "-0000001", "3dcc_ccc", fullwidth digits
+        if not F32_BITS.fullmatch(value):  # int(value, 16) would take "0x3dcccc", "-0000001", "3dcc_ccc", fullwidth digits
             raise ValueError(f"{what} bit pattern must be 8 hex digits, got {value!r:.40}")
         return np.uint32(int(value, 16)).view(np.float32)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):

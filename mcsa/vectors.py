@@ -21,7 +21,7 @@ from .attention import MincutSparseAttention
 from .fnv import fnv1a64
 from .mask import DEFAULT_POSITION_LIMIT, MaskStats, SparseMask
 from . import jsonio
-from .packets import GatePacket, SparsityConfig, check_uint, f32_from_json
+from .packets import F32_BITS, GatePacket, SparsityConfig, check_uint, f32_from_json
 from .target import Target, TargetPanic
 
 KINDS = ("density", "masks", "full", "scalar", "attention")
@@ -290,8 +290,7 @@ def ulps(want, have) -> int | None:
     """The ULP distance between two f32 bit-pattern strings (an integer), or None
     if either is not one."""
     def bits(text):
-        return int(text, 16) if isinstance(text, str) and len(text) == 8 and all(
-            c in "0123456789abcdefABCDEF" for c in text) else None
+        return int(text, 16) if isinstance(text, str) and F32_BITS.fullmatch(text) else None
 
     a, b = bits(want), bits(have)
     return None if a is None or b is None else int(abs(f32_line(a) - f32_line(b)))
