@@ -132,10 +132,6 @@ class Summary:
     first_over_budget: int | None = None
     panic_messages: dict = field(default_factory=dict)
 
-    def add(self, index: int, mask: dict) -> None:
-        """Count packet ``index`` whose mask fields are ``mask``."""
-        self.add_keys(index, [mask], np.ones(1, np.int64), np.zeros(1, np.int64))
-
     def add_part(self, part: Part, offset: int) -> None:
         """Count the records of ``part``, the first of which is packet ``offset``."""
         self.bad += len(part.bad)
