@@ -319,6 +319,15 @@ def check_outputs(paths: dict) -> None:
             raise InputError(f"{option} {path}: the folder {folder} is not writable")
 
 
+def save_png(plt, fig, path: str) -> None:
+    """Write ``fig`` as a PNG through :func:`atomic_output` and close it."""
+    try:
+        with atomic_output(path, "wb") as out:
+            fig.savefig(out, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+
+
 def pyplot(option: str):
     """matplotlib.pyplot on the Agg backend, or an InputError naming the option and the extra."""
     try:

@@ -16,7 +16,8 @@ from ..target import PRESETS, TargetPanic
 from ..vectors import differences, expected_for, f32_line, kind_of, read_cases, simulate
 from .common import (
     MAX_DIM, USIZE64_MAX, InputError, IntRange, atomic_output, check_outputs, cli_target, config_option, dumps,
-    fail_on_input_errors, limit_option, load_config, parse_gate, profiles_option, pyplot, table, target_option,
+    fail_on_input_errors, limit_option, load_config, parse_gate, profiles_option, pyplot, save_png, table,
+    target_option,
 )
 
 ASCII_LIMIT = 96
@@ -113,9 +114,7 @@ def mask(lambda_, partitions, seq_len, concentration, target_name, profiles_file
     if png:
         fig = mask_figure(plt, m.positions, seq_len,
                           f"λ={lambda_}, {partitions} partitions, {seq_len} tokens: {m.num_positions:,} positions")
-        with atomic_output(png, "wb") as out:
-            fig.savefig(out, format="png", dpi=100)
-        plt.close(fig)
+        save_png(plt, fig, png)
         click.echo(f"wrote {png}")
 
 

@@ -12,8 +12,8 @@ from firmware_model.step import StepReport, capacity_table, fit_step, heap_map
 
 from ..packets import GatePacket
 from .common import (
-    USIZE64_MAX, IntRange, ascii_int, atomic_output, check_outputs, config_option, fail_on_input_errors, limit_option,
-    load_config, pyplot, resolve_profile, target_options,
+    USIZE64_MAX, IntRange, ascii_int, check_outputs, config_option, fail_on_input_errors, limit_option, load_config,
+    pyplot, resolve_profile, save_png, target_options,
 )
 
 
@@ -134,9 +134,7 @@ def _map_png(report: StepReport, path: str) -> None:
                  fontsize=8)
     ax.legend(fontsize=6, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.6))
     fig.tight_layout()
-    with atomic_output(path, "wb") as out:
-        fig.savefig(out, format="png", dpi=100)
-    plt.close(fig)
+    save_png(plt, fig, path)
 
 
 @click.command()

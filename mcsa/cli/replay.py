@@ -21,7 +21,7 @@ from ..replay import COLUMNS, MASK_COLUMNS, SCHEMA_VERSION, Part, Replayer, Summ
 from ..traces import FIELDS, KNOWN_KEYS, TraceError
 from .common import (
     USIZE64_MAX, InputError, IntRange, atomic_output, check_outputs, config_option, dumps, fail_on_input_errors,
-    jsonable, limit_option, load_config, pyplot, resolve_profile, target_options,
+    jsonable, limit_option, load_config, pyplot, resolve_profile, save_png, target_options,
 )
 
 FAIL_ON = ("over-budget", "panic")
@@ -109,11 +109,10 @@ class _Writer:
         self._densities: dict = {}
         self._pool = ThreadPoolExecutor(1)
         self._pending = None
-        columns = (("source",) if source else ()) + COLUMNS + (FIELDS if with_packet else ())
         if fmt == "jsonl":
             out.write(dumps(header) + "\n")
         elif fmt == "csv":
-            out.write(",".join(columns) + "\n")
+            out.write(",".join(header["columns"]) + "\n")
         else:
             out.write(("source " if source else "") + " ".join(f"{name:>{width}}" for name, width in TABLE)
                       + (" " + " ".join(FIELDS) if with_packet else "") + "\n")
@@ -284,9 +283,7 @@ def _plot(path: str, series: dict, budget: int) -> None:
     axes[2].legend(loc="upper right")
     axes[2].set_xlabel("packet")
     fig.tight_layout()
-    with atomic_output(path, "wb") as out:
-        fig.savefig(out, format="png", dpi=100)
-    plt.close(fig)
+    save_png(plt, fig, path)
 
 
 def _plot_points(part: Part, offset: int, into: dict) -> None:
