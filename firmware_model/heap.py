@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 import mcsa
-from mcsa._jit import jit
-from mcsa.mask import (DEFAULT_POSITION_LIMIT, POSITION_BYTES, MaskPlan, check_limit, distinct_codes,
+from mcsa.core._jit import jit
+from mcsa.core.mask import (DEFAULT_POSITION_LIMIT, POSITION_BYTES, MaskPlan, check_limit, distinct_codes,
                        ordered_positions)
 
 from .allocators import ALLOCATORS, Allocator
@@ -495,7 +495,7 @@ def btree_node_counts(n_ascending, prefix, lo, codes) -> tuple[int, int]:
 
 def _full_mask(heap: Heap, seq_len: int) -> None:
     target = mcsa.Target(heap.usize_bits)
-    mcsa.mask.full_count(seq_len, target)
+    mcsa.core.mask.full_count(seq_len, target)
     heap.alloc(target.mul(seq_len, seq_len) * POSITION_BYTES, "positions Vec::with_capacity(seq_len * seq_len)")
     heap.alloc(2, "partition_boundaries vec![0]")
 
@@ -718,7 +718,7 @@ def sparse_attention_usage(
 def query_runs(sim: mcsa.MincutSparseAttention, plan: MaskPlan) -> tuple[np.ndarray, np.ndarray]:
     """(query, key count) runs of the mask ``build_mask`` gives for ``plan``, in
     mask order, without building it where no index wraps."""
-    if not plan.sparse and plan.seq_len <= mcsa.mask.U16_END:
+    if not plan.sparse and plan.seq_len <= mcsa.core.mask.U16_END:
         rows = np.arange(plan.seq_len, dtype=np.int64)
         return rows, rows + 1
     if plan.sparse and plan.ordered:

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 import mcsa
-from mcsa import jsonio
+from mcsa.core import jsonio
 
 from .allocators import Allocator, allocator_named
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import mcsa
-from mcsa.mask import DEFAULT_POSITION_LIMIT
+from mcsa.core.mask import DEFAULT_POSITION_LIMIT
 
 from .allocators import Allocator
 from .heap import Crossing, Heap, _build_mask, _sparse_attention, query_runs

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from mcsa import Adaptive, GatePacket, Linear, SparsityConfig, Target, Threshold
-from mcsa.target import NAN_RULES
+from mcsa.core.target import NAN_RULES
 
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFF_FFFF)

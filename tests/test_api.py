@@ -250,8 +250,8 @@ def test_nan_rules_are_a_documented_target_field():
     assert Target.named("thumbv7em-release").nan.name == "arm-vfp"
     assert {Target.named(f"{a}-release").nan.name for a in ("thumbv6m", "thumbv7m", "riscv32imc")} == {"soft-float"}
     assert Target.named("xtensa-debug").nan.name == "xtensa-fpu"
-    assert all("measured" in r.source or "read, not measured" in r.source for r in mcsa.target.NAN_RULES.values())
-    own = mcsa.target.NanRules("mine", 0x7FC0_0001, propagate=False)
+    assert all("measured" in r.source or "read, not measured" in r.source for r in mcsa.core.target.NAN_RULES.values())
+    own = mcsa.core.target.NanRules("mine", 0x7FC0_0001, propagate=False)
     sim = MincutSparseAttention(SparsityConfig(lambda_based_density=Linear("7fa12345", "3f000000")),
                                 Target(32, nan=own))
     assert sim.calculate_density(GatePacket(lambda_=100)).view(np.uint32) == 0x7FC0_0001

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from mcsa.cli import main
 from mcsa.cli.common import dumps
-from mcsa.traces import BINARY_DTYPE
+from mcsa.app.traces import BINARY_DTYPE
 
 from .conftest import GOLDEN
 
@@ -58,7 +58,7 @@ def test_replay_record_fields_match_the_library():
     assert first["build_mask_peak_bytes"] == build_mask_usage(sim.config, gate, 128, 32).peak_bytes
     assert first["partitions"] == 4 and first["boundary_tokens"] == 4 and first["panic"] is None
     from firmware_model.profiles import profile_named
-    from mcsa.replay import Replayer
+    from mcsa.app.replay import Replayer
 
     api = Replayer(profile_named("stm32f411"), "release", sim.config, 128, 32).record(0, gate, t=0.0)
     assert json.loads(dumps(api)) == first

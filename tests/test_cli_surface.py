@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 import mcsa
 from firmware_model.profiles import load_profiles, resolve_target
-from mcsa import jsonio
+from mcsa.core import jsonio
 from mcsa.cli import main
 from mcsa.cli.common import atomic_output, load_config, resolve_profile
 
@@ -475,7 +475,7 @@ def test_endless_inputs_are_bounded(tmp_path):
     refused(run("mask", "--lambda", 1, "--partitions", 2, "--seq-len", 8, "--config", "/dev/zero"),
             "/dev/zero: larger than 1,048,576 bytes")
     refused(run("targets", "--profiles", "/dev/zero"), "/dev/zero: larger than 1,048,576 bytes")
-    from mcsa import vectors
+    from mcsa.app import verify as vectors
 
     path = tmp_path / "density-long.jsonl"
     path.write_bytes(b" " * 100 + b"\n")

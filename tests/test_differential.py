@@ -2,10 +2,10 @@
 there): every issue-10 class, every build the oracle ran, the same bits or panic.
 
 These cases extend the golden format (q, k and v of independent lengths
-``q_len``/``k_len``/``v_len``), so they are read here rather than by mcsa.vectors.
+``q_len``/``k_len``/``v_len``), so they are read here rather than by mcsa.app.verify.
 A build with no result, or one marked ``harness_error``, was not asked (a seq_len
 beyond its usize, or a call the oracle predicted would not finish): nothing to compare.
-``full`` and ``scalar`` cases go through :func:`mcsa.vectors.simulate` (heap figures
+``full`` and ``scalar`` cases go through :func:`mcsa.app.verify.simulate` (heap figures
 included); elsewhere the heap figures are the heap model's tests' business.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mcsa import GatePacket, MincutSparseAttention, SparsityConfig, Target, TargetPanic
-from mcsa.vectors import differences, f32_hex, hash_hex, kind_of, qkv_from_spec, simulate
+from mcsa.app.verify import differences, f32_hex, hash_hex, kind_of, qkv_from_spec, simulate
 
 from .conftest import BUILDS, GOLDEN
 

@@ -3,7 +3,7 @@
 import pytest
 
 from mcsa import Target
-from mcsa.vectors import differences, expected_for, read_cases, simulate
+from mcsa.app.verify import differences, expected_for, read_cases, simulate
 
 from .conftest import BUILDS, GOLDEN
 

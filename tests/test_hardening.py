@@ -232,8 +232,8 @@ def test_a_step_that_panics_after_its_mask_is_a_panic_in_the_record():
 
 def test_replayer_refuses_a_heap_budget_beyond_the_targets_isize():
     from firmware_model.profiles import profile_named
-    from mcsa.packets import SparsityConfig
-    from mcsa.replay import Replayer
+    from mcsa.core.packets import SparsityConfig
+    from mcsa.app.replay import Replayer
 
     with pytest.raises(ValueError, match="heap_budget"):
         Replayer(profile_named("stm32f411"), "release", SparsityConfig(), 128, 32, heap_budget=2**40)

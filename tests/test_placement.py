@@ -16,7 +16,7 @@ from firmware_model.placement import ALLOC, DEALLOC, EVENT_DTYPE, REALLOC, linke
 from firmware_model.placement import events as ev
 from firmware_model.profiles import profile_named
 from mcsa.cli import main
-from mcsa.vectors import expected_for, read_cases
+from mcsa.app.verify import expected_for, read_cases
 
 from .conftest import GOLDEN
 from .strategies import configs, gates

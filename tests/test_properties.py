@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mcsa import GatePacket, MaskTooLarge, MincutSparseAttention, SparseMask, SparsityConfig, TargetPanic
-from mcsa.mask import distinct_codes, distinct_positions, ordered_positions
+from mcsa.core.mask import distinct_codes, distinct_positions, ordered_positions
 
 from . import naive
 from .strategies import configs, f32_values, gates, targets, usize

@@ -1,4 +1,4 @@
-"""mcsa.quality and `mcsa quality` on a fixture of real SmolLM2 activations,
+"""mcsa.app.quality and `mcsa quality` on a fixture of real SmolLM2 activations,
 checked against a plain per-row Python computation of the same definitions."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from mcsa import GatePacket, MincutSparseAttention
 from mcsa.cli import main
-from mcsa.quality import masks as mk
-from mcsa.quality import metrics
+from mcsa.app.quality import masks as mk
+from mcsa.app.quality import metrics
 
 DATA = Path(__file__).parent / "data" / "quality"
 FIXTURE = DATA / "declaration_l3_l20_h012_t128.npz"
@@ -67,7 +67,7 @@ def causal_pairs_in_order(t, key):
 
 
 def plain_keys(family, t, positions, sinks, probs_of_head):
-    """Row -> keys for each family, built from plain sorts (no code shared with mcsa.quality)."""
+    """Row -> keys for each family, built from plain sorts (no code shared with mcsa.app.quality)."""
     ref_rows = {i: [] for i in range(t)}
     for i, j in positions:
         ref_rows[int(i)].append(int(j))

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from mcsa.cli import main
-from mcsa.quality import metrics, model
+from mcsa.app.quality import metrics, model
 
 pytestmark = pytest.mark.model
 

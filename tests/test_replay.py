@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from mcsa import MincutSparseAttention
 from mcsa.cli import main
 from mcsa.cli.common import resolve_profile
-from mcsa.mask import raw_positions
-from mcsa.packets import GatePacket, SparsityConfig
-from mcsa.replay import Replayer, replay_table
-from mcsa.traces import BINARY_DTYPE, FIELDS, TraceReader, byte_ranges
+from mcsa.core.mask import raw_positions
+from mcsa.core.packets import GatePacket, SparsityConfig
+from mcsa.app.replay import Replayer, replay_table
+from mcsa.app.traces import BINARY_DTYPE, FIELDS, TraceReader, byte_ranges
 
 from .conftest import GOLDEN
 
@@ -124,8 +124,8 @@ def test_parquet_metadata_and_row_groups(tmp_path):
     assert run("replay", EXAMPLES / "trace.bin", *ARGS, "--format", "parquet", "-o", out).exit_code == 0
     meta = pq.ParquetFile(out).metadata
     kv = meta.metadata
-    assert kv[b"schema_version"] == b"1" and json.loads(kv[b"mcsa.replay.header"])["profile"] == "stm32f411"
-    assert json.loads(kv[b"mcsa.replay.summary"])["packets"] == 400 and meta.num_row_groups == 1
+    assert kv[b"schema_version"] == b"1" and json.loads(kv[b"mcsa.app.replay.header"])["profile"] == "stm32f411"
+    assert json.loads(kv[b"mcsa.app.replay.summary"])["packets"] == 400 and meta.num_row_groups == 1
     assert "needs -o" in run("replay", EXAMPLES / "trace.bin", *ARGS, "--format", "parquet").stderr
 
 
@@ -265,7 +265,7 @@ def test_a_debug_panic_is_a_verdict_in_the_record(tmp_path):
 
 
 def test_the_cache_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr("mcsa.replay.CACHE_KEYS", 8)
+    monkeypatch.setattr("mcsa.app.replay.CACHE_KEYS", 8)
     r = replayer()
     path = tmp_path / "t.jsonl"
     path.write_text("".join("{%s,\"seq_len\":%d}\n" % (PACKET, 16 + i) for i in range(50)))
@@ -299,7 +299,7 @@ def test_insertion_count_in_python_integers_matches_the_kernel(seq_len, parts, i
 
 
 def test_read_trace_yields_records_and_errors_in_file_order(tmp_path):
-    from mcsa.traces import Record, TraceError, read_trace
+    from mcsa.app.traces import Record, TraceError, read_trace
 
     path = tmp_path / "t.jsonl"
     path.write_text("{%s,\"seq_len\":64}\n{oops\n{%s,\"t\":1.5}\n" % (PACKET, PACKET))
@@ -366,7 +366,7 @@ def json_line(draw):
 def test_the_fast_json_decoders_agree_with_the_strict_path(lines):
     """Whatever the batch decoders (msgspec typed, then orjson) take, the strict
     one-record path takes too, with the same values (``t`` keeps int or float)."""
-    from mcsa import traces
+    from mcsa.app import traces
 
     fast = traces._fast_json(lines, b"".join(lines), set())
     strict = []
@@ -388,7 +388,7 @@ def test_the_fast_json_decoders_agree_with_the_strict_path(lines):
 @pytest.mark.parametrize("extra", ['"t": 18446744073709551616', '"t": 1%s' % ("0" * 40), '"device": 1%s' % ("0" * 40)])
 def test_a_long_integer_beside_another_key_takes_the_strict_path(extra):
     """orjson reads an int beyond 64 bits as a float: such a batch is the strict path's."""
-    from mcsa import traces
+    from mcsa.app import traces
 
     lines = [b'{%s, %s, "dev": 0}\n' % (PACKET.encode(), extra.encode())]
     assert traces._fast_json(lines, lines[0], set()) is None
@@ -396,7 +396,7 @@ def test_a_long_integer_beside_another_key_takes_the_strict_path(extra):
 
 def test_plain_records_take_the_typed_decoder(monkeypatch):
     """A batch of the known keys alone never reaches orjson (the speed of JSONL replay)."""
-    from mcsa import traces
+    from mcsa.app import traces
 
     monkeypatch.setattr(traces, "_any_json", None)
     lines = [b'{%s, "t": %s}\n' % (PACKET.encode(), t) for t in (b"0", b"0.5", b"-0.0")]

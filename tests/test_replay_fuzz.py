@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcsa.cli import main
-from mcsa.traces import BINARY_DTYPE, FIELDS
+from mcsa.app.traces import BINARY_DTYPE, FIELDS
 
 ARGS = ["--target", "stm32f411", "--seq-len", "128", "--dim", "16", "--format", "jsonl"]
 ROWS = [{"lambda": 20 + 40 * i, "lambda_prev": 100, "boundary_edges": i, "boundary_concentration_q15": 900 * i,

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_core import machine  # noqa: E402
 
 from mcsa.cli.common import pyplot  # noqa: E402
-from mcsa.quality import metrics, model, report  # noqa: E402
+from mcsa.app.quality import metrics, model, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BANDS = ((0, 10), (10, 20), (20, 30))

@@ -40,8 +40,8 @@ from bench_core import machine, median_time  # noqa: E402
 from make_traces import controller  # noqa: E402
 
 from mcsa.cli import main as mcsa_main  # noqa: E402
-from mcsa.replay import COLUMNS  # noqa: E402
-from mcsa.traces import BINARY_DTYPE, FIELDS  # noqa: E402
+from mcsa.app.replay import COLUMNS  # noqa: E402
+from mcsa.app.traces import BINARY_DTYPE, FIELDS  # noqa: E402
 
 ARGS = ["--target", "stm32f411", "--seq-len", "128", "--dim", "32"]
 

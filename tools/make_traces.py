@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcsa.traces import BINARY_DTYPE, FIELDS
+from mcsa.app.traces import BINARY_DTYPE, FIELDS
 
 
 def controller(packets: int, seed: int) -> list[dict]:

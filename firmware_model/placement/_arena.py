@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcsa._jit import jit
+from mcsa.core._jit import jit
 
 from . import EVENT_DTYPE, REALLOC, Placement
 

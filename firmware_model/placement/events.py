@@ -30,8 +30,8 @@ from numba import types
 from numba.typed import Dict
 
 import mcsa
-from mcsa._jit import jit
-from mcsa.mask import DEFAULT_POSITION_LIMIT, POSITION_BYTES, MaskPlan
+from mcsa.core._jit import jit
+from mcsa.core.mask import DEFAULT_POSITION_LIMIT, POSITION_BYTES, MaskPlan
 
 from .. import heap
 from . import ALLOC, DEALLOC, EVENT_DTYPE, REALLOC
@@ -173,7 +173,7 @@ def _node_rows(nodes, op, first, leaf, internal, ptr):
 
 def _full_mask(b: _Builder, seq_len: int) -> None:
     target = mcsa.Target(b.usize_bits)
-    mcsa.mask.full_count(seq_len, target)
+    mcsa.core.mask.full_count(seq_len, target)
     b.alloc(target.mul(seq_len, seq_len) * POSITION_BYTES, 2, POSITIONS)
     b.alloc(2, 2, BOUNDARIES)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcsa._jit import jit
+from mcsa.core._jit import jit
 
 from . import Placement
 from ._arena import ARENA_ALIGN, block_bytes, finish, trace_arrays

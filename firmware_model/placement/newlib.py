@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcsa._jit import jit
+from mcsa.core._jit import jit
 
 from . import Placement
 from ._arena import _ix, _list_holes, _live_sizes, _crowded, _grown, _table, block_bytes, finish, trace_arrays

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcsa._jit import jit
+from mcsa.core._jit import jit
 
 from ._arena import ARENA_ALIGN, _ix, _live_sizes, _log2, _crowded, _grown, _table, block_bytes, finish, trace_arrays
 

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from ..target import TargetPanic
+from mcsa.core.target import TargetPanic
 from .inspect import attention, mask, targets, verify
 from .plan import fit, plan
 from .quality import quality

@@ -22,9 +22,9 @@ import numpy as np
 
 from firmware_model.profiles import load_profiles, resolve_target
 
-from .. import jsonio
-from ..mask import DEFAULT_POSITION_LIMIT, MAX_HOST_POSITIONS
-from ..packets import GatePacket, SparsityConfig, f32_to_json
+from mcsa.core import jsonio
+from mcsa.core.mask import DEFAULT_POSITION_LIMIT, MAX_HOST_POSITIONS
+from mcsa.core.packets import GatePacket, SparsityConfig, f32_to_json
 
 MAX_DIM = 1 << 16
 """Upper bound of --dim (any real head is far smaller)."""
@@ -110,7 +110,7 @@ def read_text(path: str, limit: int = 1 << 20) -> str:
 def load_config(path: str | None) -> SparsityConfig:
     """A SparsityConfig from a JSON or TOML file: the fields it gives over Rust's
     ``Default`` (a partial config is fine), or the defaults. JSON is read strictly
-    (:func:`mcsa.jsonio.loads`); an unknown key is ignored with a note on stderr.
+    (:func:`mcsa.core.jsonio.loads`); an unknown key is ignored with a note on stderr.
 
     Raises
     ------

@@ -10,10 +10,10 @@ import numpy as np
 from firmware_model.heap import check_insertions
 from firmware_model.profiles import load_profiles, resolve_target
 
-from ..attention import MincutSparseAttention
-from ..packets import GatePacket
-from ..target import PRESETS, TargetPanic
-from ..vectors import differences, expected_for, f32_line, kind_of, read_cases, simulate
+from mcsa.core.attention import MincutSparseAttention
+from mcsa.core.packets import GatePacket
+from mcsa.core.target import PRESETS, TargetPanic
+from mcsa.app.verify import differences, expected_for, f32_line, kind_of, read_cases, simulate
 from .common import (
     MAX_DIM, USIZE64_MAX, InputError, IntRange, atomic_output, check_outputs, cli_target, config_option, dumps,
     fail_on_input_errors, limit_option, load_config, parse_gate, profiles_option, pyplot, save_png, table,

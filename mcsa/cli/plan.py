@@ -10,7 +10,7 @@ from firmware_model.allocators import ALLOCATORS, allocator_named
 from firmware_model.placement.events import WHAT
 from firmware_model.step import StepReport, capacity_table, fit_step, heap_map
 
-from ..packets import GatePacket
+from mcsa.core.packets import GatePacket
 from .common import (
     USIZE64_MAX, IntRange, ascii_int, check_outputs, config_option, fail_on_input_errors, limit_option, load_config,
     pyplot, resolve_profile, save_png, target_options,

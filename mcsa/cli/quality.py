@@ -8,10 +8,10 @@ import json
 import click
 import numpy as np
 
-from .. import jsonio
-from ..attention import MincutSparseAttention
-from ..quality import masks, metrics, model, report
-from ..target import TargetPanic
+from mcsa.core import jsonio
+from mcsa.core.attention import MincutSparseAttention
+from mcsa.app.quality import masks, metrics, model, report
+from mcsa.core.target import TargetPanic
 from .common import (
     InputError, IntRange, ascii_int, atomic_output, check_outputs, cli_target, config_option, dumps,
     fail_on_input_errors, jsonable, limit_option, load_config, parse_gate, pyplot, read_text, target_option,

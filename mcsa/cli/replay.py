@@ -14,11 +14,11 @@ import click
 import numpy as np
 import orjson
 
-from .. import jsonio
-from ..fleet import Fleet
-from ..packets import shortest_f32
-from ..replay import COLUMNS, MASK_COLUMNS, SCHEMA_VERSION, Part, Replayer, Summary, part_table
-from ..traces import FIELDS, KNOWN_KEYS, TraceError
+from mcsa.core import jsonio
+from mcsa.app.fleet import Fleet
+from mcsa.core.packets import shortest_f32
+from mcsa.app.replay import COLUMNS, MASK_COLUMNS, SCHEMA_VERSION, Part, Replayer, Summary, part_table
+from mcsa.app.traces import FIELDS, KNOWN_KEYS, TraceError
 from .common import (
     USIZE64_MAX, InputError, IntRange, atomic_output, check_outputs, config_option, dumps, fail_on_input_errors,
     jsonable, limit_option, load_config, pyplot, resolve_profile, save_png, target_options,
@@ -224,7 +224,7 @@ class _ParquetWriter:
     def _open(self, table):
         import pyarrow.parquet as pq
 
-        metadata = {"schema_version": str(SCHEMA_VERSION), "mcsa.replay.header": dumps(self.header)}
+        metadata = {"schema_version": str(SCHEMA_VERSION), "mcsa.app.replay.header": dumps(self.header)}
         self.writer = pq.ParquetWriter(self.out, table.schema.with_metadata(metadata))
 
     def write(self, part: Part, offset: int) -> None:
@@ -236,7 +236,7 @@ class _ParquetWriter:
     def finish(self, summary: dict, source: str | None) -> None:
         if self.writer is None:
             self._open(part_table(Part.empty(""), 0, self.source, self.with_packet))
-        self.writer.add_key_value_metadata({"mcsa.replay.summary": dumps(summary)})
+        self.writer.add_key_value_metadata({"mcsa.app.replay.summary": dumps(summary)})
         self.close()
 
     def close(self) -> None:

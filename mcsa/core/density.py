@@ -32,7 +32,7 @@ _SIGN, _ABS, _QUIET, _INF = np.uint32(0x8000_0000), np.uint32(0x7FFF_FFFF), np.u
 @jit
 def _nan_of(a, b, second, negate_b, rules):
     """The NaN ``a op b`` returns on the target when its result is NaN; ``rules``
-    is :attr:`mcsa.target.NanRules.code`, ``second`` the rule's operand choice."""
+    is :attr:`mcsa.core.target.NanRules.code`, ``second`` the rule's operand choice."""
     abits, bbits = f32_bits(a), f32_bits(b)
     a_nan, b_nan = (abits & _ABS) > _INF, (bbits & _ABS) > _INF
     if rules[1] == 0 or not (a_nan or b_nan):

@@ -36,8 +36,8 @@ import msgspec
 import numpy as np
 import orjson
 
-from . import jsonio
-from .packets import GatePacket, check_uint
+from mcsa.core import jsonio
+from mcsa.core.packets import GatePacket, check_uint
 
 FIELDS = ("lambda", "lambda_prev", "boundary_edges", "boundary_concentration_q15", "partition_count", "flags")
 KNOWN_KEYS = FIELDS + ("seq_len", "t")

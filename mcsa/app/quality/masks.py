@@ -11,8 +11,8 @@ import enum
 
 import numpy as np
 
-from ..attention import MincutSparseAttention
-from ..packets import GatePacket
+from mcsa.core.attention import MincutSparseAttention
+from mcsa.core.packets import GatePacket
 
 A_SHAPE_SINKS = 4
 """Sink columns of the A-shape baseline (StreamingLLM / MInference)."""

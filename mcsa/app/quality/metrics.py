@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..attention import MincutSparseAttention
-from ..mask import POSITION_BYTES
-from ..packets import GatePacket
+from mcsa.core.attention import MincutSparseAttention
+from mcsa.core.mask import POSITION_BYTES
+from mcsa.core.packets import GatePacket
 from . import masks as mk
 
 DEFAULT_GATE = GatePacket(lambda_=200, lambda_prev=200)

@@ -1,7 +1,7 @@
 """Many traces, in one process or on a Dask cluster, with identical results.
 
 A trace too large for one task is cut into byte ranges on record boundaries
-(:func:`mcsa.traces.byte_ranges`); each piece is replayed where it lands and
+(:func:`mcsa.app.traces.byte_ranges`); each piece is replayed where it lands and
 its parts come back in order, so the records, indices and summaries are those
 of a serial replay whatever the number of workers.
 """

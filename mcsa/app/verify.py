@@ -17,12 +17,12 @@ from typing import Iterator
 
 import numpy as np
 
-from .attention import MincutSparseAttention
-from .fnv import fnv1a64
-from .mask import DEFAULT_POSITION_LIMIT, MaskStats, SparseMask
-from . import jsonio
-from .packets import F32_BITS, GatePacket, SparsityConfig, check_uint, f32_from_json
-from .target import Target, TargetPanic
+from mcsa.core.attention import MincutSparseAttention
+from mcsa.core.fnv import fnv1a64
+from mcsa.core.mask import DEFAULT_POSITION_LIMIT, MaskStats, SparseMask
+from mcsa.core import jsonio
+from mcsa.core.packets import F32_BITS, GatePacket, SparsityConfig, check_uint, f32_from_json
+from mcsa.core.target import Target, TargetPanic
 
 KINDS = ("density", "masks", "full", "scalar", "attention")
 OUTPUT_LIST_LIMIT = 8192
@@ -55,7 +55,7 @@ def kind_of(path: str | Path) -> str:
 
 def read_cases(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, case)`` from a JSON Lines file, gzip or plain; JSON
-    is read strictly (:func:`mcsa.jsonio.loads`).
+    is read strictly (:func:`mcsa.core.jsonio.loads`).
 
     Raises
     ------

@@ -1,7 +1,7 @@
 """Replay traces of gate packets against a target profile: records per packet and a summary per trace.
 
 The engine is columnar. A trace is read in batches of NumPy columns
-(:class:`mcsa.traces.TraceReader`); ``calculate_density`` runs over a whole
+(:class:`mcsa.app.traces.TraceReader`); ``calculate_density`` runs over a whole
 batch in one jitted call; everything else a record holds depends only on
 ``seq_len`` and, on the sparse path, the partition count: it is computed once
 per such key (kept in a bounded LRU cache) and spread to the packets with
@@ -28,12 +28,12 @@ from firmware_model.heap import build_mask_usage, check_insertions, planned_atte
 from firmware_model.profiles import Profile, profile_named
 from firmware_model.step import fit_step
 
-from ._jit import jit
-from .attention import MincutSparseAttention
-from .density import density_kernel, schedule_args
-from .mask import DEFAULT_POSITION_LIMIT, U16_END
-from .packets import GatePacket, SparsityConfig, check_uint
-from .target import TargetPanic
+from mcsa.core._jit import jit
+from mcsa.core.attention import MincutSparseAttention
+from mcsa.core.density import density_kernel, schedule_args
+from mcsa.core.mask import DEFAULT_POSITION_LIMIT, U16_END
+from mcsa.core.packets import GatePacket, SparsityConfig, check_uint
+from mcsa.core.target import TargetPanic
 from .traces import BINARY_DTYPE, FIELDS, Batch, TraceError, TraceReader
 
 SCHEMA_VERSION = 1
@@ -85,7 +85,7 @@ class Part:
     masks : list of dict
         The shared fields (:data:`MASK_COLUMNS`) of each distinct key; read-only.
     packets : numpy.ndarray
-        The packets (:data:`mcsa.traces.BINARY_DTYPE`).
+        The packets (:data:`mcsa.app.traces.BINARY_DTYPE`).
     bad : list
         ``(position, message)`` of the records skipped.
     done : int

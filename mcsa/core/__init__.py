@@ -1,0 +1,1 @@
+"""The simulator: targets, expf, packets, masks, density and attention, bit for bit."""
