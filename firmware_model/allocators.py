@@ -46,6 +46,8 @@ class Allocator:
     post: tuple[int, int]
     size_classes: bool
     source: str
+    min_heap: tuple[int, int] = (0, 0)
+    """Smallest heap the allocator can set up (0: any, even one that holds no block)."""
 
     def params(self, usize_bits: int, heap_size: int | None = None) -> tuple[int, int, int, int, int]:
         """``(pre, min_block, align, sl_log2, post)`` of :func:`block_bytes` for a pointer
@@ -92,7 +94,9 @@ ALLOCATORS: dict[str, Allocator] = {
         Allocator(
             "freertos-heap4", (8, 16), (0, 0), (8, 8), (0, 0), False,
             "FreeRTOS portable/MemMang/heap_4.c: xHeapStructSize = sizeof(BlockLink_t) (pointer + size_t) "
-            "rounded to portBYTE_ALIGNMENT (8) is added to each request, the sum rounded up to 8",
+            "rounded to portBYTE_ALIGNMENT (8) is added to each request, the sum rounded up to 8; prvHeapInit "
+            "needs room for its end marker and one 8-byte block",
+            min_heap=(16, 24),
         ),
         Allocator(
             "esp-idf", (0, 0), (12, 24), (4, 8), (4, 8), True,

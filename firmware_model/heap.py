@@ -30,6 +30,8 @@ from mcsa.core._jit import jit
 from mcsa.core.mask import (DEFAULT_POSITION_LIMIT, POSITION_BYTES, MaskPlan, check_limit, distinct_codes,
                        ordered_positions)
 
+from mcsa.core.rustvec import grown_capacity, min_non_zero_cap
+
 from .allocators import ALLOCATORS, Allocator
 from .placement._arena import block_bytes
 
@@ -61,11 +63,6 @@ def node_bytes(usize_bits: int) -> tuple[int, int]:
     ptr = usize_bits // 8
     leaf = -(-(ptr + 2 + 2 + CAPACITY * POSITION_BYTES) // ptr) * ptr
     return leaf, leaf + (CAPACITY + 1) * ptr
-
-
-def min_non_zero_cap(elem_size: int) -> int:
-    """``RawVec::MIN_NON_ZERO_CAP``."""
-    return 8 if elem_size == 1 else 4 if elem_size <= 1024 else 1
 
 
 @dataclass(frozen=True)
@@ -131,7 +128,7 @@ class Heap:
         """``Vec::new()`` then ``count`` pushes (allocate new, copy, free old); the final capacity."""
         cap = 0
         while cap < count:
-            new_cap = max(cap * 2, cap + 1, min_non_zero_cap(elem_size))
+            new_cap = grown_capacity(cap, elem_size)
             self.alloc(new_cap * elem_size, label)
             self.free(cap * elem_size)
             cap = new_cap
@@ -624,7 +621,7 @@ def _attention_heap(queries, runs, seq_len, pre, min_block, align, sl_log2, post
         q = queries[r]
         target = lengths[q] + runs[r]
         while caps[q] < target:
-            new_cap = max(caps[q] * 2, caps[q] + 1, 4)
+            new_cap = grown_capacity(caps[q], 2)
             before = live
             live += block_bytes(new_cap * 2, pre, min_block, align, sl_log2, post)
             blocks += 1

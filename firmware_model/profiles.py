@@ -10,10 +10,13 @@ from pathlib import Path
 
 import mcsa
 from mcsa.core import jsonio
+from mcsa.core.checks import check_int
 
 from .allocators import Allocator, allocator_named
 
 FPUS = ("none", "single", "double")
+HEAP_LIMIT = (1 << 48) - 1
+"""Largest heap modelled on a 64-bit target (the placement simulators' address range)."""
 PROFILES_LIMIT = 1 << 20
 """Largest profiles file read, in bytes."""
 
@@ -68,8 +71,7 @@ def _profile(name: str, row: dict, origin: str) -> Profile:
         if not isinstance(row[key], str):
             raise ValueError(f"{where} {key} must be a string, got {row[key]!r}")
     for key in ("usize_bits", "ram", "heap_budget"):
-        if isinstance(row[key], bool) or not isinstance(row[key], int) or row[key] < 0:
-            raise ValueError(f"{where} {key} must be a non-negative integer, got {row[key]!r}")
+        check_int(row[key], f"{where} {key}")
     if row["usize_bits"] not in (32, 64):
         raise ValueError(f"{where} usize_bits must be 32 or 64, got {row['usize_bits']}")
     if row["ram"] > 1 << row["usize_bits"]:
@@ -96,15 +98,43 @@ def _profile(name: str, row: dict, origin: str) -> Profile:
     room, what = (regions[heap_region], f"its heap_region {heap_region}") if heap_region else (row["ram"], "its ram")
     if row["heap_budget"] > room:
         raise ValueError(f"{where} heap_budget {row['heap_budget']:,} B is larger than {what} ({room:,} B)")
-    if row["heap_budget"] >= 1 << row["usize_bits"]:
-        raise ValueError(f"{where} heap_budget {row['heap_budget']:,} B is more than a {row['usize_bits']}-bit "
-                         "usize holds")
     family = mcsa.PRESETS.get(f"{row['arch']}-release")
     nan = row.get("nan", family.nan.name if family else "soft-float" if row["fpu"] == "none" else "arm-vfp")
     if not isinstance(nan, str) or nan not in mcsa.NAN_RULES:
         raise ValueError(f"{where} nan must be one of {', '.join(mcsa.NAN_RULES)}, got {nan!r}")
-    return Profile(name, row["description"], row["arch"], row["usize_bits"], row["ram"], row["heap_budget"],
-                   row["fpu"], row["expf"], allocator, row["source"], dict(regions), heap_region, nan)
+    profile = Profile(name, row["description"], row["arch"], row["usize_bits"], row["ram"], row["heap_budget"],
+                      row["fpu"], row["expf"], allocator, row["source"], dict(regions), heap_region, nan)
+    heap_budget(profile, row["heap_budget"], what=f"{where} heap_budget")
+    return profile
+
+
+def heap_budget(profile: Profile, value: int | None = None, allocator: Allocator | None = None,
+                what: str = "heap_budget") -> int:
+    """The heap a step of ``profile`` runs in: ``value``, or the profile's own budget.
+
+    The one rule for a budget, whether a profile row, an option or an argument gives
+    it. A heap is an arena, not one allocation, so ``isize::MAX`` does not bound it:
+    any size the target's ``usize`` counts (at most ``HEAP_LIMIT`` on 64-bit, the
+    largest the placement simulators model), and at least what ``allocator`` (default:
+    the profile's) needs to set itself up.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not an integer.
+    ValueError
+        If it is out of range, or too small for the allocator; the message starts with ``what``.
+    """
+    if value is None:
+        value = profile.heap_budget
+    allocator = allocator or profile.allocator
+    value = check_int(value, what, 0, min((1 << profile.usize_bits) - 1, HEAP_LIMIT),
+                      f"a heap on a {profile.usize_bits}-bit target")
+    least = allocator.min_heap[profile.usize_bits == 64]
+    if value < least:
+        raise ValueError(f"{what} {value} B is too small for the {allocator.name} allocator, which needs at "
+                         f"least {least} B to set up its heap")
+    return value
 
 
 def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 import numpy as np
 
 import mcsa
+from mcsa.core.checks import check_int
 from mcsa.core.mask import DEFAULT_POSITION_LIMIT
+from mcsa.core.rustvec import check_layout
 
 from .allocators import Allocator
 from .heap import Crossing, Heap, _build_mask, _sparse_attention, query_runs
 from .placement import Placement, simulator
 from .placement.events import Trace, TraceTooLarge, inputs_trace, step_trace
-from .profiles import Profile
+from .profiles import Profile, heap_budget as heap_budget_of
 
 TRACE_LIMIT = 4_000_000
 """Most allocator calls a step's B-tree may make for the step to be placed block by
@@ -112,15 +114,6 @@ class StepReport:
         return f"does not fit: {self.failed_event} fails: {cause}; {bytes_part}"
 
 
-def _check_int(value, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    value = int(value)
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in {lo}..={hi}, got {value}")
-    return value
-
-
 def fit_step(
     profile: Profile,
     config: mcsa.SparsityConfig,
@@ -148,16 +141,15 @@ def fit_step(
     ------
     TypeError, ValueError
         For a ``seq_len`` or ``dim`` that is not a usize of the target, or a
-        ``heap_budget`` outside 0..=isize::MAX (the largest arena), naming the argument.
+        ``heap_budget`` that :func:`firmware_model.profiles.heap_budget` refuses, naming the argument.
     mcsa.MaskTooLarge
         For a wrapping mask over ``position_limit`` (when q, k and v fit the heap).
     """
     target = profile.target(build)
     seq_len = target.check_usize(seq_len, "seq_len")
     dim = target.check_usize(dim, "dim")
-    budget = profile.heap_budget if heap_budget is None else _check_int(heap_budget, "heap_budget", 0,
-                                                                         target.isize_max)
     allocator = allocator or profile.allocator
+    budget = heap_budget_of(profile, heap_budget, allocator)
     inputs = seq_len * dim if inputs_on_heap else 0
 
     def report(**fields) -> StepReport:
@@ -165,8 +157,10 @@ def fit_step(
                   "crossing": None, **fields}
         return StepReport(profile.name, build, seq_len, dim, allocator.name, budget, 3 * inputs, **fields)
 
-    if inputs > target.isize_max:  # vec![x; seq_len * dim]
-        return report(panic="capacity overflow")
+    try:
+        check_layout(inputs, 1, target)  # vec![x; seq_len * dim]
+    except mcsa.TargetPanic as panic:
+        return report(panic=panic.message)
     place = simulator(allocator.name)
 
     inputs_cost = 3 * allocator.cost(inputs, target.usize_bits, budget)
@@ -196,8 +190,11 @@ def fit_step(
         return inputs_only()
     if dim == 0:  # sparse_attention's q.len() / dim
         return report(panic="attempt to divide by zero")
-    if max(seq_len * dim * 4, seq_len * 3 * (target.usize_bits // 8)) > target.isize_max:  # its two Vecs
-        return report(panic="capacity overflow")
+    try:  # its two Vecs: the output, positions_by_query
+        check_layout(seq_len * dim, 4, target)
+        check_layout(seq_len, 3 * target.usize_bits // 8, target)
+    except mcsa.TargetPanic as panic:
+        return report(panic=panic.message)
     mask = CallFigures(heap.call_peak, heap.live_bytes)
     heap.begin("sparse_attention")
     _sparse_attention(heap, *query_runs(sim, plan), seq_len, dim)
@@ -293,10 +290,9 @@ def scan_seq_len(profile: Profile, config, gate, dim: int, hi: int = 65536, **kw
         For a bad ``hi`` or ``dim``, or what :func:`fit_step` refuses.
     """
     target = profile.target(kwargs.get("build", "release"))
-    hi = _check_int(hi, "hi", 0, target.usize_max)
+    hi = check_int(hi, "hi", 0, target.usize_max)
     dim = target.check_usize(dim, "dim")
-    budget = kwargs.get("heap_budget")
-    budget = profile.heap_budget if budget is None else _check_int(budget, "heap_budget", 0, target.isize_max)
+    budget = heap_budget_of(profile, kwargs.get("heap_budget"), kwargs.get("allocator"))
     inputs_on_heap = kwargs.get("inputs_on_heap", True)
     per_token = (3 * dim if inputs_on_heap else 0) + 4 * dim + 3 * target.usize_bits // 8
     top = min(hi, budget // per_token)
@@ -352,8 +348,7 @@ def capacity_table(profile: Profile, config, dim: int, partitions, lambda_: int 
             "num_positions": report.num_positions if report else None,
             "peak_bytes": report.peak_bytes if report else None,
             "peak_used": report.placement.peak_used if report and report.placement else None,
-            "budget": report.budget if report else (kwargs.get("heap_budget") if kwargs.get("heap_budget") is not None
-                                                     else profile.heap_budget),
+            "budget": heap_budget_of(profile, kwargs.get("heap_budget"), kwargs.get("allocator")),
             "failing_below": scan.failing,
         })
     return rows
@@ -373,7 +368,7 @@ def representations(stats: mcsa.MaskStats, seq_len: int) -> dict[str, int]:
     TypeError, ValueError
         If ``seq_len`` is not a non-negative integer.
     """
-    seq_len = _check_int(seq_len, "seq_len", 0, 2**64 - 1)
+    seq_len = check_int(seq_len, "seq_len", 0, 2**64 - 1)
     n = stats.num_positions
     return {
         "vec_pairs": 4 * n,

@@ -93,7 +93,13 @@ def full(seq_len, target):
     """(positions, density) of SparseMask::full, or a TargetPanic."""
     cap = _usize(target, seq_len * seq_len, "multiply")
     n = seq_len * (seq_len + 1) // 2
-    target.vec_capacity_check(cap, n, 4)
+    limit = ((1 << (target.usize_bits - 1)) - 1) // 4  # isize::MAX bytes of (u16, u16)
+    while True:  # RawVec: with_capacity(cap), then doubling (at least 4) while pushing n pairs
+        if cap > limit:
+            raise TargetPanic("capacity overflow")
+        if cap >= n:
+            break
+        cap = max(cap * 2, cap + 1, 4)
     positions = [(i & 0xFFFF, j & 0xFFFF) for i in range(seq_len) for j in range(i + 1)]
     return positions, F32(1.0), [0], []
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from mcsa.cli import main
 from mcsa.cli.common import dumps
-from mcsa.app.traces import BINARY_DTYPE
+from mcsa.core.packets import PACKET_DTYPE
 
 from .conftest import GOLDEN
 
@@ -138,7 +138,7 @@ def test_malformed_text_traces(tmp_path, name, content, message):
 
 def test_binary_size_not_a_multiple_of_16(tmp_path):
     path = tmp_path / "t.bin"
-    path.write_bytes(np.zeros(3, BINARY_DTYPE).tobytes() + b"\x01\x02\x03")
+    path.write_bytes(np.zeros(3, PACKET_DTYPE).tobytes() + b"\x01\x02\x03")
     result = run("replay", path, *TRACE_ARGS)
     assert result.exit_code == 2 and "t.bin: byte 48: incomplete record (3 of 16 bytes)" in result.stderr
     skipped = run("replay", path, *TRACE_ARGS, "--skip-bad", "--format", "jsonl")

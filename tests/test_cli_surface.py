@@ -211,10 +211,12 @@ def _profile_row(**change):
     (_profile_row(heap_region=3), r"heap_region must be the name of one of its regions, got 3"),
     (_profile_row(heap_region=["a"]), r"heap_region must be the name of one of its regions"),
     (_profile_row(usize_bits=32, ram=1 << 32, heap_budget=1 << 32),
-     r"heap_budget 4,294,967,296 B is more than a 32-bit usize holds"),
+     r"\[board\] heap_budget must be in 0..=4294967295 \(a heap on a 32-bit target\), got 4294967296"),
+    (_profile_row(allocator='"freertos-heap4"', heap_budget=12),
+     r"\[board\] heap_budget 12 B is too small for the freertos-heap4 allocator, which needs at least 16 B"),
     (_profile_row(description=5), r"\[board\] description must be a string, got 5"),
     (_profile_row(ram=2**40), r"ram 1,099,511,627,776 B is more than a 32-bit usize addresses"),
-    (_profile_row(ram=-1), r"ram must be a non-negative integer, got -1"),
+    (_profile_row(ram=-1), r"\[board\] ram must be >= 0, got -1"),
 ])
 def test_profile_rows_are_validated(tmp_path, row, message):
     own = tmp_path / "mine.toml"

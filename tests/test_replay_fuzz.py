@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcsa.cli import main
-from mcsa.app.traces import BINARY_DTYPE, FIELDS
+from mcsa.core.packets import FIELDS, PACKET_DTYPE
 
 ARGS = ["--target", "stm32f411", "--seq-len", "128", "--dim", "16", "--format", "jsonl"]
 ROWS = [{"lambda": 20 + 40 * i, "lambda_prev": 100, "boundary_edges": i, "boundary_concentration_q15": 900 * i,
@@ -38,7 +38,7 @@ def original(fmt: str) -> bytes:
         w.writeheader()
         w.writerows(ROWS)
         return out.getvalue().encode()
-    return np.array([tuple(r[k] for k in FIELDS) for r in ROWS], BINARY_DTYPE).tobytes()
+    return np.array([tuple(r[k] for k in FIELDS) for r in ROWS], PACKET_DTYPE).tobytes()
 
 
 def records(output: str) -> list:

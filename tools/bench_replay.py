@@ -41,7 +41,7 @@ from make_traces import controller  # noqa: E402
 
 from mcsa.cli import main as mcsa_main  # noqa: E402
 from mcsa.app.replay import COLUMNS  # noqa: E402
-from mcsa.app.traces import BINARY_DTYPE, FIELDS  # noqa: E402
+from mcsa.core.packets import FIELDS, PACKET_DTYPE  # noqa: E402
 
 ARGS = ["--target", "stm32f411", "--seq-len", "128", "--dim", "32"]
 
@@ -64,7 +64,7 @@ def write_traces(tmp: Path, jsonl: int, binary: int, base: list) -> None:
     with open(tmp / "big.jsonl", "wb") as f:
         for i in range(jsonl):
             f.write(lines[i % len(lines)])
-    packed = np.array([tuple(r[k] for k in FIELDS) for r in base], BINARY_DTYPE)
+    packed = np.array([tuple(r[k] for k in FIELDS) for r in base], PACKET_DTYPE)
     np.resize(packed, max(binary, 1)).tofile(tmp / "big.bin")  # one at least, to compile the kernels
 
 
@@ -77,7 +77,7 @@ def orjson_floor(path: Path) -> None:
 
 def read_write_floor(path: Path, out: Path) -> None:
     """Read the packets with NumPy, write a table of as many rows and the replay's columns."""
-    packets = np.fromfile(path, BINARY_DTYPE)
+    packets = np.fromfile(path, PACKET_DTYPE)
     n = len(packets)
     columns = {name: pa.array(np.zeros(n, np.int64)) for name in COLUMNS if name != "panic"}
     columns["target_density"] = pa.array(np.zeros(n, np.float32))
@@ -156,11 +156,11 @@ def main() -> None:
         print(f"summaries identical across worker counts: {same[0] == same[1] == same[2]}")
 
         tiny = tmp / "tiny.bin"
-        np.fromfile(tmp / "big.bin", BINARY_DTYPE, count=1).tofile(tiny)
+        np.fromfile(tmp / "big.bin", PACKET_DTYPE, count=1).tofile(tiny)
         warm = ["replay", str(tiny), *ARGS, "--format", "parquet", "-o", str(tmp / "tiny.parquet")]
         for size in (int(s) for s in args.rss.split(",") if s):
             path = tmp / f"rss{size}.bin"
-            np.resize(np.fromfile(tmp / "big.bin", BINARY_DTYPE, count=len(base)), size).tofile(path)
+            np.resize(np.fromfile(tmp / "big.bin", PACKET_DTYPE, count=len(base)), size).tofile(path)
             seconds, rss, before = fresh_process(["replay", str(path), *ARGS, "--format", "parquet", "-o",
                                                   str(tmp / "rss.parquet")], warm)
             print(f"peak RSS, binary -> Parquet, {size:,} packets: {rss / 1024:,.0f} MiB, of which "

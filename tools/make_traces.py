@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcsa.app.traces import BINARY_DTYPE, FIELDS
+from mcsa.core.packets import FIELDS, PACKET_DTYPE
 
 
 def controller(packets: int, seed: int) -> list[dict]:
@@ -59,7 +59,7 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=[*FIELDS, "t"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
-    packed = np.array([tuple(r[k] for k in FIELDS) for r in records], BINARY_DTYPE)
+    packed = np.array([tuple(r[k] for k in FIELDS) for r in records], PACKET_DTYPE)
     (out / "trace.bin").write_bytes(packed.tobytes())
     print(f"wrote {len(records)} packets to {out}/trace.{{jsonl,jsonl.gz,csv,bin}}")
 

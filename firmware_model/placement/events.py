@@ -32,6 +32,7 @@ from numba.typed import Dict
 import mcsa
 from mcsa.core._jit import jit
 from mcsa.core.mask import DEFAULT_POSITION_LIMIT, POSITION_BYTES, MaskPlan
+from mcsa.core.rustvec import grown_capacity, min_non_zero_cap
 
 from .. import heap
 from . import ALLOC, DEALLOC, EVENT_DTYPE, REALLOC
@@ -133,7 +134,7 @@ class _Builder:
         caps = []
         cap = 0
         while cap < count:
-            cap = max(cap * 2, cap + 1, heap.min_non_zero_cap(elem_size))
+            cap = grown_capacity(cap, elem_size)
             caps.append(cap)
         if caps:
             ops = np.full(len(caps), REALLOC)
@@ -201,7 +202,7 @@ def _build_mask(b: _Builder, plan: MaskPlan, position_limit: int, max_events: in
     first = b.new_obj(len(allocs))
     b.add_rows(_node_rows(allocs, ALLOC, first, leaf, internal, b.ptr))
     if count:
-        b.alloc(max(heap.min_non_zero_cap(POSITION_BYTES), count) * POSITION_BYTES, 2, POSITIONS)
+        b.alloc(max(min_non_zero_cap(POSITION_BYTES), count) * POSITION_BYTES, 2, POSITIONS)
     b.add_rows(_node_rows(frees, DEALLOC, first, leaf, internal, b.ptr))
 
 
@@ -217,7 +218,7 @@ def _attention_events(queries, runs, seq_len, first_obj, ptr):
         if lengths[q] > 0:
             cap = 0
             while cap < lengths[q]:
-                cap = max(cap * 2, 4)
+                cap = grown_capacity(cap, 2)
                 n += 1
             n += 3
     out = np.empty((n + 1, 5), np.int64)
@@ -228,7 +229,7 @@ def _attention_events(queries, runs, seq_len, first_obj, ptr):
         q = queries[r]
         target = filled[q] + runs[r]
         while caps[q] < target:
-            new_cap = max(caps[q] * 2, caps[q] + 1, 4)
+            new_cap = grown_capacity(caps[q], 2)
             out[e, 0] = 0 if caps[q] == 0 else 2
             out[e, 1], out[e, 2], out[e, 3], out[e, 4] = first_obj + q, new_cap * 2, 2, 10
             e += 1

@@ -26,15 +26,16 @@ import numpy as np
 
 from firmware_model.heap import build_mask_usage, check_insertions, planned_attention_usage
 from firmware_model.profiles import Profile, profile_named
+from firmware_model.profiles import heap_budget as profile_heap_budget
 from firmware_model.step import fit_step
-
 from mcsa.core._jit import jit
 from mcsa.core.attention import MincutSparseAttention
 from mcsa.core.density import density_kernel, schedule_args
-from mcsa.core.mask import DEFAULT_POSITION_LIMIT, U16_END
-from mcsa.core.packets import GatePacket, SparsityConfig, check_uint
+from mcsa.core.mask import DEFAULT_POSITION_LIMIT, U16_END, takes_sparse_path
+from mcsa.core.packets import FIELDS, PACKET_DTYPE, GatePacket, SparsityConfig
 from mcsa.core.target import TargetPanic
-from .traces import BINARY_DTYPE, FIELDS, Batch, TraceError, TraceReader
+
+from .traces import Batch, TraceError, TraceReader
 
 SCHEMA_VERSION = 1
 PACKET_COLUMNS = ("index", "t", "seq_len", "target_density")
@@ -85,7 +86,7 @@ class Part:
     masks : list of dict
         The shared fields (:data:`MASK_COLUMNS`) of each distinct key; read-only.
     packets : numpy.ndarray
-        The packets (:data:`mcsa.app.traces.BINARY_DTYPE`).
+        The packets (:data:`mcsa.app.traces.PACKET_DTYPE`).
     bad : list
         ``(position, message)`` of the records skipped.
     done : int
@@ -107,7 +108,7 @@ class Part:
     def empty(cls, source: str) -> "Part":
         """No records."""
         return cls(source, 0, None, np.zeros(0, np.uint64), np.zeros(0, np.float32), np.zeros(0, np.int64), [],
-                   np.zeros(0, BINARY_DTYPE))
+                   np.zeros(0, PACKET_DTYPE))
 
     def mask_column(self, name: str) -> list:
         """Per-key values of one shared column."""
@@ -220,8 +221,8 @@ class Replayer:
         self.sim = MincutSparseAttention(config, profile.target(build), position_limit)
         self.bits = self.sim.target.usize_bits
         self.seq_len = self.sim.target.check_usize(seq_len, "seq_len")
-        self.dim = check_uint(dim, "dim", self.sim.target.usize_max)
-        self.budget = profile.heap_budget if heap_budget is None else check_uint(heap_budget, "heap_budget", self.sim.target.isize_max)
+        self.dim = self.sim.target.check_usize(dim, "dim")
+        self.budget = profile_heap_budget(profile, heap_budget)
         self.position_limit = position_limit
         self._cache: OrderedDict = OrderedDict()
         self._schedule = schedule_args(config, self.sim.target)
@@ -250,8 +251,7 @@ class Replayer:
             If the mask cannot be simulated on this host (over the position limit).
         """
         lam, pc = values[0], values[4]
-        sparse = seq_len >= 16 and pc >= 2 and lam >= 30  # MincutSparseAttention.should_use_sparse
-        fields = self._fields(seq_len, pc if sparse else int(_FULL), GatePacket(*values))
+        fields = self._fields(seq_len, pc if takes_sparse_path(seq_len, pc, lam) else int(_FULL), GatePacket(*values))
         if isinstance(fields, Exception):
             raise fields
         return fields
@@ -335,8 +335,7 @@ class Replayer:
         errors = np.zeros(n, np.int64)  # 0 good, 1 seq_len beyond usize, k + 2 a refused key
         errors[seq > np.uint64(self.sim.target.usize_max)] = 1
         lam, parts = packets["lambda"], packets["partition_count"]
-        sparse = (seq >= 16) & (parts >= 2) & (lam >= 30)  # should_use_sparse
-        key_parts = np.where(sparse, parts.astype(np.uint64), _FULL)
+        key_parts = np.where(takes_sparse_path(seq, parts, lam), parts.astype(np.uint64), _FULL)
         ok = errors == 0
         rows = np.flatnonzero(ok)
         if batch.seq_len is None:

@@ -37,16 +37,11 @@ import numpy as np
 import orjson
 
 from mcsa.core import jsonio
-from mcsa.core.packets import GatePacket, check_uint
+from mcsa.core.checks import check_uint
+from mcsa.core.packets import FIELDS, PACKET_DTYPE, GatePacket
 
-FIELDS = ("lambda", "lambda_prev", "boundary_edges", "boundary_concentration_q15", "partition_count", "flags")
 KNOWN_KEYS = FIELDS + ("seq_len", "t")
-BINARY_DTYPE = np.dtype([
-    ("lambda", "<u4"), ("lambda_prev", "<u4"), ("boundary_edges", "<u2"),
-    ("boundary_concentration_q15", "<u2"), ("partition_count", "<u2"), ("flags", "<u2"),
-])
-"""The ``repr(C)`` GatePacket: 16 bytes, little-endian, no padding."""
-RECORD_BYTES = BINARY_DTYPE.itemsize
+RECORD_BYTES = PACKET_DTYPE.itemsize
 FORMATS = ("jsonl", "csv", "bin")
 BATCH_RECORDS = 1 << 16
 """Records per batch: what bounds memory, whatever the trace length."""
@@ -119,7 +114,7 @@ class Batch:
     positions : numpy.ndarray
         int64 line number or byte offset of each record.
     packets : numpy.ndarray
-        The packets, a structured array of :data:`BINARY_DTYPE`.
+        The packets, a structured array of :data:`PACKET_DTYPE`.
     seq_len : numpy.ndarray or None
         uint64 own ``seq_len`` of each record (0 where ``seq_given`` is False), or None if no record has one.
     seq_given : numpy.ndarray or None
@@ -308,7 +303,7 @@ class TraceReader:
             data = stream.read(n) if n else b""
             whole = len(data) // RECORD_BYTES * RECORD_BYTES
             if whole:
-                packets = np.frombuffer(data, BINARY_DTYPE, whole // RECORD_BYTES)
+                packets = np.frombuffer(data, PACKET_DTYPE, whole // RECORD_BYTES)
                 positions = offset + RECORD_BYTES * np.arange(len(packets), dtype=np.int64)
                 yield Batch(self.path, True, positions, packets, done=self._done(raw))
             if len(data) != whole:
@@ -316,7 +311,7 @@ class TraceReader:
                            f"{RECORD_BYTES} bytes); the file size is not a multiple of {RECORD_BYTES}")
                 if not self.skip_bad:
                     raise TraceError(message)
-                yield Batch(self.path, True, np.zeros(0, np.int64), np.zeros(0, BINARY_DTYPE),
+                yield Batch(self.path, True, np.zeros(0, np.int64), np.zeros(0, PACKET_DTYPE),
                             bad=[(offset + whole, message)], done=self._done(raw))
             if len(data) < n or not n:
                 return
@@ -469,7 +464,7 @@ def _valid_text(text: str) -> bool:
 
 def _records_batch(source: str, numbers: list, records: list, bad: list, done: int) -> Batch:
     """A batch from checked records ``(values, seq_len, t)``."""
-    packets = np.array([r[0] for r in records], BINARY_DTYPE) if records else np.zeros(0, BINARY_DTYPE)
+    packets = np.array([r[0] for r in records], PACKET_DTYPE) if records else np.zeros(0, PACKET_DTYPE)
     seq = [r[1] for r in records]
     t = [r[2] for r in records]
     given = np.array([s is not None for s in seq], bool)
@@ -511,13 +506,13 @@ def _optional(values: list, kinds: str):
 def _packets(columns: list) -> np.ndarray | None:
     """The six field columns as packets, or None if one is not all in range
     (``array`` takes exactly the non-negative ints below 2**64)."""
-    packets = np.empty(len(columns[0]), BINARY_DTYPE)
+    packets = np.empty(len(columns[0]), PACKET_DTYPE)
     for name, values in zip(FIELDS, columns):
         try:
             arr = np.frombuffer(array("Q", values), np.uint64)
         except (TypeError, OverflowError):
             return None
-        if len(arr) and arr.max() > np.iinfo(BINARY_DTYPE[name]).max:
+        if len(arr) and arr.max() > np.iinfo(PACKET_DTYPE[name]).max:
             return None
         packets[name] = arr
     return packets
@@ -529,21 +524,16 @@ def _finite(t: list) -> bool:
     return column is not None and (column[0] is None or column[0].dtype.kind != "f" or bool(np.isfinite(column[0]).all()))
 
 
-class _Flat(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A record of the known keys alone, ints where ints go: the first, typed decoder's type."""
-
-    lambda_: int = msgspec.field(name="lambda")
-    lambda_prev: int
-    boundary_edges: int
-    boundary_concentration_q15: int
-    partition_count: int
-    flags: int
-    seq_len: int | None = None
-    t: int | float | None = None
-
-
+_FLAT_NAMES = tuple("lambda_" if name == "lambda" else name for name in FIELDS)
+_Flat = msgspec.defstruct(
+    "_Flat",
+    [(attr, int, msgspec.field(name=name)) for attr, name in zip(_FLAT_NAMES, FIELDS)]
+    + [("seq_len", int | None, None), ("t", int | float | None, None)],
+    forbid_unknown_fields=True, gc=False,
+)
+"""A record of the known keys alone, ints where ints go: the first, typed decoder's type."""
 _FLAT = msgspec.json.Decoder(_Flat).decode
-_FLAT_FIELDS = tuple(map(attrgetter, ("lambda_",) + FIELDS[1:]))
+_FLAT_FIELDS = tuple(map(attrgetter, _FLAT_NAMES))
 
 
 def _fast_json(lines: list, text: bytes, unknown: set):
@@ -604,7 +594,7 @@ def _columns(columns: list, seq: list, t: list):
 def _fast_csv(rows: list, columns: list, width: int):
     """Columns of CSV rows if every row is well formed with plain ASCII digits, else None."""
     if not rows or any(len(r) != width for r in rows):
-        return None if rows else (np.zeros(0, BINARY_DTYPE), None, None, None)
+        return None if rows else (np.zeros(0, PACKET_DTYPE), None, None, None)
     cells = []
     for k, j in zip(KNOWN_KEYS, columns):
         if j is None:

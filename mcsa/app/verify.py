@@ -21,7 +21,8 @@ from mcsa.core.attention import MincutSparseAttention
 from mcsa.core.fnv import fnv1a64
 from mcsa.core.mask import DEFAULT_POSITION_LIMIT, MaskStats, SparseMask
 from mcsa.core import jsonio
-from mcsa.core.packets import F32_BITS, GatePacket, SparsityConfig, check_uint, f32_from_json
+from mcsa.core.checks import check_uint
+from mcsa.core.packets import F32_BITS, GatePacket, SparsityConfig, f32_from_json
 from mcsa.core.target import Target, TargetPanic
 
 KINDS = ("density", "masks", "full", "scalar", "attention")

@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from firmware_model.profiles import heap_budget as profile_heap_budget
 from firmware_model.profiles import load_profiles, resolve_target
 
 from mcsa.core import jsonio
@@ -135,11 +136,12 @@ def load_config(path: str | None) -> SparsityConfig:
         raise ValueError(f"{path}: {err}") from None
 
 
-def resolve_profile(name: str, profiles_file: str | None, **sizes):
+def resolve_profile(name: str, profiles_file: str | None, heap_budget: int | None = None, allocator=None, **sizes):
     """``(profile, build)`` for a command that needs a profile (RAM, heap budget,
     allocator): see :func:`firmware_model.profiles.resolve_target`. Each of
     ``sizes`` (an option's name and value, None if not given) is checked against
-    the target's usize, ``heap_budget`` against its isize.
+    the target's usize, ``heap_budget`` by :func:`firmware_model.profiles.heap_budget`
+    (with ``allocator``, an :class:`~firmware_model.allocators.Allocator` overriding the profile's).
 
     Raises
     ------
@@ -156,7 +158,11 @@ def resolve_profile(name: str, profiles_file: str | None, **sizes):
                          f"command needs a profile{' such as ' + ', '.join(peers) if peers else ''} "
                          f"(see `mcsa targets`)")
     check_sizes(resolved.target, **sizes)
-    budget = sizes.get("heap_budget")
+    try:
+        profile_heap_budget(resolved.profile, heap_budget, allocator, "--heap-budget")
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    budget = heap_budget
     if budget is not None and budget > resolved.profile.ram:
         click.echo(f"note: --heap-budget {budget:,} B is more than {resolved.profile.name}'s "
                    f"{resolved.profile.ram:,} B of RAM: a what-if, not a verdict for that part", err=True)
@@ -165,7 +171,7 @@ def resolve_profile(name: str, profiles_file: str | None, **sizes):
 
 def check_sizes(target, **sizes) -> None:
     """Each of ``sizes`` (an option's name and value, None if not given) within
-    the target's usize, ``heap_budget`` within its isize.
+    the target's usize.
 
     Raises
     ------
@@ -173,10 +179,9 @@ def check_sizes(target, **sizes) -> None:
         Naming the option whose size the target cannot hold.
     """
     for option, value in sizes.items():
-        kind, top = ("isize", target.isize_max) if option == "heap_budget" else ("usize", target.usize_max)
-        if value is not None and value > top:
-            raise InputError(f"--{option.replace('_', '-')} {value:,} is over {top:,}, the largest {kind} on "
-                             f"{target.name}")
+        if value is not None and value > target.usize_max:
+            raise InputError(f"--{option.replace('_', '-')} {value:,} is over {target.usize_max:,}, the largest "
+                             f"usize on {target.name}")
 
 
 TARGET_HELP = "a profile (stm32f411, stm32f411-debug; see `mcsa targets`) or a simulator preset (x86_64-release)"

@@ -79,17 +79,17 @@ def plan(target_name, profiles_file, dim, lambda_, concentration, heap_budget, a
       mcsa plan --target stm32f411 --dim 32 --partitions 2..8
       mcsa plan --target esp32 --dim 32 --partitions 2,4,8
     """
-    profile, build = resolve_profile(target_name, profiles_file, max_seq_len=max_seq_len, dim=dim,
-                                     heap_budget=heap_budget)
+    allocator = allocator and allocator_named(allocator)
+    profile, build = resolve_profile(target_name, profiles_file, heap_budget, allocator, max_seq_len=max_seq_len,
+                                     dim=dim)
     rows = capacity_table(profile, load_config(config_file), dim, partitions, lambda_, concentration,
-                          hi=max_seq_len, build=build, heap_budget=heap_budget,
-                          allocator=allocator and allocator_named(allocator), position_limit=position_limit)
+                          hi=max_seq_len, build=build, heap_budget=heap_budget, allocator=allocator,
+                          position_limit=position_limit)
     if as_json:
         click.echo(json.dumps(rows))
         return
-    budget = profile.heap_budget if heap_budget is None else heap_budget
-    click.echo(f"{profile.name}-{build}, dim {dim}, lambda {lambda_}, heap budget {budget:,} B, "
-               f"allocator {allocator or profile.allocator.name}")
+    click.echo(f"{profile.name}-{build}, dim {dim}, lambda {lambda_}, heap budget {rows[0]['budget']:,} B, "
+               f"allocator {(allocator or profile.allocator).name}")
     click.echo(f"{'partitions':>10} {'max_seq_len':>11} {'positions':>10} {'peak_bytes':>11}  shorter that fail")
     for r in rows:
         cells = [r["partitions"], r["max_seq_len"], r["num_positions"], r["peak_bytes"]]
@@ -158,10 +158,11 @@ def fit(target_name, profiles_file, dim, lambda_, concentration, heap_budget, al
       mcsa fit --target x86_64 --allocator linked-list --heap-budget 65536 --seq-len 184 --partitions 16 --dim 32 --map
     """
     check_outputs({"--png": png})
-    profile, build = resolve_profile(target_name, profiles_file, seq_len=seq_len, dim=dim, heap_budget=heap_budget)
+    allocator = allocator and allocator_named(allocator)
+    profile, build = resolve_profile(target_name, profiles_file, heap_budget, allocator, seq_len=seq_len, dim=dim)
     gate = GatePacket(lambda_=lambda_, partition_count=partitions, boundary_concentration_q15=concentration)
     report = fit_step(profile, load_config(config_file), gate, seq_len, dim, build=build, heap_budget=heap_budget,
-                      allocator=allocator and allocator_named(allocator), position_limit=position_limit)
+                      allocator=allocator, position_limit=position_limit)
     if (show_map or png) and report.placement is None:
         heap_map(report)  # raises the reason there is no map
     if as_json:

@@ -18,7 +18,8 @@ from mcsa.core import jsonio
 from mcsa.app.fleet import Fleet
 from mcsa.core.packets import shortest_f32
 from mcsa.app.replay import COLUMNS, MASK_COLUMNS, SCHEMA_VERSION, Part, Replayer, Summary, part_table
-from mcsa.app.traces import FIELDS, KNOWN_KEYS, TraceError
+from mcsa.app.traces import KNOWN_KEYS, TraceError
+from mcsa.core.packets import FIELDS
 from .common import (
     USIZE64_MAX, InputError, IntRange, atomic_output, check_outputs, config_option, dumps, fail_on_input_errors,
     jsonable, limit_option, load_config, pyplot, resolve_profile, save_png, target_options,
@@ -426,7 +427,7 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
         raise InputError("-o: an empty path names no file")
     if fmt == "parquet" and output is None:
         raise InputError("--format parquet needs -o FILE (or -o DIR for one file per trace)")
-    profile, build = resolve_profile(target_name, profiles_file, seq_len=seq_len, dim=dim, heap_budget=heap_budget)
+    profile, build = resolve_profile(target_name, profiles_file, heap_budget, seq_len=seq_len, dim=dim)
     replayer = Replayer(profile, build, load_config(config_file), seq_len, dim, heap_budget, position_limit)
     if fmt is None:
         fmt = "table" if output is None and sys.stdout.isatty() else "jsonl"

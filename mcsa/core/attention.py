@@ -21,8 +21,10 @@ from .mask import (
     position_limit_arg,
     reduced_seq_len,
     sparse_density,
+    takes_sparse_path,
 )
 from .packets import GatePacket, SparsityConfig
+from .rustvec import check_layout
 from .target import Target, TargetPanic, f32_of, int_as_f32, resolve_target
 
 OK, INDEX_OUT_OF_BOUNDS, ADD_OVERFLOW, MUL_OVERFLOW = 0, 1, 2, 3
@@ -183,12 +185,6 @@ def _qkv(name: str, array, dim: int) -> np.ndarray:
     return np.ascontiguousarray(array).reshape(-1)
 
 
-def _heap_capacity(count: int, elem_size: int, target: Target) -> None:
-    """``vec![x; count]`` of ``elem_size``-byte elements: past ``isize::MAX`` bytes, Rust panics."""
-    if count * elem_size > target.isize_max:
-        raise TargetPanic("capacity overflow")
-
-
 class MincutSparseAttention:
     """The reference's ``MincutSparseAttention`` on a simulated build.
 
@@ -251,7 +247,7 @@ class MincutSparseAttention:
         """
         _check_gate(gate)
         seq_len = self.target.check_usize(seq_len, "seq_len")
-        return seq_len >= 16 and gate.partition_count >= 2 and gate.lambda_ >= 30
+        return takes_sparse_path(seq_len, gate.partition_count, gate.lambda_)
 
     def plan_mask(self, gate: GatePacket, seq_len: int) -> MaskPlan:
         """Boundaries, tokens and path of ``build_mask(gate, seq_len)``, without positions.
@@ -412,8 +408,8 @@ class MincutSparseAttention:
         if dim == 0:
             raise TargetPanic("attempt to divide by zero")
         seq_len = q.size // dim
-        _heap_capacity(seq_len * dim, 4, self.target)  # output: vec![0.0f32; seq_len * dim]
-        _heap_capacity(seq_len, 3 * self.target.usize_bits // 8, self.target)  # vec![Vec::new(); seq_len]
+        check_layout(seq_len * dim, 4, self.target)  # output: vec![0.0f32; seq_len * dim]
+        check_layout(seq_len, 3 * self.target.usize_bits // 8, self.target)  # vec![Vec::new(); seq_len]
         bad, offsets, keys = _group_by_query(mask.positions, seq_len)
         if bad >= 0:
             raise _panic(INDEX_OUT_OF_BOUNDS, seq_len, bad)

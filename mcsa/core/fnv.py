@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
+from .checks import check_uint
 
 OFFSET_BASIS = 0xCBF29CE484222325
 _PRIME = np.uint64(0x100000001B3)
@@ -41,10 +42,7 @@ def fnv1a64(array: np.ndarray, seed: int = OFFSET_BASIS) -> int:
     """
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "biufc":
         raise TypeError(f"array must be a numeric numpy array, got {type(array).__name__}")
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r:.40}")
-    if not 0 <= int(seed) < 1 << 64:
-        raise ValueError(f"seed must be in 0..2^64 (u64), got {seed}")
+    seed = check_uint(seed, "seed", (1 << 64) - 1)
     arr = np.ascontiguousarray(array)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._jit import jit
+from .checks import check_int
+from .rustvec import check_growth
 from .target import Target, f32_of, int_as_f32, resolve_target
 
 DEFAULT_POSITION_LIMIT = 1 << 27
@@ -35,11 +37,14 @@ def position_limit_arg(value) -> int:
     ValueError
         If it is negative.
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"position_limit must be an integer, got {type(value).__name__} {value!r:.40}")
-    if value < 0:
-        raise ValueError(f"position_limit must be >= 0, got {value}")
-    return int(value)
+    return check_int(value, "position_limit", 0)
+
+
+def takes_sparse_path(seq_len, partition_count, lambda_):
+    """The reference's ``should_use_sparse``: ``seq_len >= 16``, two or more
+    partitions and ``lambda >= 30``. On Python or NumPy integers (a bool), or
+    elementwise on arrays (a bool array)."""
+    return (seq_len >= 16) & (partition_count >= 2) & (lambda_ >= 30)
 
 
 def check_limit(count: int, limit: int, what: str, noun: str = "positions") -> None:
@@ -82,7 +87,7 @@ def full_count(seq_len: int, target: Target) -> int:
     """
     capacity = target.mul(seq_len, seq_len)
     count = seq_len * (seq_len + 1) // 2
-    target.vec_capacity_check(capacity, count, POSITION_BYTES)
+    check_growth(capacity, count, POSITION_BYTES, target)
     return count
 
 

@@ -8,33 +8,29 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from .checks import check_bool, check_uint
 from .target import Overflow, Target, TargetPanic, f32_of, resolve_target
 
 U16_MAX = 0xFFFF
 U32_MAX = 0xFFFF_FFFF
 
+PACKET_LAYOUT = (
+    ("lambda", 32), ("lambda_prev", 32), ("boundary_edges", 16),
+    ("boundary_concentration_q15", 16), ("partition_count", 16), ("flags", 16),
+)
+"""``GatePacket``'s ``repr(C)`` fields in order, as serde names them, with their
+unsigned widths in bits: 16 bytes, no padding, little-endian. The struct format,
+the NumPy dtype, the field list and the range checks all come from here."""
+FIELDS = tuple(name for name, _ in PACKET_LAYOUT)
+"""The packet's serde field names, in struct order."""
+PACKET_DTYPE = np.dtype([(name, f"<u{bits // 8}") for name, bits in PACKET_LAYOUT])
+"""The packet as a NumPy structured dtype (a ``.bin`` trace is an array of it)."""
+_ATTRIBUTES = tuple("lambda_" if name == "lambda" else name for name in FIELDS)
+_MAXIMA = tuple((1 << bits) - 1 for _, bits in PACKET_LAYOUT)
+
 FORCE_SAFE = 1 << 0
 SKIP = 1 << 1
 BOUNDARY_IDS_AVAILABLE = 1 << 2
-
-
-def check_uint(value, what: str, maximum: int) -> int:
-    """Validate an unsigned Rust integer field.
-
-    Raises
-    ------
-    TypeError
-        If ``value`` is not an integer (``bool`` and floats are refused).
-    ValueError
-        If it is outside ``0..=maximum``.
-    """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{what} must be an integer, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if not 0 <= value <= maximum:
-        bits = maximum.bit_length()
-        raise ValueError(f"{what} must be in 0..={maximum} (u{bits}), got {value}")
-    return value
 
 
 def _require(record, names, what: str):
@@ -54,19 +50,6 @@ def _require(record, names, what: str):
     if missing:
         raise ValueError(f"{what} is missing field(s): {', '.join(missing)}")
     return names
-
-
-def check_bool(value, what: str) -> bool:
-    """Validate a Rust ``bool`` field.
-
-    Raises
-    ------
-    TypeError
-        If ``value`` is not a bool.
-    """
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{what} must be a bool, got {type(value).__name__} {value!r}")
-    return bool(value)
 
 
 F32_BITS = re.compile(r"[0-9a-fA-F]{8}")
@@ -159,20 +142,11 @@ class GatePacket:
     partition_count: int = 0
     flags: int = 0
 
-    STRUCT = struct.Struct("<IIHHHH")
+    STRUCT = struct.Struct("<" + "".join("I" if bits == 32 else "H" for _, bits in PACKET_LAYOUT))
     """The little-endian ``repr(C)`` layout: 16 bytes, no padding."""
-    _LIMITS = {
-        "lambda_": U32_MAX,
-        "lambda_prev": U32_MAX,
-        "boundary_edges": U16_MAX,
-        "boundary_concentration_q15": U16_MAX,
-        "partition_count": U16_MAX,
-        "flags": U16_MAX,
-    }
 
     def __post_init__(self):
-        for name, maximum in self._LIMITS.items():
-            json_name = "lambda" if name == "lambda_" else name
+        for json_name, name, maximum in zip(FIELDS, _ATTRIBUTES, _MAXIMA):
             object.__setattr__(self, name, check_uint(getattr(self, name), json_name, maximum))
 
     @classmethod
@@ -186,7 +160,7 @@ class GatePacket:
         TypeError
             If a field has the wrong type.
         """
-        return cls(*(record[n] for n in _require(record, _JSON_NAMES, "gate packet")))
+        return cls(*(record[n] for n in _require(record, FIELDS, "gate packet")))
 
     @classmethod
     def values_from_dict(cls, record: dict) -> tuple:
@@ -199,7 +173,7 @@ class GatePacket:
             As :meth:`from_dict`.
         """
         try:
-            values = tuple(record[n] for n in _JSON_NAMES)
+            values = tuple(record[n] for n in FIELDS)
         except (KeyError, TypeError):
             values = ()
         if values and all(type(v) is int and 0 <= v <= m for v, m in zip(values, _MAXIMA)):
@@ -208,7 +182,7 @@ class GatePacket:
 
     def to_dict(self) -> dict:
         """serde's JSON form, key ``"lambda"`` for ``lambda_``."""
-        return dict(zip(_JSON_NAMES, self.values()))
+        return dict(zip(FIELDS, self.values()))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "GatePacket":
@@ -274,8 +248,6 @@ class GatePacket:
         return bool(self.flags & BOUNDARY_IDS_AVAILABLE)
 
 
-_JSON_NAMES = tuple("lambda" if n == "lambda_" else n for n in GatePacket._LIMITS)
-_MAXIMA = tuple(GatePacket._LIMITS.values())
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checks import check_int
 from .expf import ExpF
 
 
@@ -236,9 +237,7 @@ class Target:
     nan: NanRules = NAN_RULES["x86-sse"]
 
     def __post_init__(self):
-        if isinstance(self.usize_bits, (bool, np.bool_)) or not isinstance(self.usize_bits, (int, np.integer)):
-            raise TypeError(f"usize_bits must be an integer (32 or 64), got {type(self.usize_bits).__name__}")
-        if self.usize_bits not in (32, 64):
+        if check_int(self.usize_bits, "usize_bits") not in (32, 64):
             raise ValueError(f"usize_bits must be 32 or 64, got {self.usize_bits!r}")
         if self.name is not None and not isinstance(self.name, str):
             raise TypeError(f"name must be a str, got {type(self.name).__name__}")
@@ -291,12 +290,7 @@ class Target:
         ValueError
             If it is negative or above ``usize::MAX``.
         """
-        if isinstance(value, bool) or not hasattr(value, "__index__"):
-            raise TypeError(f"{what} must be an integer, got {type(value).__name__}")
-        value = int(value)
-        if not 0 <= value <= self.usize_max:
-            raise ValueError(f"{what} must be in 0..={self.usize_max} (usize on {self}), got {value}")
-        return value
+        return check_int(value, what, 0, self.usize_max, f"usize on {self}")
 
     def add(self, a: int, b: int) -> int:
         """``a + b`` on ``usize``: wraps or panics as the build does."""
@@ -318,27 +312,6 @@ class Target:
         if exact > self.usize_max and self.panics_on_overflow:
             raise TargetPanic(f"attempt to {op} with overflow")
         return exact & self.usize_max
-
-    def vec_capacity_check(self, initial_capacity: int, final_len: int, elem_size: int) -> None:
-        """Panic with ``capacity overflow`` where a ``Vec`` of ``elem_size``-byte
-        elements, created ``with_capacity(initial_capacity)`` and pushed to
-        ``final_len`` elements, would ask ``Layout`` for more than ``isize::MAX``
-        bytes (``RawVec`` growth: double, at least the minimum non-zero capacity).
-
-        Raises
-        ------
-        TargetPanic
-            ``capacity overflow``.
-        """
-        limit = self.isize_max // elem_size
-        cap = initial_capacity
-        if cap > limit:
-            raise TargetPanic("capacity overflow")
-        min_cap = 8 if elem_size == 1 else 4 if elem_size <= 1024 else 1
-        while cap < final_len:
-            cap = max(cap * 2, cap + 1, min_cap)
-            if cap > limit:
-                raise TargetPanic("capacity overflow")
 
 
 PRESETS: dict[str, Target] = {
