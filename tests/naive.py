@@ -65,6 +65,8 @@ def op(kind, a, b, rules):
         chosen = y if take_second else x
         if rules.quiet:
             chosen |= 0x0040_0000
+        if kind in "+-" and rules.add_clears_sign:
+            chosen &= 0x7FFF_FFFF
     return np.uint32(chosen).view(np.float32)
 
 

@@ -425,9 +425,11 @@ class MincutSparseAttention:
         nan = np.isnan(out)
         if nan.any():
             # every NaN of a row comes from the scale's NaN or from one invalid
-            # operation (0 * inf, inf - inf), so one pattern is right for all of them
+            # operation (0 * inf, inf - inf), so one pattern is right for all of them;
+            # each output element's last operation is an add (sum += weight * v)
             rules = self.target.nan
-            bits = rules.passed_on(int(scale.view(np.uint32))) if np.isnan(scale) else rules.default_nan
+            bits = (rules.passed_on(int(scale.view(np.uint32)), by_add=True) if np.isnan(scale)
+                    else rules.default_nan)
             out[nan] = np.uint32(bits).view(np.float32)
         return out
 

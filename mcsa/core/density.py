@@ -30,9 +30,10 @@ _SIGN, _ABS, _QUIET, _INF = np.uint32(0x8000_0000), np.uint32(0x7FFF_FFFF), np.u
 
 
 @jit
-def _nan_of(a, b, second, negate_b, rules):
+def _nan_of(a, b, second, negate_b, by_add, rules):
     """The NaN ``a op b`` returns on the target when its result is NaN; ``rules``
-    is :attr:`mcsa.core.target.NanRules.code`, ``second`` the rule's operand choice."""
+    is :attr:`mcsa.core.target.NanRules.code`, ``second`` the rule's operand choice,
+    ``by_add`` whether the operation is an add or subtract."""
     abits, bbits = f32_bits(a), f32_bits(b)
     a_nan, b_nan = (abits & _ABS) > _INF, (bbits & _ABS) > _INF
     if rules[1] == 0 or not (a_nan or b_nan):
@@ -46,6 +47,8 @@ def _nan_of(a, b, second, negate_b, rules):
     bits = bbits if pick_b else abits
     if rules[2] != 0:
         bits |= _QUIET
+    if by_add and rules[8] != 0:
+        bits &= _ABS
     return bits_f32(np.uint32(bits))
 
 
@@ -53,21 +56,21 @@ def _nan_of(a, b, second, negate_b, rules):
 def f32_add(a, b, rules):
     """``a + b`` in f32 with the target's NaN rules."""
     r = a + b
-    return _nan_of(a, b, rules[4], False, rules) if r != r else r
+    return _nan_of(a, b, rules[4], False, True, rules) if r != r else r
 
 
 @jit
 def f32_sub(a, b, rules):
     """``a - b`` in f32 with the target's NaN rules."""
     r = a - b
-    return _nan_of(a, b, rules[5], rules[7] != 0, rules) if r != r else r
+    return _nan_of(a, b, rules[5], rules[7] != 0, True, rules) if r != r else r
 
 
 @jit
 def f32_mul(a, b, rules):
     """``a * b`` in f32 with the target's NaN rules."""
     r = a * b
-    return _nan_of(a, b, rules[6], False, rules) if r != r else r
+    return _nan_of(a, b, rules[6], False, False, rules) if r != r else r
 
 
 @jit

@@ -26,6 +26,8 @@ class TargetPanic(Exception):
 
 QUIET_BIT = 0x0040_0000
 """The f32 quiet-NaN bit (the most significant fraction bit)."""
+SIGN_BIT = 0x8000_0000
+"""The f32 sign bit."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class NanRules:
     sub_negates : bool
         ``a - b`` is computed as ``a + (-b)`` (soft-float ``__subsf3``), so a NaN
         coming from ``b`` has its sign flipped.
+    add_clears_sign : bool
+        A NaN that ``a + b`` or ``a - b`` passes on has its sign bit cleared (Rust
+        compiler-builtins' ``__addsf3``, which ``__subsf3`` calls, returns
+        ``|NaN| | quiet``; its multiply and divide keep the sign).
     source : str
         Where the rules were measured or read.
 
@@ -82,6 +88,7 @@ class NanRules:
     sub_second: bool = False
     mul_second: bool = False
     sub_negates: bool = False
+    add_clears_sign: bool = False
     source: str = ""
 
     def __post_init__(self):
@@ -89,7 +96,8 @@ class NanRules:
             raise TypeError(f"default_nan must be an integer bit pattern, got {type(self.default_nan).__name__}")
         if not (0 <= self.default_nan <= 0xFFFF_FFFF and self.default_nan & 0x7FFF_FFFF > 0x7F80_0000):
             raise ValueError(f"default_nan must be the bits of an f32 NaN, got {self.default_nan!r}")
-        for flag in ("propagate", "quiet", "snan_first", "add_second", "sub_second", "mul_second", "sub_negates"):
+        for flag in ("propagate", "quiet", "snan_first", "add_second", "sub_second", "mul_second", "sub_negates",
+                     "add_clears_sign"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise TypeError(f"{flag} must be a bool, got {type(getattr(self, flag)).__name__}")
 
@@ -97,13 +105,16 @@ class NanRules:
     def code(self) -> tuple:
         """The rules as the int tuple the kernels take."""
         return (int(self.default_nan), int(self.propagate), int(self.quiet), int(self.snan_first),
-                int(self.add_second), int(self.sub_second), int(self.mul_second), int(self.sub_negates))
+                int(self.add_second), int(self.sub_second), int(self.mul_second), int(self.sub_negates),
+                int(self.add_clears_sign))
 
-    def passed_on(self, nan_bits: int) -> int:
-        """The bits of a NaN operand as an operation passes them on alone."""
+    def passed_on(self, nan_bits: int, by_add: bool = False) -> int:
+        """The bits of a NaN operand as an operation passes them on alone (an
+        add or subtract when ``by_add``)."""
         if not self.propagate:
             return self.default_nan
-        return nan_bits | QUIET_BIT if self.quiet else nan_bits
+        bits = nan_bits | QUIET_BIT if self.quiet else nan_bits
+        return bits & ~SIGN_BIT if by_add and self.add_clears_sign else bits
 
     @classmethod
     def named(cls, name: "NanRules | str") -> "NanRules":
@@ -153,12 +164,20 @@ NAN_RULES: dict[str, NanRules] = {
                    "are three-address, so LLVM has no reason to commute them).",
         ),
         NanRules(
-            "soft-float", 0x7FC0_0000, sub_negates=True,
-            source="read, not measured: Rust compiler-builtins (src/float/add.rs, sub.rs, mul.rs), "
-                   "the soft-float routines a no-FPU build links (thumbv6m, thumbv7m, riscv32imc): "
-                   "`a` NaN -> a | quiet bit, else `b` NaN -> b | quiet bit; __subsf3(a, b) is "
-                   "__addsf3(a, -b); inf - inf and 0 * inf give 0x7fc00000 (qnan_rep). Operands in "
-                   "source order.",
+            "soft-float", 0x7FC0_0000, sub_negates=True, add_clears_sign=True,
+            source="read, not yet measured: Rust compiler-builtins' soft-float routines as every released "
+                   "toolchain links them for a no-FPU build (thumbv6m, thumbv7m, riscv32imc; compiler_builtins "
+                   "0.1.70 with rustc 1.63, unchanged in add.rs since its 2016 port): __addsf3 returns "
+                   "`a_abs | quiet` when a is NaN, else `b_abs | quiet` (the sign cleared); __subsf3(a, b) is "
+                   "__addsf3(a, -b); __mulsf3 and __divsf3 return `a_rep | quiet`, else `b_rep | quiet` (the sign "
+                   "kept); inf - inf and 0 * inf give 0x7fc00000. Operands in source order.",
+        ),
+        NanRules(
+            "soft-float-pr1239", 0x7FC0_0000, sub_negates=True,
+            source="read, not measured: the same routines with rust-lang/compiler-builtins PR #1239 (\"Preserve "
+                   "the NaN sign bit in soft-float addition\", 2026), which makes __addsf3 return `a_rep | quiet` "
+                   "(the sign kept) like __mulsf3; __subsf3 is still __addsf3(a, -b), so a NaN from b has its sign "
+                   "flipped. For a toolchain whose library/compiler-builtins carries that change.",
         ),
         NanRules(
             "xtensa-fpu", 0x7FC0_0000, quiet=False,
