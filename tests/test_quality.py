@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from mcsa import GatePacket, MincutSparseAttention
 from mcsa.cli import main
+from mcsa.app.quality import kernels
 from mcsa.app.quality import masks as mk
 from mcsa.app.quality import metrics
 
@@ -189,10 +190,32 @@ def test_grouped_query_heads_use_consecutive_kv_heads():
 def test_a_row_without_positions_outputs_zeros():
     probs = np.full((1, 2, 2), 0.5)
     probs[0, 0] = (1.0, 0.0)
-    vx = np.ones((1, 2, 3))
-    mask = np.array([[False, False], [True, True]])
-    mass, out = metrics.masked_attention(probs, vx, mask)
-    assert mass.tolist() == [[0.0, 1.0]] and out[0, 0].tolist() == [0.0, 0.0, 0.0]
+    v = np.array([[[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]])
+    out = np.einsum("hij,hjd->hid", probs, v)
+    keys = np.array([[[0, 0], [1, 0]]], np.int32)
+    cuts = np.array([[[0, 2]], [[0, 1]]], np.int32)  # row 0 without keys; row 1 all, then only key 1
+    recall, err2, saved = kernels.prefix_errors(probs, v, out, keys, cuts, save_at=1)
+    assert recall.tolist() == [[1.0], [0.5]]
+    assert err2[0, 0] == pytest.approx((out[0, 0] ** 2).sum(), rel=1e-15)
+    assert err2[1, 0] == pytest.approx((out[0, 0] ** 2).sum() + ((v[0, 1] - out[0, 1]) ** 2).sum(), rel=1e-15)
+    assert saved[0, 0].tolist() == [0.0, 0.0, 0.0] and saved[0, 1].tolist() == [3.0, 2.0, 1.0]
+
+
+def test_the_figures_are_mains_to_1e_9(acts):
+    """Figures of the masked-copy engine this one replaced (main at 1c81c57, stored):
+    the same to 1e-9, int8 kernel's included, for every family and partition count."""
+    stored = json.loads((DATA / "fixture_figures_main.json").read_text())
+    for sinks, partitions in ((1, (2, 3, 4, 8, 16)), (3, (5, 7))):
+        got = metrics.evaluate(acts, metrics.Settings(partitions=partitions, sinks=sinks))
+        want = stored[f"sinks={sinks}"]
+        assert [(r["partitions"], r["mask"]) for r in got] == [(r["partitions"], r["mask"]) for r in want]
+        for g, w in zip(got, want):
+            assert g.keys() == w.keys()
+            for name, value in w.items():
+                if isinstance(value, (list, float)):
+                    assert np.asarray(g[name]) == pytest.approx(np.asarray(value), abs=1e-9, rel=0), (g["mask"], name)
+                else:
+                    assert g[name] == value, (g["mask"], name)
 
 
 def test_exact_path_error_is_small_beside_the_masks(acts):
