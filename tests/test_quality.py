@@ -194,11 +194,15 @@ def test_a_row_without_positions_outputs_zeros():
     out = np.einsum("hij,hjd->hid", probs, v)
     keys = np.array([[[0, 0], [1, 0]]], np.int32)
     cuts = np.array([[[0, 2]], [[0, 1]]], np.int32)  # row 0 without keys; row 1 all, then only key 1
-    recall, err2, saved = kernels.prefix_errors(probs, v, out, keys, cuts, save_at=1)
+    recall, err2, saved = kernels.prefix_errors(probs, v, out, keys, cuts, saves=[1])
     assert recall.tolist() == [[1.0], [0.5]]
     assert err2[0, 0] == pytest.approx((out[0, 0] ** 2).sum(), rel=1e-15)
     assert err2[1, 0] == pytest.approx((out[0, 0] ** 2).sum() + ((v[0, 1] - out[0, 1]) ** 2).sum(), rel=1e-15)
-    assert saved[0, 0].tolist() == [0.0, 0.0, 0.0] and saved[0, 1].tolist() == [3.0, 2.0, 1.0]
+    assert saved[0, 0, 0].tolist() == [0.0, 0.0, 0.0] and saved[0, 0, 1].tolist() == [3.0, 2.0, 1.0]
+    # keys of a mask's own beyond its prefix: row 0 gets key 0 back, row 1 key 0 besides key 1
+    extra_keys, extra_cuts = np.zeros((2, 2, 1), np.int32), np.array([[1, 0], [0, 1]], np.int32)
+    recall, err2, saved = kernels.prefix_errors(probs, v, out, keys, cuts, extra_keys, extra_cuts, saves=[1])
+    assert recall.tolist() == [[2.0], [1.0]] and err2[0, 0] == pytest.approx(0, abs=1e-28)
 
 
 def test_the_figures_are_mains_to_1e_9(acts):
@@ -339,7 +343,8 @@ def test_cli_refuses_bad_activations_naming_the_file(tmp_path, case, message):
 @pytest.mark.parametrize("args, message", [
     ((), "--activations"),
     (("--partitions", "1"), "2 or more partitions"),
-    (("--partitions", "x"), "comma-separated"),
+    (("--partitions", "x"), "expected A..B, N or a comma list of them"),
+    (("--partitions", "2..70000"), "partition counts must satisfy 0 <= A <= B <= 65535"),
     (("--masks", "reference,nope"), "unknown mask nope"),
     (("--gate", "{"), "--gate: not JSON"),
     (("--gate", '{"lambda": 1}'), "lambda_prev"),
@@ -351,11 +356,42 @@ def test_cli_refuses_bad_options(args, message):
     assert result.exit_code == 2 and message in result.output
 
 
-def test_cli_refuses_mismatched_files(tmp_path):
+def test_cli_refuses_texts_it_cannot_pool_naming_both_and_their_shapes(tmp_path):
     a = metrics.load_activations(FIXTURE)
-    other = _npz(tmp_path / "short.npz", q=a.q[:, :, :64], k=a.k[:, :, :64], v=a.v[:, :, :64], layers=a.layers)
+    short = _npz(tmp_path / "short.npz", q=a.q[:, :, :64], k=a.k[:, :, :64], v=a.v[:, :, :64], layers=a.layers)
+    result = run("quality", "--activations", FIXTURE, "--activations", short)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert (f"cannot pool {FIXTURE} (2 layers (ids 3, 20) x 3 heads (1 kv) x T=128 x D=64) with {short} "
+            "(2 layers (ids 3, 20) x 3 heads (1 kv) x T=64 x D=64): pooled texts need the same layers, heads, T and D"
+            ) in result.stderr
+    other = _npz(tmp_path / "other.npz", q=a.q, k=a.k, v=a.v)  # layers 0, 1: not the same layers
     result = run("quality", "--activations", FIXTURE, "--activations", other)
-    assert result.exit_code == 2 and "do not match" in result.output
+    assert result.exit_code == 2 and "(2 layers x 3 heads (1 kv) x T=128 x D=64)" in result.stderr
+
+
+@pytest.mark.parametrize("t, partitions, said", [
+    (10, "2,4", "warning: T=10: the sparse path needs seq_len >= 16, so for P=2,4 the reference is the full-mask "
+                "fallback: the reference holds all 55 causal positions and every mask of its size keeps all "
+                "attention (density 1.0, recall 1.0)"),
+    (20, "2,32", "warning: T=20: P=32 leaves partitions too short to skip any position: the reference holds all 210 "
+                 "causal positions"),
+])
+def test_texts_too_short_for_the_masks_are_said_on_one_line(tmp_path, t, partitions, said):
+    a = metrics.load_activations(FIXTURE)
+    path = _npz(tmp_path / "short.npz", q=a.q[:, :, :t], k=a.k[:, :, :t], v=a.v[:, :, :t])
+    result = run("quality", "--activations", path, "--partitions", partitions, "--format", "json")
+    assert result.exit_code == 0 and said in result.stderr and len(result.stderr.splitlines()) == 1
+    full = [r for r in json.loads(result.stdout)["results"] if r["partitions"] == int(partitions.split(",")[-1])]
+    assert all(r["density"] == 1.0 and r["recall_mean"] == pytest.approx(1.0) for r in full)
+    quiet = run("quality", "--activations", FIXTURE, "--partitions", "2,4,8", "--no-exact")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_partitions_take_the_plan_syntax():
+    ranged = run("quality", "--activations", FIXTURE, "--partitions", "2..4,8", "--no-exact", "--format", "json")
+    listed = run("quality", "--activations", FIXTURE, "--partitions", "8,2,3,4", "--no-exact", "--format", "json")
+    assert ranged.exit_code == 0 and json.loads(ranged.output)["results"] == json.loads(listed.output)["results"]
+    assert [r["partitions"] for r in json.loads(ranged.output)["results"]][::7] == [2, 3, 4, 8]
 
 
 def test_capture_refuses_bad_input(tmp_path):

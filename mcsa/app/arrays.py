@@ -32,6 +32,8 @@ _PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, SyntaxError, token
                  OverflowError, EOFError, NotImplementedError, RuntimeError, OSError, MemoryError,
                  zipfile.BadZipFile, zlib.error, struct.error)
 """What numpy's header parser and zipfile raise on crafted input (checked by the fuzz tests)."""
+_STREAM_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+"""Of those, the ones about the stream (a CRC, a cut deflate stream), not the header's text."""
 
 
 class UnreadableArray(ValueError):
@@ -66,6 +68,8 @@ def _header(f, path: str, member: str | None, available: int):
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read(f)
         start = f.tell()
+    except _STREAM_ERRORS as err:
+        raise UnreadableArray(path, member, f"{err or type(err).__name__}") from None
     except _PARSE_ERRORS as err:
         raise UnreadableArray(path, member, f"header: {err or type(err).__name__}") from None
     if dtype.kind not in KINDS or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:

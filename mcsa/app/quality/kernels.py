@@ -1,12 +1,14 @@
 """Numba kernels of the quality analysis: masked sums along key orders, and
-partial selection of the most probable keys.
+the oracles' orders.
 
 Every mask of the comparison, for every partition count, is a prefix of some
-order of each row's keys: the window takes the nearest keys first, the oracles
-the most probable. :func:`prefix_errors` walks a row's keys in such an order
-once and takes, at each cut (a prefix length), the recall and the output error
-of the mask made of that prefix, so one walk serves all partition counts and
-no masked copy of the probabilities is ever made. The float64 sums here are the
+order of each row's keys, plus at most a few keys of its own: the window takes
+the nearest keys first, the reference and the A-shape are such a prefix plus
+boundary or sink keys, the oracles take the most probable keys first.
+:func:`prefix_errors` walks a row's keys in such an order once and takes, at each
+cut (a prefix length), the recall and the output error of the mask made of that
+prefix and its own keys, so one walk serves several families and all partition
+counts, and no masked copy of the probabilities is ever made. The float64 sums here are the
 analysis's reference, not a simulated kernel.
 """
 
@@ -41,16 +43,30 @@ def _accumulate(acc, probs_row, v, keys_row, start, stop):
 
 
 @jit
-def _prefix_errors(probs, v, out, keys, cuts, recall, err2, save, save_at):
+def _row_error(acc, mass, out_row, save_row, save):
+    """``||acc / mass - out_row||^2`` (zeros for a row without mass); the row in ``save_row`` if ``save``."""
+    e = 0.0
+    for d in range(acc.size):
+        x = acc[d] / mass if mass > 0.0 else 0.0
+        if save:
+            save_row[d] = x
+        e += (x - out_row[d]) * (x - out_row[d])
+    return e
+
+
+@jit
+def _prefix_errors(probs, v, out, keys, cuts, extra_keys, extra_cuts, recall, err2, save, slot):
     heads, t = probs.shape[0], probs.shape[1]
     group = heads // v.shape[0]
     dim = v.shape[2]
     sets = cuts.shape[0]
     acc = np.zeros(dim)
+    branch = np.zeros(dim)
     order = np.empty(sets, np.int64)
     for h in range(heads):
         kh = h if keys.shape[0] > 1 else 0
         ch = h if cuts.shape[1] > 1 else 0
+        vh = v[h // group]
         for i in range(t):
             for s in range(sets):  # this row's cuts, shortest first (insertion sort: a few)
                 n = s
@@ -64,24 +80,18 @@ def _prefix_errors(probs, v, out, keys, cuts, recall, err2, save, save_at):
             for n in range(sets):
                 s = order[n]
                 if cuts[s, ch, i] > c:
-                    mass += _accumulate(acc, probs[h, i], v[h // group], keys[kh, i], c, cuts[s, ch, i])
+                    mass += _accumulate(acc, probs[h, i], vh, keys[kh, i], c, cuts[s, ch, i])
                     c = cuts[s, ch, i]
-                e = 0.0
-                if mass > 0.0:
-                    for d in range(dim):
-                        x = acc[d] / mass - out[h, i, d]
-                        e += x * x
-                else:
-                    for d in range(dim):
-                        e += out[h, i, d] * out[h, i, d]
-                recall[s, h] += mass
-                err2[s, h] += e
-                if s == save_at:
-                    for d in range(dim):
-                        save[h, i, d] = acc[d] / mass if mass > 0.0 else 0.0
+                total = mass
+                if extra_cuts[s, i] > 0:  # the prefix plus keys of its own
+                    branch[:] = acc
+                    total += _accumulate(branch, probs[h, i], vh, extra_keys[s, i], 0, extra_cuts[s, i])
+                recall[s, h] += total
+                err2[s, h] += _row_error(branch if extra_cuts[s, i] > 0 else acc, total, out[h, i],
+                                         save[slot[s], h, i] if slot[s] >= 0 else out[h, i], slot[s] >= 0)
 
 
-def prefix_errors(probs, v, out, keys, cuts, save_at: int = -1):
+def prefix_errors(probs, v, out, keys, cuts, extra_keys=None, extra_cuts=None, saves=()):
     """Recall and squared output error of every prefix mask, per head.
 
     Parameters
@@ -96,8 +106,11 @@ def prefix_errors(probs, v, out, keys, cuts, save_at: int = -1):
         int32 (1 or H, T, K): each row's keys in the order the masks take them.
     cuts : numpy.ndarray
         int32 (S, 1 or H, T): mask s holds the first ``cuts[s, h, i]`` keys of row i.
-    save_at : int
-        Also return mask ``save_at``'s renormalised output (H, T, D); -1 for none.
+    extra_keys, extra_cuts : numpy.ndarray, optional
+        int32 (S, T, E) and (S, T): mask s also holds the first ``extra_cuts[s, i]``
+        of ``extra_keys[s, i]`` (keys beyond its prefix, the same for every head).
+    saves : sequence of int
+        Masks whose renormalised outputs to return.
 
     Returns
     -------
@@ -105,69 +118,32 @@ def prefix_errors(probs, v, out, keys, cuts, save_at: int = -1):
         (S, H): the probability mass each mask keeps, summed over rows.
     err2 : numpy.ndarray
         (S, H): ``||O_mask - O||_F^2`` (a row without keys outputs zeros).
-    saved : numpy.ndarray or None
+    saved : numpy.ndarray
+        (len(saves), H, T, D): their outputs.
 
     Raises
     ------
     ValueError
-        If the shapes disagree or a cut is outside ``0..K``.
+        If the shapes disagree or a cut is outside its keys.
     """
     heads, t, _ = probs.shape
-    if keys.shape[0] not in (1, heads) or cuts.shape[1] not in (1, heads) or keys.shape[1] != t or cuts.shape[2] != t:
-        raise ValueError(f"keys {keys.shape} and cuts {cuts.shape} do not fit probabilities {probs.shape}")
-    if cuts.size and (cuts.min() < 0 or cuts.max() > keys.shape[2]):
-        raise ValueError(f"cuts must lie in 0..{keys.shape[2]}")
-    recall = np.zeros((cuts.shape[0], heads))
-    err2 = np.zeros((cuts.shape[0], heads))
-    saved = np.zeros(out.shape) if save_at >= 0 else np.zeros((0, 0, 0))
-    _prefix_errors(probs, v, out, keys, cuts, recall, err2, saved, save_at)
-    return recall, err2, (saved if save_at >= 0 else None)
-
-
-@jit
-def _select(vals, items, lo, hi, cuts, stack):
-    """Reorder ``vals[lo:hi]`` (and ``items`` alongside) so that for each cut c
-    (ascending, lo <= c <= hi) ``vals[lo:c]`` are the highest: quickselect on every
-    cut at once (median-of-three pivot, three-way partition; ties in any order).
-    Each pending range of ``stack`` holds a cut of its own: ``cuts.size`` rows suffice."""
-    stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = lo, hi, 0, cuts.size
-    top = 1
-    while top > 0:
-        top -= 1
-        a, b, c0, c1 = stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3]
-        while c0 < c1 and cuts[c0] <= a:
-            c0 += 1
-        while c1 > c0 and cuts[c1 - 1] >= b:
-            c1 -= 1
-        if c0 >= c1:
-            continue
-        x, y, z = vals[a], vals[(a + b) // 2], vals[b - 1]
-        pivot = max(min(x, y), min(max(x, y), z))
-        gt, k, lt = a, a, b  # [a, gt) > pivot, [gt, k) == pivot, [lt, b) < pivot
-        while k < lt:
-            value = vals[k]
-            if value > pivot:
-                vals[k], vals[gt] = vals[gt], value
-                items[k], items[gt] = items[gt], items[k]
-                gt += 1
-                k += 1
-            elif value < pivot:
-                lt -= 1
-                vals[k], vals[lt] = vals[lt], value
-                items[k], items[lt] = items[lt], items[k]
-            else:
-                k += 1
-        mid = c0
-        while mid < c1 and cuts[mid] < gt:
-            mid += 1
-        if mid > c0:
-            stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3] = a, gt, c0, mid
-            top += 1
-        while mid < c1 and cuts[mid] <= lt:
-            mid += 1
-        if c1 > mid:
-            stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3] = lt, b, mid, c1
-            top += 1
+    sets = cuts.shape[0]
+    if extra_keys is None:
+        extra_keys, extra_cuts = np.zeros((sets, t, 0), np.int32), np.zeros((sets, t), np.int32)
+    if (keys.shape[0] not in (1, heads) or cuts.shape[1] not in (1, heads) or keys.shape[1] != t
+            or cuts.shape[2] != t or extra_keys.shape[:2] != (sets, t) or extra_cuts.shape != (sets, t)):
+        raise ValueError(f"keys {keys.shape}, cuts {cuts.shape}, extra keys {extra_keys.shape} and extra cuts "
+                         f"{extra_cuts.shape} do not fit probabilities {probs.shape}")
+    for name, n, most in (("cuts", cuts, keys.shape[2]), ("extra cuts", extra_cuts, extra_keys.shape[2])):
+        if n.size and (n.min() < 0 or n.max() > most):
+            raise ValueError(f"{name} must lie in 0..{most}")
+    slot = np.full(sets, -1, np.int64)
+    slot[list(saves)] = np.arange(len(saves))
+    recall = np.zeros((sets, heads))
+    err2 = np.zeros((sets, heads))
+    saved = np.zeros((len(saves), *out.shape))
+    _prefix_errors(probs, v, out, keys, cuts, extra_keys, extra_cuts, recall, err2, saved, slot)
+    return recall, err2, saved
 
 
 @jit
@@ -213,31 +189,6 @@ def _head_counts(bits, sizes, counts):
                 counts[s, h, i] = greater + take
 
 
-@jit
-def _row_orders(probs, cuts, keys):
-    """keys[h, i, :]: row i's causal keys, reordered so that each of the row's
-    cuts ``cuts[:, h or 0, i]`` is preceded by that many of its most probable keys."""
-    heads, t = probs.shape[0], probs.shape[1]
-    sets = cuts.shape[0]
-    vals = np.empty(t)
-    mine = np.empty(sets, np.int64)
-    stack = np.empty((sets + 1, 4), np.int64)
-    for h in range(heads):
-        ch = h if cuts.shape[1] > 1 else 0
-        for i in range(t):
-            row = keys[h, i]
-            for j in range(i + 1):
-                vals[j] = probs[h, i, j]
-                row[j] = j
-            for s in range(sets):  # ascending, for _select
-                n = s
-                while n > 0 and mine[n - 1] > cuts[s, ch, i]:
-                    mine[n] = mine[n - 1]
-                    n -= 1
-                mine[n] = cuts[s, ch, i]
-            _select(vals, row, 0, i + 1, mine, stack)
-
-
 def oracle_orders(probs, row_cuts, sizes):
     """The two oracles as cuts of one key order per head and row.
 
@@ -253,8 +204,8 @@ def oracle_orders(probs, row_cuts, sizes):
     Returns
     -------
     keys : numpy.ndarray
-        int32 (H, T, T): per head and row, the causal keys in an order where each
-        cut below is preceded by that many of the row's most probable keys.
+        int32 (H, T, T): per head and row, the keys from the most probable (the
+        non-causal ones, of probability 0, among the last).
     cuts : numpy.ndarray
         int32 (R + len(sizes), H, T): the ``top-k-row`` masks, then the ``top-n`` ones.
 
@@ -275,6 +226,4 @@ def oracle_orders(probs, row_cuts, sizes):
     cuts = np.empty((len(row_cuts) + sizes.size, heads, t), np.int32)
     cuts[: len(row_cuts)] = row_cuts[:, None, :]
     _head_counts(np.ascontiguousarray(probs).view(np.int64), sizes, cuts[len(row_cuts):])
-    keys = np.zeros((heads, t, t), np.int32)
-    _row_orders(probs, cuts, keys)
-    return keys, cuts
+    return np.argsort(-probs, axis=-1).astype(np.int32), cuts

@@ -141,17 +141,27 @@ def strided(seq_len: int, n: int) -> np.ndarray:
     return first_n(seq_len, strided_order(seq_len, stride_for(seq_len, n)), n)
 
 
+def distance_keys(seq_len: int) -> np.ndarray:
+    """(T, T) int32: row i's keys nearest first, ``i, i - 1, ..., 0``."""
+    i, c = np.indices((seq_len, seq_len))
+    return np.where(c <= i, i - c, 0).astype(np.int32)
+
+
+def distance_split(mask: np.ndarray):
+    """Each row of a causal mask as its nearest keys ``i, ..., i - L + 1`` (all in it)
+    plus the rest: ``(L (T,), rest (T, E), rest counts (T,))``, int32."""
+    t = mask.shape[0]
+    i, c = np.indices((t, t))
+    by_distance = np.where(c <= i, mask[i, np.maximum(i - c, 0)], False)
+    lengths = np.argmin(np.concatenate([by_distance, np.zeros((t, 1), bool)], axis=1), axis=1)
+    rest = mask & (c <= (np.arange(t) - lengths)[:, None])
+    counts = rest.sum(axis=1)
+    keys = np.argsort(~rest, axis=1, kind="stable")[:, : counts.max(initial=0)]
+    return lengths.astype(np.int32), keys.astype(np.int32), counts.astype(np.int32)
+
+
 def with_sinks(mask: np.ndarray, sinks: int) -> np.ndarray:
     """``mask`` plus the causal keys ``0..sinks-1`` of every row."""
     out = mask.copy()
     out[:, :sinks] |= np.tril(np.ones((mask.shape[0], min(sinks, mask.shape[0])), bool))
     return out
-
-
-def reference_keys(ref: np.ndarray, sinks: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row keys of the reference, then of the sinks it lacks: ``(keys (T, T) int32,
-    cuts (2, T) int32)``, the cuts being the reference and ``reference+sinks``."""
-    both = with_sinks(ref, sinks)
-    rank = np.where(ref, 0, np.where(both, 1, 2)).astype(np.int8)
-    keys = np.argsort(rank, axis=1, kind="stable").astype(np.int32)
-    return keys, np.stack([ref.sum(axis=1), both.sum(axis=1)]).astype(np.int32)

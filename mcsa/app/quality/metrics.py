@@ -260,39 +260,50 @@ class Settings:
 
 @dataclass
 class _Walk:
-    """Masks that are prefixes of one key order per row (see :mod:`.kernels`):
-    ``keys`` (1 or H, T, T), ``cuts`` (S, 1 or H, T), and the (P, family) of each cut."""
+    """Masks that are prefixes of one key order per row, each plus keys of its own
+    (see :mod:`.kernels`): ``keys`` (1 or H, T, K), ``cuts`` (S, 1 or H, T), optional
+    ``extra_keys`` (S, T, E) and ``extra_cuts`` (S, T), and the (P, family) of each mask."""
 
     keys: np.ndarray
     cuts: np.ndarray
     labels: list
-    save_at: int = -1
-    """The cut whose renormalised output the exact path compares with (-1: none)."""
+    extra_keys: np.ndarray | None = None
+    extra_cuts: np.ndarray | None = None
+
+    def saves(self, exact: bool) -> list[int]:
+        """The masks whose outputs the exact path compares with: the references."""
+        return [c for c, (_, f) in enumerate(self.labels) if f == "reference"] if exact else []
 
 
 def _fixed_walks(s: Settings, t: int, refs: dict) -> list[_Walk]:
-    """The position-only masks of every partition count, as walks (built once per evaluation)."""
+    """The position-only masks of every partition count, as walks (built once per evaluation):
+    the window, the reference (with and without sinks) and the A-shape as the nearest keys
+    plus a few of their own (boundary and sink keys), the strided pattern of each stride."""
     fams, sizes = s.families, {p: refs[p][0].num_positions for p in s.partitions}
-    walks = []
+    masks = {}
     for p in s.partitions:
-        labels = [(p, f) for f in ("reference", "reference+sinks") if f in fams]
-        if labels:
-            keys, cuts = mk.reference_keys(refs[p][1], s.sinks)
-            kept = [0] * ("reference" in fams) + [1] * ("reference+sinks" in fams)
-            walks.append(_Walk(keys[None], cuts[kept][:, None], labels,
-                               0 if s.exact and "reference" in fams else -1))
-    orders = {"window": [(mk.window_order(t), s.partitions)] if "window" in fams else [],
-              "a-shape": [(mk.a_shape_order(t), s.partitions)] if "a-shape" in fams else [],
-              "strided": []}
+        for f in ("window", "reference", "reference+sinks", "a-shape"):
+            if f in fams:
+                masks[(p, f)] = {"window": lambda: mk.window(t, sizes[p]), "reference": lambda: refs[p][1],
+                                 "reference+sinks": lambda: mk.with_sinks(refs[p][1], s.sinks),
+                                 "a-shape": lambda: mk.a_shape(t, sizes[p])}[f]()
+    walks = []
+    if masks:
+        split = [mk.distance_split(m) for m in masks.values()]
+        width = max(rest.shape[1] for _, rest, _ in split)
+        extra = np.zeros((len(split), t, width), np.int32)
+        for n, (_, rest, _) in enumerate(split):
+            extra[n, :, : rest.shape[1]] = rest
+        walks.append(_Walk(mk.distance_keys(t)[None], np.stack([n for n, _, _ in split])[:, None], list(masks),
+                           extra, np.stack([c for _, _, c in split])))
     if "strided" in fams:
         by_stride = {}
         for p in s.partitions:
             by_stride.setdefault(mk.stride_for(t, sizes[p]), []).append(p)
-        orders["strided"] = [(mk.strided_order(t, stride), ps) for stride, ps in by_stride.items()]
-    for f, walks_of in orders.items():
-        for order, ps in walks_of:
+        for stride, ps in by_stride.items():
+            order = mk.strided_order(t, stride)
             cuts = np.stack([mk.row_counts(t, order, sizes[p]) for p in ps])[:, None]
-            walks.append(_Walk(mk.row_keys(t, order)[None], cuts, [(p, f) for p in ps]))
+            walks.append(_Walk(mk.row_keys(t, order)[None], cuts, [(p, "strided") for p in ps]))
     return walks
 
 
@@ -322,23 +333,59 @@ def _layer(s: Settings, refs: dict, walks: list[_Walk], acts: Activations, layer
     norm = np.sqrt((out ** 2).sum(axis=(-2, -1)))
     figures, int8, positions = {}, {}, {}
     for walk in walks + _oracle_walk(s, probs, refs):
-        recall, err2, saved = kernels.prefix_errors(probs, vx, out, walk.keys, walk.cuts, walk.save_at)
+        saves = walk.saves(s.exact)
+        recall, err2, saved = kernels.prefix_errors(probs, vx, out, walk.keys, walk.cuts, walk.extra_keys,
+                                                    walk.extra_cuts, saves)
         for c, label in enumerate(walk.labels):
             figures[label] = recall[c] / t, np.sqrt(err2[c]) / norm
-            positions[label] = int(walk.cuts[c].sum()) // walk.cuts.shape[1]
-        if saved is not None:
-            p = walk.labels[walk.save_at][0]
-            int8[p] = exact_errors(s.sim, refs[p][0], q, k, v, acts.scale, out, saved, where)
+            own = 0 if walk.extra_cuts is None else int(walk.extra_cuts[c].sum())
+            positions[label] = (int(walk.cuts[c].sum()) // walk.cuts.shape[1]) + own
+        for c, masked in zip(saves, saved):
+            p = walk.labels[c][0]
+            int8[p] = exact_errors(s.sim, refs[p][0], q, k, v, acts.scale, out, masked, where)
     return figures, int8, positions
 
 
-def _same_shape(texts: list[Activations]) -> None:
+def describe(acts: Activations) -> str:
+    """``30 layers x 9 heads (3 kv) x T=512 x D=64`` (and the layer ids when not 0..L-1)."""
+    layers, heads, kv, t, d = acts.shape
+    ids = acts.layers.tolist()
+    named = "" if ids == list(range(layers)) else f" (ids {', '.join(map(str, ids[:6]))}{', ...' if layers > 6 else ''})"
+    return f"{layers} layers{named} x {heads} heads ({kv} kv) x T={t} x D={d}"
+
+
+def check_poolable(texts: list[Activations]) -> None:
+    """Refuse texts whose heads cannot be pooled: other layers, heads, T or D than the first's.
+
+    Raises
+    ------
+    ValueError
+        ``cannot pool A (shape) with B (shape): ...``, one line.
+    """
     first = texts[0]
     for acts in texts[1:]:
         if acts.shape != first.shape or not np.array_equal(acts.layers, first.layers):
-            raise ValueError(f"activations of shape {acts.shape} (layers, heads, kv_heads, T, D) and layers "
-                             f"{acts.layers.tolist()} do not match the first file's {first.shape}, "
-                             f"{first.layers.tolist()}")
+            raise ValueError(f"cannot pool {first.source} ({describe(first)}) with {acts.source} ({describe(acts)}): "
+                             "pooled texts need the same layers, heads, T and D")
+
+
+def full_references(s: Settings, t: int) -> tuple[list[int], list[int]]:
+    """The partition counts whose reference mask keeps every causal position over ``t``
+    tokens: ``(on the full-mask fallback, on the sparse path but with every position)``.
+
+    Raises
+    ------
+    TargetPanic
+        From ``mask_stats`` on the simulated target.
+    """
+    fallback, whole = [], []
+    for p in s.partitions:
+        stats = s.sim.mask_stats(GatePacket(*s.gate.values()[:4], p, s.gate.flags), t)
+        if not stats.sparse:
+            fallback.append(p)
+        elif stats.num_positions >= t * (t + 1) // 2:
+            whole.append(p)
+    return fallback, whole
 
 
 def evaluate(texts: Activations | list[Activations], settings: Settings | None = None) -> list[dict]:
@@ -366,7 +413,7 @@ def evaluate(texts: Activations | list[Activations], settings: Settings | None =
     texts = [texts] if isinstance(texts, Activations) else list(texts)
     if not texts:
         raise ValueError("no activations to evaluate")
-    _same_shape(texts)
+    check_poolable(texts)
     unknown = [f for f in s.families if f not in mk.FAMILIES]
     if unknown:
         raise ValueError(f"unknown mask {', '.join(unknown)}; known: {', '.join(mk.FAMILIES)}")
