@@ -43,52 +43,59 @@ def _accumulate(acc, probs_row, v, keys_row, start, stop):
 
 
 @jit
-def _row_error(acc, mass, out_row, save_row, save):
-    """``||acc / mass - out_row||^2`` (zeros for a row without mass); the row in ``save_row`` if ``save``."""
-    e = 0.0
-    for d in range(acc.size):
-        x = acc[d] / mass if mass > 0.0 else 0.0
-        if save:
-            save_row[d] = x
-        e += (x - out_row[d]) * (x - out_row[d])
-    return e
+def _row_error(acc, mass, out_row):
+    """``||acc / mass - out_row||^2`` (``||out_row||^2`` for a row without mass), in
+    four partial sums: without fast-math one chain of dependent adds would be the
+    bottleneck of a row's snapshot."""
+    inv = 1.0 / mass if mass > 0.0 else 0.0
+    e0, e1, e2, e3 = 0.0, 0.0, 0.0, 0.0
+    d = 0
+    while d + 4 <= acc.size:
+        x0, x1 = acc[d] * inv - out_row[d], acc[d + 1] * inv - out_row[d + 1]
+        x2, x3 = acc[d + 2] * inv - out_row[d + 2], acc[d + 3] * inv - out_row[d + 3]
+        e0 += x0 * x0
+        e1 += x1 * x1
+        e2 += x2 * x2
+        e3 += x3 * x3
+        d += 4
+    while d < acc.size:
+        x0 = acc[d] * inv - out_row[d]
+        e0 += x0 * x0
+        d += 1
+    return (e0 + e1) + (e2 + e3)
 
 
 @jit
-def _prefix_errors(probs, v, out, keys, cuts, extra_keys, extra_cuts, recall, err2, save, slot):
+def _prefix_errors(probs, v, out, keys, cuts, order, extra_keys, extra_cuts, recall, err2, save, slot):
     heads, t = probs.shape[0], probs.shape[1]
     group = heads // v.shape[0]
-    dim = v.shape[2]
     sets = cuts.shape[0]
-    acc = np.zeros(dim)
-    branch = np.zeros(dim)
-    order = np.empty(sets, np.int64)
+    acc = np.zeros(v.shape[2])
+    branch = np.zeros(v.shape[2])
     for h in range(heads):
         kh = h if keys.shape[0] > 1 else 0
         ch = h if cuts.shape[1] > 1 else 0
         vh = v[h // group]
         for i in range(t):
-            for s in range(sets):  # this row's cuts, shortest first (insertion sort: a few)
-                n = s
-                while n > 0 and cuts[order[n - 1], ch, i] > cuts[s, ch, i]:
-                    order[n] = order[n - 1]
-                    n -= 1
-                order[n] = s
             acc[:] = 0.0
             mass = 0.0
             c = 0
-            for n in range(sets):
-                s = order[n]
+            for n in range(sets):  # this row's cuts, shortest first
+                s = order[n, ch, i]
                 if cuts[s, ch, i] > c:
                     mass += _accumulate(acc, probs[h, i], vh, keys[kh, i], c, cuts[s, ch, i])
                     c = cuts[s, ch, i]
-                total = mass
+                kept, total = acc, mass
                 if extra_cuts[s, i] > 0:  # the prefix plus keys of its own
                     branch[:] = acc
-                    total += _accumulate(branch, probs[h, i], vh, extra_keys[s, i], 0, extra_cuts[s, i])
+                    kept, total = branch, mass + _accumulate(branch, probs[h, i], vh, extra_keys[s, i], 0,
+                                                             extra_cuts[s, i])
                 recall[s, h] += total
-                err2[s, h] += _row_error(branch if extra_cuts[s, i] > 0 else acc, total, out[h, i],
-                                         save[slot[s], h, i] if slot[s] >= 0 else out[h, i], slot[s] >= 0)
+                err2[s, h] += _row_error(kept, total, out[h, i])
+                if slot[s] >= 0:
+                    inv = 1.0 / total if total > 0.0 else 0.0
+                    for d in range(kept.size):
+                        save[slot[s], h, i, d] = kept[d] * inv
 
 
 def prefix_errors(probs, v, out, keys, cuts, extra_keys=None, extra_cuts=None, saves=()):
@@ -142,7 +149,8 @@ def prefix_errors(probs, v, out, keys, cuts, extra_keys=None, extra_cuts=None, s
     recall = np.zeros((sets, heads))
     err2 = np.zeros((sets, heads))
     saved = np.zeros((len(saves), *out.shape))
-    _prefix_errors(probs, v, out, keys, cuts, extra_keys, extra_cuts, recall, err2, saved, slot)
+    order = np.argsort(cuts, axis=0, kind="stable")
+    _prefix_errors(probs, v, out, keys, cuts, order, extra_keys, extra_cuts, recall, err2, saved, slot)
     return recall, err2, saved
 
 

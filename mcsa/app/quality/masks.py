@@ -3,9 +3,9 @@
 Every baseline except ``reference+sinks`` holds exactly the reference's number
 of positions N. Position-only masks are the same for every head; the two
 oracles (``top-k-row``, ``top-n``) are per head, from the dense probabilities
-(:func:`mcsa.app.quality.kernels.oracle_orders`). Each position-only family is
-the first N positions of a fixed order (``*_order``); :func:`row_keys` and
-:func:`row_counts` give that order row by row, for the metric kernels.
+(:func:`mcsa.app.quality.kernels.oracle_orders`). For the metric kernels,
+:func:`distance_split` takes a position-only mask apart into each row's nearest
+keys and the rest.
 """
 
 from __future__ import annotations
@@ -66,63 +66,27 @@ def _causal(seq_len: int):
     return i, j
 
 
-def causal_order(seq_len: int, *keys) -> np.ndarray:
-    """The causal positions (indices into ``np.tril_indices``) in lexicographic
-    order of ``keys`` (each an array over them; the first key is the most significant)."""
-    return np.lexsort(tuple(reversed(keys)))
-
-
-def window_order(seq_len: int) -> np.ndarray:
-    """The window's order: smallest ``i - j`` first, ties to later queries."""
+def _first_n(seq_len: int, n: int, *keys) -> np.ndarray:
+    """The first ``n`` causal positions in lexicographic order of ``keys``
+    (each an array over ``np.tril_indices``; the first key is the most significant)."""
     i, j = _causal(seq_len)
-    return causal_order(seq_len, i - j, -i)
-
-
-def a_shape_order(seq_len: int, sinks: int = A_SHAPE_SINKS) -> np.ndarray:
-    """Sink columns ``j < sinks`` first, then the window's order."""
-    i, j = _causal(seq_len)
-    return causal_order(seq_len, j >= sinks, i - j, -i)
-
-
-def strided_order(seq_len: int, stride: int) -> np.ndarray:
-    """The core pattern ``(i - j) < l or (i - j) % l == 0`` first, each part in the window's order."""
-    i, j = _causal(seq_len)
-    d = i - j
-    return causal_order(seq_len, ~((d < stride) | (d % stride == 0)), d, -i)
-
-
-def first_n(seq_len: int, order: np.ndarray, n: int) -> np.ndarray:
-    """The (T, T) mask of the first ``n`` positions of ``order``."""
-    i, j = _causal(seq_len)
+    order = np.lexsort(tuple(k for k in reversed(keys)))
     take = order[:n]
     out = np.zeros((seq_len, seq_len), bool)
     out[i[take], j[take]] = True
     return out
 
 
-def row_keys(seq_len: int, order: np.ndarray) -> np.ndarray:
-    """(T, T) int32: row i's keys in the order ``order`` takes them (first i + 1 entries)."""
-    i, j = _causal(seq_len)
-    by_row = order[np.argsort(i[order], kind="stable")]  # rows ascending, each in order: the tril layout
-    keys = np.zeros((seq_len, seq_len), np.int32)
-    keys[i, j] = j[by_row]
-    return keys
-
-
-def row_counts(seq_len: int, order: np.ndarray, n: int) -> np.ndarray:
-    """(T,) int32: how many of the first ``n`` positions of ``order`` each row holds."""
-    i, _ = _causal(seq_len)
-    return np.bincount(i[order[:n]], minlength=seq_len).astype(np.int32)
-
-
 def window(seq_len: int, n: int) -> np.ndarray:
     """The ``n`` causal positions with the smallest ``i - j``, ties to later queries."""
-    return first_n(seq_len, window_order(seq_len), n)
+    i, j = _causal(seq_len)
+    return _first_n(seq_len, n, i - j, -i)
 
 
 def a_shape(seq_len: int, n: int, sinks: int = A_SHAPE_SINKS) -> np.ndarray:
     """Sink columns ``j < sinks`` first, then the window's distance order."""
-    return first_n(seq_len, a_shape_order(seq_len, sinks), n)
+    i, j = _causal(seq_len)
+    return _first_n(seq_len, n, j >= sinks, i - j, -i)
 
 
 def stride_for(seq_len: int, n: int) -> int:
@@ -138,7 +102,10 @@ def stride_for(seq_len: int, n: int) -> int:
 def strided(seq_len: int, n: int) -> np.ndarray:
     """Local window of l keys plus every l-th earlier key (``(i - j) % l == 0``),
     topped up to ``n`` with the nearest remaining keys."""
-    return first_n(seq_len, strided_order(seq_len, stride_for(seq_len, n)), n)
+    stride = stride_for(seq_len, n)
+    i, j = _causal(seq_len)
+    d = i - j
+    return _first_n(seq_len, n, ~((d < stride) | (d % stride == 0)), d, -i)
 
 
 def distance_keys(seq_len: int) -> np.ndarray:

@@ -82,8 +82,10 @@ def _size(n: int) -> str:
 def evaluation_bytes(heads: int, t: int, partitions: int = 1, workers: int = 1) -> int:
     """An upper bound of :func:`evaluate`'s peak memory for ``heads`` query heads
     over ``t`` tokens and ``partitions`` partition counts, ``workers`` layers at a
-    time: float64 (heads, T, T) probabilities and key orders per layer, and the
-    key orders of each partition count's masks."""
+    time: per layer float64 (heads, T, T) probabilities and their key orders (28
+    bytes per head and T^2 measured with tracemalloc), and the masks and key orders
+    of each partition count. Refused above the bound for one worker; fewer workers
+    run when that is all the memory allows."""
     return (44 * heads * workers + 8 * partitions + 72) * t * t + SLACK_BYTES
 
 
@@ -221,10 +223,10 @@ def quantise(x: np.ndarray):
     return np.clip(np.rint(x / step), -127, 127).astype(np.int8), step
 
 
-def exact_errors(sim, sparse_mask, q, k, v, scale, out, masked_out, where: str = ""):
+def exact_errors(sim, sparse_masks: list, q, k, v, scale, out, masked_outs, where: str = "") -> list[tuple]:
     """The target's int8 ``sparse_attention`` per head (q, k, v quantised per head
-    tensor): its error against dense float attention and against float
-    attention over the same mask.
+    tensor, once for every mask): for each mask, its error against dense float
+    attention and against float attention over the same mask (``masked_outs``).
 
     Raises
     ------
@@ -232,7 +234,7 @@ def exact_errors(sim, sparse_mask, q, k, v, scale, out, masked_out, where: str =
         ``{where} head H: ...`` if the kernel's f32 scale (scale x q step x k step) overflows f32.
     """
     heads, t, d = q.shape
-    got = np.empty((heads, t, d))
+    got = np.empty((len(sparse_masks), heads, t, d))
     for h in range(heads):
         kv = h // (heads // k.shape[0])
         (qi, qs), (ki, ks), (vi, vs) = quantise(q[h]), quantise(k[kv]), quantise(v[kv])
@@ -241,9 +243,9 @@ def exact_errors(sim, sparse_mask, q, k, v, scale, out, masked_out, where: str =
         if not np.isfinite(scale32):
             raise ValueError(f"{where} head {h}: the int8 kernel's f32 scale (scale x q step x k step = "
                              f"{scale * qs * ks:.3g}) overflows f32; leave the exact path out (--no-exact)")
-        flat = sim.sparse_attention(qi, ki, vi, sparse_mask, d, scale32)
-        got[h] = flat.reshape(t, d).astype(np.float64) * vs
-    return relative_error(got, out), relative_error(got, masked_out)
+        for m, sparse_mask in enumerate(sparse_masks):
+            got[m, h] = sim.sparse_attention(qi, ki, vi, sparse_mask, d, scale32).reshape(t, d).astype(np.float64) * vs
+    return [(relative_error(g, out), relative_error(g, masked)) for g, masked in zip(got, masked_outs)]
 
 
 @dataclass
@@ -276,35 +278,22 @@ class _Walk:
 
 
 def _fixed_walks(s: Settings, t: int, refs: dict) -> list[_Walk]:
-    """The position-only masks of every partition count, as walks (built once per evaluation):
-    the window, the reference (with and without sinks) and the A-shape as the nearest keys
-    plus a few of their own (boundary and sink keys), the strided pattern of each stride."""
-    fams, sizes = s.families, {p: refs[p][0].num_positions for p in s.partitions}
-    masks = {}
-    for p in s.partitions:
-        for f in ("window", "reference", "reference+sinks", "a-shape"):
-            if f in fams:
-                masks[(p, f)] = {"window": lambda: mk.window(t, sizes[p]), "reference": lambda: refs[p][1],
-                                 "reference+sinks": lambda: mk.with_sinks(refs[p][1], s.sinks),
-                                 "a-shape": lambda: mk.a_shape(t, sizes[p])}[f]()
-    walks = []
-    if masks:
-        split = [mk.distance_split(m) for m in masks.values()]
-        width = max(rest.shape[1] for _, rest, _ in split)
-        extra = np.zeros((len(split), t, width), np.int32)
-        for n, (_, rest, _) in enumerate(split):
-            extra[n, :, : rest.shape[1]] = rest
-        walks.append(_Walk(mk.distance_keys(t)[None], np.stack([n for n, _, _ in split])[:, None], list(masks),
-                           extra, np.stack([c for _, _, c in split])))
-    if "strided" in fams:
-        by_stride = {}
-        for p in s.partitions:
-            by_stride.setdefault(mk.stride_for(t, sizes[p]), []).append(p)
-        for stride, ps in by_stride.items():
-            order = mk.strided_order(t, stride)
-            cuts = np.stack([mk.row_counts(t, order, sizes[p]) for p in ps])[:, None]
-            walks.append(_Walk(mk.row_keys(t, order)[None], cuts, [(p, "strided") for p in ps]))
-    return walks
+    """The position-only masks of every partition count as one walk (built once per
+    evaluation): each is its row's nearest keys plus a few of its own (the reference's
+    boundary keys, the sinks, the strided pattern's farther multiples of l)."""
+    sizes = {p: refs[p][0].num_positions for p in s.partitions}
+    build = {"window": lambda p: mk.window(t, sizes[p]), "reference": lambda p: refs[p][1],
+             "reference+sinks": lambda p: mk.with_sinks(refs[p][1], s.sinks),
+             "a-shape": lambda p: mk.a_shape(t, sizes[p]), "strided": lambda p: mk.strided(t, sizes[p])}
+    masks = {(p, f): build[f](p) for p in s.partitions for f in s.families if f in build}
+    if not masks:
+        return []
+    split = [mk.distance_split(m) for m in masks.values()]
+    extra = np.zeros((len(split), t, max(rest.shape[1] for _, rest, _ in split)), np.int32)
+    for n, (_, rest, _) in enumerate(split):
+        extra[n, :, : rest.shape[1]] = rest
+    return [_Walk(mk.distance_keys(t)[None], np.stack([n for n, _, _ in split])[:, None], list(masks), extra,
+                  np.stack([c for _, _, c in split]))]
 
 
 def _oracle_walk(s: Settings, probs: np.ndarray, refs: dict) -> list[_Walk]:
@@ -340,9 +329,10 @@ def _layer(s: Settings, refs: dict, walks: list[_Walk], acts: Activations, layer
             figures[label] = recall[c] / t, np.sqrt(err2[c]) / norm
             own = 0 if walk.extra_cuts is None else int(walk.extra_cuts[c].sum())
             positions[label] = (int(walk.cuts[c].sum()) // walk.cuts.shape[1]) + own
-        for c, masked in zip(saves, saved):
-            p = walk.labels[c][0]
-            int8[p] = exact_errors(s.sim, refs[p][0], q, k, v, acts.scale, out, masked, where)
+        if saves:
+            ps = [walk.labels[c][0] for c in saves]
+            int8.update(zip(ps, exact_errors(s.sim, [refs[p][0] for p in ps], q, k, v, acts.scale, out, saved,
+                                             where)))
     return figures, int8, positions
 
 
@@ -418,9 +408,12 @@ def evaluate(texts: Activations | list[Activations], settings: Settings | None =
     if unknown:
         raise ValueError(f"unknown mask {', '.join(unknown)}; known: {', '.join(mk.FAMILIES)}")
     n_layers, heads, _, t, _ = texts[0].shape
-    workers = min(WORKERS, n_layers * len(texts))
-    check_memory(evaluation_bytes(heads, t, len(s.partitions), workers), f"evaluating {heads} heads over T={t} tokens",
+    check_memory(evaluation_bytes(heads, t, len(s.partitions)), f"evaluating {heads} heads over T={t} tokens",
                  "use activations of fewer tokens (mcsa quality capture --max-tokens)")
+    have = available_memory()
+    workers = min(WORKERS, n_layers * len(texts))  # fewer when only one layer at a time fits
+    while workers > 1 and have is not None and evaluation_bytes(heads, t, len(s.partitions), workers) > have:
+        workers -= 1
     refs = {}
     for p in s.partitions:
         gate = GatePacket(*s.gate.values()[:4], p, s.gate.flags)
