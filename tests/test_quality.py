@@ -228,6 +228,24 @@ def test_exact_path_error_is_small_beside_the_masks(acts):
     assert rec["int8_err_vs_dense_median"] == pytest.approx(rec["out_err_median"], abs=0.1)
 
 
+def test_the_evaluation_runs_blas_on_one_thread_whatever_the_default(acts, monkeypatch):
+    """Threaded BLAS spins on these small products (4-5x slower measured): mcsa sets one
+    thread per worker itself, and gives the default back afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen, dense = [], metrics.dense_layer
+
+    def spy(*args):
+        seen.append({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+        return dense(*args)
+
+    monkeypatch.setattr(metrics, "dense_layer", spy)
+    with threadpool_limits(2, user_api="blas"):
+        metrics.evaluate(acts, metrics.Settings(partitions=(2,), exact=False))
+        after = {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+    assert seen and all(threads == {1} for threads in seen) and after == {2}
+
+
 def test_quantise_is_symmetric_per_tensor():
     x = np.array([[-2.0, 1.0], [0.5, 2.0]])
     values, step = metrics.quantise(x)

@@ -1,15 +1,14 @@
-"""Numba kernels of the quality analysis: masked sums along key orders, and
-the oracles' orders.
+"""Kernels of the quality analysis: masked sums along key orders, and the oracles' orders.
 
 Every mask of the comparison, for every partition count, is a prefix of some
-order of each row's keys, plus at most a few keys of its own: the window takes
-the nearest keys first, the reference and the A-shape are such a prefix plus
-boundary or sink keys, the oracles take the most probable keys first.
-:func:`prefix_errors` walks a row's keys in such an order once and takes, at each
-cut (a prefix length), the recall and the output error of the mask made of that
-prefix and its own keys, so one walk serves several families and all partition
-counts, and no masked copy of the probabilities is ever made. The float64 sums here are the
-analysis's reference, not a simulated kernel.
+order of each row's keys plus keys of its own: the position-only masks are
+their row's nearest keys (a prefix of ``i, i - 1, ..., 0``) plus boundary, sink
+or farther strided keys; the oracles are prefixes of the row's keys from the
+most probable. :func:`prefix_errors` walks a row's keys in such an order once
+and takes, at each cut (a prefix length), the recall and the output error of the
+mask made of that prefix and its own keys: one walk serves several families and
+every partition count, and no masked copy of the probabilities is made. The
+float64 sums here are the analysis's reference, not a simulated kernel.
 """
 
 from __future__ import annotations

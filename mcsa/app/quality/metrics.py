@@ -9,8 +9,10 @@ Dense reference: causal ``softmax(q k^T * scale) v`` in float64. For a mask M:
   renormalised over M (a row without positions outputs zeros);
   ``out_err_median`` = median over heads and layers.
 
-Everything is batched over the heads of a layer with matrix products. The float64
-``np.exp`` here is the analysis's reference, not a simulated kernel.
+The dense reference is batched over the heads of a layer with matrix products;
+the masks' sums walk each row's keys once for all masks (:mod:`.kernels`). Layers
+run on :data:`WORKERS` threads with one BLAS thread each. The float64 ``np.exp``
+here is the analysis's reference, not a simulated kernel.
 """
 
 from __future__ import annotations
@@ -82,10 +84,11 @@ def _size(n: int) -> str:
 def evaluation_bytes(heads: int, t: int, partitions: int = 1, workers: int = 1) -> int:
     """An upper bound of :func:`evaluate`'s peak memory for ``heads`` query heads
     over ``t`` tokens and ``partitions`` partition counts, ``workers`` layers at a
-    time: per layer float64 (heads, T, T) probabilities and their key orders (28
-    bytes per head and T^2 measured with tracemalloc), and the masks and key orders
-    of each partition count. Refused above the bound for one worker; fewer workers
-    run when that is all the memory allows."""
+    time: per layer float64 (heads, T, T) probabilities and their key orders, and
+    the masks and key orders of each partition count (measured with tracemalloc at
+    9 heads, 5 partition counts, T=512: 276 bytes per T^2 for one worker, 510 for
+    two; the bound says 508 and 904). Refused above the bound for one worker; fewer
+    workers run when that is all the memory allows."""
     return (44 * heads * workers + 8 * partitions + 72) * t * t + SLACK_BYTES
 
 

@@ -42,7 +42,7 @@ def plot(records: list[dict], out, plt, title: str = "") -> None:
         left.plot([r["density"] for r in rows], [r["recall_mean"] for r in rows], marker="o", label=f)
         for r in rows if f == "reference" else ():
             left.annotate(f"P={r['partitions']}", (r["density"], r["recall_mean"]), fontsize=8,
-                          textcoords="offset points", xytext=(-5, -12), ha="right")
+                          textcoords="offset points", xytext=(-4, 5), ha="right", va="bottom")
         at = next(r for r in records if r["mask"] == f and r["partitions"] == middle)
         right.plot(at["layers"], at["recall_by_layer"], marker=".", label=f)
     densities = [r["density"] for r in records]
