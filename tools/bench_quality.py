@@ -2,7 +2,7 @@
 all 30 layers x 9 heads, and the exact int8 kernel on the reference mask.
 
     python tools/bench_quality.py [--texts declaration,python] [--lengths 128,512] [--partitions 2,3,4,8,16]
-        [--acts-dir DIR] [--check FILE] [--blas] [--plot docs/quality.png] [--json results.json]
+        [--acts-dir DIR] [--check FILE] [--blas] [--profile] [--plot docs/quality.png] [--json results.json]
 
 Fetches the model (`mcsa quality fetch-model`), runs the NumPy forward pass over
 the first 512 token ids of each text in tests/data/quality/texts.json once and
@@ -13,16 +13,19 @@ the load, the capture (or cache read) and analysis times, the recall/error table
 recall by layer band and the int8 kernel's error. The full run (the defaults)
 checks every figure against tests/data/quality/bench_figures_main.json, those of
 the masked-copy engine this one replaced, to 1e-9; --blas times one text's
-analysis with mcsa's one BLAS thread per worker and with the BLAS default.
+analysis with mcsa's one BLAS thread per worker and with the BLAS default;
+--profile shows where one text's analysis spends its time.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import hashlib
 import json
 import os
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -111,8 +114,28 @@ def blas_threads(text: metrics.Activations, partitions) -> None:
           f"choice) {ours:.1f} s; the BLAS default ({default} threads) {theirs:.1f} s: {theirs / ours:.1f}x")
 
 
+def profile(text: metrics.Activations, partitions) -> None:
+    """cProfile of one text's layers on one worker (the profiler sees the worker's thread)."""
+    profiler, layer, workers = cProfile.Profile(), metrics._layer, metrics.WORKERS
+
+    def profiled(*args):
+        profiler.enable()
+        try:
+            return layer(*args)
+        finally:
+            profiler.disable()
+
+    metrics._layer, metrics.WORKERS = profiled, 1
+    try:
+        timed(text, metrics.Settings(partitions=partitions))
+    finally:
+        metrics._layer, metrics.WORKERS = layer, workers
+    print(f"\nwhere one text's time goes at T={text.q.shape[2]} (one worker, {text.q.shape[0]} layers):")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(10)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--texts", default=None, help="Comma-separated text names (default: all).")
     parser.add_argument("--lengths", default="128,512")
     parser.add_argument("--partitions", default="2,3,4,8,16")
@@ -121,6 +144,7 @@ def main() -> None:
     parser.add_argument("--check", type=Path, help="Figures to compare with (default for the full run: "
                         "tests/data/quality/bench_figures_main.json).")
     parser.add_argument("--blas", action="store_true", help="Also time one text with the BLAS default threads.")
+    parser.add_argument("--profile", action="store_true", help="Also profile one text on one worker: where time goes.")
     parser.add_argument("--plot", help="PNG of the largest T.")
     parser.add_argument("--json", help="All records, per T.")
     args = parser.parse_args()
@@ -159,6 +183,8 @@ def main() -> None:
               f"difference {worst:.2g} ({where}); limit {TOLERANCE:g}: {'FAILED' if failed else 'ok'}")
     if args.blas:
         blas_threads(prefix(next(iter(acts.values())), max(lengths)), partitions)
+    if args.profile:
+        profile(prefix(next(iter(acts.values())), max(lengths)), partitions)
     if args.plot:
         t = max(lengths)
         with open(args.plot, "wb") as f:

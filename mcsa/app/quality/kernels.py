@@ -163,27 +163,40 @@ def _head_counts(bits, sizes, counts):
     heads, t = bits.shape[0], bits.shape[1]
     hist = np.zeros(1 << 16, np.int64)
     bucket = np.empty(t * (t + 1) // 2, np.int64)
+    order = np.argsort(sizes)
+    found = np.empty(sizes.size, np.int64)
+    above = np.empty(sizes.size, np.int64)
     for h in range(heads):
-        hist[:] = 0
+        lo, hi = (1 << 16) - 1, 0
         for i in range(t):
             for j in range(i + 1):
-                hist[bits[h, i, j] >> 48] += 1
+                b = bits[h, i, j] >> 48
+                hist[b] += 1
+                lo, hi = min(lo, b), max(hi, b)
+        n, total, b = 0, 0, hi  # one pass down the buckets finds every size's, smallest size first
+        while n < sizes.size:
+            if sizes[order[n]] == 0:
+                found[order[n]], above[order[n]] = -1, 0
+                n += 1
+            elif total + hist[b] >= sizes[order[n]]:
+                found[order[n]], above[order[n]] = b, total
+                n += 1
+            else:
+                total += hist[b]
+                b -= 1
+        hist[lo: hi + 1] = 0
         for s in range(sizes.size):
-            if sizes[s] == 0:
+            if found[s] < 0:
                 counts[s, h, :] = 0
                 continue
-            above, b = 0, (1 << 16) - 1
-            while above + hist[b] < sizes[s]:
-                above += hist[b]
-                b -= 1
             m = 0
             for i in range(t):
                 for j in range(i + 1):
-                    if bits[h, i, j] >> 48 == b:
+                    if bits[h, i, j] >> 48 == found[s]:
                         bucket[m] = bits[h, i, j]
                         m += 1
             ranked = np.sort(bucket[:m])
-            need = sizes[s] - above  # the bucket's highest values taken
+            need = sizes[s] - above[s]  # the bucket's highest values taken
             cut = ranked[m - need]
             ties = need - (m - np.searchsorted(ranked, cut, side="right"))  # values equal to cut taken
             for i in range(t):
