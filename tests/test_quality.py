@@ -246,6 +246,23 @@ def test_the_evaluation_runs_blas_on_one_thread_whatever_the_default(acts, monke
     assert seen and all(threads == {1} for threads in seen) and after == {2}
 
 
+def test_a_failing_layer_stops_the_evaluation_without_running_the_rest(acts, monkeypatch):
+    ran, layer = [], metrics._layer
+
+    def failing(s, refs, walks, text, index):
+        ran.append(index)
+        if len(ran) == 1:
+            raise ValueError("layer 3: out of range")
+        return layer(s, refs, walks, text, index)
+
+    monkeypatch.setattr(metrics, "_layer", failing)
+    many = metrics.Activations(np.repeat(acts.q, 100, axis=0), np.repeat(acts.k, 100, axis=0),
+                               np.repeat(acts.v, 100, axis=0), np.arange(200), acts.scale)
+    with pytest.raises(ValueError, match="out of range"):
+        metrics.evaluate(many, metrics.Settings(partitions=(2,), exact=False))
+    assert len(ran) < 200  # the pending layers were cancelled
+
+
 def test_quantise_is_symmetric_per_tensor():
     x = np.array([[-2.0, 1.0], [0.5, 2.0]])
     values, step = metrics.quantise(x)

@@ -426,13 +426,17 @@ def evaluate(texts: Activations | list[Activations], settings: Settings | None =
     res = {(p, f): {"recall": np.zeros(shape), "err": np.zeros(shape)} for p in s.partitions for f in s.families}
     exact = {p: (np.zeros(shape), np.zeros(shape)) for p in s.partitions} if s.exact else {}
     jobs = [(x, layer) for x in range(len(texts)) for layer in range(n_layers)]
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        done = pool.map(lambda job: _layer(s, refs, walks, texts[job[0]], job[1]), jobs)
-        for (x, layer), (figures, int8, positions) in zip(jobs, done):
-            for key, (recall, err) in figures.items():
-                res[key]["recall"][layer, x], res[key]["err"][layer, x] = recall, err
-            for p, (vs_dense, vs_mask) in int8.items():
-                exact[p][0][layer, x], exact[p][1][layer, x] = vs_dense, vs_mask
+    pool = ThreadPoolExecutor(workers)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            done = pool.map(lambda job: _layer(s, refs, walks, texts[job[0]], job[1]), jobs)
+            for (x, layer), (figures, int8, positions) in zip(jobs, done):
+                for key, (recall, err) in figures.items():
+                    res[key]["recall"][layer, x], res[key]["err"][layer, x] = recall, err
+                for p, (vs_dense, vs_mask) in int8.items():
+                    exact[p][0][layer, x], exact[p][1][layer, x] = vs_dense, vs_mask
+    finally:  # an error or Ctrl-C: the layers not started are dropped, not waited for
+        pool.shutdown(cancel_futures=True)
     causal = t * (t + 1) // 2
     records = []
     for p in s.partitions:
