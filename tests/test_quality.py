@@ -469,7 +469,7 @@ def test_the_memory_estimate_bounds_the_evaluation(heads, kv_heads, t):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak <= metrics.evaluation_bytes(heads, t, len(partitions))
+    assert peak <= metrics.evaluation_bytes(heads, t, len(partitions), metrics.WORKERS)
 
 
 def test_arrays_larger_than_memory_are_refused_before_reading(tmp_path, monkeypatch):
