@@ -128,6 +128,7 @@ def test_attention_refuses_a_crafted_npy_naming_option_and_file(tmp_path, case, 
     ("method-99", "member q.npy: not a readable .npz/.npy (compression method 99"),
     ("crc", "member q.npy: not a readable .npz/.npy (Bad CRC-32"),
     ("deflate-cut", "member q.npy: not a readable .npz/.npy"),
+    ("bomb", "member q.npy: not a readable .npz/.npy (declares 2,147,483,648 bytes from"),
     ("not-zip", ": not a readable .npz/.npy (not a zip archive"),
     ("cut-archive", ": not a readable .npz/.npy (not a zip archive"),
 ])
@@ -149,6 +150,15 @@ def test_quality_refuses_a_crafted_archive(tmp_path, case, reason):
         data = f.getvalue()
         start = data.find(b"q.npy") + len("q.npy")
         data = data[:start + 40] + bytes(20) + data[start + 60:]  # zeros in the middle of the deflate stream
+    elif case == "bomb":  # q.npy's uncompressed size (local header +22, central +24) says 2 GiB
+        out = bytearray(data)
+        for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+            at = out.find(signature)
+            while at >= 0:
+                if out[at:].startswith(signature) and out.find(b"q.npy", at) in (at + 30, at + 46):
+                    out[at + offset: at + offset + 4] = (2**31).to_bytes(4, "little")
+                at = out.find(signature, at + 4)
+        data = bytes(out)
     elif case == "not-zip":
         data = b"PK\x03\x04" + bytes(100)
     else:

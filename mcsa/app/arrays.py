@@ -28,6 +28,8 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 KINDS = "biufcSU"
 """dtype kinds read: bool, integers, floats, complex, bytes, text (no objects, records or times)."""
 _FORMAT = "not a readable .npz/.npy"
+_DEFLATE_RATIO = 1032
+"""The most bytes deflate gives back per byte it stores."""
 _PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, SyntaxError, tokenize.TokenError, RecursionError,
                  OverflowError, EOFError, NotImplementedError, RuntimeError, OSError, MemoryError,
                  zipfile.BadZipFile, zlib.error, struct.error)
@@ -164,6 +166,10 @@ def _open(archive: zipfile.ZipFile, path: str, name: str, read):
         raise UnreadableArray(path, name, "encrypted")
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise UnreadableArray(path, name, f"compression method {info.compress_type}; stored and deflated are read")
+    most = info.compress_size * (1 if info.compress_type == zipfile.ZIP_STORED else _DEFLATE_RATIO) + 64
+    if info.file_size > most:  # before a buffer of that size is allocated for it
+        raise UnreadableArray(path, name, f"declares {info.file_size:,} bytes from {info.compress_size:,} stored, "
+                              "more than its compression can give")
     try:
         with archive.open(info) as f:
             return read(f, name, info)
