@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from mcsa import GatePacket, MincutSparseAttention
 from mcsa.cli import main
+from mcsa.app.quality import kernels
 from mcsa.app.quality import masks as mk
 from mcsa.app.quality import metrics
 
@@ -189,16 +190,77 @@ def test_grouped_query_heads_use_consecutive_kv_heads():
 def test_a_row_without_positions_outputs_zeros():
     probs = np.full((1, 2, 2), 0.5)
     probs[0, 0] = (1.0, 0.0)
-    vx = np.ones((1, 2, 3))
-    mask = np.array([[False, False], [True, True]])
-    mass, out = metrics.masked_attention(probs, vx, mask)
-    assert mass.tolist() == [[0.0, 1.0]] and out[0, 0].tolist() == [0.0, 0.0, 0.0]
+    v = np.array([[[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]])
+    out = np.einsum("hij,hjd->hid", probs, v)
+    keys = np.array([[[0, 0], [1, 0]]], np.int32)
+    cuts = np.array([[[0, 2]], [[0, 1]]], np.int32)  # row 0 without keys; row 1 all, then only key 1
+    recall, err2, saved = kernels.prefix_errors(probs, v, out, keys, cuts, saves=[1])
+    assert recall.tolist() == [[1.0], [0.5]]
+    assert err2[0, 0] == pytest.approx((out[0, 0] ** 2).sum(), rel=1e-15)
+    assert err2[1, 0] == pytest.approx((out[0, 0] ** 2).sum() + ((v[0, 1] - out[0, 1]) ** 2).sum(), rel=1e-15)
+    assert saved[0, 0, 0].tolist() == [0.0, 0.0, 0.0] and saved[0, 0, 1].tolist() == [3.0, 2.0, 1.0]
+    # keys of a mask's own beyond its prefix: row 0 gets key 0 back, row 1 key 0 besides key 1
+    extra_keys, extra_cuts = np.zeros((2, 2, 1), np.int32), np.array([[1, 0], [0, 1]], np.int32)
+    recall, err2, saved = kernels.prefix_errors(probs, v, out, keys, cuts, extra_keys, extra_cuts, saves=[1])
+    assert recall.tolist() == [[2.0], [1.0]] and err2[0, 0] == pytest.approx(0, abs=1e-28)
+
+
+def test_the_figures_are_mains_to_1e_9(acts):
+    """Figures of the masked-copy engine this one replaced (main at 1c81c57, stored):
+    the same to 1e-9, int8 kernel's included, for every family and partition count."""
+    stored = json.loads((DATA / "fixture_figures_main.json").read_text())
+    for sinks, partitions in ((1, (2, 3, 4, 8, 16)), (3, (5, 7))):
+        got = metrics.evaluate(acts, metrics.Settings(partitions=partitions, sinks=sinks))
+        want = stored[f"sinks={sinks}"]
+        assert [(r["partitions"], r["mask"]) for r in got] == [(r["partitions"], r["mask"]) for r in want]
+        for g, w in zip(got, want):
+            assert g.keys() == w.keys()
+            for name, value in w.items():
+                if isinstance(value, (list, float)):
+                    assert np.asarray(g[name]) == pytest.approx(np.asarray(value), abs=1e-9, rel=0), (g["mask"], name)
+                else:
+                    assert g[name] == value, (g["mask"], name)
 
 
 def test_exact_path_error_is_small_beside_the_masks(acts):
     rec = metrics.evaluate(acts, metrics.Settings(partitions=(4,), families=("reference",)))[0]
     assert 0 < rec["int8_err_vs_mask_median"] < 0.1
     assert rec["int8_err_vs_dense_median"] == pytest.approx(rec["out_err_median"], abs=0.1)
+
+
+def test_the_evaluation_runs_blas_on_one_thread_whatever_the_default(acts, monkeypatch):
+    """Threaded BLAS spins on these small products (4-5x slower measured): mcsa sets one
+    thread per worker itself, and gives the default back afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen, dense = [], metrics.dense_layer
+
+    def spy(*args):
+        seen.append({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+        return dense(*args)
+
+    monkeypatch.setattr(metrics, "dense_layer", spy)
+    with threadpool_limits(2, user_api="blas"):
+        metrics.evaluate(acts, metrics.Settings(partitions=(2,), exact=False))
+        after = {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+    assert seen and all(threads == {1} for threads in seen) and after == {2}
+
+
+def test_a_failing_layer_stops_the_evaluation_without_running_the_rest(acts, monkeypatch):
+    ran, layer = [], metrics._layer
+
+    def failing(s, refs, walks, text, index):
+        ran.append(index)
+        if len(ran) == 1:
+            raise ValueError("layer 3: out of range")
+        return layer(s, refs, walks, text, index)
+
+    monkeypatch.setattr(metrics, "_layer", failing)
+    many = metrics.Activations(np.repeat(acts.q, 100, axis=0), np.repeat(acts.k, 100, axis=0),
+                               np.repeat(acts.v, 100, axis=0), np.arange(200), acts.scale)
+    with pytest.raises(ValueError, match="out of range"):
+        metrics.evaluate(many, metrics.Settings(partitions=(2,), exact=False))
+    assert len(ran) < 200  # the pending layers were cancelled
 
 
 def test_quantise_is_symmetric_per_tensor():
@@ -316,7 +378,8 @@ def test_cli_refuses_bad_activations_naming_the_file(tmp_path, case, message):
 @pytest.mark.parametrize("args, message", [
     ((), "--activations"),
     (("--partitions", "1"), "2 or more partitions"),
-    (("--partitions", "x"), "comma-separated"),
+    (("--partitions", "x"), "expected A..B, N or a comma list of them"),
+    (("--partitions", "2..70000"), "partition counts must satisfy 0 <= A <= B <= 65535"),
     (("--masks", "reference,nope"), "unknown mask nope"),
     (("--gate", "{"), "--gate: not JSON"),
     (("--gate", '{"lambda": 1}'), "lambda_prev"),
@@ -328,11 +391,42 @@ def test_cli_refuses_bad_options(args, message):
     assert result.exit_code == 2 and message in result.output
 
 
-def test_cli_refuses_mismatched_files(tmp_path):
+def test_cli_refuses_texts_it_cannot_pool_naming_both_and_their_shapes(tmp_path):
     a = metrics.load_activations(FIXTURE)
-    other = _npz(tmp_path / "short.npz", q=a.q[:, :, :64], k=a.k[:, :, :64], v=a.v[:, :, :64], layers=a.layers)
+    short = _npz(tmp_path / "short.npz", q=a.q[:, :, :64], k=a.k[:, :, :64], v=a.v[:, :, :64], layers=a.layers)
+    result = run("quality", "--activations", FIXTURE, "--activations", short)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert (f"cannot pool {FIXTURE} (2 layers (ids 3, 20) x 3 heads (1 kv) x T=128 x D=64) with {short} "
+            "(2 layers (ids 3, 20) x 3 heads (1 kv) x T=64 x D=64): pooled texts need the same layers, heads, T and D"
+            ) in result.stderr
+    other = _npz(tmp_path / "other.npz", q=a.q, k=a.k, v=a.v)  # layers 0, 1: not the same layers
     result = run("quality", "--activations", FIXTURE, "--activations", other)
-    assert result.exit_code == 2 and "do not match" in result.output
+    assert result.exit_code == 2 and "(2 layers x 3 heads (1 kv) x T=128 x D=64)" in result.stderr
+
+
+@pytest.mark.parametrize("t, partitions, said", [
+    (10, "2,4", "warning: T=10: the sparse path needs seq_len >= 16, so for P=2,4 the reference is the full-mask "
+                "fallback: the reference holds all 55 causal positions and every mask of its size keeps all "
+                "attention (density 1.0, recall 1.0)"),
+    (20, "2,32", "warning: T=20: P=32 leaves partitions too short to skip any position: the reference holds all 210 "
+                 "causal positions"),
+])
+def test_texts_too_short_for_the_masks_are_said_on_one_line(tmp_path, t, partitions, said):
+    a = metrics.load_activations(FIXTURE)
+    path = _npz(tmp_path / "short.npz", q=a.q[:, :, :t], k=a.k[:, :, :t], v=a.v[:, :, :t])
+    result = run("quality", "--activations", path, "--partitions", partitions, "--format", "json")
+    assert result.exit_code == 0 and said in result.stderr and len(result.stderr.splitlines()) == 1
+    full = [r for r in json.loads(result.stdout)["results"] if r["partitions"] == int(partitions.split(",")[-1])]
+    assert all(r["density"] == 1.0 and r["recall_mean"] == pytest.approx(1.0) for r in full)
+    quiet = run("quality", "--activations", FIXTURE, "--partitions", "2,4,8", "--no-exact")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_partitions_take_the_plan_syntax():
+    ranged = run("quality", "--activations", FIXTURE, "--partitions", "2..4,8", "--no-exact", "--format", "json")
+    listed = run("quality", "--activations", FIXTURE, "--partitions", "8,2,3,4", "--no-exact", "--format", "json")
+    assert ranged.exit_code == 0 and json.loads(ranged.output)["results"] == json.loads(listed.output)["results"]
+    assert [r["partitions"] for r in json.loads(ranged.output)["results"]][::7] == [2, 3, 4, 8]
 
 
 def test_capture_refuses_bad_input(tmp_path):
@@ -375,7 +469,7 @@ def test_the_memory_estimate_bounds_the_evaluation(heads, kv_heads, t):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak <= metrics.evaluation_bytes(heads, t, len(partitions))
+    assert peak <= metrics.evaluation_bytes(heads, t, len(partitions), metrics.WORKERS)
 
 
 def test_arrays_larger_than_memory_are_refused_before_reading(tmp_path, monkeypatch):

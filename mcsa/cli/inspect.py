@@ -13,6 +13,7 @@ from firmware_model.profiles import load_profiles, resolve_target
 from mcsa.core.attention import MincutSparseAttention
 from mcsa.core.packets import GatePacket
 from mcsa.core.target import PRESETS, TargetPanic
+from mcsa.app import arrays
 from mcsa.app.verify import differences, expected_for, f32_line, kind_of, read_cases, simulate
 from .common import (
     MAX_DIM, USIZE64_MAX, InputError, IntRange, atomic_output, check_outputs, cli_target, config_option, dumps,
@@ -178,24 +179,23 @@ def verify(file, build, profiles_file, position_limit):
 
 
 def _load_i8(path: str, option: str) -> np.ndarray:
-    """An int8 .npy file given to ``option``.
+    """An int8 .npy file given to ``option``, flattened.
 
     Raises
     ------
     InputError
-        Naming the option and the file for anything else (.npz, empty, pickled, other dtype).
+        Naming the option and the file for anything else (.npz, empty, pickled, other
+        dtype, a header the data does not fill: :func:`mcsa.app.arrays.read_npy`).
     """
-    try:  # mapped, not read: a header that promises more than the file holds is refused, not allocated
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError, OverflowError) as err:
-        reason = "not an array file" if "pickled" in str(err) else err or "empty file"  # not "load it unsafely"
-        raise InputError(f"{option} {path}: cannot read as .npy ({reason})") from None
-    if not isinstance(arr, np.ndarray):
-        arr.close()
+    if arrays.sniff(path) == "npz":
         raise InputError(f"{option} {path}: an .npz archive; give each of q, k, v as its own int8 .npy file")
+    try:
+        arr = arrays.read_npy(path)
+    except arrays.UnreadableArray as err:
+        raise InputError(f"{option} {path}: cannot read as .npy ({err.reason})") from None
     if arr.dtype != np.int8:
         raise InputError(f"{option} {path}: must be int8, got {arr.dtype}")
-    return np.array(arr).reshape(-1)
+    return arr.reshape(-1)
 
 
 def _reference(q, k, v, positions, dim, scale) -> np.ndarray:

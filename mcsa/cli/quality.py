@@ -4,6 +4,7 @@ on real activations; ``capture`` and ``fetch-model`` to get those activations.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 import numpy as np
@@ -12,26 +13,15 @@ from mcsa.core import jsonio
 from mcsa.core.attention import MincutSparseAttention
 from mcsa.app.quality import masks, metrics, model, report
 from mcsa.core.target import TargetPanic
+from .plan import _range as partition_counts  # the syntax of `mcsa plan --partitions`
 from .common import (
-    InputError, IntRange, ascii_int, atomic_output, check_outputs, cli_target, config_option, dumps,
+    InputError, IntRange, atomic_output, check_outputs, cli_target, config_option, dumps,
     fail_on_input_errors, jsonable, limit_option, load_config, parse_gate, pyplot, read_text, target_option,
 )
 
 TEXT_LIMIT = 1 << 26
 """Largest text file read for ``capture`` (64 MiB; only the first tokens are kept)."""
 DEFAULT_GATE = json.dumps(metrics.DEFAULT_GATE.to_dict(), separators=(",", ":"))
-
-
-def _int_list(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        items = tuple(ascii_int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
-    if not items or min(items) < 0:
-        raise click.BadParameter(f"{value!r}: give one or more non-negative integers")
-    return tuple(dict.fromkeys(items))
 
 
 def _families(ctx, param, value):
@@ -45,8 +35,8 @@ def _families(ctx, param, value):
 @click.group(invoke_without_command=True)
 @click.option("--activations", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Activations .npz (q, k, v: layers x heads x T x D); repeat to pool several texts.")
-@click.option("--partitions", default="2,4,8", show_default=True, callback=_int_list,
-              help="Partition counts P of the reference mask.")
+@click.option("--partitions", default="2,4,8", show_default=True, callback=partition_counts,
+              help="Partition counts P of the reference mask: A..B, N or a comma list (2,4,8).")
 @click.option("--sinks", type=IntRange(min=0), default=1, show_default=True,
               help="Sink keys 0..S-1 added to the reference for `reference+sinks`.")
 @click.option("--masks", "families", default=",".join(masks.FAMILIES), show_default=True, callback=_families,
@@ -73,6 +63,7 @@ def quality(ctx, files, partitions, sinks, families, gate_json, target_name, pro
       mcsa quality fetch-model
       mcsa quality capture --model ~/.cache/mcsa/SmolLM2-135M-Instruct.Q4_1.gguf --text book.txt -o acts.npz
       mcsa quality --activations acts.npz --partitions 2,4,8 --sinks 1 --format json
+      mcsa quality --activations a.npz --activations b.npz --partitions 2..8 --plot quality.png
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -80,23 +71,24 @@ def quality(ctx, files, partitions, sinks, families, gate_json, target_name, pro
         raise InputError("--activations: give an activations .npz (see `mcsa quality capture --help`)")
     if 1 in partitions or 0 in partitions:
         raise InputError("--partitions: the reference mask is sparse only for 2 or more partitions")
-    if max(partitions) > 0xFFFF:
-        raise InputError("--partitions: partition_count is a u16 (at most 65535)")
     check_outputs({"-o": output, "--plot": png})
     target = cli_target(target_name, profiles_file)
     gate = parse_gate(gate_json)
     sim = MincutSparseAttention(load_config(config_file), target, position_limit)
     texts = [metrics.load_activations(f) for f in files]
-    settings = metrics.Settings(partitions, sinks, gate, sim, exact, families)
+    metrics.check_poolable(texts)
+    layers, heads, kv_heads, t, d = texts[0].shape
+    settings = metrics.Settings(tuple(partitions), sinks, gate, sim, exact, families)
     try:
+        _warn_full(settings, t)
         records = metrics.evaluate(texts, settings)
     except TargetPanic as panic:
         raise InputError(f"{target} panics on these activations: {panic}") from None
     if png:
         plt = pyplot("--plot")
+        names = ", ".join(Path(f).name for f in files) if len(files) <= 3 else f"{len(files)} texts pooled"
         with atomic_output(png, "wb") as f:
-            report.plot(records, f, plt, title=", ".join(files))
-    layers, heads, kv_heads, t, d = texts[0].shape
+            report.plot(records, f, plt, title=f"{names}: T={t}, {layers} layers x {heads} heads")
     with atomic_output(output) as out:
         if fmt == "json":
             head = {"texts": list(files), "seq_len": t, "layers": layers, "heads": heads, "kv_heads": kv_heads,
@@ -108,6 +100,27 @@ def quality(ctx, files, partitions, sinks, families, gate_json, target_name, pro
         else:
             out.write(f"{len(files)} text(s), T={t}, {layers} layers x {heads} heads ({kv_heads} kv), D={d}, "
                       f"target {target}\n{report.table(records)}\n")
+
+
+def _warn_full(settings: metrics.Settings, t: int) -> None:
+    """One line on stderr when a reference mask keeps every causal position: then
+    every mask of its size does too, and density and recall are 1.0 by construction."""
+    fallback, whole = metrics.full_references(settings, t)
+    causal = t * (t + 1) // 2
+    said = []
+    if fallback:
+        needs = ["seq_len >= 16"] * (t < 16) + ["lambda >= 30"] * (settings.gate.lambda_ < 30)
+        said.append(f"the sparse path needs {' and '.join(needs) or 'more'}, so for P={_ps(fallback)} the reference "
+                    f"is the full-mask fallback")
+    if whole:
+        said.append(f"P={_ps(whole)} leaves partitions too short to skip any position")
+    if said:
+        click.echo(f"warning: T={t}: {'; '.join(said)}: the reference holds all {causal:,} causal positions and "
+                   "every mask of its size keeps all attention (density 1.0, recall 1.0)", err=True)
+
+
+def _ps(counts) -> str:
+    return ",".join(map(str, counts))
 
 
 def _read_tokens(path: str) -> np.ndarray:

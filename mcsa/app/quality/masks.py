@@ -2,7 +2,10 @@
 
 Every baseline except ``reference+sinks`` holds exactly the reference's number
 of positions N. Position-only masks are the same for every head; the two
-oracles (``top-k-row``, ``top-n``) are per head, from the dense probabilities.
+oracles (``top-k-row``, ``top-n``) are per head, from the dense probabilities
+(:func:`mcsa.app.quality.kernels.oracle_orders`). For the metric kernels,
+:func:`distance_split` takes a position-only mask apart into each row's nearest
+keys and the rest.
 """
 
 from __future__ import annotations
@@ -105,40 +108,27 @@ def strided(seq_len: int, n: int) -> np.ndarray:
     return _first_n(seq_len, n, ~((d < stride) | (d % stride == 0)), d, -i)
 
 
+def distance_keys(seq_len: int) -> np.ndarray:
+    """(T, T) int32: row i's keys nearest first, ``i, i - 1, ..., 0``."""
+    i, c = np.indices((seq_len, seq_len))
+    return np.where(c <= i, i - c, 0).astype(np.int32)
+
+
+def distance_split(mask: np.ndarray):
+    """Each row of a causal mask as its nearest keys ``i, ..., i - L + 1`` (all in it)
+    plus the rest: ``(L (T,), rest (T, E), rest counts (T,))``, int32."""
+    t = mask.shape[0]
+    i, c = np.indices((t, t))
+    by_distance = np.where(c <= i, mask[i, np.maximum(i - c, 0)], False)
+    lengths = np.argmin(np.concatenate([by_distance, np.zeros((t, 1), bool)], axis=1), axis=1)
+    rest = mask & (c <= (np.arange(t) - lengths)[:, None])
+    counts = rest.sum(axis=1)
+    keys = np.argsort(~rest, axis=1, kind="stable")[:, : counts.max(initial=0)]
+    return lengths.astype(np.int32), keys.astype(np.int32), counts.astype(np.int32)
+
+
 def with_sinks(mask: np.ndarray, sinks: int) -> np.ndarray:
     """``mask`` plus the causal keys ``0..sinks-1`` of every row."""
     out = mask.copy()
     out[:, :sinks] |= np.tril(np.ones((mask.shape[0], min(sinks, mask.shape[0])), bool))
     return out
-
-
-def _ranks(scores: np.ndarray) -> np.ndarray:
-    """Rank of each entry along the last axis, highest score first: a permutation,
-    so a rank threshold keeps exactly that many entries (ties in an arbitrary but
-    fixed order)."""
-    order = np.argsort(-scores, axis=-1)
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(order.shape[-1]), order.shape), axis=-1)
-    return ranks
-
-
-def row_ranks(probs: np.ndarray) -> np.ndarray:
-    """(H, T, T): rank of each key in its row by dense probability; non-causal keys last."""
-    t = probs.shape[-1]
-    return _ranks(np.where(np.tril(np.ones((t, t), bool)), probs, -1.0))
-
-
-def head_ranks(probs: np.ndarray) -> np.ndarray:
-    """(H, T, T): rank of each position in its head by dense probability; non-causal last."""
-    h, t, _ = probs.shape
-    return _ranks(np.where(np.tril(np.ones((t, t), bool)), probs, -1.0).reshape(h, -1)).reshape(h, t, t)
-
-
-def top_k_row(ranks: np.ndarray, row_counts: np.ndarray) -> np.ndarray:
-    """Per head and row, the ``row_counts[i]`` keys of highest probability (``ranks`` from :func:`row_ranks`)."""
-    return ranks < row_counts[None, :, None]
-
-
-def top_n(ranks: np.ndarray, n: int) -> np.ndarray:
-    """Per head, the ``n`` causal positions of highest probability (``ranks`` from :func:`head_ranks`)."""
-    return ranks < n

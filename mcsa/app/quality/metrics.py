@@ -9,29 +9,35 @@ Dense reference: causal ``softmax(q k^T * scale) v`` in float64. For a mask M:
   renormalised over M (a row without positions outputs zeros);
   ``out_err_median`` = median over heads and layers.
 
-Everything is batched over the heads of a layer with matrix products. The float64
-``np.exp`` here is the analysis's reference, not a simulated kernel.
+The dense reference is batched over the heads of a layer with matrix products;
+the masks' sums walk each row's keys once for all masks (:mod:`.kernels`). Layers
+run on :data:`WORKERS` threads with one BLAS thread each. The float64 ``np.exp``
+here is the analysis's reference, not a simulated kernel.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import zipfile
-import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from mcsa.app import arrays
 from mcsa.core.attention import MincutSparseAttention
 from mcsa.core.mask import POSITION_BYTES
 from mcsa.core.packets import GatePacket
-from . import masks as mk
+from . import kernels, masks as mk
 
 DEFAULT_GATE = GatePacket(lambda_=200, lambda_prev=200)
 """The gate of the reference mask: lambda = lambda_prev = 200, no edges, no concentration, no flags."""
 
+
+WORKERS = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+"""Layers evaluated at once, each in a thread with one BLAS thread: the kernels release
+the GIL, while threaded BLAS on these small products spins and runs several times slower."""
 
 SLACK_BYTES = 64 << 20
 """What the memory estimates add for what does not grow with T (the int8 kernels, buffers)."""
@@ -75,13 +81,15 @@ def _size(n: int) -> str:
     return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
-def evaluation_bytes(heads: int, t: int, partitions: int = 1) -> int:
-    """An upper bound of :func:`evaluate`'s peak memory for one layer of ``heads``
-    query heads over ``t`` tokens and ``partitions`` partition counts: float64
-    (heads, T, T) probabilities, masked copies and ranks, and (T, T) masks of each
-    partition count (measured with tracemalloc: 41 heads + 5 partitions + 25
-    bytes per T^2 for large T)."""
-    return (44 * heads + 8 * partitions + 72) * t * t + SLACK_BYTES
+def evaluation_bytes(heads: int, t: int, partitions: int = 1, workers: int = 1) -> int:
+    """An upper bound of :func:`evaluate`'s peak memory for ``heads`` query heads
+    over ``t`` tokens and ``partitions`` partition counts, ``workers`` layers at a
+    time: per layer float64 (heads, T, T) probabilities and their key orders, and
+    the masks and key orders of each partition count (measured with tracemalloc at
+    9 heads, 5 partition counts, T=512: 276 bytes per T^2 for one worker, 510 for
+    two; the bound says 508 and 904). Refused above the bound for one worker; fewer
+    workers run when that is all the memory allows."""
+    return (44 * heads * workers + 8 * partitions + 72) * t * t + SLACK_BYTES
 
 
 @dataclass
@@ -155,45 +163,25 @@ def check_activations(q, k, v, layers=None, scale=None, tokens=None, where: str 
                        None if tokens is None else np.asarray(tokens), where)
 
 
-def _member_size(archive: zipfile.ZipFile, name: str) -> int:
-    """The bytes an array's header promises, read before allocating; refused if its member holds fewer."""
-    with archive.open(f"{name}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(f)
-    promised = math.prod(shape) * dtype.itemsize
-    if promised > archive.getinfo(f"{name}.npy").file_size:
-        raise ValueError(f"array {name} promises {promised:,} bytes of shape {shape} but holds fewer")
-    return promised
-
-
 def load_activations(path: str | Path) -> Activations:
     """Read an ``.npz`` with ``q``, ``k``, ``v`` and optional ``layers``, ``tokens``, ``scale``.
 
     Raises
     ------
+    UnreadableArray
+        If the file is not an npz of plain arrays (:func:`mcsa.app.arrays.read_npz`).
     ValueError
-        If the file is not an npz, misses an array, or the arrays disagree.
+        If it misses an array, or the arrays disagree.
     NotEnoughMemory
         If its arrays would not fit in the memory available.
     OSError
         If the file cannot be read.
     """
     path = str(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError("a single array, not an archive of q, k and v")
-        with data:
-            names = data.files
-            wanted = [n for n in ("q", "k", "v", "layers", "scale", "tokens") if n in names]
-            promised = sum(_member_size(data.zip, name) for name in wanted)
-            check_memory(promised, f"{path}: its arrays", "capture fewer tokens or layers")
-            found = {n: data[n] for n in wanted}
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotEnoughMemory):
-        raise
-    except (ValueError, EOFError, OSError, OverflowError, zipfile.BadZipFile, zlib.error) as err:
-        raise ValueError(f"{path}: not a readable .npz file ({err})") from None
+    if arrays.sniff(path) == "npy":
+        raise arrays.UnreadableArray(path, None, "a single array, not an archive of q, k and v")
+    found, names = arrays.read_npz(path, ("q", "k", "v", "layers", "scale", "tokens"), lambda promised: check_memory(
+        promised, f"{path}: its arrays", "capture fewer tokens or layers"))
     missing = [n for n in ("q", "k", "v") if n not in found]
     if missing:
         raise ValueError(f"{path}: no array {', '.join(missing)} (has {', '.join(names) or 'none'})")
@@ -217,19 +205,13 @@ def dense_layer(q, k, v, scale):
     heads, t, _ = q.shape
     kx = expand_kv(k.astype(np.float64), heads)
     vx = expand_kv(v.astype(np.float64), heads)
-    scores = (q.astype(np.float64) @ kx.transpose(0, 2, 1)) * scale
-    scores[:, ~np.tril(np.ones((t, t), bool))] = -np.inf
-    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    probs = e / e.sum(axis=-1, keepdims=True)
+    probs = q.astype(np.float64) @ kx.transpose(0, 2, 1)
+    probs *= scale
+    np.copyto(probs, -np.inf, where=~np.tril(np.ones((t, t), bool)))
+    probs -= probs.max(axis=-1, keepdims=True)
+    np.exp(probs, out=probs)
+    probs /= probs.sum(axis=-1, keepdims=True)
     return probs, probs @ vx, vx
-
-
-def masked_attention(probs, vx, mask):
-    """Row recall (H, T) and the output of the softmax renormalised over ``mask``
-    ((T, T) or (H, T, T) bool); a row without positions outputs zeros."""
-    kept = probs * mask
-    row_mass = kept.sum(axis=-1)
-    return row_mass, (kept @ vx) / np.where(row_mass > 0, row_mass, 1.0)[..., None]
 
 
 def relative_error(got, want):
@@ -244,10 +226,10 @@ def quantise(x: np.ndarray):
     return np.clip(np.rint(x / step), -127, 127).astype(np.int8), step
 
 
-def exact_errors(sim, sparse_mask, q, k, v, scale, out, masked_out, where: str = ""):
+def exact_errors(sim, sparse_masks: list, q, k, v, scale, out, masked_outs, where: str = "") -> list[tuple]:
     """The target's int8 ``sparse_attention`` per head (q, k, v quantised per head
-    tensor): its error against dense float attention and against float
-    attention over the same mask.
+    tensor, once for every mask): for each mask, its error against dense float
+    attention and against float attention over the same mask (``masked_outs``).
 
     Raises
     ------
@@ -255,7 +237,7 @@ def exact_errors(sim, sparse_mask, q, k, v, scale, out, masked_out, where: str =
         ``{where} head H: ...`` if the kernel's f32 scale (scale x q step x k step) overflows f32.
     """
     heads, t, d = q.shape
-    got = np.empty((heads, t, d))
+    got = np.empty((len(sparse_masks), heads, t, d))
     for h in range(heads):
         kv = h // (heads // k.shape[0])
         (qi, qs), (ki, ks), (vi, vs) = quantise(q[h]), quantise(k[kv]), quantise(v[kv])
@@ -264,9 +246,9 @@ def exact_errors(sim, sparse_mask, q, k, v, scale, out, masked_out, where: str =
         if not np.isfinite(scale32):
             raise ValueError(f"{where} head {h}: the int8 kernel's f32 scale (scale x q step x k step = "
                              f"{scale * qs * ks:.3g}) overflows f32; leave the exact path out (--no-exact)")
-        flat = sim.sparse_attention(qi, ki, vi, sparse_mask, d, scale32)
-        got[h] = flat.reshape(t, d).astype(np.float64) * vs
-    return relative_error(got, out), relative_error(got, masked_out)
+        for m, sparse_mask in enumerate(sparse_masks):
+            got[m, h] = sim.sparse_attention(qi, ki, vi, sparse_mask, d, scale32).reshape(t, d).astype(np.float64) * vs
+    return [(relative_error(g, out), relative_error(g, masked)) for g, masked in zip(got, masked_outs)]
 
 
 @dataclass
@@ -281,26 +263,122 @@ class Settings:
     families: tuple = mk.FAMILIES
 
 
-def _masks_for(family, ref_dense, sinks, ranks, n):
-    t = ref_dense.shape[0]
-    return {
-        "reference": lambda: ref_dense,
-        "reference+sinks": lambda: mk.with_sinks(ref_dense, sinks),
-        "window": lambda: mk.window(t, n),
-        "a-shape": lambda: mk.a_shape(t, n),
-        "strided": lambda: mk.strided(t, n),
-        "top-k-row": lambda: mk.top_k_row(ranks["row"], ref_dense.sum(axis=1)),
-        "top-n": lambda: mk.top_n(ranks["head"], n),
-    }[family]()
+@dataclass
+class _Walk:
+    """Masks that are prefixes of one key order per row, each plus keys of its own
+    (see :mod:`.kernels`): ``keys`` (1 or H, T, K), ``cuts`` (S, 1 or H, T), optional
+    ``extra_keys`` (S, T, E) and ``extra_cuts`` (S, T), and the (P, family) of each mask."""
+
+    keys: np.ndarray
+    cuts: np.ndarray
+    labels: list
+    extra_keys: np.ndarray | None = None
+    extra_cuts: np.ndarray | None = None
+
+    def saves(self, exact: bool) -> list[int]:
+        """The masks whose outputs the exact path compares with: the references."""
+        return [c for c, (_, f) in enumerate(self.labels) if f == "reference"] if exact else []
 
 
-def _same_shape(texts: list[Activations]) -> None:
+def _fixed_walks(s: Settings, t: int, refs: dict) -> list[_Walk]:
+    """The position-only masks of every partition count as one walk (built once per
+    evaluation): each is its row's nearest keys plus a few of its own (the reference's
+    boundary keys, the sinks, the strided pattern's farther multiples of l)."""
+    sizes = {p: refs[p][0].num_positions for p in s.partitions}
+    build = {"window": lambda p: mk.window(t, sizes[p]), "reference": lambda p: refs[p][1],
+             "reference+sinks": lambda p: mk.with_sinks(refs[p][1], s.sinks),
+             "a-shape": lambda p: mk.a_shape(t, sizes[p]), "strided": lambda p: mk.strided(t, sizes[p])}
+    masks = {(p, f): build[f](p) for p in s.partitions for f in s.families if f in build}
+    if not masks:
+        return []
+    split = [mk.distance_split(m) for m in masks.values()]
+    extra = np.zeros((len(split), t, max(rest.shape[1] for _, rest, _ in split)), np.int32)
+    for n, (_, rest, _) in enumerate(split):
+        extra[n, :, : rest.shape[1]] = rest
+    return [_Walk(mk.distance_keys(t)[None], np.stack([n for n, _, _ in split])[:, None], list(masks), extra,
+                  np.stack([c for _, _, c in split]))]
+
+
+def _oracle_walk(s: Settings, probs: np.ndarray, refs: dict) -> list[_Walk]:
+    """The oracles of every partition count, one walk per head (from this layer's probabilities)."""
+    topk = [p for p in s.partitions if "top-k-row" in s.families]
+    topn = [p for p in s.partitions if "top-n" in s.families]
+    if not topk and not topn:
+        return []
+    t = probs.shape[-1]
+    row_cuts = np.array([refs[p][1].sum(axis=1) for p in topk], np.int64).reshape(-1, t)
+    keys, cuts = kernels.oracle_orders(probs, row_cuts, [refs[p][0].num_positions for p in topn])
+    return [_Walk(keys, cuts, [(p, "top-k-row") for p in topk] + [(p, "top-n") for p in topn])]
+
+
+def _layer(s: Settings, refs: dict, walks: list[_Walk], acts: Activations, layer: int):
+    """One layer of one text: ``({(P, family): (recall, error) per head}, {P: int8 errors per head},
+    {(P, family): positions})``."""
+    q, k, v = acts.q[layer], acts.k[layer], acts.v[layer]
+    t = q.shape[1]
+    where = f"{acts.source}, layer {acts.layers[layer]}"
+    with np.errstate(over="ignore", invalid="ignore"):
+        probs, out, vx = dense_layer(q, k, v, acts.scale)
+    if not (np.isfinite(probs).all() and np.isfinite(out).all()):
+        raise ValueError(f"{where}: the float64 reference overflows (scale {acts.scale:.3g} times q.k "
+                         "goes beyond 1e308): these activations or this scale are out of range")
+    norm = np.sqrt((out ** 2).sum(axis=(-2, -1)))
+    figures, int8, positions = {}, {}, {}
+    for walk in walks + _oracle_walk(s, probs, refs):
+        saves = walk.saves(s.exact)
+        recall, err2, saved = kernels.prefix_errors(probs, vx, out, walk.keys, walk.cuts, walk.extra_keys,
+                                                    walk.extra_cuts, saves)
+        for c, label in enumerate(walk.labels):
+            figures[label] = recall[c] / t, np.sqrt(err2[c]) / norm
+            own = 0 if walk.extra_cuts is None else int(walk.extra_cuts[c].sum())
+            positions[label] = (int(walk.cuts[c].sum()) // walk.cuts.shape[1]) + own
+        if saves:
+            ps = [walk.labels[c][0] for c in saves]
+            int8.update(zip(ps, exact_errors(s.sim, [refs[p][0] for p in ps], q, k, v, acts.scale, out, saved,
+                                             where)))
+    return figures, int8, positions
+
+
+def describe(acts: Activations) -> str:
+    """``30 layers x 9 heads (3 kv) x T=512 x D=64`` (and the layer ids when not 0..L-1)."""
+    layers, heads, kv, t, d = acts.shape
+    ids = acts.layers.tolist()
+    named = "" if ids == list(range(layers)) else f" (ids {', '.join(map(str, ids[:6]))}{', ...' if layers > 6 else ''})"
+    return f"{layers} layers{named} x {heads} heads ({kv} kv) x T={t} x D={d}"
+
+
+def check_poolable(texts: list[Activations]) -> None:
+    """Refuse texts whose heads cannot be pooled: other layers, heads, T or D than the first's.
+
+    Raises
+    ------
+    ValueError
+        ``cannot pool A (shape) with B (shape): ...``, one line.
+    """
     first = texts[0]
     for acts in texts[1:]:
         if acts.shape != first.shape or not np.array_equal(acts.layers, first.layers):
-            raise ValueError(f"activations of shape {acts.shape} (layers, heads, kv_heads, T, D) and layers "
-                             f"{acts.layers.tolist()} do not match the first file's {first.shape}, "
-                             f"{first.layers.tolist()}")
+            raise ValueError(f"cannot pool {first.source} ({describe(first)}) with {acts.source} ({describe(acts)}): "
+                             "pooled texts need the same layers, heads, T and D")
+
+
+def full_references(s: Settings, t: int) -> tuple[list[int], list[int]]:
+    """The partition counts whose reference mask keeps every causal position over ``t``
+    tokens: ``(on the full-mask fallback, on the sparse path but with every position)``.
+
+    Raises
+    ------
+    TargetPanic
+        From ``mask_stats`` on the simulated target.
+    """
+    fallback, whole = [], []
+    for p in s.partitions:
+        stats = s.sim.mask_stats(GatePacket(*s.gate.values()[:4], p, s.gate.flags), t)
+        if not stats.sparse:
+            fallback.append(p)
+        elif stats.num_positions >= t * (t + 1) // 2:
+            whole.append(p)
+    return fallback, whole
 
 
 def evaluate(texts: Activations | list[Activations], settings: Settings | None = None) -> list[dict]:
@@ -328,51 +406,37 @@ def evaluate(texts: Activations | list[Activations], settings: Settings | None =
     texts = [texts] if isinstance(texts, Activations) else list(texts)
     if not texts:
         raise ValueError("no activations to evaluate")
-    _same_shape(texts)
+    check_poolable(texts)
     unknown = [f for f in s.families if f not in mk.FAMILIES]
     if unknown:
         raise ValueError(f"unknown mask {', '.join(unknown)}; known: {', '.join(mk.FAMILIES)}")
     n_layers, heads, _, t, _ = texts[0].shape
     check_memory(evaluation_bytes(heads, t, len(s.partitions)), f"evaluating {heads} heads over T={t} tokens",
                  "use activations of fewer tokens (mcsa quality capture --max-tokens)")
+    have = available_memory()
+    workers = min(WORKERS, n_layers * len(texts))  # fewer when only one layer at a time fits
+    while workers > 1 and have is not None and evaluation_bytes(heads, t, len(s.partitions), workers) > have:
+        workers -= 1
     refs = {}
     for p in s.partitions:
         gate = GatePacket(*s.gate.values()[:4], p, s.gate.flags)
         refs[p] = mk.reference_mask(s.sim, gate, t)
-    # position-only masks do not depend on the text or layer: build them once per P
-    fixed = {(p, f): _masks_for(f, refs[p][1], s.sinks, None, refs[p][0].num_positions)
-             for p in s.partitions for f in s.families if f not in ("top-k-row", "top-n")}
+    walks = _fixed_walks(s, t, refs)
     shape = (n_layers, len(texts), heads)
-    res = {(p, f): {"recall": np.zeros(shape), "err": np.zeros(shape), "positions": 0}
-           for p in s.partitions for f in s.families}
+    res = {(p, f): {"recall": np.zeros(shape), "err": np.zeros(shape)} for p in s.partitions for f in s.families}
     exact = {p: (np.zeros(shape), np.zeros(shape)) for p in s.partitions} if s.exact else {}
-    for x, acts in enumerate(texts):
-        for layer in range(n_layers):
-            q, k, v = acts.q[layer], acts.k[layer], acts.v[layer]
-            where = f"{acts.source}, layer {acts.layers[layer]}"
-            with np.errstate(over="ignore", invalid="ignore"):
-                probs, out, vx = dense_layer(q, k, v, acts.scale)
-            if not (np.isfinite(probs).all() and np.isfinite(out).all()):
-                raise ValueError(f"{where}: the float64 reference overflows (scale {acts.scale:.3g} times q.k "
-                                 "goes beyond 1e308): these activations or this scale are out of range")
-            ranks = {}
-            if "top-k-row" in s.families:
-                ranks["row"] = mk.row_ranks(probs)
-            if "top-n" in s.families:
-                ranks["head"] = mk.head_ranks(probs)
-            for p in s.partitions:
-                sparse, ref_dense = refs[p]
-                for f in s.families:
-                    mask = fixed.get((p, f))
-                    if mask is None:
-                        mask = _masks_for(f, ref_dense, s.sinks, ranks, sparse.num_positions)
-                    row_mass, masked_out = masked_attention(probs, vx, mask)
-                    r = res[(p, f)]
-                    r["recall"][layer, x], r["err"][layer, x] = row_mass.mean(axis=-1), relative_error(masked_out, out)
-                    r["positions"] = max(r["positions"], int(mask.sum()) // (heads if mask.ndim == 3 else 1))
-                    if f == "reference" and s.exact:
-                        exact[p][0][layer, x], exact[p][1][layer, x] = exact_errors(
-                            s.sim, sparse, q, k, v, acts.scale, out, masked_out, where)
+    jobs = [(x, layer) for x in range(len(texts)) for layer in range(n_layers)]
+    pool = ThreadPoolExecutor(workers)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            done = pool.map(lambda job: _layer(s, refs, walks, texts[job[0]], job[1]), jobs)
+            for (x, layer), (figures, int8, positions) in zip(jobs, done):
+                for key, (recall, err) in figures.items():
+                    res[key]["recall"][layer, x], res[key]["err"][layer, x] = recall, err
+                for p, (vs_dense, vs_mask) in int8.items():
+                    exact[p][0][layer, x], exact[p][1][layer, x] = vs_dense, vs_mask
+    finally:  # an error or Ctrl-C: the layers not started are dropped, not waited for
+        pool.shutdown(cancel_futures=True)
     causal = t * (t + 1) // 2
     records = []
     for p in s.partitions:
@@ -380,8 +444,8 @@ def evaluate(texts: Activations | list[Activations], settings: Settings | None =
             r = res[(p, f)]
             by_layer = r["err"].reshape(n_layers, -1)
             rec = {
-                "partitions": p, "mask": f, "positions": r["positions"], "density": r["positions"] / causal,
-                "mask_bytes": r["positions"] * POSITION_BYTES,
+                "partitions": p, "mask": f, "positions": positions[(p, f)],
+                "density": positions[(p, f)] / causal, "mask_bytes": positions[(p, f)] * POSITION_BYTES,
                 "recall_mean": float(r["recall"].mean()), "recall_min_head": float(r["recall"].min()),
                 "out_err_median": float(np.median(r["err"])),
                 "layers": [int(x) for x in texts[0].layers],

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .metrics import SLACK_BYTES, check_memory, dense_layer
 
@@ -236,7 +237,6 @@ class GGUFModel:
         NotEnoughMemory
             If the logits and one layer's float64 attention would not fit in the memory available.
         """
-        h = self.hyper
         ids = np.asarray(ids, np.int64).reshape(-1)
         vocab = self.embedding.shape[0]
         if ids.size and (ids.min() < 0 or ids.max() >= vocab):
@@ -244,6 +244,11 @@ class GGUFModel:
         t = ids.size
         check_memory(self.forward_bytes(t, capture), f"a forward pass over {t} tokens",
                      "keep fewer tokens (--max-tokens)")
+        with threadpool_limits(1, user_api="blas"):  # threaded BLAS: 3-4x slower on a shared 2-core machine
+            return self._forward(ids, capture)
+
+    def _forward(self, ids: np.ndarray, capture: bool):
+        h, t = self.hyper, ids.size
         x = self.embedding[ids]
         cos, sin = rope_tables(t, h.head_dim, h.rope_base)
         acts = {"q": [], "k": [], "v": []} if capture else None
