@@ -125,8 +125,8 @@ def test_parquet_metadata_and_row_groups(tmp_path):
     assert run("replay", EXAMPLES / "trace.bin", *ARGS, "--format", "parquet", "-o", out).exit_code == 0
     meta = pq.ParquetFile(out).metadata
     kv = meta.metadata
-    assert kv[b"schema_version"] == b"1" and json.loads(kv[b"mcsa.app.replay.header"])["profile"] == "stm32f411"
-    assert json.loads(kv[b"mcsa.app.replay.summary"])["packets"] == 400 and meta.num_row_groups == 1
+    assert kv[b"schema_version"] == b"1" and json.loads(kv[b"mcsa.replay.header"])["profile"] == "stm32f411"
+    assert json.loads(kv[b"mcsa.replay.summary"])["packets"] == 400 and meta.num_row_groups == 1
     assert "needs -o" in run("replay", EXAMPLES / "trace.bin", *ARGS, "--format", "parquet").stderr
 
 

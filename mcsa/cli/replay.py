@@ -225,7 +225,7 @@ class _ParquetWriter:
     def _open(self, table):
         import pyarrow.parquet as pq
 
-        metadata = {"schema_version": str(SCHEMA_VERSION), "mcsa.app.replay.header": dumps(self.header)}
+        metadata = {"schema_version": str(SCHEMA_VERSION), "mcsa.replay.header": dumps(self.header)}
         self.writer = pq.ParquetWriter(self.out, table.schema.with_metadata(metadata))
 
     def write(self, part: Part, offset: int) -> None:
@@ -237,7 +237,7 @@ class _ParquetWriter:
     def finish(self, summary: dict, source: str | None) -> None:
         if self.writer is None:
             self._open(part_table(Part.empty(""), 0, self.source, self.with_packet))
-        self.writer.add_key_value_metadata({"mcsa.app.replay.summary": dumps(summary)})
+        self.writer.add_key_value_metadata({"mcsa.replay.summary": dumps(summary)})
         self.close()
 
     def close(self) -> None:
