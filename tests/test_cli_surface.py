@@ -220,6 +220,15 @@ def _profile_row(**change):
     (_profile_row(description=5), r"\[board\] description must be a string, got 5"),
     (_profile_row(ram=2**40), r"ram 1,099,511,627,776 B is more than a 32-bit usize addresses"),
     (_profile_row(ram=-1), r"\[board\] ram must be >= 0, got -1"),
+    (_profile_row(arch='"banana"'), r"\[board\] arch must be one of x86_64, wasm32, thumbv7em, .*, got 'banana'$"),
+    (_profile_row(arch='"thumbv7"'), r"got 'thumbv7' \(did you mean 'thumbv7m'\?\)"),
+    (_profile_row(fpu='"yes"'), r"fpu must be one of none, single, double, got 'yes'"),
+    (_profile_row(expf='"glibc"'), r"expf must be one of glibc-fma, musl, libm-rs, got 'glibc' \(did you mean"),
+    (_profile_row(allocator='"tlfs"'), r"allocator must be one of none, linked-list"),
+    (_profile_row(nan='"arm"'), r"nan must be one of x86-sse, .*, xtensa-fpu, got 'arm'"),
+    (_profile_row(usize_bits=16), r"usize_bits must be 32 or 64, got 16"),
+    (_profile_row(allocater='"tlsf"'), r"\[board\]: unknown key `allocater`; did you mean `allocator`\?"),
+    (_profile_row(arch=None), r"\[board\] is missing arch \(a new profile gives arch, ram, heap_budget, allocator;"),
 ])
 def test_profile_rows_are_validated(tmp_path, row, message):
     own = tmp_path / "mine.toml"

@@ -6,6 +6,7 @@ Each command's module is imported when that command runs (or shows its help):
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import signal
@@ -69,6 +70,13 @@ class _Main(click.Group):
 
     def list_commands(self, ctx):
         return list(COMMANDS)
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in COMMANDS and not args[0].startswith("-"):
+            close = difflib.get_close_matches(args[0], COMMANDS, n=2, cutoff=0.6)
+            if close:
+                ctx.fail(f"No such command {args[0]!r}; did you mean {' or '.join(close)}?")
+        return super().resolve_command(ctx, args)
 
     def get_command(self, ctx, name):
         if name not in COMMANDS:

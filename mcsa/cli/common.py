@@ -137,6 +137,25 @@ def plural(count: int, noun: str, nouns: str | None = None) -> str:
     return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
 
 
+def _options(fn, *options):
+    """Apply click options so that --help lists them in the order given."""
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _bundle(decorate):
+    """Let a bundle be used bare (``@bundle``) or with its settings (``@bundle(default=...)``)."""
+
+    @functools.wraps(decorate)
+    def bundle(fn=None, **settings):
+        if fn is None:
+            return lambda f: decorate(f, **settings)
+        return decorate(fn, **settings)
+
+    return bundle
+
+
 # --- errors -----------------------------------------------------------------------------------------------
 
 
@@ -146,14 +165,18 @@ class InputError(click.ClickException):
     exit_code = 2
 
 
-def fail_on_input_errors(fn):
+@_bundle
+def fail_on_input_errors(fn, kernels: bool = True):
     """Turn the library's ValueError/TypeError/OSError (and a truncated compressed
     stream's EOFError/zlib.error) into :class:`InputError`. A closed stdout
     (BrokenPipeError) is not bad input: it goes on to ``main``, which ends quietly.
-    A mask over the position limit is told how to get its figures from the command line."""
+    A mask over the position limit is told how to get its figures from the command line.
+    With ``kernels`` (a command that runs the simulator), a first compile of the
+    kernels on this machine is announced on stderr (:class:`CompileNotice`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        notice = CompileNotice() if kernels else None
         try:
             return fn(*args, **kwargs)
         except BrokenPipeError:
@@ -167,8 +190,58 @@ def fail_on_input_errors(fn):
             raise InputError(f"{err.filename or ''}: {err.strerror or err}".lstrip(": ")) from None
         except (EOFError, zlib.error) as err:
             raise InputError(f"truncated or corrupt input ({err})") from None
+        finally:
+            if notice is not None:
+                notice.close()
 
     return wrapper
+
+
+class CompileNotice:
+    """While a command runs: the first time Numba compiles a kernel (its cache holds
+    none for this machine and source), one note on stderr that it compiles and how
+    long that takes; at the end, how long it took. Numba signals only real compiles
+    (``numba:compile`` events), not loads from its cache."""
+
+    def __init__(self):
+        from numba.core import event
+
+        self.seconds, self.depth, self.started = 0.0, 0, None
+        notice = self
+
+        class Listener(event.Listener):
+            def on_start(self, ev):
+                notice.start()
+
+            def on_end(self, ev):
+                notice.end()
+
+        self.listener = Listener()
+        event.register("numba:compile", self.listener)
+
+    def start(self) -> None:
+        import time
+
+        if self.depth == 0:
+            if self.started is None:
+                click.echo("note: compiling mcsa's kernels for this machine, once (seconds to a minute); "
+                           "later runs load them from Numba's cache", err=True)
+            self.started = time.perf_counter()
+        self.depth += 1
+
+    def end(self) -> None:
+        import time
+
+        self.depth -= 1
+        if self.depth == 0:
+            self.seconds += time.perf_counter() - self.started
+
+    def close(self) -> None:
+        from numba.core import event
+
+        event.unregister("numba:compile", self.listener)
+        if self.started is not None:
+            click.echo(f"note: compiled in {self.seconds:.0f} s", err=True)
 
 
 # --- files ------------------------------------------------------------------------------------------------
@@ -225,25 +298,6 @@ def load_config(path: str | None):
 
 
 # --- option bundles ---------------------------------------------------------------------------------------
-
-
-def _options(fn, *options):
-    """Apply click options so that --help lists them in the order given."""
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def _bundle(decorate):
-    """Let a bundle be used bare (``@bundle``) or with its settings (``@bundle(default=...)``)."""
-
-    @functools.wraps(decorate)
-    def bundle(fn=None, **settings):
-        if fn is None:
-            return lambda f: decorate(f, **settings)
-        return decorate(fn, **settings)
-
-    return bundle
 
 
 TARGET_HELP = ("a profile (stm32f411, stm32f411-debug) or a simulator preset (thumbv7em, x86_64-debug); "
@@ -407,15 +461,16 @@ def gate_options(fn, partition_list: tuple | None = None, **defaults):
 
 
 def parse_gate(text: str, defaults: dict | None = None):
-    """A --gate option's serde JSON as a GatePacket: strict JSON, the fields it leaves
-    out from ``defaults`` (serde names; Rust's ``Default``, all 0, if None), unknown
-    keys noted on stderr.
+    """A --gate option's serde JSON (a packet, or a trace record) as a GatePacket:
+    strict JSON, the fields it leaves out from ``defaults`` (serde names; Rust's
+    ``Default``, all 0, if None), keys that are not a trace record's noted on stderr.
 
     Raises
     ------
     InputError
         ``--gate: ...`` naming what is wrong.
     """
+    from mcsa.app.traces import KNOWN_KEYS
     from mcsa.core import jsonio
     from mcsa.core.packets import GatePacket
 
@@ -425,7 +480,7 @@ def parse_gate(text: str, defaults: dict | None = None):
             raise ValueError(f"--gate: a gate packet is a JSON object, got {type(record).__name__}")
         defaults = GatePacket().to_dict() if defaults is None else defaults
         packet = GatePacket.from_dict({**defaults, **record})
-        for note in jsonio.unknown_keys(record, defaults, "--gate"):
+        for note in jsonio.unknown_keys(record, KNOWN_KEYS, "--gate"):  # a trace record's t and seq_len: no note
             click.echo(f"note: {note}", err=True)
         return packet
     except (ValueError, TypeError) as err:

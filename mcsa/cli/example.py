@@ -128,7 +128,7 @@ SAMPLES = {
 @click.argument("names", nargs=-1, required=True, type=click.Choice([*SAMPLES, "all"]))
 @click.option("--dir", "folder", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Folder to write them in (made if missing).")
-@fail_on_input_errors
+@fail_on_input_errors(kernels=False)
 def example(names, folder):
     """Write sample files to try the commands on. An existing file is never
     overwritten: the command refuses before writing anything.
@@ -149,7 +149,8 @@ def example(names, folder):
     target = Path(folder)
     existing = [str(target / f) for n in wanted for f in SAMPLES[n][0] if (target / f).exists()]
     if existing:
-        raise InputError(f"{', '.join(existing)}: already there; remove it or write elsewhere with --dir")
+        raise InputError(f"{', '.join(existing)} {'is' if len(existing) == 1 else 'are'} already there; nothing "
+                         f"written (remove {'it' if len(existing) == 1 else 'them'}, or write elsewhere with --dir)")
     target.mkdir(parents=True, exist_ok=True)
     check_outputs({"--dir": str(target / SAMPLES[wanted[0]][0][0])})
     for name in wanted:

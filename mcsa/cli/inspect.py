@@ -19,6 +19,7 @@ ASCII_LIMIT = 96
 LISTED = 8
 """Boundaries and boundary tokens listed in text; JSON holds them all."""
 KINDS = ("density", "masks", "full", "scalar", "attention")
+"""mcsa.app.verify.KINDS (a test holds them equal), here so that `verify --help` loads no kernels."""
 
 
 @click.command(short_help="List the target profiles and simulator presets that --target takes.")
@@ -53,8 +54,8 @@ def targets(profiles_file, fmt, output, wide):
         rows = [(p.name, p.usize_bits, byte_size(p.ram), byte_size(p.heap_budget), p.allocator.name, p.expf,
                  p.description) for p in profiles.values()]
         lines = table(header, rows, right={1, 2, 3}, wide=wide)
-        lines += ["", "simulator presets: a build with no RAM figure (fit, plan and replay give it the whole "
-                  "address space as heap, allocator none):"]
+        lines += ["", *textwrap.wrap("simulator presets: builds with no RAM figure (fit, plan and replay give them "
+                                     "their whole address space as heap, allocator none):", TABLE_WIDTH)]
         rows = [(t.name, t.usize_bits, t.overflow.value, t.expf.value, t.nan.name) for t in PRESETS.values()]
         lines += table(("preset", "usize", "overflow", "expf", "nan"), rows, right={1}, wide=wide)
         out.write("\n".join(lines) + "\n")
@@ -113,39 +114,40 @@ def mask_figure(plt, positions, boundaries, seq_len: int, title: str):
 
 
 def _mask_text(report, art: bool) -> str:
+    """The report as lines of at most :data:`TABLE_WIDTH` columns (and the mask as text when ``art``)."""
     s = report.stats
-    lines = []
     head = f"{report.target}: seq_len {report.seq_len:,}"
+    lines = []
     if s is not None:
-        head += (f", {'sparse' if s.sparse else 'full'} path, {plural(s.partition_boundaries.size, 'partition')}, "
-                 f"{plural(s.num_positions, 'position')}")
-        lines.append(head)
+        lines.append(f"{head}, {'sparse' if s.sparse else 'full'} path, "
+                     f"{plural(s.partition_boundaries.size, 'partition')}, {plural(s.num_positions, 'position')}")
         figures = [f"density {jsonable(s.density)}", f"target_density {jsonable(report.target_density)}"]
         if report.flops_ratio is not None:
             figures.append(f"flops_ratio {jsonable(report.flops_ratio)}")
-        lines.append("  " + ", ".join(figures))
-        lines.append(f"  partition_boundaries {_listed(s.partition_boundaries.tolist())}; "
+        lines.append(", ".join(figures))
+        lines.append(f"partition_boundaries {_listed(s.partition_boundaries.tolist())}; "
                      f"boundary_tokens {_listed(s.boundary_tokens.tolist())}")
-        lines.append("  mask bytes: " + ", ".join(f"{k} {v:,}" for k, v in report.representations.items()))
+        lines.append("mask bytes: " + ", ".join(f"{k} {v:,}" for k, v in report.representations.items()))
     else:
         lines.append(head)
-    if report.panic is not None:
-        call = ("build_mask" if report.panicking_call == "build_mask" else "estimated_flops_ratio(mask, seq_len)")
-        lines.append(f"  {call} panics: {report.panic}")
-        return "\n".join(lines) + "\n"
-    if report.op_counts is not None:
-        ops = ", ".join(f"{k} {v:,}" for k, v in report.op_counts.items() if k != "positions")
-        lines += textwrap.wrap(f"sparse_attention at dim {report.dim:,}: {ops}", TABLE_WIDTH,
-                               initial_indent="  ", subsequent_indent="    ")
+    if report.panicking_call == "build_mask":
+        lines.append(f"build_mask panics: {report.panic}")
+    elif report.panic is not None:
+        lines.append(f"build_mask completes; estimated_flops_ratio(mask, {report.seq_len}) then panics: {report.panic}")
+    elif report.op_counts is not None:
+        lines.append(f"sparse_attention at dim {report.dim:,}: "
+                     + ", ".join(f"{k} {v:,}" for k, v in report.op_counts.items() if k != "positions"))
     else:
-        lines.append("  sparse_attention op counts: its indices wrap, so they need the mask built (drop --stats)")
+        lines.append("sparse_attention op counts: this mask's indices wrap, so they need it built (without --stats)")
+    text = [lines[0]] + [wrapped for line in lines[1:] for wrapped in
+                         textwrap.wrap(line, TABLE_WIDTH, initial_indent="  ", subsequent_indent="    ")]
     if art and report.mask is not None:
         import numpy as np
 
         grid = np.zeros((report.seq_len, report.seq_len), bool)
         grid[report.mask.positions[:, 0], report.mask.positions[:, 1]] = True
-        lines += ["".join("#" if cell else "." for cell in row) for row in grid]
-    return "\n".join(lines) + "\n"
+        text += ["".join("#" if cell else "." for cell in row) for row in grid]
+    return "\n".join(text) + "\n"
 
 
 @click.command(short_help="Show one mask: its statistics, sizes, op counts and picture.")
