@@ -462,8 +462,8 @@ def gate_options(fn, partition_list: tuple | None = None, **defaults):
 
 def parse_gate(text: str, defaults: dict | None = None):
     """A --gate option's serde JSON (a packet, or a trace record) as a GatePacket:
-    strict JSON, the fields it leaves out from ``defaults`` (serde names; Rust's
-    ``Default``, all 0, if None), keys that are not a trace record's noted on stderr.
+    strict JSON, the fields it leaves out from ``defaults`` (serde names; with None,
+    every field must be there), keys that are not a trace record's noted on stderr.
 
     Raises
     ------
@@ -478,8 +478,7 @@ def parse_gate(text: str, defaults: dict | None = None):
         record = jsonio.loads(text, "--gate")
         if not isinstance(record, dict):
             raise ValueError(f"--gate: a gate packet is a JSON object, got {type(record).__name__}")
-        defaults = GatePacket().to_dict() if defaults is None else defaults
-        packet = GatePacket.from_dict({**defaults, **record})
+        packet = GatePacket.from_dict({**(defaults or {}), **record})
         for note in jsonio.unknown_keys(record, KNOWN_KEYS, "--gate"):  # a trace record's t and seq_len: no note
             click.echo(f"note: {note}", err=True)
         return packet
@@ -528,20 +527,22 @@ EXTENSIONS = {".txt": "table", ".json": "json", ".jsonl": "jsonl", ".csv": "csv"
 
 
 @_bundle
-def output_options(fn, formats: tuple = ("table", "json"), default="table", wide: bool = False):
+def output_options(fn, formats: tuple = ("table", "json"), default="table", wide: bool = False,
+                   folder: bool = False, output_help: str | None = None):
     """``--format`` (one of ``formats``; ``--json`` is ``--format json``), ``-o FILE``
-    and, with ``wide``, ``--wide``: the command gets ``fmt`` and ``output`` (None:
-    stdout). The format is ``--format``'s, else the one ``-o``'s extension names
-    (:data:`EXTENSIONS`), else ``default`` (a function of the output, or a name); an
-    extension that names another format than ``--format`` is refused, as is one
-    naming a format the command does not write."""
+    (a folder too with ``folder``; ``output_help`` words it) and, with ``wide``,
+    ``--wide``: the command gets ``fmt`` and ``output`` (None: stdout). The format is
+    ``--format``'s, else the one ``-o``'s extension names (:data:`EXTENSIONS`), else
+    ``default`` (a name, or a function of ``output``); an extension that names another
+    format than ``--format`` is refused, as is one naming a format the command does not write."""
     options = [click.option("--format", "fmt", type=click.Choice(formats),
                             help=f"Output format (default: {default if isinstance(default, str) else 'see above'};"
                                  f" or what -o's extension names).")]
     if "json" in formats:
         options.append(click.option("--json", "as_json", is_flag=True, help="The same as --format json."))
-    options.append(click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
-                                help="Write the output here (complete, or not at all) instead of stdout."))
+    options.append(click.option("-o", "--output", type=click.Path(dir_okay=folder), metavar="FILE",
+                                help=output_help or "Write the output here (complete, or not at all) instead of "
+                                                    "stdout."))
     if wide:
         options.append(click.option("--wide", is_flag=True, help=f"Tables as wide as their cells (default: "
                                                                  f"{TABLE_WIDTH} columns)."))
