@@ -325,6 +325,20 @@ def test_an_output_file_takes_its_format_from_its_extension(tmp_path):
     assert not (tmp_path / "m.csv").exists() and not (tmp_path / "n.txt").exists()
 
 
+def test_no_input_is_ever_an_output(tmp_path):
+    qkv = _qkv(tmp_path, 32, 4)
+    before = (tmp_path / "q.npy").read_bytes()
+    (tmp_path / "link.npy").symlink_to(tmp_path / "q.npy")
+    for output in (tmp_path / "q.npy", tmp_path / "link.npy"):
+        refused(run("attention", *qkv, "--dim", 4, "--scale", 0.5, "-o", output), f"-o {output} is also --q")
+    assert (tmp_path / "q.npy").read_bytes() == before
+    refused(run("mask", "--seq-len", 48, "-o", tmp_path / "m.txt", "--png", tmp_path / "m.txt"), "--png", "is also -o")
+    dump = tmp_path / "density-x.json"
+    dump.write_text("{}\n")
+    refused(run("verify", dump, "--target", "x86_64", "-o", dump), "is also FILE")
+    assert dump.read_text() == "{}\n"
+
+
 def test_tables_fit_a_hundred_columns_unless_wide():
     narrow = run("targets").output.splitlines()
     assert max(map(len, narrow)) <= TABLE_WIDTH and any(line.endswith("…") for line in narrow)

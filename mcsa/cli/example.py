@@ -124,7 +124,7 @@ SAMPLES = {
 }
 
 
-@click.command(short_help="Write the sample files that the help examples use.")
+@click.command()
 @click.argument("names", nargs=-1, required=True, type=click.Choice([*SAMPLES, "all"]))
 @click.option("--dir", "folder", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Folder to write them in (made if missing).")

@@ -22,7 +22,7 @@ KINDS = ("density", "masks", "full", "scalar", "attention")
 """mcsa.app.verify.KINDS (a test holds them equal), here so that `verify --help` loads no kernels."""
 
 
-@click.command(short_help="List the target profiles and simulator presets that --target takes.")
+@click.command()
 @profiles_option
 @output_options(wide=True)
 @fail_on_input_errors
@@ -39,10 +39,11 @@ def targets(profiles_file, fmt, output, wide):
     from mcsa.core.target import PRESETS
 
     check_outputs({"-o": output})
+    refuse_overwrites({"--profiles": profiles_file}, {"-o": output})
     profiles = load_profiles(profiles_file)
     with atomic_output(output) as out:
         if fmt == "json":
-            out.write(json_dumps({
+            out.write(json_line({
                 "profiles": [{"name": p.name, "arch": p.arch, "usize_bits": p.usize_bits, "ram": p.ram,
                               "heap_budget": p.heap_budget, "fpu": p.fpu, "expf": p.expf, "nan": p.nan,
                               "allocator": p.allocator.name, "description": p.description, "source": p.source}
@@ -61,10 +62,32 @@ def targets(profiles_file, fmt, output, wide):
         out.write("\n".join(lines) + "\n")
 
 
-def json_dumps(record: dict) -> str:
-    import json
+def refuse_overwrites(inputs: dict, outputs: dict) -> None:
+    """Refuse, before any work, an output (``{option: path}``) that is one of the
+    inputs or another output: the same file through links and spellings.
+    (Until W-replay's input/output identity check in common.py replaces it.)
 
-    return json.dumps(record, default=jsonable) + "\n"
+    Raises
+    ------
+    InputError
+        ``OUTPUT PATH is also INPUT ...: it would be overwritten``.
+    """
+    import os
+
+    seen = [(o, p) for o, p in inputs.items() if p not in (None, "-")]
+    for option, path in outputs.items():
+        if path in (None, "-"):
+            continue
+        for other, given in seen:
+            same = os.path.abspath(path) == os.path.abspath(given) or (
+                os.path.exists(path) and os.path.exists(given) and os.path.samefile(path, given))
+            if same:
+                raise InputError(f"{option} {path} is also {other} {given}: it would be overwritten; write elsewhere")
+        seen.append((option, path))
+
+
+def json_line(record: dict) -> str:
+    return dumps(record) + "\n"
 
 
 def _listed(values: list) -> str:
@@ -150,7 +173,7 @@ def _mask_text(report, art: bool) -> str:
     return "\n".join(text) + "\n"
 
 
-@click.command(short_help="Show one mask: its statistics, sizes, op counts and picture.")
+@click.command()
 @seq_len_option
 @gate_options
 @target_options(default="x86_64")
@@ -179,6 +202,7 @@ def mask(seq_len, gate, target_name, profiles_file, dim, config_file, position_l
     """
     target = cli_build(target_name, profiles_file, seq_len=seq_len, dim=dim).target
     check_outputs({"-o": output, "--png": png})
+    refuse_overwrites({"--config": config_file, "--profiles": profiles_file}, {"-o": output, "--png": png})
     if stats and png:
         raise InputError("--png draws the mask, which --stats does not build")
     plt = pyplot("--png") if png else None  # before any work: a missing extra is a usage error
@@ -189,7 +213,7 @@ def mask(seq_len, gate, target_name, profiles_file, dim, config_file, position_l
     report = report_mask(sim, gate, seq_len, dim, build=not stats)
     art = fmt == "table" and (0 < seq_len <= 32 or seq_len <= ASCII_LIMIT and output is None and sys.stdout.isatty())
     with atomic_output(output) as out:
-        out.write(json_dumps(report.record()) if fmt == "json" else _mask_text(report, art))
+        out.write(json_line(report.record()) if fmt == "json" else _mask_text(report, art))
     if report.panic is not None:
         raise SystemExit(1)
     if png:
@@ -200,7 +224,7 @@ def mask(seq_len, gate, target_name, profiles_file, dim, config_file, position_l
         click.echo(f"wrote {png}", err=output is None and fmt == "json")
 
 
-@click.command(short_help="Check a vectors file in the golden format against the simulator.")
+@click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @target_options(spellings=("--build",))
 @click.option("--kind", type=click.Choice(KINDS),
@@ -224,6 +248,7 @@ def verify(file, target_name, profiles_file, kind, position_limit, fmt, output):
     from mcsa.app.verify import differences, expected_for, kind_of, read_cases, simulate
 
     check_outputs({"-o": output})
+    refuse_overwrites({"FILE": file, "--profiles": profiles_file}, {"-o": output})
     if kind is None:
         try:
             kind = kind_of(file)
@@ -261,7 +286,7 @@ def verify(file, target_name, profiles_file, kind, position_limit, fmt, output):
         raise InputError(f"{file}: no cases, nothing verified")
     with atomic_output(output) as out:
         if fmt == "json":
-            out.write(json_dumps({"file": file, "kind": kind, "target": key, "cases": cases, "mismatches": mismatches,
+            out.write(json_line({"file": file, "kind": kind, "target": key, "cases": cases, "mismatches": mismatches,
                                   "first_mismatch": first and {"line": first[0], "differences": first[1]}}))
         else:
             out.write(f"{file}: {plural(cases, kind + ' case')}, {plural(mismatches, 'mismatch', 'mismatches')} "
@@ -295,7 +320,7 @@ def _load_i8(path: str, option: str):
     return np.array(arr).reshape(-1)
 
 
-@click.command(short_help="Run one attention step on your q, k, v and measure its error.")
+@click.command()
 @click.option("--q", "q_file", required=True, type=click.Path(exists=True, dir_okay=False), help="q as int8 .npy.")
 @click.option("--k", "k_file", required=True, type=click.Path(exists=True, dir_okay=False), help="k as int8 .npy.")
 @click.option("--v", "v_file", required=True, type=click.Path(exists=True, dir_okay=False), help="v as int8 .npy.")
@@ -327,6 +352,8 @@ def attention(q_file, k_file, v_file, dim, scale, gate, target_name, profiles_fi
 
     target = cli_build(target_name, profiles_file, dim=dim).target
     check_outputs({"-o": output})
+    refuse_overwrites({"--q": q_file, "--k": k_file, "--v": v_file, "--config": config_file,
+                       "--profiles": profiles_file}, {"-o": output})
     if output is not None and Path(output).suffix.lower() not in ("", ".npy"):
         raise InputError(f"-o {output}: attention writes its f32 output as .npy; name the file .npy")
     with np.errstate(over="ignore"):
