@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import codecs
+import difflib
+import os
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from importlib import resources
-from pathlib import Path
+from typing import NamedTuple
 
 import mcsa
 from mcsa.core import jsonio
 from mcsa.core.checks import check_int
+from mcsa.core.target import PRESETS, name_key, pick_named
 
-from .allocators import Allocator, allocator_named
+from .allocators import ALLOCATORS, Allocator, allocator_named
 
 FPUS = ("none", "single", "double")
+FAMILIES = tuple(dict.fromkeys(name.rsplit("-", 1)[0] for name in PRESETS))
+"""The simulator preset families a profile's ``arch`` names."""
 HEAP_LIMIT = (1 << 48) - 1
 """Largest heap modelled on a 64-bit target (the placement simulators' address range)."""
 PROFILES_LIMIT = 1 << 20
@@ -42,9 +46,7 @@ class Profile:
     def target(self, build: str = "release") -> mcsa.Target:
         """The simulator build for this part: its usize width, expf and NaN rules, overflow by ``build``.
 
-        The NaN rules are the row's ``nan`` (a name of :data:`mcsa.NAN_RULES`) when it has
-        one, else those of the simulator preset family named by ``arch``, else
-        ``soft-float`` for a part without an FPU and ``arm-vfp`` for one with.
+        The NaN rules are the profile's ``nan``, a name of :data:`mcsa.NAN_RULES`.
 
         Raises
         ------
@@ -57,32 +59,58 @@ class Profile:
                            f"{self.name}-{build}", mcsa.NAN_RULES[self.nan])
 
 
-def _profile(name: str, row: dict, origin: str) -> Profile:
+REQUIRED = ("arch", "ram", "heap_budget", "allocator")
+"""The fields a new profile must give; the others default from its ``arch``'s preset."""
+OPTIONAL = ("description", "usize_bits", "fpu", "expf", "nan", "source", "regions", "heap_region")
+FAMILY_FPU = {"x86_64": "double", "wasm32": "double", "wasm32-unknown": "double", "thumbv7em": "single",
+              "thumbv7m": "none", "thumbv6m": "none", "riscv32imc": "none", "xtensa": "single"}
+"""The FPU a preset family's parts usually have: a row's ``fpu`` default."""
+
+
+def _one_of(value, allowed, what: str) -> str:
+    """``value`` if it is one of ``allowed`` (strings), else a ValueError naming them and the closest."""
+    if isinstance(value, str) and value in allowed:
+        return value
+    close = difflib.get_close_matches(value, list(allowed), n=1, cutoff=0.6) if isinstance(value, str) else []
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"{what} must be one of {', '.join(allowed)}, got {value!r:.40}{hint}")
+
+
+def _profile(name: str, row: dict, origin: str, base: dict | None) -> tuple[Profile, dict]:
+    """A profile from a TOML row, over the fields ``base`` that the row of that name
+    it overrides gave (None for a new profile); returns the profile and the fields
+    given by both (what a later override starts from)."""
     where = f"{origin}: [{name}]"
-    required = ("description", "arch", "usize_bits", "ram", "heap_budget", "fpu", "expf", "allocator", "source")
-    missing = [k for k in required if k not in row]
-    if missing:
-        raise ValueError(f"{where} is missing {', '.join(missing)}")
-    known = set(required) | {"regions", "heap_region", "nan"}
-    unknown = sorted(set(row) - known)
-    if unknown:
-        raise ValueError(f"{where} has unknown field(s) {', '.join(unknown)}")
-    for key in ("description", "arch", "fpu", "expf", "allocator", "source"):
+    for key in row:
+        if key not in REQUIRED + OPTIONAL:
+            close = difflib.get_close_matches(str(key), REQUIRED + OPTIONAL, n=1, cutoff=0.6)
+            raise ValueError(f"{where}: unknown key `{key}`" + (f"; did you mean `{close[0]}`?" if close else
+                             f"; a profile's keys are {', '.join(REQUIRED + OPTIONAL)}"))
+    if base is None:
+        missing = [k for k in REQUIRED if k not in row]
+        if missing:
+            raise ValueError(f"{where} is missing {', '.join(missing)} (a new profile gives {', '.join(REQUIRED)}; "
+                             f"a row named after an existing profile changes only the fields it gives)")
+    given = {**(base or {}), **row}
+    row = dict(given)  # with the defaults filled in below
+    family = _one_of(row["arch"], FAMILIES, f"{where} arch")
+    preset = PRESETS[f"{family}-release"]
+    for key in ("description", "source"):
+        row.setdefault(key, "")
         if not isinstance(row[key], str):
-            raise ValueError(f"{where} {key} must be a string, got {row[key]!r}")
-    for key in ("usize_bits", "ram", "heap_budget"):
+            raise ValueError(f"{where} {key} must be a string, got {row[key]!r:.40}")
+    bits = check_int(row.setdefault("usize_bits", preset.usize_bits), f"{where} usize_bits")
+    if bits not in (32, 64):
+        raise ValueError(f"{where} usize_bits must be 32 or 64, got {bits}")
+    for key in ("ram", "heap_budget"):
         check_int(row[key], f"{where} {key}")
-    if row["usize_bits"] not in (32, 64):
-        raise ValueError(f"{where} usize_bits must be 32 or 64, got {row['usize_bits']}")
-    if row["ram"] > 1 << row["usize_bits"]:
-        raise ValueError(f"{where} ram {row['ram']:,} B is more than a {row['usize_bits']}-bit usize addresses")
-    if row["fpu"] not in FPUS:
-        raise ValueError(f"{where} fpu must be one of {', '.join(FPUS)}, got {row['fpu']!r}")
-    try:
-        mcsa.ExpF.parse(row["expf"])
-        allocator = allocator_named(row["allocator"])
-    except ValueError as err:
-        raise ValueError(f"{where} {err}") from None
+    if row["ram"] > 1 << bits:
+        raise ValueError(f"{where} ram {row['ram']:,} B is more than a {bits}-bit usize addresses")
+    fpu = _one_of(row.setdefault("fpu", FAMILY_FPU[family]), FPUS, f"{where} fpu")
+    expf = _one_of(row.setdefault("expf", preset.expf.value), [e.value for e in mcsa.ExpF], f"{where} expf")
+    allocator = allocator_named(_one_of(row["allocator"], list(ALLOCATORS), f"{where} allocator"))
+    default_nan = "soft-float" if fpu == "none" else preset.nan.name  # no FPU: compiler-builtins' routines
+    nan = _one_of(row.setdefault("nan", default_nan), list(mcsa.NAN_RULES), f"{where} nan")
     regions = row.get("regions", {})
     if not isinstance(regions, dict):
         raise ValueError(f"{where} regions must be a table of region sizes in bytes, got {regions!r}")
@@ -98,14 +126,10 @@ def _profile(name: str, row: dict, origin: str) -> Profile:
     room, what = (regions[heap_region], f"its heap_region {heap_region}") if heap_region else (row["ram"], "its ram")
     if row["heap_budget"] > room:
         raise ValueError(f"{where} heap_budget {row['heap_budget']:,} B is larger than {what} ({room:,} B)")
-    family = mcsa.PRESETS.get(f"{row['arch']}-release")
-    nan = row.get("nan", family.nan.name if family else "soft-float" if row["fpu"] == "none" else "arm-vfp")
-    if not isinstance(nan, str) or nan not in mcsa.NAN_RULES:
-        raise ValueError(f"{where} nan must be one of {', '.join(mcsa.NAN_RULES)}, got {nan!r}")
-    profile = Profile(name, row["description"], row["arch"], row["usize_bits"], row["ram"], row["heap_budget"],
-                      row["fpu"], row["expf"], allocator, row["source"], dict(regions), heap_region, nan)
+    profile = Profile(name, row["description"], family, bits, row["ram"], row["heap_budget"], fpu, expf, allocator,
+                      row["source"], dict(regions), heap_region, nan)
     heap_budget(profile, row["heap_budget"], what=f"{where} heap_budget")
-    return profile
+    return profile, given
 
 
 def heap_budget(profile: Profile, value: int | None = None, allocator: Allocator | None = None,
@@ -137,18 +161,27 @@ def heap_budget(profile: Profile, value: int | None = None, allocator: Allocator
     return value
 
 
-def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
+def load_profiles(path: str | os.PathLike | None = None) -> dict[str, Profile]:
     """The built-in profiles, overridden and extended by those in ``path``.
+
+    A row of ``path`` named after a profile (case and ``-``/``_`` aside) changes the
+    fields it gives and keeps the others; a row of a new name gives at least
+    :data:`REQUIRED`, the rest defaulting from its ``arch``'s simulator preset.
 
     Raises
     ------
+    TypeError
+        If ``path`` is not a path (an int would be read as a file descriptor).
     ValueError
-        Naming the file and profile of a malformed row, or a file that is not TOML.
+        Naming the file and profile of a malformed row (an unknown key with the
+        closest known one, a value outside its allowed ones), or a file that is not TOML.
     OSError
         If ``path`` cannot be read.
     """
     sources = [("built-in profiles.toml", resources.files("firmware_model").joinpath("profiles.toml").read_text())]
     if path is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"profiles file must be a path (str or os.PathLike), got {type(path).__name__}")
         with open(path, "rb") as f:
             data = f.read(PROFILES_LIMIT + 1)
         if len(data) > PROFILES_LIMIT:
@@ -157,69 +190,86 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
             sources.append((str(path), data.removeprefix(codecs.BOM_UTF8).decode("utf-8")))
         except UnicodeDecodeError as err:
             raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
-    profiles = {}
+    profiles: dict[str, Profile] = {}
+    given: dict[str, dict] = {}
     for origin, text in sources:
         rows = jsonio.loads_toml(text, origin)
         for name, row in rows.items():
             if not isinstance(row, dict):
                 raise ValueError(f"{origin}: {name} must be a table of a profile's fields")
-            profiles[name] = _profile(name, row, origin)
+            name = next((known for known in profiles if name_key(known) == name_key(name)), name)
+            profiles[name], given[name] = _profile(name, row, origin, given.get(name))
     return profiles
 
 
-def profile_named(name: str, path: str | Path | None = None) -> Profile:
-    """One profile by name (from the built-ins and ``path``).
+def profile_named(name: str, path: str | os.PathLike | None = None) -> Profile:
+    """One profile by name (from the built-ins and ``path``), read as
+    :func:`mcsa.core.target.pick_named` reads names.
 
     Raises
     ------
     ValueError
-        If there is no such profile.
+        If there is no such profile, with the closest names.
     """
-    profiles = load_profiles(path)
-    try:
-        return profiles[name]
-    except KeyError:
-        raise ValueError(f"unknown profile {name!r}; known: {', '.join(profiles)}") from None
+    return pick_named(name, load_profiles(path), "profile")
 
 
 BUILDS = ("release", "debug")
 
 
-class Resolved(NamedTuple):
-    """A ``--target`` / ``target=`` name resolved: the simulator build, the profile
-    behind it (None for a bare simulator preset) and the build kind."""
+class Build(NamedTuple):
+    """A ``--target`` name resolved: the simulator target, the profile (for a bare
+    simulator preset, :func:`preset_profile`'s) and the build kind."""
 
     target: mcsa.Target
-    profile: Profile | None
+    profile: Profile
     build: str
 
 
-def resolve_target(name: str, profiles_file: str | Path | None = None) -> Resolved:
+def preset_profile(family: str) -> Profile:
+    """A simulator preset family (``thumbv7em``) as a profile: a build with no RAM
+    figure, whose heap is its whole address space (the largest budget
+    :func:`heap_budget` takes) under allocator ``none`` (bytes requested).
+
+    Raises
+    ------
+    KeyError
+        If ``family`` is not a preset family.
+    """
+    preset = PRESETS[f"{family}-release"]
+    bits = preset.usize_bits
+    return Profile(family, "simulator preset: no RAM figure, the heap is the whole address space", family, bits,
+                   1 << bits, min((1 << bits) - 1, HEAP_LIMIT), FAMILY_FPU[family], preset.expf.value,
+                   ALLOCATORS["none"], "mcsa.PRESETS", nan=preset.nan.name)
+
+
+def build_named(name: str, profiles_file: str | os.PathLike | None = None) -> Build:
     """A target by name: a profile (``stm32f411``, ``stm32f411-debug``; built-in or
-    from ``profiles_file``; release by default) or a simulator preset
-    (``thumbv7em-debug``, see :data:`mcsa.PRESETS`). A profile wins over a preset
-    of the same name, and builds the same target.
+    from ``profiles_file``) or a simulator preset (``thumbv7em``, ``thumbv7em-debug``,
+    see :data:`mcsa.PRESETS`), read as :func:`mcsa.core.target.pick_named` reads
+    names. A profile wins over a preset of the same name (and builds the same target).
 
     Raises
     ------
     TypeError
-        If ``name`` is not a string.
+        If ``name`` is not a string or ``profiles_file`` not a path.
     ValueError
-        If ``name`` is neither, listing both kinds; or ``profiles_file`` is malformed.
+        If no profile or preset has that name (with the closest names), or
+        ``profiles_file`` is malformed.
     OSError
         If ``profiles_file`` cannot be read.
     """
     if not isinstance(name, str):
         raise TypeError(f"target must be a name (str), got {type(name).__name__}")
-    profiles = load_profiles(profiles_file)
-    base, build = name, "release"
-    for kind in BUILDS:
-        if name.endswith(f"-{kind}") and name[: -len(kind) - 1] in profiles:
-            base, build = name[: -len(kind) - 1], kind
-    if base in profiles:
-        return Resolved(profiles[base].target(build), profiles[base], build)
-    if name in mcsa.PRESETS:
-        preset = mcsa.PRESETS[name]
-        return Resolved(preset, None, "release" if preset.overflow is mcsa.Overflow.WRAP else "debug")
-    raise ValueError(f"unknown target {name!r}; use a profile, optionally with -release or -debug "
-                     f"({', '.join(profiles)}), or a simulator preset ({', '.join(mcsa.PRESETS)})")
+    known = {full: (full.rsplit("-", 1)[0], None, full.rsplit("-", 1)[1]) for full in PRESETS}
+    for profile in load_profiles(profiles_file).values():
+        known.update({f"{profile.name}-{build}": (profile.name, profile, build) for build in BUILDS})
+    family, profile, build = pick_named(name, known)
+    profile = profile or preset_profile(family)
+    return Build(profile.target(build), profile, build)
+
+
+def builtin_targets() -> dict[str, mcsa.Target]:
+    """The builds of the built-in profiles by name (``stm32f411-debug``): what
+    :meth:`mcsa.Target.named` takes beside the presets (the ``mcsa.targets`` entry point)."""
+    return {f"{p.name}-{build}": p.target(build) for p in load_profiles().values() for build in BUILDS}

@@ -119,7 +119,7 @@ def test_targets():
     assert Target(32, "panic", "musl") == Target(32, mcsa.Overflow.PANIC, mcsa.ExpF.MUSL)
     for name in ("x86_64-release", "x86_64-debug", "wasm32-release", "wasm32-debug", "thumbv7em-debug"):
         assert Target.named(name).name == name
-    with pytest.raises(ValueError, match="unknown target 'avr'.*x86_64-release"):
+    with pytest.raises(ValueError, match=r"unknown target 'avr'; no target has a close name \(`mcsa targets`"):
         Target.named("avr")
     with pytest.raises(ValueError, match="usize_bits must be 32 or 64"):
         Target(16)
@@ -230,7 +230,7 @@ def test_sparse_mask_api():
         (lambda: mcsa.fnv1a64([1, 2]), TypeError, "array must be a numeric numpy array"),
         (lambda: MincutSparseAttention(position_limit=1.5), TypeError, "position_limit must be an integer"),
         (lambda: SparseMask.full(4, position_limit=-1), ValueError, "position_limit must be >= 0"),
-        (lambda: GatePacket(lambda_=5).lambda_delta(3), TypeError, "target must be a Target or a preset name"),
+        (lambda: GatePacket(lambda_=5).lambda_delta(3), TypeError, "target must be a Target or a build name"),
         (lambda: MincutSparseAttention().should_use_sparse(GatePacket(), -1), ValueError, "seq_len must be in"),
     ],
 )
@@ -277,3 +277,27 @@ def test_mask_stats_for_huge_and_wrapping_seq_len():
     assert plan.insertion_count() > 2**64
     with pytest.raises(MaskTooLarge, match="insertions"):
         plan.insertion_codes()
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("stm32f411", "stm32f411-release"), ("STM32F411", "stm32f411-release"), ("stm32f411_debug", "stm32f411-debug"),
+    ("thumbv7em", "thumbv7em-release"), ("THUMBV7EM-Debug", "thumbv7em-debug"), ("x86-64", "x86_64-release"),
+    ("esp32-s3", "esp32s3-release"), ("wasm32_unknown", "wasm32-unknown-release"),
+])
+def test_the_python_api_takes_every_name_the_cli_takes(name, expected):
+    """issue 16.2: case, - and _ alike, no suffix is -release, profiles too (through the mcsa.targets entry point)."""
+    from firmware_model.profiles import build_named
+
+    sim = MincutSparseAttention(target=name)
+    assert sim.target.name == expected and sim.target == build_named(name).target == Target.named(name)
+
+
+@pytest.mark.parametrize("name,suggested", [
+    ("stm32f412", "did you mean stm32f411, stm32f103 or stm32h743?"),
+    ("thumbv7em-dbg", "did you mean thumbv7em-debug, thumbv7m-debug or thumbv6m-debug?"),
+    ("esp32s4", "did you mean esp32s3 or esp32?"),
+])
+def test_an_unknown_name_gets_a_few_close_ones(name, suggested):
+    with pytest.raises(ValueError) as err:
+        MincutSparseAttention(target=name)
+    assert str(err.value) == f"unknown target {name!r}; {suggested} (`mcsa targets` lists every profile and preset)"

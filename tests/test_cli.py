@@ -235,7 +235,7 @@ def test_targets_lists_profiles_and_presets():
 
 def test_verify_golden_and_a_tampered_file(tmp_path):
     ok = run("verify", GOLDEN / "scalar.jsonl.gz", "--build", "wasm32-debug")
-    assert ok.exit_code == 0 and "400 cases, 0 mismatches" in ok.output
+    assert ok.exit_code == 0 and "400 scalar cases, 0 mismatches" in ok.output
     lines = gzip.open(GOLDEN / "density.jsonl.gz", "rt").read().splitlines()[:5]
     case = json.loads(lines[2])
     bits = int(case["results"]["x86_64-release"]["density"], 16)
@@ -245,7 +245,7 @@ def test_verify_golden_and_a_tampered_file(tmp_path):
     tampered.write_text("\n".join(lines) + "\n")
     result = run("verify", tampered, "--build", "x86_64-release")
     assert result.exit_code == 1
-    assert "5 cases, 1 mismatches" in result.output and "line 3" in result.output
+    assert "5 density cases, 1 mismatch for x86_64-release" in result.output and "line 3" in result.output
     assert f"density: expected \"{bits + 3:08x}\", got \"{bits:08x}\" (3 ULPs apart)" in result.output
 
 

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import mcsa
-from firmware_model.profiles import load_profiles, resolve_target
+from firmware_model.profiles import build_named, load_profiles
 from mcsa.core import jsonio
 from mcsa.cli import main
 from mcsa.cli.common import atomic_output, load_config, resolve_profile
@@ -53,12 +53,12 @@ def test_exit_codes_are_documented_in_help_and_readme():
 
 
 def test_an_internal_error_is_one_line_and_exit_70(monkeypatch):
-    import mcsa.cli.inspect as inspect
+    import firmware_model.profiles as profiles
 
     def broken(*args):
         raise RuntimeError("something inside")
 
-    monkeypatch.setattr(inspect, "load_profiles", broken)
+    monkeypatch.setattr(profiles, "load_profiles", broken)
     result = CliRunner().invoke(main, ["targets"])
     assert result.exit_code == 70 and "Traceback" not in result.output
     assert result.stderr.strip().splitlines() == [
@@ -160,21 +160,23 @@ def test_no_temp_file_survives_a_failure(tmp_path):
 
 
 def test_one_resolver_for_presets_and_profiles():
-    assert resolve_target("thumbv7em-debug") == (mcsa.PRESETS["thumbv7em-debug"], None, "debug")
-    r = resolve_target("stm32f411-debug")
+    preset = build_named("thumbv7em-debug")
+    assert (preset.target, preset.build) == (mcsa.PRESETS["thumbv7em-debug"], "debug")
+    assert preset.profile.allocator.name == "none" and preset.profile.heap_budget == 2**32 - 1
+    r = build_named("stm32f411-debug")
     assert r.profile.name == "stm32f411" and r.build == "debug" and r.target.overflow is mcsa.Overflow.PANIC
-    assert resolve_target("stm32f411").target.name == "stm32f411-release"
-    assert resolve_target("x86_64-release").target == mcsa.PRESETS["x86_64-release"]
-    with pytest.raises(ValueError, match=r"unknown target 'avr'.*stm32f411.*thumbv7em-debug"):
-        resolve_target("avr")
+    assert build_named("stm32f411").target.name == "stm32f411-release"
+    assert build_named("x86_64-release").target == mcsa.PRESETS["x86_64-release"]
+    with pytest.raises(ValueError, match=r"^unknown target 'avr'; no target has a close name \(`mcsa targets`"):
+        build_named("avr")
     with pytest.raises(TypeError, match="target must be a name"):
-        resolve_target(32)
+        build_named(32)
 
 
 def test_the_resolver_reads_user_profiles(tmp_path):
     own = tmp_path / "mine.toml"
     own.write_text(_profile_row())
-    r = resolve_target("board-debug", own)
+    r = build_named("board-debug", own)
     assert r.profile.name == "board" and r.build == "debug" and r.target.name == "board-debug"
     assert r.target.usize_bits == 32 and r.target.overflow is mcsa.Overflow.PANIC
     result = run("mask", "--lambda", 100, "--partitions", 3, "--seq-len", 24, "--target", "board-debug",
@@ -182,11 +184,12 @@ def test_the_resolver_reads_user_profiles(tmp_path):
     assert result.exit_code == 0 and result.output.startswith("board-debug: seq_len 24")
 
 
-def test_commands_that_need_a_heap_refuse_a_bare_preset_clearly():
-    with pytest.raises(ValueError, match=r"'thumbv7em-debug' is a simulator preset.*such as stm32f411-debug"):
-        resolve_profile("thumbv7em-debug", None)
-    result = run("fit", "--target", "thumbv7em-release", "--seq-len", 64, "--partitions", 4, "--dim", 32)
-    refused(result, "'thumbv7em-release' is a simulator preset")
+def test_commands_that_size_a_heap_take_a_bare_preset_as_its_whole_address_space():
+    profile, build = resolve_profile("thumbv7em-debug", None)
+    assert (profile.name, build, profile.allocator.name, profile.heap_budget) == ("thumbv7em", "debug", "none",
+                                                                                  2**32 - 1)
+    result = run("fit", "--target", "thumbv7em", "--seq-len", 64, "--partitions", 4, "--dim", 32)
+    assert result.exit_code == 0 and "thumbv7em-release" in result.output, result.output
 
 
 @pytest.mark.parametrize("name", ["thumbv7em-debug", "stm32f411-debug", "rp2040", "wasm32-release"])
@@ -217,6 +220,15 @@ def _profile_row(**change):
     (_profile_row(description=5), r"\[board\] description must be a string, got 5"),
     (_profile_row(ram=2**40), r"ram 1,099,511,627,776 B is more than a 32-bit usize addresses"),
     (_profile_row(ram=-1), r"\[board\] ram must be >= 0, got -1"),
+    (_profile_row(arch='"banana"'), r"\[board\] arch must be one of x86_64, wasm32, thumbv7em, .*, got 'banana'$"),
+    (_profile_row(arch='"thumbv7"'), r"got 'thumbv7' \(did you mean 'thumbv7m'\?\)"),
+    (_profile_row(fpu='"yes"'), r"fpu must be one of none, single, double, got 'yes'"),
+    (_profile_row(expf='"glibc"'), r"expf must be one of glibc-fma, musl, libm-rs, got 'glibc' \(did you mean"),
+    (_profile_row(allocator='"tlfs"'), r"allocator must be one of none, linked-list"),
+    (_profile_row(nan='"arm"'), r"nan must be one of x86-sse, .*, xtensa-fpu, got 'arm'"),
+    (_profile_row(usize_bits=16), r"usize_bits must be 32 or 64, got 16"),
+    (_profile_row(allocater='"tlsf"'), r"\[board\]: unknown key `allocater`; did you mean `allocator`\?"),
+    (_profile_row(arch=None), r"\[board\] is missing arch \(a new profile gives arch, ram, heap_budget, allocator;"),
 ])
 def test_profile_rows_are_validated(tmp_path, row, message):
     own = tmp_path / "mine.toml"
@@ -233,8 +245,8 @@ def test_targets_rows_are_aligned():
         start = header.index(column)
         end = start + len(column)
         for line in lines[1:]:
-            if column in ("ram", "heap_budget"):  # right-aligned numbers end under their header
-                assert line[end - 1].isdigit() and line[end] == " ", (column, line)
+            if column in ("ram", "heap_budget"):  # right-aligned sizes end under their header
+                assert line[end - 1] == "B" and line[end] == " ", (column, line)
             else:  # left-aligned text starts under its header
                 assert line[start - 1] == " " and line[start] != " ", (column, line)
 
@@ -306,7 +318,7 @@ def _vectors(tmp_path, *cases, name="attention-mine.jsonl", gz=False):
 def test_verify_help_example_works():
     example = re.search(r"^\s+(mcsa verify .*)$", run("verify", "--help").output, re.M).group(1).split()
     result = run(*[str(ROOT / a) if a.startswith("tests/") else a for a in example[1:]])
-    assert result.exit_code == 0 and "3000 cases, 0 mismatches" in result.output
+    assert result.exit_code == 0 and "3,000 density cases, 0 mismatches" in result.output
 
 
 @pytest.mark.parametrize("change,message", [
@@ -367,7 +379,7 @@ def test_verify_mismatch_names_the_element_and_an_integer_ulp_distance(tmp_path)
     path = _vectors(tmp_path, case)
     result = run("verify", path, "--build", "x86_64-release")
     assert result.exit_code == 1
-    assert "1 cases, 1 mismatches" in result.output
+    assert "1 attention case, 1 mismatch " in result.output
     assert re.search(r"output\[5\]: expected \"\w{8}\", got \"\w{8}\" \(2 ULPs apart\); 2 of 1,024 elements differ, "
                      r"the farthest 7 ULPs apart at \[9\]", result.output), result.output
 
@@ -404,12 +416,12 @@ def test_attention_reports_an_integer_ulp_error(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["attention", "--dim", 0], "--dim"),
     (["attention", "--dim", 10**30], "--dim"),
     (["attention", "--dim", 4, "--scale", "nan"], "--scale nan is not a finite f32"),
     (["attention", "--dim", 4, "--scale", 1e39], "is not a finite f32"),
     (["attention", "--dim", 4, "--gate", "{"], "--gate: not JSON"),
-    (["attention", "--dim", 4, "--gate", '{"lambda": 1}'], "--gate: gate packet is missing field(s)"),
+    (["attention", "--dim", 4, "--gate", '{"lambda": 1, "flags": 70000}'], "--gate: flags must be in 0..=65535"),
+    (["attention", "--dim", 4, "--gate", "[1]"], "--gate: a gate packet is a JSON object, got list"),
     (["attention", "--dim", 4, "--gate", "[" * 500 + "]" * 500], "--gate: not JSON (nested deeper"),
     (["attention", "--dim", 4, "--target", "avr"], "unknown target 'avr'"),
     (["mask", "--lambda", 1, "--partitions", 2, "--seq-len", 2**64], "--seq-len"),
@@ -436,7 +448,7 @@ def test_mask_png_axes_count_tokens(tmp_path):
 
     sim = mcsa.MincutSparseAttention()
     m = sim.build_mask(mcsa.GatePacket(lambda_=100, partition_count=8), 4096)
-    fig = mask_figure(plt, m.positions, 4096, "t")
+    fig = mask_figure(plt, m.positions, m.partition_boundaries, 4096, "t")
     ax = fig.axes[0]
     assert ax.get_xlim() == (0.0, 4096.0) and ax.get_ylim() == (4096.0, 0.0)
     assert "token" in ax.get_xlabel()

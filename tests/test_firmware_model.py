@@ -72,7 +72,7 @@ def test_user_profile_file_overrides_and_errors_name_the_row(tmp_path):
     own.write_text('[board]\ndescription = "x"\narch = "thumbv7em"\nusize_bits = 32\nram = 4096\n'
                    'heap_budget = 2048\nfpu = "none"\nexpf = "libm-rs"\nallocator = "tlsf"\nsource = "me"\n')
     assert profile_named("board", own).heap_budget == 2048
-    own.write_text('[board]\ndescription = "x"\narch = "a"\nusize_bits = 16\nram = 1\nheap_budget = 1\n'
+    own.write_text('[board]\ndescription = "x"\narch = "thumbv7em"\nusize_bits = 16\nram = 1\nheap_budget = 1\n'
                    'fpu = "none"\nexpf = "musl"\nallocator = "tlsf"\nsource = "me"\n')
     with pytest.raises(ValueError, match=r"mine.toml: \[board\] usize_bits must be 32 or 64"):
         load_profiles(own)

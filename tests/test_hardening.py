@@ -28,10 +28,14 @@ def run_process(*args, stdin=None):
 
 @pytest.mark.parametrize("seq_len, partitions", [(HUGE, 2), (1 << 32, 4)])
 def test_mask_whose_count_wraps_is_refused_not_crashed(seq_len, partitions):
+    """The refusal counts the mask that would be built (every u16 pair: 2^32), not the
+    insertions of the reference's loops, and points at --stats."""
     result = run_process("mask", "--lambda", 200, "--partitions", partitions, "--seq-len", seq_len)
     assert result.returncode == 2, result.stderr
-    assert f"build_mask(seq_len={seq_len}) with wrapping indices would hold" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert f"build_mask(seq_len={seq_len}) would hold 4,294,967,296 positions" in result.stderr
+    assert "run `mcsa mask --stats`" in result.stderr and "Traceback" not in result.stderr
+    stats = run_process("mask", "--lambda", 200, "--partitions", partitions, "--seq-len", seq_len, "--stats")
+    assert stats.returncode == 0 and "4,294,967,296 positions" in stats.stdout, stats.stderr
 
 
 def test_fit_whose_count_wraps_is_a_verdict():
@@ -199,14 +203,14 @@ def test_windows_saved_profiles_and_vectors_are_read(tmp_path):
     vectors = tmp_path / "density.jsonl"
     vectors.write_bytes(_windows("".join(first)))
     result = run("verify", vectors, "--build", "x86_64-release")
-    assert result.exit_code == 0 and "2 cases, 0 mismatches" in result.output, result.output
+    assert result.exit_code == 0 and "2 density cases, 0 mismatches" in result.output, result.output
 
 
 def test_an_interrupt_inside_a_jitted_kernel_is_exit_130(monkeypatch):
     """Ctrl-C while a kernel calls back into Python (plan's B-tree replay) reaches
     the CLI as a SystemError caused by the KeyboardInterrupt: it is an interruption
     (130), not a bug (70)."""
-    import mcsa.cli.inspect as inspect
+    import firmware_model.profiles as profiles
 
     def interrupted(*args):
         try:
@@ -214,7 +218,7 @@ def test_an_interrupt_inside_a_jitted_kernel_is_exit_130(monkeypatch):
         except KeyboardInterrupt as cause:
             raise SystemError("CPUDispatcher(<function _btree>) returned a result with an exception set") from cause
 
-    monkeypatch.setattr(inspect, "load_profiles", interrupted)
+    monkeypatch.setattr(profiles, "load_profiles", interrupted)
     result = CliRunner().invoke(main, ["targets"])
     assert result.exit_code == 130 and "internal error" not in result.output
 
@@ -300,12 +304,12 @@ def test_a_heap_budget_above_the_parts_ram_is_said_to_be_a_what_if():
 
 
 def test_running_out_of_host_memory_is_said_not_called_a_bug(monkeypatch):
-    import mcsa.cli.inspect as inspect_cli
+    import mcsa.app.mask_report as mask_report
 
-    def exhausted(*args):
+    def exhausted(*args, **kwargs):
         raise MemoryError("Unable to allocate 18.6 GiB")
 
-    monkeypatch.setattr(inspect_cli, "_build_mask", exhausted)
+    monkeypatch.setattr(mask_report, "report_mask", exhausted)
     result = run("mask", "--lambda", 100, "--partitions", 3, "--seq-len", 48)
     assert result.exit_code == 2 and "not enough memory on this machine" in result.output, result.output
 

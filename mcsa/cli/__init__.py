@@ -1,18 +1,33 @@
-"""The ``mcsa`` command: replay traces, inspect masks, plan heaps, verify vectors."""
+"""The ``mcsa`` command: replay traces, inspect masks, plan heaps, verify vectors.
+
+Each command's module is imported when that command runs (or shows its help):
+``mcsa --help`` and a mistyped command answer without NumPy or Numba.
+"""
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import os
 import signal
 import sys
 
 import click
 
-from mcsa.core.target import TargetPanic
-from .inspect import attention, mask, targets, verify
-from .plan import fit, plan
-from .quality import quality
-from .replay import replay
+from mcsa.core.errors import TargetPanic
+
+COMMANDS = {
+    "replay": ("mcsa.cli.replay", "Replay recorded gate-packet traces on a target: a record per packet."),
+    "mask": ("mcsa.cli.inspect", "Show one mask: its statistics, sizes, op counts and picture."),
+    "plan": ("mcsa.cli.plan", "Find the longest seq_len whose step fits the heap, per partition count."),
+    "fit": ("mcsa.cli.plan", "Say whether one step fits the target's heap, every block placed."),
+    "targets": ("mcsa.cli.inspect", "List the target profiles and simulator presets that --target takes."),
+    "verify": ("mcsa.cli.inspect", "Check a vectors file in the golden format against the simulator."),
+    "attention": ("mcsa.cli.inspect", "Run one attention step on your q, k, v and measure its error."),
+    "quality": ("mcsa.cli.quality", "Measure how much dense attention the mask keeps on real activations."),
+    "example": ("mcsa.cli.example", "Write the sample files that the help examples use."),
+}
+"""Each command's module and its one-sentence summary for ``mcsa --help``."""
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
 EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
@@ -50,7 +65,28 @@ class _ClosedPipe(BaseException):
 
 class _Main(click.Group):
     """The group whose ``main`` maps every way a run can end to one exit code
-    (see ``mcsa --help``), so that no traceback ever reaches the user."""
+    (see ``mcsa --help``), so that no traceback ever reaches the user, and which
+    imports a command's module only when that command is asked for."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in COMMANDS and not args[0].startswith("-"):
+            close = difflib.get_close_matches(args[0], COMMANDS, n=2, cutoff=0.6)
+            if close:
+                ctx.fail(f"No such command {args[0]!r}; did you mean {' or '.join(close)}?")
+        return super().resolve_command(ctx, args)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        return getattr(importlib.import_module(COMMANDS[name][0]), name)
+
+    def format_commands(self, ctx, formatter):
+        """The summaries of :data:`COMMANDS`, whole, without importing any command."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, summary) in COMMANDS.items()])
 
     def invoke(self, ctx):
         try:
@@ -107,15 +143,16 @@ class _Main(click.Group):
                 signal.signal(signal.SIGTERM, previous)
 
 
-@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="mcsa")
 def main():
     """Bit-exact simulator of mincut-aware sparse attention on Rust targets.
 
     \b
     Example:
-      mcsa replay examples/trace.jsonl --target stm32f411 --seq-len 128 --dim 32
+      mcsa mask --seq-len 48 --lambda 100 --partitions 3
       mcsa fit --target stm32f411 --seq-len 256 --partitions 4 --dim 32
+      mcsa replay examples/trace.jsonl --target stm32f411 --seq-len 128 --dim 32
 
     \b
     Exit codes:
@@ -129,7 +166,3 @@ def main():
       141  stdout closed before the end (`| head`): quietly, as a Unix tool
            that SIGPIPE ends; the run's verdict is unknown
     """
-
-
-for command in (replay, mask, plan, fit, targets, verify, attention, quality):
-    main.add_command(command)

@@ -1,5 +1,11 @@
-"""What the commands share: input errors (exit 2), option bundles, config and
-target loading, atomic output files, JSON-ready values."""
+"""What the commands share: input errors (exit 2), the option bundles (each option
+declared once, meaning one thing in every command), target and config loading,
+atomic output files, tables and JSON-ready values.
+
+Nothing here imports NumPy, Numba or the simulator at module level, so that
+``mcsa --help`` and argument errors answer before any kernel loads; the helpers
+import what they use when they run.
+"""
 
 from __future__ import annotations
 
@@ -18,20 +24,18 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import click
-import numpy as np
 
-from firmware_model.profiles import heap_budget as profile_heap_budget
-from firmware_model.profiles import load_profiles, resolve_target
+from mcsa.core.errors import DEFAULT_POSITION_LIMIT, MAX_HOST_POSITIONS, MaskTooLarge
 
-from mcsa.core import jsonio
-from mcsa.core.mask import DEFAULT_POSITION_LIMIT, MAX_HOST_POSITIONS
-from mcsa.core.packets import GatePacket, SparsityConfig, f32_to_json
-
-MAX_DIM = 1 << 16
-"""Upper bound of --dim (any real head is far smaller)."""
 USIZE64_MAX = (1 << 64) - 1
-"""Upper bound of sizes (--seq-len, --heap-budget): the widest usize; a command
+"""Upper bound of sizes (--seq-len, --dim, --heap-budget): the widest usize; a command
 checks them against its target's own usize."""
+U16_MAX, U32_MAX = 0xFFFF, 0xFFFF_FFFF
+TABLE_WIDTH = 100
+"""Columns a table fits in unless --wide."""
+
+
+# --- values -----------------------------------------------------------------------------------------------
 
 
 def ascii_int(text: str) -> int:
@@ -52,7 +56,11 @@ _ASCII_INT = re.compile(r"[+-]?[0-9]+")
 
 
 class IntRange(click.IntRange):
-    """click's IntRange for :func:`ascii_int` integers."""
+    """click's IntRange for :func:`ascii_int` integers, its range written as Rust
+    writes one (``0..=65535``, ``0..=usize::MAX``)."""
+
+    def _describe_range(self) -> str:
+        return f"{self.min}..={'usize::MAX' if self.max == USIZE64_MAX else self.max}"
 
     def convert(self, value, param, ctx):
         if isinstance(value, str):
@@ -63,31 +71,180 @@ class IntRange(click.IntRange):
         return super().convert(value, param, ctx)
 
 
+class ByteSize(click.ParamType):
+    """A size in bytes: ``65536``, ``64K``, ``64KiB``, ``1M``, ``1MiB``, ``2G`` (K = KiB
+    = 1024 B; a space before the unit is fine). ``KB``/``MB`` are refused: they mean
+    1000 to some tools and 1024 to others."""
+
+    name = "bytes"
+    UNITS = {"": 0, "b": 0, "k": 10, "kib": 10, "m": 20, "mib": 20, "g": 30, "gib": 30, "t": 40, "tib": 40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        match = _BYTE_SIZE.fullmatch(str(value).strip())
+        unit = match and match.group(2).lower()
+        if not match or unit not in self.UNITS:
+            if match and unit in ("kb", "mb", "gb", "tb"):
+                self.fail(f"{value!r}: write {match.group(1)}{unit[0].upper()} or {match.group(1)}"
+                          f"{unit[0].upper()}iB (1024-based) or the bytes; {unit.upper()} is ambiguous", param, ctx)
+            self.fail(f"{value!r:.40} is not a size in bytes (65536, 64K, 64KiB, 1M, 1MiB)", param, ctx)
+        size = int(match.group(1)) << self.UNITS[unit]
+        if size > USIZE64_MAX:
+            self.fail(f"{value} is over {USIZE64_MAX:,} B, the largest usize", param, ctx)
+        return size
+
+
+_BYTE_SIZE = re.compile(r"([0-9]+)\s*([A-Za-z]*)")
+
+
+def byte_size(size: int) -> str:
+    """``size`` in the largest unit that divides it (``64 KiB``, ``16 GiB``, ``1,000 B``):
+    what :class:`ByteSize` reads back without the space."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size and size % (1 << shift) == 0:
+            return f"{size >> shift:,} {unit}"
+    return f"{size:,} B"
+
+
+class PartitionList(click.ParamType):
+    """Partition counts: ``2,4,8``, ``2..16`` or mixed ``2,4..8,16``; each a u16.
+    Converted to a tuple, ascending, each count once."""
+
+    name = "counts"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (tuple, list)):
+            return value
+        counts: set[int] = set()
+        for part in str(value).split(","):
+            lo_text, dots, hi_text = part.partition("..")
+            try:
+                lo = ascii_int(lo_text)
+                hi = ascii_int(hi_text) if dots else lo
+            except ValueError:
+                self.fail(f"{value!r:.40}: write counts as 2,4,8 or 2..16 or 2,4..8,16", param, ctx)
+            if not (0 <= lo <= U16_MAX and 0 <= hi <= U16_MAX):
+                self.fail(f"{part.strip()}: a partition count is a u16 (0..=65535)", param, ctx)
+            if hi < lo:
+                self.fail(f"{part.strip()} runs downwards; write {hi}..{lo}", param, ctx)
+            counts.update(range(lo, hi + 1))
+        return tuple(sorted(counts))
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 mismatch``, ``2 mismatches``, ``1,024 positions``."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
+
+
+def _options(fn, *options):
+    """Apply click options so that --help lists them in the order given."""
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _bundle(decorate):
+    """Let a bundle be used bare (``@bundle``) or with its settings (``@bundle(default=...)``)."""
+
+    @functools.wraps(decorate)
+    def bundle(fn=None, **settings):
+        if fn is None:
+            return lambda f: decorate(f, **settings)
+        return decorate(fn, **settings)
+
+    return bundle
+
+
+# --- errors -----------------------------------------------------------------------------------------------
+
+
 class InputError(click.ClickException):
     """Bad input or usage: a clear message and exit code 2."""
 
     exit_code = 2
 
 
-def fail_on_input_errors(fn):
+@_bundle
+def fail_on_input_errors(fn, kernels: bool = True):
     """Turn the library's ValueError/TypeError/OSError (and a truncated compressed
     stream's EOFError/zlib.error) into :class:`InputError`. A closed stdout
-    (BrokenPipeError) is not bad input: it goes on to ``main``, which ends quietly."""
+    (BrokenPipeError) is not bad input: it goes on to ``main``, which ends quietly.
+    A mask over the position limit is told how to get its figures from the command line.
+    With ``kernels`` (a command that runs the simulator), a first compile of the
+    kernels on this machine is announced on stderr (:class:`CompileNotice`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        notice = CompileNotice() if kernels else None
         try:
             return fn(*args, **kwargs)
         except BrokenPipeError:
             raise
+        except MaskTooLarge as err:
+            raise InputError(f"{err.size()}; raise --position-limit, or run `mcsa mask --stats` for "
+                             "num_positions and density without building the mask") from None
         except (ValueError, TypeError) as err:
             raise InputError(str(err)) from None
         except OSError as err:
             raise InputError(f"{err.filename or ''}: {err.strerror or err}".lstrip(": ")) from None
         except (EOFError, zlib.error) as err:
             raise InputError(f"truncated or corrupt input ({err})") from None
+        finally:
+            if notice is not None:
+                notice.close()
 
     return wrapper
+
+
+class CompileNotice:
+    """While a command runs: the first time Numba compiles a kernel (its cache holds
+    none for this machine and source), one note on stderr that it compiles and how
+    long that takes; at the end, how long it took. Numba signals only real compiles
+    (``numba:compile`` events), not loads from its cache."""
+
+    def __init__(self):
+        from numba.core import event
+
+        self.seconds, self.depth, self.started = 0.0, 0, None
+        notice = self
+
+        class Listener(event.Listener):
+            def on_start(self, ev):
+                notice.start()
+
+            def on_end(self, ev):
+                notice.end()
+
+        self.listener = Listener()
+        event.register("numba:compile", self.listener)
+
+    def start(self) -> None:
+        import time
+
+        if self.depth == 0:
+            if self.started is None:
+                click.echo("note: compiling mcsa's kernels for this machine, once (seconds to a minute); "
+                           "later runs load them from Numba's cache", err=True)
+            self.started = time.perf_counter()
+        self.depth += 1
+
+    def end(self) -> None:
+        import time
+
+        self.depth -= 1
+        if self.depth == 0:
+            self.seconds += time.perf_counter() - self.started
+
+    def close(self) -> None:
+        from numba.core import event
+
+        event.unregister("numba:compile", self.listener)
+        if self.started is not None:
+            click.echo(f"note: compiled in {self.seconds:.0f} s", err=True)
+
+
+# --- files ------------------------------------------------------------------------------------------------
 
 
 def read_text(path: str, limit: int = 1 << 20) -> str:
@@ -108,16 +265,20 @@ def read_text(path: str, limit: int = 1 << 20) -> str:
         raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
 
 
-def load_config(path: str | None) -> SparsityConfig:
-    """A SparsityConfig from a JSON or TOML file: the fields it gives over Rust's
-    ``Default`` (a partial config is fine), or the defaults. JSON is read strictly
-    (:func:`mcsa.core.jsonio.loads`); an unknown key is ignored with a note on stderr.
+def load_config(path: str | None):
+    """A :class:`~mcsa.core.packets.SparsityConfig` from a JSON or TOML file: the
+    fields it gives over Rust's ``Default`` (a partial config is fine), or the
+    defaults. JSON is read strictly (:func:`mcsa.core.jsonio.loads`); an unknown key
+    is ignored with a note on stderr.
 
     Raises
     ------
     ValueError
         Naming the file for unreadable or invalid content.
     """
+    from mcsa.core import jsonio
+    from mcsa.core.packets import SparsityConfig
+
     if path is None:
         return SparsityConfig()
     text = read_text(path)
@@ -136,37 +297,87 @@ def load_config(path: str | None) -> SparsityConfig:
         raise ValueError(f"{path}: {err}") from None
 
 
-def resolve_profile(name: str, profiles_file: str | None, heap_budget: int | None = None, allocator=None, **sizes):
-    """``(profile, build)`` for a command that needs a profile (RAM, heap budget,
-    allocator): see :func:`firmware_model.profiles.resolve_target`. Each of
-    ``sizes`` (an option's name and value, None if not given) is checked against
-    the target's usize, ``heap_budget`` by :func:`firmware_model.profiles.heap_budget`
-    (with ``allocator``, an :class:`~firmware_model.allocators.Allocator` overriding the profile's).
+# --- option bundles ---------------------------------------------------------------------------------------
+
+
+TARGET_HELP = ("a profile (stm32f411, stm32f411-debug) or a simulator preset (thumbv7em, x86_64-debug); "
+               "case and - or _ do not matter, no suffix means -release; `mcsa targets` lists them")
+
+
+def profiles_option(fn):
+    """``--profiles FILE``: target profiles added to and overriding the built-in ones."""
+    return click.option("--profiles", "profiles_file", type=click.Path(exists=True, dir_okay=False),
+                        help="Your own target profiles (TOML): new parts, or a row named after a built-in one "
+                             "that changes only the fields it gives.")(fn)
+
+
+@_bundle
+def target_options(fn, default: str | None = None, spellings: tuple = ()):
+    """``--target NAME`` (required unless a ``default`` is given; ``spellings`` are
+    other names for it) and ``--profiles FILE``: the command gets ``target_name``
+    and ``profiles_file``; :func:`cli_build` resolves them."""
+    return _options(
+        fn,
+        click.option("--target", *spellings, "target_name", metavar="NAME", required=default is None,
+                     default=default, show_default=default is not None, help=f"Target: {TARGET_HELP}."),
+        profiles_option,
+    )
+
+
+target_option = target_options(default="x86_64")
+"""quality.py's name for the bundle with the host as default, until it adopts ``target_options(default=...)``."""
+
+
+def cli_build(target_name: str, profiles_file: str | None = None, option: str = "--target", **sizes):
+    """The :class:`firmware_model.profiles.Build` that ``--target`` names (a bare
+    preset is a build with no RAM figure), with each of ``sizes`` (an option's name
+    and value, None if not given) checked against its usize.
 
     Raises
     ------
-    ValueError
-        If there is no such target, or it is a simulator preset with no profile.
     InputError
-        Naming the option whose size the target cannot hold.
+        Naming ``option`` for an unknown name (with the closest ones), and the
+        option whose size the target cannot hold.
     """
-    resolved = resolve_target(name, profiles_file)
-    if resolved.profile is None:
-        family = name.rsplit("-", 1)[0]
-        peers = [f"{p.name}-{resolved.build}" for p in load_profiles(profiles_file).values() if p.arch == family]
-        raise ValueError(f"target {name!r} is a simulator preset, with no RAM, heap budget or allocator; this "
-                         f"command needs a profile{' such as ' + ', '.join(peers) if peers else ''} "
-                         f"(see `mcsa targets`)")
-    check_sizes(resolved.target, **sizes)
+    from firmware_model.profiles import build_named
+
     try:
-        profile_heap_budget(resolved.profile, heap_budget, allocator, "--heap-budget")
+        build = build_named(target_name, profiles_file)
+    except ValueError as err:
+        if str(err).startswith("unknown target"):
+            raise InputError(f"{option}: {err}") from None
+        raise
+    check_sizes(build.target, **sizes)
+    return build
+
+
+def cli_target(name: str, profiles_file: str | None, seq_len: int | None = None):
+    """The simulator target of :func:`cli_build`, with --seq-len checked against its usize."""
+    return cli_build(name, profiles_file, seq_len=seq_len).target
+
+
+def resolve_profile(name: str, profiles_file: str | None, heap_budget: int | None = None, allocator=None, **sizes):
+    """``(profile, build)`` for a command that sizes a heap (see :func:`cli_build`; a
+    bare preset's profile has the whole address space as heap and allocator ``none``),
+    with ``heap_budget`` checked by :func:`firmware_model.profiles.heap_budget` (with
+    ``allocator``, an :class:`~firmware_model.allocators.Allocator` overriding the profile's).
+
+    Raises
+    ------
+    InputError
+        For an unknown target, a size it cannot hold, or a budget it refuses, naming the option.
+    """
+    from firmware_model.profiles import heap_budget as profile_heap_budget
+
+    build = cli_build(name, profiles_file, **sizes)
+    try:
+        profile_heap_budget(build.profile, heap_budget, allocator, "--heap-budget")
     except ValueError as err:
         raise InputError(str(err)) from None
-    budget = heap_budget
-    if budget is not None and budget > resolved.profile.ram:
-        click.echo(f"note: --heap-budget {budget:,} B is more than {resolved.profile.name}'s "
-                   f"{resolved.profile.ram:,} B of RAM: a what-if, not a verdict for that part", err=True)
-    return resolved.profile, resolved.build
+    if heap_budget is not None and heap_budget > build.profile.ram:
+        click.echo(f"note: --heap-budget {heap_budget:,} B is more than {build.profile.name}'s "
+                   f"{build.profile.ram:,} B of RAM: a what-if, not a verdict for that part", err=True)
+    return build.profile, build.build
 
 
 def check_sizes(target, **sizes) -> None:
@@ -184,52 +395,211 @@ def check_sizes(target, **sizes) -> None:
                              f"usize on {target.name}")
 
 
-TARGET_HELP = "a profile (stm32f411, stm32f411-debug; see `mcsa targets`) or a simulator preset (x86_64-release)"
+GATE_OPTIONS = (
+    # option, parameter, serde field, largest value, help
+    ("--lambda", "lambda_", "lambda", U32_MAX, "Gate lambda, the min-cut value (u32)."),
+    ("--lambda-prev", "lambda_prev", "lambda_prev", U32_MAX, "Gate lambda_prev, the previous lambda (u32)."),
+    ("--boundary-edges", "boundary_edges", "boundary_edges", U16_MAX, "Gate boundary_edges (u16)."),
+    ("--concentration", "concentration", "boundary_concentration_q15", U16_MAX,
+     "Gate boundary_concentration_q15 (u16, Q15)."),
+    ("--partitions", "partitions", "partition_count", U16_MAX, "Gate partition_count (u16)."),
+    ("--flags", "flags", "flags", U16_MAX, "Gate flags (u16: bit 0 FORCE_SAFE, 1 SKIP, 2 BOUNDARY_IDS_AVAILABLE)."),
+)
+"""The gate packet on the command line: one option per field of Rust's ``GatePacket``."""
 
 
-def profiles_option(fn):
-    return click.option("--profiles", "profiles_file", type=click.Path(exists=True, dir_okay=False),
-                        help="Extra target profiles (TOML), added to and overriding the built-in ones.")(fn)
+@_bundle
+def gate_options(fn, partition_list: tuple | None = None, **defaults):
+    """``--lambda``, ``--lambda-prev``, ``--boundary-edges``, ``--concentration``,
+    ``--partitions``, ``--flags`` and ``--gate JSON``: the command gets ``gate``, a
+    :class:`~mcsa.core.packets.GatePacket`.
+
+    Each field is Rust's ``Default`` (0) unless ``defaults`` (keyed by serde field
+    name) gives the command's own; ``--gate`` (a recorded packet's serde JSON) sets
+    the fields it holds, and the field options given on the command line set theirs
+    over it. With ``partition_list`` (the default counts), ``--partitions`` takes a
+    :class:`PartitionList` and the command also gets ``partitions``: the counts
+    given, else ``--gate``'s partition_count, else ``partition_list``.
+    """
+    defaults = {field: defaults.get(field, 0) for _, _, field, _, _ in GATE_OPTIONS}
+    options = []
+    for option, param, field, top, help in GATE_OPTIONS:
+        if option == "--partitions" and partition_list is not None:
+            options.append(click.option(option, param, type=PartitionList(), default=",".join(map(str, partition_list)),
+                                        show_default=True, help="Partition counts: 2,4,8 or 2..16 or 2,4..8,16; "
+                                        "each replaces the gate's partition_count."))
+        else:
+            options.append(click.option(option, param, type=IntRange(0, top), default=defaults[field],
+                                        show_default=True, metavar="N", help=help))
+    options.append(click.option("--gate", "gate_json", metavar="JSON",
+                                help="A gate packet as serde JSON, e.g. a trace record; fields it leaves out take "
+                                     "the defaults above, the field options given set theirs over it."))
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from mcsa.core.packets import FIELDS, GatePacket
+
+        ctx = click.get_current_context()
+        values = dict(defaults)
+        gate_json = kwargs.pop("gate_json")
+        if gate_json is not None:
+            values.update(parse_gate(gate_json, defaults).to_dict())
+        for _, param, field, _, _ in GATE_OPTIONS:
+            value = kwargs.pop(param)
+            if ctx.get_parameter_source(param) is not click.core.ParameterSource.DEFAULT:
+                if param == "partitions" and partition_list is not None:
+                    kwargs["partitions"] = value
+                    values[field] = value[0]
+                else:
+                    values[field] = value
+        if partition_list is not None and "partitions" not in kwargs:
+            kwargs["partitions"] = (values["partition_count"],) if gate_json is not None else tuple(partition_list)
+        kwargs["gate"] = GatePacket(*(values[field] for field in FIELDS))
+        return fn(*args, **kwargs)
+
+    return _options(wrapper, *options)
 
 
-def target_options(fn):
-    """--target NAME and --profiles FILE."""
-    return click.option("--target", "target_name", required=True, metavar="NAME",
-                        help=f"Target: {TARGET_HELP}.")(profiles_option(fn))
+def parse_gate(text: str, defaults: dict | None = None):
+    """A --gate option's serde JSON (a packet, or a trace record) as a GatePacket:
+    strict JSON, the fields it leaves out from ``defaults`` (serde names; with None,
+    every field must be there), keys that are not a trace record's noted on stderr.
+
+    Raises
+    ------
+    InputError
+        ``--gate: ...`` naming what is wrong.
+    """
+    from mcsa.app.traces import KNOWN_KEYS
+    from mcsa.core import jsonio
+    from mcsa.core.packets import GatePacket
+
+    try:
+        record = jsonio.loads(text, "--gate")
+        if not isinstance(record, dict):
+            raise ValueError(f"--gate: a gate packet is a JSON object, got {type(record).__name__}")
+        packet = GatePacket.from_dict({**(defaults or {}), **record})
+        for note in jsonio.unknown_keys(record, KNOWN_KEYS, "--gate"):  # a trace record's t and seq_len: no note
+            click.echo(f"note: {note}", err=True)
+        return packet
+    except (ValueError, TypeError) as err:
+        raise InputError(str(err) if str(err).startswith("--gate") else f"--gate: {err}") from None
+
+
+@_bundle
+def seq_len_option(fn, help: str = "Sequence length (tokens; a usize of the target)."):
+    """``--seq-len N``, required: a usize (checked against the target's by :func:`check_sizes`)."""
+    return click.option("--seq-len", type=IntRange(0, USIZE64_MAX), required=True, metavar="N", help=help)(fn)
+
+
+@_bundle
+def dim_option(fn, default: int | None = 64, help: str = "Head dimension."):
+    """``--dim D``: a usize of the target, 0 included (Rust's ``sparse_attention``
+    divides by it: 0 is the build's ``attempt to divide by zero``, a verdict, not a
+    usage error); required when ``default`` is None."""
+    return click.option("--dim", type=IntRange(0, USIZE64_MAX), default=default, required=default is None,
+                        show_default=default is not None, metavar="D", help=help)(fn)
+
+
+def heap_budget_option(fn):
+    """``--heap-budget SIZE``, a :class:`ByteSize`; a command checks it with
+    :func:`firmware_model.profiles.heap_budget` (see :func:`resolve_profile`)."""
+    return click.option("--heap-budget", type=ByteSize(), metavar="SIZE",
+                        help="Heap budget: 65536, 64K, 64KiB, 1M (default: the profile's; for a bare preset, "
+                             "its whole address space).")(fn)
 
 
 def limit_option(fn):
-    """--position-limit: the largest mask the host materialises."""
+    """``--position-limit``: the largest mask the host materialises."""
     return click.option("--position-limit", type=IntRange(0, MAX_HOST_POSITIONS), default=DEFAULT_POSITION_LIMIT,
-                        show_default=True, help="Largest mask (positions) built on the host.")(fn)
+                        show_default=True, metavar="N",
+                        help="Largest mask (positions) built on the host, 4 bytes each.")(fn)
 
 
 def config_option(fn):
+    """``--config FILE``: a SparsityConfig, read by :func:`load_config`."""
     return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
                         help="SparsityConfig as JSON or TOML; fields it leaves out keep Rust's defaults.")(fn)
 
 
-def table(header, rows, right=frozenset()) -> list[str]:
-    """Lines of a plain-text table, each column as wide as its widest cell;
-    the columns whose index is in ``right`` (numbers) right-aligned, the last one unpadded."""
+EXTENSIONS = {".txt": "table", ".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+"""The format an ``-o`` file's extension names."""
+
+
+@_bundle
+def output_options(fn, formats: tuple = ("table", "json"), default="table", wide: bool = False,
+                   folder: bool = False, output_help: str | None = None):
+    """``--format`` (one of ``formats``; ``--json`` is ``--format json``), ``-o FILE``
+    (a folder too with ``folder``; ``output_help`` words it) and, with ``wide``,
+    ``--wide``: the command gets ``fmt`` and ``output`` (None: stdout). The format is
+    ``--format``'s, else the one ``-o``'s extension names (:data:`EXTENSIONS`), else
+    ``default`` (a name, or a function of ``output``); an extension that names another
+    format than ``--format`` is refused, as is one naming a format the command does not write."""
+    options = [click.option("--format", "fmt", type=click.Choice(formats),
+                            help=f"Output format (default: {default if isinstance(default, str) else 'see above'};"
+                                 f" or what -o's extension names).")]
+    if "json" in formats:
+        options.append(click.option("--json", "as_json", is_flag=True, help="The same as --format json."))
+    options.append(click.option("-o", "--output", type=click.Path(dir_okay=folder), metavar="FILE",
+                                help=output_help or "Write the output here (complete, or not at all) instead of "
+                                                    "stdout."))
+    if wide:
+        options.append(click.option("--wide", is_flag=True, help=f"Tables as wide as their cells (default: "
+                                                                 f"{TABLE_WIDTH} columns)."))
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        fmt, output = kwargs["fmt"], kwargs["output"]
+        if kwargs.pop("as_json", False):
+            if fmt not in (None, "json"):
+                raise InputError(f"--json and --format {fmt} contradict each other")
+            fmt = "json"
+        named = EXTENSIONS.get(Path(output).suffix.lower()) if output not in (None, "-") else None
+        if named is not None and named not in formats:
+            raise InputError(f"-o {output}: a .{named} file, a format this command does not write (it writes "
+                             f"{', '.join(formats)}; name the file .{'/.'.join(_extension(f) for f in formats)})")
+        if fmt is not None and named is not None and named != fmt:
+            raise InputError(f"-o {output} names {named} by its extension, --format says {fmt}")
+        kwargs["fmt"] = fmt or named or (default if isinstance(default, str) else default(output))
+        return fn(*args, **kwargs)
+
+    return _options(wrapper, *options)
+
+
+def _extension(fmt: str) -> str:
+    return next(ext.lstrip(".") for ext, named in EXTENSIONS.items() if named == fmt)
+
+
+# --- output -----------------------------------------------------------------------------------------------
+
+
+def table(header, rows, right=frozenset(), wide: bool = False) -> list[str]:
+    """Lines of a plain-text table, each column as wide as its widest cell; the
+    columns whose index is in ``right`` (numbers) right-aligned, the last one
+    unpadded and, unless ``wide``, cut with ``…`` to fit :data:`TABLE_WIDTH` columns."""
     cells = [[str(c) for c in row] for row in [header, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     last = len(header) - 1
-    return [" ".join(c.rjust(w) if i in right else (c if i == last else c.ljust(w))
-                     for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in cells]
+    lines = [" ".join(c.rjust(w) if i in right else (c if i == last else c.ljust(w))
+                      for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in cells]
+    return lines if wide else [line if len(line) <= TABLE_WIDTH else line[:TABLE_WIDTH - 1] + "…" for line in lines]
 
 
 def jsonable(value):
     """Records to JSON: f32 as the shortest decimal that reads back to it; NumPy ints
     as ints; a non-finite Python float as null (serde_json's choice: JSON has no NaN)."""
-    if isinstance(value, np.floating):
-        return f32_to_json(value)
+    np = sys.modules.get("numpy")  # not loaded: the value holds no NumPy scalar
+    if np is not None:
+        if isinstance(value, np.floating):
+            from mcsa.core.packets import f32_to_json
+
+            return f32_to_json(value)
+        if isinstance(value, np.integer):
+            return int(value)
+        if isinstance(value, np.bool_):
+            return bool(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
     return value
 
 
@@ -343,27 +713,3 @@ def pyplot(option: str):
     except ImportError:
         raise InputError(f"{option} needs matplotlib: pip install 'mcsa[plot]'") from None
     return plt
-
-
-def target_option(fn):
-    return click.option("--target", "target_name", default="x86_64", show_default=True, metavar="NAME",
-                        help=f"Target: {TARGET_HELP}.")(profiles_option(fn))
-
-
-def cli_target(name: str, profiles_file: str | None, seq_len: int | None = None):
-    """The resolved --target, with --seq-len checked against its usize."""
-    target = resolve_target(name, profiles_file).target
-    check_sizes(target, seq_len=seq_len)
-    return target
-
-
-def parse_gate(text: str) -> GatePacket:
-    """A --gate option's serde JSON as a GatePacket (strict JSON; unknown keys noted on stderr)."""
-    try:
-        record = jsonio.loads(text, "--gate")
-        packet = GatePacket.from_dict(record)
-        for note in jsonio.unknown_keys(record, GatePacket().to_dict(), "--gate"):
-            click.echo(f"note: {note}", err=True)
-        return packet
-    except (ValueError, TypeError) as err:
-        raise InputError(str(err) if str(err).startswith("--gate") else f"--gate: {err}") from None

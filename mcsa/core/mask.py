@@ -9,22 +9,10 @@ import numpy as np
 from ._jit import jit
 from .checks import check_int
 from .rustvec import check_growth
+from .errors import DEFAULT_POSITION_LIMIT, MAX_HOST_POSITIONS, POSITION_BYTES, MaskTooLarge
 from .target import Target, f32_of, int_as_f32, resolve_target
 
-DEFAULT_POSITION_LIMIT = 1 << 27
-"""Largest mask built on the host by default: 134,217,728 positions (512 MiB)."""
-
-POSITION_BYTES = 4
-"""``size_of::<(u16, u16)>()``."""
-
 U16_END = 1 << 16
-
-MAX_HOST_POSITIONS = 1 << 40
-"""No position array past this many entries (4 TiB) is attempted, whatever the limit."""
-
-
-class MaskTooLarge(ValueError):
-    """A mask would hold more positions than the host-memory guard allows."""
 
 
 def position_limit_arg(value) -> int:
@@ -57,12 +45,7 @@ def check_limit(count: int, limit: int, what: str, noun: str = "positions") -> N
         With how to raise the limit and how to get the figures without a mask.
     """
     if count > limit:
-        raise MaskTooLarge(
-            f"{what} would hold {count:,} {noun} ({count * POSITION_BYTES / 2**20:,.0f} MiB on the host), "
-            f"over the position limit of {limit:,}; raise it (position_limit= in Python, "
-            "--position-limit on the command line), or use MincutSparseAttention.mask_stats() for "
-            "num_positions and density without building the mask"
-        )
+        raise MaskTooLarge(what, count, limit, noun)
 
 
 def causal_positions(seq_len: int, target: Target) -> int:

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from .checks import check_int
+from .errors import TargetPanic
 from .expf import ExpF
-
-
-class TargetPanic(Exception):
-    """The simulated target panicked; ``str()`` is Rust's message exactly.
-
-    Examples: ``attempt to add with overflow``, ``attempt to multiply with
-    overflow``, ``attempt to divide by zero``, ``capacity overflow``,
-    ``index out of bounds: the len is 16 but the index is 16``.
-    """
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 QUIET_BIT = 0x0040_0000
@@ -267,19 +257,23 @@ class Target:
 
     @classmethod
     def named(cls, name: str) -> "Target":
-        """A preset build by name; see :data:`PRESETS`.
+        """A build by name: a preset (:data:`PRESETS`) or a profile of a package
+        that provides more names (firmware_model's ``stm32f411``, ``stm32f411-debug``).
+
+        Names are read as :func:`pick_named` reads them: case-insensitive, ``-``
+        and ``_`` alike, and a name without ``-release``/``-debug`` means its release build.
 
         Raises
         ------
+        TypeError
+            If ``name`` is not a str.
         ValueError
-            If ``name`` is not a preset.
+            If no build has that name, with the closest names.
         """
-        try:
-            return PRESETS[name]
-        except KeyError:
-            raise ValueError(f"unknown target {name!r}; known presets: {', '.join(PRESETS)}; for a board "
-                             f"profile (e.g. stm32f411-debug) pass firmware_model.profiles.resolve_target(name).target"
-                             ) from None
+        if not isinstance(name, str):
+            raise TypeError(f"target must be a Target or a build name (str), got {type(name).__name__}")
+        preset = PRESETS.get(name)
+        return preset if preset is not None else pick_named(name, {**_provided_targets(), **PRESETS})
 
     def __str__(self) -> str:
         return self.name or f"usize{self.usize_bits}-{self.overflow.value}-{self.expf.value}"
@@ -359,10 +353,8 @@ hard-float), ``soft-float`` (thumbv7m, thumbv6m, riscv32imc: no FPU) and
 
 
 def resolve_target(target: "Target | str | None") -> Target:
-    """A :class:`Target` from a preset name, a Target, or None (the host, ``x86_64-release``).
-
-    Profile names (a board's RAM and allocator) are the application layer's; see
-    its resolver.
+    """A :class:`Target` from a name (see :meth:`Target.named`), a Target, or None
+    (the host, ``x86_64-release``).
 
     Raises
     ------
@@ -373,11 +365,68 @@ def resolve_target(target: "Target | str | None") -> Target:
     """
     if target is None:
         return PRESETS["x86_64-release"]
-    if isinstance(target, str):
-        return Target.named(target)
-    if not isinstance(target, Target):
-        raise TypeError(f"target must be a Target or a preset name, got {type(target).__name__}")
-    return target
+    if isinstance(target, Target):
+        return target
+    return Target.named(target)
+
+
+TARGET_PROVIDERS = "mcsa.targets"
+"""The entry-point group through which a package names more builds: each entry
+point is a function returning ``{name: Target}`` (firmware_model registers its
+profiles there), so that :meth:`Target.named` takes them with no import of that package."""
+
+
+@functools.cache
+def _provided_targets() -> dict[str, Target]:
+    from importlib.metadata import entry_points
+
+    found: dict[str, Target] = {}
+    for entry in entry_points(group=TARGET_PROVIDERS):
+        found.update(entry.load()())
+    return found
+
+
+def name_key(name: str) -> str:
+    """A build name as names are compared: case folded, ``_`` read as ``-``."""
+    return name.strip().lower().replace("_", "-")
+
+
+def pick_named(name: str, known: dict, what: str = "target"):
+    """The value of ``known`` (keyed by full build names: ``stm32f411-debug``,
+    ``thumbv7em-release``) that ``name`` names: case-insensitive, ``-`` and ``_``
+    alike, a name without ``-release``/``-debug`` meaning its release build, and
+    separators optional where that leaves one build (``esp32-s3`` for ``esp32s3``).
+
+    Raises
+    ------
+    ValueError
+        ``unknown WHAT NAME; did you mean A or B?`` with up to four close names,
+        bare names for release builds.
+    """
+    keys = {name_key(full): full for full in known}
+    key = name_key(name)
+    wanted = [key] if key.endswith(("-release", "-debug")) else [key, f"{key}-release"]
+    for candidate in wanted:
+        if candidate in keys:
+            return known[keys[candidate]]
+    loose: dict[str, list] = {}
+    for k, full in keys.items():
+        loose.setdefault(k.replace("-", ""), []).append(full)
+    for candidate in wanted:
+        found = loose.get(candidate.replace("-", ""), [])
+        if len(found) == 1:
+            return known[found[0]]
+    if difflib.get_close_matches(key.rsplit("-", 1)[-1], ["debug"], cutoff=0.6):  # offer debug builds
+        shown = {k: full for k, full in keys.items() if k.endswith("-debug")}
+    else:  # offer release builds by their bare names
+        shown = {k.removesuffix("-release"): full.removesuffix("-release") for k, full in keys.items()
+                 if not k.endswith("-debug")}
+    names = [shown[c] for c in difflib.get_close_matches(key.removesuffix("-release"), list(shown), n=4, cutoff=0.6)]
+    if names:
+        hint = "did you mean " + (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]) + "?"
+    else:
+        hint = f"no {what} has a close name"
+    raise ValueError(f"unknown {what} {name!r}; {hint} (`mcsa targets` lists every profile and preset)")
 
 
 def f32_of(value, what: str) -> np.float32:
