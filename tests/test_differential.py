@@ -1,5 +1,7 @@
-"""Differential cases from the Rust module itself (tests/golden/differential/, README
-there): every issue-10 class, every build the oracle ran, the same bits or panic.
+"""Differential cases from the Rust module itself: the host and wasm32 builds
+(tests/golden/differential/, README there; every issue-10 class, every build the
+oracle ran) and the microcontroller builds under QEMU (tests/golden/firmware/):
+the same bits, panic and, for the firmware, heap figures.
 
 These cases extend the golden format (q, k and v of independent lengths
 ``q_len``/``k_len``/``v_len``), so they are read here rather than by mcsa.app.verify.
@@ -15,8 +17,9 @@ import json
 import numpy as np
 import pytest
 
-from mcsa import GatePacket, MincutSparseAttention, SparsityConfig, Target, TargetPanic
-from mcsa.app.verify import differences, f32_hex, hash_hex, kind_of, qkv_from_spec, simulate
+from mcsa import GatePacket, MincutSparseAttention, PRESETS, SparsityConfig, Target, TargetPanic
+from mcsa.core.target import HOW_KNOWN
+from mcsa.app.verify import differences, expected_for, f32_hex, hash_hex, kind_of, qkv_from_spec, simulate
 
 from .conftest import BUILDS, GOLDEN
 
@@ -43,8 +46,9 @@ def stored_form(want, got):
     ``{"len", "fnv1a64"}``, positions and outputs only where the corpus lists them."""
     got = dict(got)
     for key in ("partition_boundaries", "boundary_tokens"):
-        if isinstance(want.get(key), dict) and isinstance(got.get(key), np.ndarray):
-            got[key] = {"len": int(got[key].size), "fnv1a64": hash_hex(got[key])}
+        if isinstance(want.get(key), dict) and isinstance(got.get(key), (np.ndarray, list)):
+            values = np.asarray(got[key], np.uint16)
+            got[key] = {"len": int(values.size), "fnv1a64": hash_hex(values)}
     for key, value in got.items():
         if isinstance(value, np.ndarray):
             got[key] = value.tolist() if key in want else None
@@ -99,3 +103,54 @@ def test_differential(path, build):
             failures.append(f"{path.name}:{number}: " + "; ".join(diff))
     assert compared > 0 or not target.usize_bits == 64, "no case for this build"
     assert not failures, f"{len(failures)} of {compared} cases differ:\n" + "\n".join(failures[:10])
+
+
+FIRMWARE = sorted((GOLDEN / "firmware").glob("*.jsonl.gz"))
+MCU_BUILDS = tuple(f"{arch}-{build}" for arch in ("thumbv7em", "thumbv7m", "thumbv6m", "riscv32imc")
+                   for build in ("release", "debug"))
+
+
+def _behaviour(target: Target) -> tuple:
+    """What a simulation depends on: presets equal here give equal results."""
+    return target.usize_bits, target.overflow, target.expf, target.nan.code
+
+
+@pytest.mark.parametrize("path", FIRMWARE, ids=lambda p: p.name.split(".")[0])
+def test_firmware_builds(path):
+    """The reference module as bare-metal firmware under QEMU (tests/golden/firmware/,
+    README there): every case on the eight MCU builds gives what the same-named preset
+    gives, heap figures included. Presets that simulate alike (thumbv7m, thumbv6m and
+    riscv32imc are all soft-float, 32-bit, libm-rs) are simulated once per case."""
+    kind = kind_of(path)
+    groups: dict = {}
+    for build in MCU_BUILDS:
+        groups.setdefault(_behaviour(Target.named(build)), []).append(build)
+    failures, compared = [], 0
+    for number, case in enumerate(cases(path), 1):
+        for builds in groups.values():
+            wanted = {b: case["results"][b] for b in builds if "harness_error" not in case["results"][b]}
+            if not wanted:
+                continue
+            got = simulate(kind, case, Target.named(builds[0]))
+            for build in wanted:
+                want = expected_for(case, build)
+                compared += 1
+                diff = differences(want, stored_form(want, got))
+                if diff:
+                    failures.append(f"{path.name}:{number} {build}: " + "; ".join(diff))
+    assert compared > 0
+    assert not failures, f"{len(failures)} of {compared} results differ:\n" + "\n".join(failures[:10])
+
+
+def test_how_known_counts_the_corpora():
+    """``mcsa targets``' "how known" column states how many cases each measured preset was
+    checked on: the results of its build in the corpora."""
+    counts: dict = {}
+    for path in sorted(GOLDEN.glob("*.jsonl.gz")) + FILES + FIRMWARE:
+        for case in cases(path):
+            for build, result in case["results"].items():
+                if result and "harness_error" not in result:
+                    counts[build] = counts.get(build, 0) + 1
+    for build in BUILDS + MCU_BUILDS:
+        assert HOW_KNOWN[build].startswith("measured:") and HOW_KNOWN[build].endswith(f", {counts[build]:,} cases")
+    assert all(HOW_KNOWN[name].startswith("read:") for name in PRESETS if name not in BUILDS + MCU_BUILDS)

@@ -17,6 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
+from firmware_model import heap
 from mcsa.core.attention import MincutSparseAttention
 from mcsa.core.fnv import fnv1a64
 from mcsa.core.mask import DEFAULT_POSITION_LIMIT, MaskStats, SparseMask
@@ -167,8 +168,6 @@ def simulate(kind: str, case: dict, target: Target, position_limit: int = DEFAUL
     ValueError, TypeError
         If the case is malformed (a missing or invalid field).
     """
-    from firmware_model import heap  # the heap model builds on this package
-
     bits = target.usize_bits
     if not isinstance(case, dict):
         raise TypeError(f"a case must be a JSON object, got {type(case).__name__}")

@@ -36,7 +36,7 @@ def targets(profiles_file, fmt, output, wide):
       mcsa targets --json
     """
     from firmware_model.profiles import load_profiles
-    from mcsa.core.target import PRESETS
+    from mcsa.core.target import FIRMWARE_TOOLCHAIN, HOW_KNOWN, PRESETS
 
     check_outputs({"-o": output})
     refuse_overwrites({"--profiles": profiles_file}, {"-o": output})
@@ -49,7 +49,8 @@ def targets(profiles_file, fmt, output, wide):
                               "allocator": p.allocator.name, "description": p.description, "source": p.source}
                              for p in profiles.values()],
                 "presets": [{"name": t.name, "usize_bits": t.usize_bits, "overflow": t.overflow.value,
-                             "expf": t.expf.value, "nan": t.nan.name} for t in PRESETS.values()]}))
+                             "expf": t.expf.value, "nan": t.nan.name, "how_known": HOW_KNOWN[t.name]}
+                            for t in PRESETS.values()]}))
             return
         header = ("profile", "usize", "ram", "heap_budget", "allocator", "expf", "description")
         rows = [(p.name, p.usize_bits, byte_size(p.ram), byte_size(p.heap_budget), p.allocator.name, p.expf,
@@ -57,8 +58,10 @@ def targets(profiles_file, fmt, output, wide):
         lines = table(header, rows, right={1, 2, 3}, wide=wide)
         lines += ["", *textwrap.wrap("simulator presets: builds with no RAM figure (fit, plan and replay give them "
                                      "their whole address space as heap, allocator none):", TABLE_WIDTH)]
-        rows = [(t.name, t.usize_bits, t.overflow.value, t.expf.value, t.nan.name) for t in PRESETS.values()]
-        lines += table(("preset", "usize", "overflow", "expf", "nan"), rows, right={1}, wide=wide)
+        rows = [(t.name, t.usize_bits, t.expf.value, t.nan.name, HOW_KNOWN[t.name]) for t in PRESETS.values()]
+        lines += table(("preset", "usize", "expf", "nan", "how known"), rows, right={1}, wide=wide)
+        lines += textwrap.wrap(f"measured: against the reference module built for that target; the QEMU firmware "
+                               f"builds with {FIRMWARE_TOOLCHAIN} (tests/golden/firmware/README.md)", TABLE_WIDTH)
         out.write("\n".join(lines) + "\n")
 
 

@@ -147,17 +147,17 @@ NAN_RULES: dict[str, NanRules] = {
         ),
         NanRules(
             "arm-vfp", 0x7FC0_0000, snan_first=True,
-            source="read, not measured: ARMv7-M Architecture Reference Manual, FPProcessNaNs (a signalling "
-                   "NaN operand first, then the first operand, quietened) and FPDefaultNaN 0x7fc00000; "
-                   "FPSCR.DN resets to 0 (FPDSCR reset value 0), so payloads propagate. Assumes a "
-                   "hard-float build (thumbv7em-none-eabihf) with operands in source order (VADD/VSUB/VMUL "
-                   "are three-address, so LLVM has no reason to commute them).",
+            source="measured: thumbv7em-none-eabihf firmware (rustc 1.63) on QEMU mps2-an386 (Cortex-M4F), FPSCR "
+                   "at its reset value (DN = 0): a signalling NaN operand first (a, then b), quietened, else the "
+                   "first quiet NaN operand unchanged; invalid operations give 0x7fc00000 (ARMv7-M ARM "
+                   "FPProcessNaNs, FPDefaultNaN). VADD/VSUB/VMUL keep source operand order; the Linear schedule "
+                   "is VSUB then a non-fused VMLA, whose add takes min first.",
         ),
         NanRules(
             "soft-float", 0x7FC0_0000, sub_negates=True, add_clears_sign=True,
-            source="read, not yet measured: Rust compiler-builtins' soft-float routines as every released "
-                   "toolchain links them for a no-FPU build (thumbv6m, thumbv7m, riscv32imc; compiler_builtins "
-                   "0.1.70 with rustc 1.63, unchanged in add.rs since its 2016 port): __addsf3 returns "
+            source="measured: thumbv7m, thumbv6m and riscv32imc firmware under QEMU (rustc 1.63, "
+                   "compiler_builtins 0.1.70), and read in compiler-builtins, whose add.rs is unchanged since its "
+                   "2016 port in every released toolchain we know of: __addsf3 returns "
                    "`a_abs | quiet` when a is NaN, else `b_abs | quiet` (the sign cleared); __subsf3(a, b) is "
                    "__addsf3(a, -b); __mulsf3 and __divsf3 return `a_rep | quiet`, else `b_rep | quiet` (the sign "
                    "kept); inf - inf and 0 * inf give 0x7fc00000. Operands in source order.",
@@ -347,9 +347,28 @@ builds (glibc on x86-64 with FMA; wasm32-wasi with wasi-libc's musl ``expf``);
 ``thumbv7em-*`` (Cortex-M4/M7), ``thumbv7m-*`` (Cortex-M3), ``thumbv6m-*``
 (Cortex-M0/M0+), ``riscv32imc-*`` and ``xtensa-*`` (ESP32) are ``no_std``
 firmware calling the Rust ``libm`` crate, as does ``wasm32-unknown-unknown``.
-NaN rules: ``x86-sse`` and ``wasm-wasmtime`` measured; ``arm-vfp`` (thumbv7em,
-hard-float), ``soft-float`` (thumbv7m, thumbv6m, riscv32imc: no FPU) and
-``xtensa-fpu`` read from manuals and sources (see :data:`NAN_RULES`)."""
+How each is known: :data:`HOW_KNOWN`."""
+
+FIRMWARE_TOOLCHAIN = "rustc 1.63, compiler_builtins 0.1.70, libm 0.2.1"
+"""The toolchain of the firmware builds measured under QEMU (tests/golden/firmware/)."""
+
+_MEASURED = {  # preset family: (where, cases compared per build: release, debug)
+    "x86_64": ("Rust binary on x86-64", 13917, 13970),
+    "wasm32": ("wasmtime (wasm32-wasi)", 13056, 13086),
+    "thumbv7em": ("QEMU mps2-an386 (M4F)", 21975, 22082),
+    "thumbv7m": ("QEMU mps2-an385 (M3)", 21975, 22082),
+    "thumbv6m": ("QEMU mps2-an385 (v6-M)", 21975, 22082),
+    "riscv32imc": ("QEMU virt (rv32imc)", 22013, 22120),
+}
+HOW_KNOWN: dict[str, str] = {
+    name: (f"measured: {_MEASURED[arch][0]}, {_MEASURED[arch][1 if name.endswith('release') else 2]:,} cases"
+           if arch in _MEASURED else "read: QEMU's Xtensa model (no Xtensa rustc)" if arch == "xtensa" else
+           "read: wasm32's rules, the libm crate's expf")
+    for name, arch in ((name, name.rsplit("-", 1)[0]) for name in PRESETS)
+}
+"""How each preset's behaviour is known: measured against the reference module built
+for that target (the golden, differential and firmware corpora of tests/golden/; the
+firmware builds with :data:`FIRMWARE_TOOLCHAIN`), or read from manuals and sources."""
 
 
 def resolve_target(target: "Target | str | None") -> Target:
