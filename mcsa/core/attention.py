@@ -17,6 +17,7 @@ from .mask import (
     check_limit,
     distinct_positions,
     full_count,
+    ordered_count,
     ordered_positions,
     position_limit_arg,
     reduced_seq_len,
@@ -277,13 +278,14 @@ class MincutSparseAttention:
 
     def _positions(self, plan: MaskPlan, fill_limit: int):
         """Count, and when under ``fill_limit`` build, the sparse positions: in
-        order where no index wraps, else row by row from unions of intervals."""
+        order where no index wraps (counted in closed form), else row by row from
+        unions of intervals (counted by a pass that writes nothing)."""
         if plan.ordered:
-            kernel, seq_len, extra = ordered_positions, plan.seq_len, (_NO_COUNTS,)
+            args = (plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
+            count, kernel, extra = ordered_count(*args), ordered_positions, (_NO_COUNTS,)
         else:
-            kernel, seq_len, extra = distinct_positions, reduced_seq_len(plan.seq_len), ()
-        args = (seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
-        count = kernel(*args, np.zeros((0, 2), np.uint16), False, *extra)
+            args = (reduced_seq_len(plan.seq_len), plan.boundaries, plan.tokens, plan.intra, plan.cross)
+            count, kernel, extra = distinct_positions(*args, np.zeros((0, 2), np.uint16), False), distinct_positions, ()
         if count > fill_limit:
             return count, None
         out = np.empty((count, 2), np.uint16)
@@ -343,7 +345,7 @@ class MincutSparseAttention:
         count, positions = self._positions(plan, fill_limit=self.position_limit)
         check_limit(count, self.position_limit, f"build_mask(seq_len={plan.seq_len})")
         density = sparse_density(count, plan.seq_len, self.target)
-        return SparseMask(positions, density, plan.boundaries, plan.tokens, self.target)
+        return SparseMask._built(positions, density, plan.boundaries, plan.tokens, self.target, by_query=True)
 
     def estimated_flops_ratio(self, mask: SparseMask | MaskStats, seq_len: int) -> np.float32:
         """``num_positions as f32 / (seq_len * (seq_len + 1) / 2) as f32``, 1.0 when that is 0.
