@@ -111,6 +111,15 @@ def _pair(query, key):
 
 
 @jit
+def _key_run(pairs, n, query, lo, count):
+    """``pairs[n:n + count]`` = ``(query, lo)``, ``(query, lo + 1)``, ... (keys below
+    65536). A kernel of its own, so the loop that calls it stays lean when it only counts."""
+    run, first = pairs[n : n + count], _pair(query, lo)
+    for j in range(count):
+        run[j] = first + _pair(0, j)
+
+
+@jit
 def _full_positions(seq_len, out):
     pairs = _pairs(out)
     n = 0
@@ -164,9 +173,7 @@ def ordered_positions(seq_len, bounds, tokens, intra, cross, out, fill, row_coun
             n += below
         if intra:
             if fill:
-                row, first = pairs[n : n + i + 1 - lo], _pair(i, lo)
-                for j in range(row.size):
-                    row[j] = first + _pair(0, j)
+                _key_run(pairs, n, i, lo, i + 1 - lo)
             n += i + 1 - lo
         if row_counts.size:
             row_counts[i] = n - row_start
@@ -334,9 +341,7 @@ def distinct_positions(seq_len, bounds, tokens, intra, cross, out, fill):
             n += max(stop - cursor, 0)
             if k < m:
                 if fill:
-                    row = pairs[n : n + merged_hi[k] - merged_lo[k] + 1]
-                    for j in range(row.size):
-                        row[j] = _pair(r, merged_lo[k] + j)
+                    _key_run(pairs, n, r, merged_lo[k], merged_hi[k] - merged_lo[k] + 1)
                 n += merged_hi[k] - merged_lo[k] + 1
                 cursor = max(cursor, min(np.searchsorted(uniq, merged_hi[k], side="right"), below))
     return n
