@@ -312,7 +312,7 @@ class MincutSparseAttention:
         """
         _check_gate(gate)
         seq_len = self.target.check_usize(seq_len, "seq_len")
-        if not self.should_use_sparse(gate, seq_len):
+        if not takes_sparse_path(seq_len, gate.partition_count, gate.lambda_):
             return MaskPlan(seq_len, False, _NO_KEYS, _NO_KEYS, False, False, True)
         parts = max(gate.partition_count, 1)
         size = seq_len // parts
