@@ -48,13 +48,24 @@ def _panic(code: int, a: int, b: int) -> TargetPanic:
 
 
 @jit
+def _gallop(queries, start, value):
+    """The first ``p >= start`` with ``queries[p] >= value`` (``queries`` nondecreasing,
+    all before ``start`` below ``value``), in steps that double from ``start``."""
+    lo, step = start, 1
+    while lo + step <= queries.size and queries[lo + step - 1] < value:
+        lo += step
+        step *= 2
+    return lo + np.searchsorted(queries[lo : min(lo + step, queries.size)], value)
+
+
+@jit
 def _by_query(positions, seq_len, ordered):
     """``positions_by_query`` as CSR: ``(bad, offsets, grouped)``, where the keys
     of query ``i`` are ``grouped[offsets[i]:offsets[i + 1], 1]`` in mask order.
 
     ``bad`` is the first query, in mask order, that is out of bounds (else -1).
-    Positions sorted by query (``ordered``) are their own grouping: the offsets
-    are found by bisection and nothing is copied.
+    Positions sorted by query (``ordered``) are their own grouping: each row's
+    end is found from the last one's and nothing is copied.
     """
     count = positions.shape[0]
     queries = positions[:, 0]
@@ -64,7 +75,7 @@ def _by_query(positions, seq_len, ordered):
         if last >= seq_len:
             return np.int64(queries[np.searchsorted(queries, seq_len)]), offsets, positions
         for i in range(1, seq_len + 1):
-            offsets[i] = np.searchsorted(queries, i) if i <= last else count
+            offsets[i] = _gallop(queries, offsets[i - 1], i) if i <= last else count
         return -1, offsets, positions
     for p in range(count):
         query = np.int64(queries[p])
