@@ -17,12 +17,13 @@ config, lambda 200, dim 64: issue 17's table) the median wall time of:
 - ``mask_stats`` and the heap model (``firmware_model.heap.build_mask_usage``, 32-bit),
   which have no loop to compare with: compare them between runs.
 
-Every figure is the median of ``--repeats`` rounds that time each call in turn
-(calls under a millisecond in batches), so the ratios compare calls made under the
-same load. Each round starts with an untimed write of the positions, so that
-build_mask and the write find the allocator alike: the first array of a size
-after other work costs page faults (at 16,384 tokens about 0.1 s), the next reuse
-freed memory. The outputs of 1 and of all threads are checked to be bit for bit
+Every figure is the median of ``--repeats`` rounds that time, in turn, each call of
+its group (build_mask and the write; the attention calls, the loop and spin;
+mask_stats and the heap model), calls under a millisecond in batches, so a ratio
+compares calls made under the same load. The mask rounds start with an untimed
+write of the positions, so that build_mask and the write find the allocator
+alike: the first array of a size after other work costs page faults (at 16,384
+tokens about 0.1 s), the next reuses freed memory. The outputs of 1 and of all threads are checked to be bit for bit
 the same. Also times a fresh process importing mcsa and running one small step,
 twice: the second run loads the cached kernels.
 """
@@ -176,18 +177,17 @@ def main() -> None:
         arithmetic_loop(one, q, k, v, mask, args.dim, scale)
         write_positions(1)
         steps = max(1, 16 * mask.num_positions // all_threads)  # about as long as the attention on 1 thread
-        t = medians({
-            "build": lambda: one.build_mask(gate, seq_len),
-            "write": lambda: write_positions(mask.num_positions),
-            "one": lambda: one.sparse_attention(q, k, v, mask, args.dim, scale),
-            "every": lambda: every.sparse_attention(q, k, v, mask, args.dim, scale),
-            "loop": lambda: arithmetic_loop(one, q, k, v, mask, args.dim, scale),
-            "spin1": lambda: spin(1, steps),
-            "spin": lambda: spin(all_threads, steps),
-            "stats": lambda: one.mask_stats(gate, seq_len),
-            "heap": lambda: build_mask_usage(cfg, gate, seq_len, 32),
-        }, args.repeats if seq_len <= 4096 else max(3, args.repeats // 2),
-            prime=lambda: write_positions(mask.num_positions))
+        rounds = args.repeats if seq_len <= 4096 else max(3, args.repeats // 2)
+        t = medians({"build": lambda: one.build_mask(gate, seq_len),
+                     "write": lambda: write_positions(mask.num_positions)},
+                    rounds, prime=lambda: write_positions(mask.num_positions))
+        t |= medians({"one": lambda: one.sparse_attention(q, k, v, mask, args.dim, scale),
+                      "every": lambda: every.sparse_attention(q, k, v, mask, args.dim, scale),
+                      "loop": lambda: arithmetic_loop(one, q, k, v, mask, args.dim, scale),
+                      "spin1": lambda: spin(1, steps),
+                      "spin": lambda: spin(all_threads, steps)}, rounds)
+        t |= medians({"stats": lambda: one.mask_stats(gate, seq_len),
+                      "heap": lambda: build_mask_usage(cfg, gate, seq_len, 32)}, rounds)
         ms = {name: 1e3 * seconds for name, seconds in t.items()}
         print(f"{seq_len:>7} {mask.num_positions:>11,} | {ms['build']:>10.3f} {ms['write']:>8.3f} "
               f"{t['build'] / t['write']:>4.1f}x | {ms['one']:>9.3f} {ms['every']:>9.3f} {ms['loop']:>9.3f} "
