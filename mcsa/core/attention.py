@@ -481,8 +481,8 @@ class MincutSparseAttention:
         if seq_len == 0:  # no rows (dim may be past q's length, even 2^63 or more)
             return out
         build = (dim, scale, self.target.expf.code, self.target.usize_bits == 32, self.target.panics_on_overflow)
-        threads = thread_count() if self.threads is None else self.threads
-        if threads == 1 or offsets[-1] < _PARALLEL_MIN:
+        threads = 1 if offsets[-1] < _PARALLEL_MIN else thread_count() if self.threads is None else self.threads
+        if threads == 1:
             code, a, b = _rows(q, k, v, offsets, grouped, 0, seq_len, *build, out)
         else:
             chunks = _row_chunks(offsets, threads)
