@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mcsa import GatePacket, MaskTooLarge, MincutSparseAttention, SparseMask, SparsityConfig, TargetPanic
-from mcsa.core.mask import distinct_codes, distinct_positions, ordered_positions
+from mcsa.core.mask import distinct_codes, distinct_positions, ordered_count, ordered_positions
 
 from . import naive
 from .strategies import configs, f32_values, gates, targets, usize
@@ -171,6 +171,16 @@ def test_interval_rows_agree_with_ordered_layout(config, gate, seq_len):
     ordered_positions(*args, want, True, np.zeros(0, np.int64))
     distinct_positions(*args, got, True)
     assert np.array_equal(want, got)
+
+
+@given(configs(), gates(lambda_=st.integers(30, 400)), st.integers(16, 65536))
+def test_closed_form_count_agrees_with_ordered_layout(config, gate, seq_len):
+    """build_mask counts an ordered mask from its partitions and tokens alone: the
+    count its layout pass gives, row by row."""
+    plan = MincutSparseAttention(config).plan_mask(gate, seq_len)
+    assume(plan.sparse and plan.ordered)
+    args = (plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
+    assert ordered_count(*args) == ordered_positions(*args, np.zeros((0, 2), np.uint16), False, np.zeros(0, np.int64))
 
 
 @pytest.mark.parametrize("target", ["x86_64-release", "wasm32-release"])

@@ -1,15 +1,31 @@
-"""Speed of build_mask and sparse_attention against plain-NumPy peers, same run.
+"""Speed of build_mask, sparse_attention, mask_stats and the heap model, each next to its limit.
 
-    python tools/bench_core.py [--sizes 256,1024,4096,16384] [--dim 64] [--repeats 5]
+    python tools/bench_core.py [--sizes 256,1024,4096,16384] [--dim 64] [--repeats 7]
 
-Prints the machine, then per sequence length (8 partitions, default config,
-lambda 200) the median wall time of each implementation and the ratio. The
-NumPy peers are speed references only: ``build_mask_numpy`` builds all pairs,
-sorts and deduplicates (as fast as the Rust BTreeSet build, roughly);
-``attention_numpy`` is per query (gather keys, mat-vec, softmax with np.exp,
-weighted sum) and is not bit-exact. The last column is the heap model
-(firmware_model.heap.build_mask_usage, 32-bit) for the same mask. Also times a fresh process importing mcsa
-and running one small step, twice: the second run loads the cached kernels.
+Prints the machine (CPU, cores, load average before and after, versions, Numba's
+threads and threading layer), then per sequence length (8 partitions, default
+config, lambda 200, dim 64: issue 17's table) the median wall time of:
+
+- ``build_mask`` next to **write**: a plain loop writing its positions (one uint32
+  per pair) into a fresh (N, 2) uint16 array, allocated as build_mask allocates.
+- ``sparse_attention`` on 1 thread and on all of Numba's threads (the default),
+  next to **loop**: a plain single-thread loop over the mask's positions doing only
+  the arithmetic of each, i32 dots of the int8 q row with the k row and with the
+  v row, and one f32 exp (the target's) of the scaled score.
+- **spin**: the machine's own limit for threads right now, the speedup of a
+  pure-arithmetic loop on all of Numba's threads over 1 (one chunk per thread).
+- ``mask_stats`` and the heap model (``firmware_model.heap.build_mask_usage``, 32-bit),
+  which have no loop to compare with: compare them between runs.
+
+Every figure is the median of ``--repeats`` rounds that time, in turn, each call of
+its group (build_mask and the write; the attention calls, the loop and spin;
+mask_stats and the heap model), calls under a millisecond in batches, so a ratio
+compares calls made under the same load. The mask rounds start with an untimed
+write of the positions, so that build_mask and the write find the allocator
+alike: the first array of a size after other work costs page faults (at 16,384
+tokens about 0.1 s), the next reuses freed memory. The outputs of 1 and of all threads are checked to be bit for bit
+the same. Also times a fresh process importing mcsa and running one small step,
+twice: the second run loads the cached kernels.
 """
 
 from __future__ import annotations
@@ -27,6 +43,8 @@ import numpy as np
 
 import mcsa
 from firmware_model.heap import build_mask_usage
+from mcsa.core._jit import jit, numba_threads
+from mcsa.core.expf import expf_kernel
 
 
 def machine() -> str:
@@ -37,53 +55,85 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return (f"{cpu}; {os.cpu_count()} cores; {platform.platform()}; python {platform.python_version()}, "
-            f"numpy {np.__version__}, numba {numba.__version__}")
+            f"numpy {np.__version__}, numba {numba.__version__}; NUMBA_NUM_THREADS "
+            f"{numba.config.NUMBA_NUM_THREADS}")
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def medians(calls: dict, repeats: int, prime=None) -> dict:
+    """The median seconds per call of each call, timed in turn in every round
+    (a call under a millisecond is timed over a batch of calls); ``prime`` runs
+    untimed at the start of each round."""
+    batch = {}
+    for name, call in calls.items():
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        call()
+        batch[name] = max(1, min(1000, int(1e-3 / max(time.perf_counter() - start, 1e-9))))
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        if prime is not None:
+            prime()
+        for name, call in calls.items():
+            start = time.perf_counter()
+            for _ in range(batch[name]):
+                call()
+            times[name].append((time.perf_counter() - start) / batch[name])
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def build_mask_numpy(seq_len: int, parts: int, max_edges: int) -> np.ndarray:
-    """All pairs, sort, drop repeats: the best plain-NumPy construction (np.unique
-    is slower: NumPy 2 runs a hash pass before its sort)."""
-    bounds = np.arange(parts, dtype=np.int64) * (seq_len // parts)
-    ends = np.append(bounds[1:], seq_len)
-    codes = []
-    for start, end in zip(bounds, ends):
-        i, j = np.tril_indices(end - start)
-        codes.append(((i + start) << 16) | (j + start))
-    tokens = bounds[:max_edges]
-    rows = (tokens[:, None] + np.arange(4)).ravel()
-    rows = np.concatenate([tokens, rows[rows < seq_len]])
-    r, t = np.meshgrid(rows, tokens, indexing="ij")
-    keep = t <= r
-    codes.append((r[keep] << 16) | t[keep])
-    codes = np.sort(np.concatenate(codes))
-    codes = codes[np.concatenate(([True], codes[1:] != codes[:-1]))]
-    return np.stack([codes >> 16, codes & 0xFFFF], axis=1).astype(np.uint16)
+@jit(parallel=True)
+def _spin(chunks, steps):
+    out = np.zeros(chunks)
+    for c in numba.prange(chunks):
+        x = 0.0
+        for _ in range(steps):
+            x = x * 0.999999 + 1.0
+        out[c] = x
+    return out
 
 
-def attention_numpy(q, k, v, positions, dim, scale):
-    """Per query: gather keys, mat-vec, softmax (np.exp), weighted sum. Not exact."""
-    seq_len = q.size // dim
-    Q = q.reshape(-1, dim).astype(np.int32)
-    K = k.reshape(-1, dim).astype(np.int32)
-    V = v.reshape(-1, dim).astype(np.float32)
-    out = np.zeros((seq_len, dim), np.float32)
-    starts = np.searchsorted(positions[:, 0], np.arange(seq_len + 1))
-    for query in range(seq_len):
-        keys = positions[starts[query] : starts[query + 1], 1]
-        if keys.size:
-            s = (K[keys] @ Q[query]).astype(np.float32) * scale
-            e = np.exp(s - s.max())
-            out[query] = (e / e.sum()) @ V[keys]
-    return out.reshape(-1)
+def spin(threads: int, steps: int) -> None:
+    """The machine's parallel limit: one chunk of pure arithmetic per thread of
+    Numba's pool, run on ``threads`` threads (1 thread does them one after another)."""
+    with numba_threads(threads):
+        _spin(numba.config.NUMBA_NUM_THREADS, steps)
+
+
+@jit
+def _write_loop(pairs):
+    for p in range(pairs.size):
+        pairs[p] = np.uint32(p)
+
+
+def write_positions(count: int) -> np.ndarray:
+    """The write limit: a fresh (N, 2) uint16 array, each pair written as one uint32."""
+    out = np.empty((count, 2), np.uint16)
+    _write_loop(out.view(np.uint32).reshape(-1))
+    return out
+
+
+@jit
+def _arithmetic_loop(q, k, v, positions, dim, scale, flavour):
+    total = np.float32(0.0)
+    for p in range(positions.shape[0]):
+        qrow = q[np.int64(positions[p, 0]) * dim : (np.int64(positions[p, 0]) + 1) * dim]
+        base = np.int64(positions[p, 1]) * dim
+        krow, vrow = k[base : base + dim], v[base : base + dim]
+        score, weighted = np.int32(0), np.int32(0)
+        for d in range(dim):
+            score = np.int32(score + np.int32(qrow[d]) * np.int32(krow[d]))
+        for d in range(dim):
+            weighted = np.int32(weighted + np.int32(qrow[d]) * np.int32(vrow[d]))
+        total += expf_kernel(np.float32(score) * scale, flavour) + np.float32(weighted)
+    return total
+
+
+def arithmetic_loop(sim, q, k, v, mask, dim, scale) -> np.float32:
+    """The attention limit: per position, the i32 QK and AV dots and one f32 exp."""
+    return _arithmetic_loop(q, k, v, mask.positions, dim, scale, sim.target.expf.code)
 
 
 def fresh_process_seconds() -> float:
@@ -100,33 +150,51 @@ def main() -> None:
     parser.add_argument("--sizes", default="256,1024,4096,16384")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
+    all_threads = numba.config.NUMBA_NUM_THREADS
     print(f"machine: {machine()}")
+    print(f"before: {load()}")
     print(f"fresh process, import + first small step: {fresh_process_seconds():.2f} s, "
           f"again (cached kernels): {fresh_process_seconds():.2f} s")
-    sim = mcsa.MincutSparseAttention(target="x86_64-release", position_limit=1 << 30)
-    cfg = sim.config
+    one = mcsa.MincutSparseAttention(target="x86_64-release", position_limit=1 << 30, threads=1)
+    every = mcsa.MincutSparseAttention(target="x86_64-release", position_limit=1 << 30, threads=all_threads)
+    cfg = one.config
     rng = np.random.default_rng(2026)
-    print(f"{'seq_len':>8} {'positions':>11} | {'build_mask':>10} {'numpy':>9} {'ratio':>6} | "
-          f"{'attention':>10} {'numpy':>9} {'ratio':>6} | {'heap model':>9}   (medians, dim {args.dim})")
+    scale = np.float32(1 / np.sqrt(args.dim))
+    print(f"medians of {args.repeats} rounds (ms), dim {args.dim}, {args.partitions} partitions, lambda 200; "
+          f"attention on 1 and {all_threads} threads (threading layer: set at the first parallel call)")
+    print(f"{'seq_len':>7} {'positions':>11} | {'build_mask':>10} {'write':>8} {'ratio':>5} | "
+          f"{'1 thread':>9} {f'{all_threads} threads':>9} {'loop':>9} {'1t/loop':>7} {'speedup':>7} {'spin':>5} | "
+          f"{'mask_stats':>10} {'heap model':>10}")
     for seq_len in (int(s) for s in args.sizes.split(",")):
         gate = mcsa.GatePacket(lambda_=200, partition_count=args.partitions)
-        mask = sim.build_mask(gate, seq_len)
-        peer = build_mask_numpy(seq_len, args.partitions, cfg.max_cross_partition_edges)
-        assert np.array_equal(peer, mask.positions), "NumPy peer builds a different mask"
-        repeats = args.repeats if seq_len <= 4096 else max(1, args.repeats // 2)
-        t_mask = median_time(lambda: sim.build_mask(gate, seq_len), repeats)
-        t_mask_np = median_time(lambda: build_mask_numpy(seq_len, args.partitions, cfg.max_cross_partition_edges),
-                                repeats)
+        mask = one.build_mask(gate, seq_len)
         q, k, v = (rng.integers(-128, 128, seq_len * args.dim).astype(np.int8) for _ in range(3))
-        scale = np.float32(1 / np.sqrt(args.dim))
-        t_att = median_time(lambda: sim.sparse_attention(q, k, v, mask, args.dim, scale), repeats)
-        t_att_np = median_time(lambda: attention_numpy(q, k, v, mask.positions, args.dim, scale), repeats)
-        t_heap = median_time(lambda: build_mask_usage(cfg, gate, seq_len, 32), repeats)
-        print(f"{seq_len:>8} {mask.num_positions:>11,} | {t_mask * 1e3:>8.2f}ms {t_mask_np * 1e3:>7.1f}ms "
-              f"{t_mask_np / t_mask:>5.1f}x | {t_att * 1e3:>8.2f}ms {t_att_np * 1e3:>7.1f}ms {t_att_np / t_att:>5.1f}x"
-              f" | {t_heap * 1e3:>7.2f}ms")
+        alone = one.sparse_attention(q, k, v, mask, args.dim, scale)
+        shared = every.sparse_attention(q, k, v, mask, args.dim, scale)
+        assert np.array_equal(alone.view(np.uint32), shared.view(np.uint32)), "threads changed the bits"
+        arithmetic_loop(one, q, k, v, mask, args.dim, scale)
+        write_positions(1)
+        steps = max(1, 16 * mask.num_positions // all_threads)  # about as long as the attention on 1 thread
+        rounds = args.repeats if seq_len <= 4096 else max(3, args.repeats // 2)
+        t = medians({"build": lambda: one.build_mask(gate, seq_len),
+                     "write": lambda: write_positions(mask.num_positions)},
+                    rounds, prime=lambda: write_positions(mask.num_positions))
+        t |= medians({"one": lambda: one.sparse_attention(q, k, v, mask, args.dim, scale),
+                      "every": lambda: every.sparse_attention(q, k, v, mask, args.dim, scale),
+                      "loop": lambda: arithmetic_loop(one, q, k, v, mask, args.dim, scale),
+                      "spin1": lambda: spin(1, steps),
+                      "spin": lambda: spin(all_threads, steps)}, rounds)
+        t |= medians({"stats": lambda: one.mask_stats(gate, seq_len),
+                      "heap": lambda: build_mask_usage(cfg, gate, seq_len, 32)}, rounds)
+        ms = {name: 1e3 * seconds for name, seconds in t.items()}
+        print(f"{seq_len:>7} {mask.num_positions:>11,} | {ms['build']:>10.3f} {ms['write']:>8.3f} "
+              f"{t['build'] / t['write']:>4.1f}x | {ms['one']:>9.3f} {ms['every']:>9.3f} {ms['loop']:>9.3f} "
+              f"{t['one'] / t['loop']:>6.2f}x {t['one'] / t['every']:>6.2f}x {t['spin1'] / t['spin']:>4.2f}x | "
+              f"{ms['stats']:>10.3f} {ms['heap']:>10.3f}", flush=True)
+    print(f"threading layer: {numba.threading_layer()}")
+    print(f"after: {load()}")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,50 @@ one place where a fused operation is what the modelled target does.
 from __future__ import annotations
 
 import functools
+import os
+import threading
+from contextlib import contextmanager
 
 import numba
 from numba import types
 from numba.extending import intrinsic
 
 jit = functools.partial(numba.njit, cache=True, fastmath=False, nogil=True)
-"""Decorator for every exact kernel: nopython, cached, no fast-math."""
+"""Decorator for every exact kernel: nopython, cached, no fast-math.
+``jit(parallel=True)`` kernels only ``prange`` over independent work: no parallel reductions."""
+
+_LAUNCH = threading.Lock()
+
+
+def _prefer_layer() -> None:
+    """Where the user chose no threading layer: TBB if installed, else Numba's
+    workqueue rather than GNU OpenMP, whose threads spin between launches (on a
+    shared machine 2 threads ran 6-10x slower than 1, measured) and which aborts
+    a child forked after a launch. Set before each launch, as Numba re-reads its
+    configuration from the environment when that changes, until its threads start."""
+    if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
+        numba.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
+
+
+def thread_count() -> int:
+    """Numba's thread count for the calling thread: every core unless
+    ``NUMBA_NUM_THREADS`` or ``numba.set_num_threads`` lowers it."""
+    _prefer_layer()
+    return numba.get_num_threads()
+
+
+@contextmanager
+def numba_threads(threads: int):
+    """Run ``parallel=True`` kernels on ``threads`` threads (1..=NUMBA_NUM_THREADS),
+    one launch at a time in the process: the workqueue layer aborts the process
+    on concurrent launches."""
+    with _LAUNCH:
+        before = thread_count()
+        numba.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
 
 
 def _bitcast(src, dst):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from ._jit import jit
+from ._jit import jit, numba_threads, thread_count
+from .checks import check_int
 from .density import density_kernel, f32_max, schedule_args
 from .expf import expf_kernel
 from .mask import (
@@ -17,6 +19,7 @@ from .mask import (
     check_limit,
     distinct_positions,
     full_count,
+    ordered_count,
     ordered_positions,
     position_limit_arg,
     reduced_seq_len,
@@ -34,6 +37,8 @@ _SAFE_DIM = 131072
 """Below this ``dim`` an i32 sum of i8 * i8 products cannot overflow."""
 _NO_KEYS = np.zeros(0, np.uint16)
 _NO_COUNTS = np.zeros(0, np.int64)
+_PARALLEL_MIN = 1 << 15
+"""Masks with fewer positions run on one thread: a parallel launch costs more than it saves."""
 
 
 def _panic(code: int, a: int, b: int) -> TargetPanic:
@@ -43,27 +48,56 @@ def _panic(code: int, a: int, b: int) -> TargetPanic:
 
 
 @jit
-def _group_by_query(positions, seq_len):
-    """``positions_by_query``: keys of each query in mask order, as CSR.
+def _gallop(queries, start, value):
+    """The first ``p >= start`` with ``queries[p] >= value`` (``queries`` nondecreasing,
+    all before ``start`` below ``value``), in steps that double from ``start``."""
+    lo, step = start, 1
+    while lo + step <= queries.size and queries[lo + step - 1] < value:
+        lo += step
+        step *= 2
+    return lo + np.searchsorted(queries[lo : min(lo + step, queries.size)], value)
 
-    Returns ``(bad, offsets, keys)``; ``bad`` is the first query index that is
-    out of bounds (in mask order), else -1.
+
+@jit
+def _by_query(positions, seq_len, ordered):
+    """``positions_by_query`` as CSR: ``(bad, offsets, grouped)``, where the keys
+    of query ``i`` are ``grouped[offsets[i]:offsets[i + 1], 1]`` in mask order.
+
+    ``bad`` is the first query, in mask order, that is out of bounds (else -1).
+    Positions sorted by query (``ordered``) are their own grouping: each row's
+    end is found from the last one's and nothing is copied.
     """
+    count = positions.shape[0]
+    queries = positions[:, 0]
     offsets = np.zeros(seq_len + 1, np.int64)
-    for p in range(positions.shape[0]):
-        query = np.int64(positions[p, 0])
+    if ordered:
+        last = np.int64(queries[count - 1]) if count else -1
+        if last >= seq_len:
+            return np.int64(queries[np.searchsorted(queries, seq_len)]), offsets, positions
+        for i in range(1, seq_len + 1):
+            offsets[i] = _gallop(queries, offsets[i - 1], i) if i <= last else count
+        return -1, offsets, positions
+    for p in range(count):
+        query = np.int64(queries[p])
         if query >= seq_len:
-            return query, offsets, _NO_KEYS
+            return query, offsets, positions
         offsets[query + 1] += 1
     for i in range(seq_len):
         offsets[i + 1] += offsets[i]
-    keys = np.empty(positions.shape[0], np.uint16)
+    grouped = np.empty_like(positions)
     cursor = offsets[:-1].copy()
-    for p in range(positions.shape[0]):
-        query = positions[p, 0]
-        keys[cursor[query]] = positions[p, 1]
-        cursor[query] += 1
-    return -1, offsets, keys
+    for p in range(count):
+        grouped[cursor[queries[p]]] = positions[p]
+        cursor[queries[p]] += 1
+    return -1, offsets, grouped
+
+
+def _row_chunks(offsets: np.ndarray, chunks: int) -> np.ndarray:
+    """Bounds of up to ``chunks`` runs of whole query rows holding about as many
+    positions each: rows ``bounds[c]..bounds[c + 1]``."""
+    bounds = np.searchsorted(offsets, np.arange(chunks + 1) * (offsets[-1] / chunks))
+    bounds[0], bounds[-1] = 0, offsets.size - 1
+    return np.unique(bounds)
 
 
 @jit
@@ -112,40 +146,48 @@ def _accumulate_checked(v, bases, scores, n, dim, wrap32, orow):
 
 
 @jit
-def _attention(q, k, v, offsets, keys, dim, scale, flavour, wrap32, panic_mode, out):
-    """``sparse_attention`` over the grouped keys; writes ``out``, returns (code, a, b).
-    ``k`` and ``v`` may be of any length: every read past them is Rust's panic."""
-    seq_len = offsets.size - 1
+def _rows(q, k, v, offsets, grouped, rows_from, rows_to, dim, scale, flavour, wrap32, panic_mode, out):
+    """``sparse_attention``'s loop body for queries ``rows_from..rows_to``, each
+    in Rust's order; writes their rows of ``out`` and returns the first panic of
+    the run (code, a, b). ``k`` and ``v`` may be of any length: every read past
+    them is Rust's panic.
+
+    The i32 score is summed wrapping, which is Rust's release sum in any order
+    (LLVM vectorises it); a debug build's sum cannot overflow below
+    ``_SAFE_DIM``, else it takes the checked path. Each output element's f32
+    sum runs over the keys in order, with ``d`` inner so LLVM vectorises across
+    ``d`` without reordering any sum."""
     widest = 0
-    for i in range(seq_len):
+    for i in range(rows_from, rows_to):
         widest = max(widest, offsets[i + 1] - offsets[i])
     scores = np.empty(widest, np.float32)
     bases = np.empty(widest, np.int64)
-    qrow = np.empty(dim, np.int64)
-    for query in range(seq_len):
-        first, last = offsets[query], offsets[query + 1]
-        if first == last:
+    unchecked_sum = not (panic_mode and dim >= _SAFE_DIM)
+    for query in range(rows_from, rows_to):
+        first, n = offsets[query], offsets[query + 1] - offsets[query]
+        if n == 0:
             continue
         qbase = query * dim
-        for d in range(dim):
-            qrow[d] = q[qbase + d]
+        qrow = q[qbase : qbase + dim]
         v_inside = True
-        for t in range(last - first):
-            key = np.int64(keys[first + t])
+        for t in range(n):
+            key = np.int64(grouped[first + t, 1])
             base = key * dim
-            if (wrap32 and base + dim - 1 >= _U32_END) or base + dim > k.size or (panic_mode and dim >= _SAFE_DIM):
-                code, a, b, score, base = _score_checked(q, k, qbase, key, dim, wrap32, panic_mode)
+            wraps = wrap32 and base + dim - 1 >= _U32_END
+            if unchecked_sum and not wraps and base + dim <= k.size:
+                krow = k[base : base + dim]
+                score = np.int32(0)
+                for d in range(dim):
+                    score = np.int32(score + np.int32(qrow[d]) * np.int32(krow[d]))
+            else:
+                code, a, b, checked, base = _score_checked(q, k, qbase, key, dim, wrap32, panic_mode)
                 if code != OK:
                     return code, a, b
-            else:
-                score = 0
-                krow = k[base : base + dim]
-                for d in range(dim):
-                    score += qrow[d] * krow[d]
+                score = np.int32(checked)
+                wraps = wrap32 and base + dim - 1 >= _U32_END
             bases[t] = base
-            v_inside = v_inside and base + dim <= v.size and not (wrap32 and base + dim - 1 >= _U32_END)
-            scores[t] = np.float32(np.int32(score)) * scale
-        n = last - first
+            v_inside = v_inside and not wraps and base + dim <= v.size
+            scores[t] = np.float32(score) * scale
         top = np.float32(-np.inf)
         for t in range(n):
             top = f32_max(top, scores[t])
@@ -173,6 +215,16 @@ def _attention(q, k, v, offsets, keys, dim, scale, flavour, wrap32, panic_mode, 
     return OK, 0, 0
 
 
+@jit(parallel=True)
+def _rows_parallel(q, k, v, offsets, grouped, chunks, dim, scale, flavour, wrap32, panic_mode, out, panics):
+    """:func:`_rows` over each run of rows ``chunks[c]..chunks[c + 1]`` on its own
+    thread; ``panics[c]`` gets the run's first panic (code, a, b)."""
+    for c in numba.prange(chunks.size - 1):
+        code, a, b = _rows(q, k, v, offsets, grouped, chunks[c], chunks[c + 1], dim, scale, flavour, wrap32,
+                           panic_mode, out)
+        panics[c, 0], panics[c, 1], panics[c, 2] = code, a, b
+
+
 def _qkv(name: str, array, dim: int) -> np.ndarray:
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{name} must be an int8 numpy array, got {type(array).__name__}")
@@ -197,13 +249,19 @@ class MincutSparseAttention:
         ``x86_64-release``.
     position_limit : int
         Host-memory guard: the largest mask this simulator will materialise.
+    threads : int, optional
+        Threads :meth:`sparse_attention` runs query rows on (the bits do not depend
+        on it). ``None``, the default: Numba's thread count at the call, which is
+        every core unless ``NUMBA_NUM_THREADS`` or ``numba.set_num_threads`` says
+        otherwise. At most ``NUMBA_NUM_THREADS``.
 
     Raises
     ------
     TypeError
-        If ``config`` is not a :class:`SparsityConfig`.
+        If ``config`` is not a :class:`SparsityConfig`, or ``threads`` not an integer.
     ValueError
-        If the target name is unknown or ``position_limit`` is negative.
+        If the target name is unknown, ``position_limit`` is negative, or
+        ``threads`` is not in ``1..=NUMBA_NUM_THREADS``.
     """
 
     def __init__(
@@ -211,6 +269,7 @@ class MincutSparseAttention:
         config: SparsityConfig | None = None,
         target: Target | str | None = None,
         position_limit: int = DEFAULT_POSITION_LIMIT,
+        threads: int | None = None,
     ):
         config = SparsityConfig() if config is None else config
         if not isinstance(config, SparsityConfig):
@@ -218,6 +277,8 @@ class MincutSparseAttention:
         self.config = config
         self.target = resolve_target(target)
         self.position_limit = position_limit_arg(position_limit)
+        self.threads = None if threads is None else check_int(
+            threads, "threads", 1, numba.config.NUMBA_NUM_THREADS, "NUMBA_NUM_THREADS")
         self._schedule = schedule_args(config, self.target)
 
     def __repr__(self) -> str:
@@ -262,7 +323,7 @@ class MincutSparseAttention:
         """
         _check_gate(gate)
         seq_len = self.target.check_usize(seq_len, "seq_len")
-        if not self.should_use_sparse(gate, seq_len):
+        if not takes_sparse_path(seq_len, gate.partition_count, gate.lambda_):
             return MaskPlan(seq_len, False, _NO_KEYS, _NO_KEYS, False, False, True)
         parts = max(gate.partition_count, 1)
         size = seq_len // parts
@@ -277,13 +338,14 @@ class MincutSparseAttention:
 
     def _positions(self, plan: MaskPlan, fill_limit: int):
         """Count, and when under ``fill_limit`` build, the sparse positions: in
-        order where no index wraps, else row by row from unions of intervals."""
+        order where no index wraps (counted in closed form), else row by row from
+        unions of intervals (counted by a pass that writes nothing)."""
         if plan.ordered:
-            kernel, seq_len, extra = ordered_positions, plan.seq_len, (_NO_COUNTS,)
+            args = (plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
+            count, kernel, extra = ordered_count(*args), ordered_positions, (_NO_COUNTS,)
         else:
-            kernel, seq_len, extra = distinct_positions, reduced_seq_len(plan.seq_len), ()
-        args = (seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross)
-        count = kernel(*args, np.zeros((0, 2), np.uint16), False, *extra)
+            args = (reduced_seq_len(plan.seq_len), plan.boundaries, plan.tokens, plan.intra, plan.cross)
+            count, kernel, extra = distinct_positions(*args, np.zeros((0, 2), np.uint16), False), distinct_positions, ()
         if count > fill_limit:
             return count, None
         out = np.empty((count, 2), np.uint16)
@@ -343,7 +405,7 @@ class MincutSparseAttention:
         count, positions = self._positions(plan, fill_limit=self.position_limit)
         check_limit(count, self.position_limit, f"build_mask(seq_len={plan.seq_len})")
         density = sparse_density(count, plan.seq_len, self.target)
-        return SparseMask(positions, density, plan.boundaries, plan.tokens, self.target)
+        return SparseMask._built(positions, density, plan.boundaries, plan.tokens, self.target, by_query=True)
 
     def estimated_flops_ratio(self, mask: SparseMask | MaskStats, seq_len: int) -> np.float32:
         """``num_positions as f32 / (seq_len * (seq_len + 1) / 2) as f32``, 1.0 when that is 0.
@@ -367,6 +429,8 @@ class MincutSparseAttention:
     def sparse_attention(self, q, k, v, mask: SparseMask, dim: int, scale) -> np.ndarray:
         """``sparse_attention(q, k, v, mask, dim, scale)``: int8 scores with i32
         accumulation, f32 softmax with the target's ``expf``, f32 weighted sum.
+        Query rows run on ``threads`` threads, each in Rust's order, so the bits
+        and the panic (Rust's first, in query order) are the one-thread ones.
 
         Lengths are Rust's: ``seq_len = q.len() / dim`` (a partial last row of q is
         ignored), and k and v may be of any length; a read past either panics as
@@ -410,16 +474,23 @@ class MincutSparseAttention:
         seq_len = q.size // dim
         check_layout(seq_len * dim, 4, self.target)  # output: vec![0.0f32; seq_len * dim]
         check_layout(seq_len, 3 * self.target.usize_bits // 8, self.target)  # vec![Vec::new(); seq_len]
-        bad, offsets, keys = _group_by_query(mask.positions, seq_len)
+        bad, offsets, grouped = _by_query(mask.positions, seq_len, mask.sorted_by_query())
         if bad >= 0:
             raise _panic(INDEX_OUT_OF_BOUNDS, seq_len, bad)
         out = np.zeros(seq_len * dim, np.float32)
         if seq_len == 0:  # no rows (dim may be past q's length, even 2^63 or more)
             return out
-        code, a, b = _attention(
-            q, k, v, offsets, keys, dim, scale,
-            self.target.expf.code, self.target.usize_bits == 32, self.target.panics_on_overflow, out,
-        )
+        build = (dim, scale, self.target.expf.code, self.target.usize_bits == 32, self.target.panics_on_overflow)
+        threads = 1 if offsets[-1] < _PARALLEL_MIN else thread_count() if self.threads is None else self.threads
+        if threads == 1:
+            code, a, b = _rows(q, k, v, offsets, grouped, 0, seq_len, *build, out)
+        else:
+            chunks = _row_chunks(offsets, threads)
+            panics = np.zeros((chunks.size - 1, 3), np.int64)
+            with numba_threads(threads):
+                _rows_parallel(q, k, v, offsets, grouped, chunks, *build, out, panics)
+            first = np.flatnonzero(panics[:, 0])  # the runs are in query order: Rust's first panic
+            code, a, b = panics[first[0]] if first.size else (OK, 0, 0)
         if code != OK:
             raise _panic(code, a, b)
         nan = np.isnan(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,14 +75,42 @@ def full_count(seq_len: int, target: Target) -> int:
     return count
 
 
+_QUERY_SHIFT = 0 if sys.byteorder == "little" else 16
+"""Where ``positions[n, 0]`` sits in the uint32 that holds ``positions[n]``."""
+_KEY_SHIFT = 16 - _QUERY_SHIFT
+
+
+@jit
+def _pairs(out):
+    """An (N, 2) uint16 array as N uint32 words, one per pair: the kernels write
+    a pair as one word (see :func:`_pair`), which LLVM vectorises along a row."""
+    return out.view(np.uint32).reshape(-1)
+
+
+@jit
+def _pair(query, key):
+    """The uint32 word of the pair ``(query, key)`` (both below 65536)."""
+    return np.uint32((query << _QUERY_SHIFT) | (key << _KEY_SHIFT))
+
+
+@jit
+def _key_run(pairs, n, query, lo, count):
+    """``pairs[n:n + count]`` = ``(query, lo)``, ``(query, lo + 1)``, ... (keys below
+    65536). A kernel of its own, so the loop that calls it stays lean when it only counts."""
+    run, first = pairs[n : n + count], _pair(query, lo)
+    for j in range(count):
+        run[j] = first + _pair(0, j)
+
+
 @jit
 def _full_positions(seq_len, out):
+    pairs = _pairs(out)
     n = 0
     for i in range(seq_len):
+        row = pairs[n : n + i + 1]
         for j in range(i + 1):
-            out[n, 0] = i & 0xFFFF
-            out[n, 1] = j & 0xFFFF
-            n += 1
+            row[j] = _pair(i & 0xFFFF, j & 0xFFFF)
+        n += i + 1
 
 
 @jit
@@ -95,6 +124,7 @@ def ordered_positions(seq_len, bounds, tokens, intra, cross, out, fill, row_coun
     ``<= i``. Returns the count; writes ``out`` only when ``fill``, and each
     row's count into ``row_counts`` unless it is empty.
     """
+    pairs = _pairs(out)
     uniq = np.empty(tokens.size, np.int64)
     n_uniq = 0
     for t in tokens:
@@ -122,17 +152,43 @@ def ordered_positions(seq_len, bounds, tokens, intra, cross, out, fill, row_coun
                 below += 1
             if fill:
                 for u in range(below):
-                    out[n + u, 0] = i
-                    out[n + u, 1] = uniq[u]
+                    pairs[n + u] = _pair(i, uniq[u])
             n += below
         if intra:
             if fill:
-                for j in range(lo, i + 1):
-                    out[n + j - lo, 0] = i
-                    out[n + j - lo, 1] = j
+                _key_run(pairs, n, i, lo, i + 1 - lo)
             n += i + 1 - lo
         if row_counts.size:
             row_counts[i] = n - row_start
+    return n
+
+
+@jit
+def ordered_count(seq_len, bounds, tokens, intra, cross):
+    """How many positions :func:`ordered_positions` lays out (under its conditions),
+    in time linear in the partitions and boundary tokens rather than in ``seq_len``:
+    ``run * (run + 1) / 2`` per partition, plus, per row a cross window reaches,
+    the distinct tokens below the row's partition start (or ``<= row``)."""
+    n = 0
+    if intra:
+        for p in range(bounds.size):
+            end = min(np.int64(bounds[p + 1]) if p + 1 < bounds.size else seq_len, seq_len)
+            run = max(end - np.int64(bounds[p]), 0)
+            n += run * (run + 1) // 2
+    if cross and tokens.size:
+        rows = np.empty(4 * tokens.size, np.int64)
+        m = 0
+        for t in tokens:
+            for offset in range(4):
+                if t + offset < seq_len:
+                    rows[m] = t + offset
+                    m += 1
+        uniq = np.unique(tokens)
+        for row in np.unique(rows[:m]):
+            lo = row + 1
+            if intra:
+                lo = np.int64(bounds[max(np.searchsorted(bounds, row, side="right") - 1, 0)])
+            n += np.searchsorted(uniq, lo)
     return n
 
 
@@ -227,6 +283,7 @@ def distinct_positions(seq_len, bounds, tokens, intra, cross, out, fill):
     holding more than the pairs themselves. Returns the count; writes ``out`` only
     when ``fill``. ``seq_len`` may be given reduced (see :func:`reduced_seq_len`).
     """
+    pairs = _pairs(out)
     lo, hi = _row_intervals(seq_len, bounds, intra)
     uniq = np.unique(tokens).astype(np.int64)
     reached = np.zeros(U16_END, np.bool_)
@@ -263,14 +320,11 @@ def distinct_positions(seq_len, bounds, tokens, intra, cross, out, fill):
             stop = min(np.searchsorted(uniq, gap_end, side="left"), below)
             if fill:
                 for u in range(cursor, stop):
-                    out[n + u - cursor, 0] = r
-                    out[n + u - cursor, 1] = uniq[u]
+                    pairs[n + u - cursor] = _pair(r, uniq[u])
             n += max(stop - cursor, 0)
             if k < m:
                 if fill:
-                    for j in range(merged_lo[k], merged_hi[k] + 1):
-                        out[n + j - merged_lo[k], 0] = r
-                        out[n + j - merged_lo[k], 1] = j
+                    _key_run(pairs, n, r, merged_lo[k], merged_hi[k] - merged_lo[k] + 1)
                 n += merged_hi[k] - merged_lo[k] + 1
                 cursor = max(cursor, min(np.searchsorted(uniq, merged_hi[k], side="right"), below))
     return n
@@ -394,13 +448,23 @@ def _u16_array(values, what: str) -> np.ndarray:
     return arr.astype(np.uint16)
 
 
+@jit
+def _sorted_by_query(positions):
+    """Whether ``positions[:, 0]`` never decreases."""
+    for p in range(1, positions.shape[0]):
+        if positions[p, 0] < positions[p - 1, 0]:
+            return False
+    return True
+
+
 class SparseMask:
     """The reference's ``SparseMask``.
 
     Parameters
     ----------
     positions : array_like, shape (N, 2)
-        ``(query, key)`` pairs as u16, in the order the mask holds them.
+        ``(query, key)`` pairs as u16, in the order the mask holds them. The mask
+        keeps its own read-only copy (``mask.positions``).
     density : float
         ``mask.density`` (held as float32).
     partition_boundaries, boundary_tokens : array_like of u16
@@ -416,16 +480,45 @@ class SparseMask:
     """
 
     def __init__(self, positions, density, partition_boundaries=(), boundary_tokens=(), target=None):
-        positions = _u16_array(positions, "positions")
+        positions = np.ascontiguousarray(_u16_array(positions, "positions"))
         if positions.size == 0:
             positions = positions.reshape(0, 2)
         if positions.ndim != 2 or positions.shape[1] != 2:
             raise ValueError(f"positions must have shape (N, 2), got {positions.shape}")
-        self.positions = positions
-        self.density = f32_of(density, "density")
-        self.partition_boundaries = _u16_array(partition_boundaries, "partition_boundaries").reshape(-1)
-        self.boundary_tokens = _u16_array(boundary_tokens, "boundary_tokens").reshape(-1)
-        self.target = None if target is None else resolve_target(target)
+        self._hold(positions, f32_of(density, "density"),
+                   _u16_array(partition_boundaries, "partition_boundaries").reshape(-1),
+                   _u16_array(boundary_tokens, "boundary_tokens").reshape(-1),
+                   None if target is None else resolve_target(target), None)
+
+    @classmethod
+    def _built(cls, positions: np.ndarray, density: np.float32, partition_boundaries: np.ndarray,
+               boundary_tokens: np.ndarray, target: Target, by_query: bool) -> "SparseMask":
+        """A mask over the (N, 2) uint16 positions a kernel has just laid out, taken
+        as they are (no re-check, no copy); ``by_query``: they are sorted by query."""
+        mask = cls.__new__(cls)
+        mask._hold(positions, density, partition_boundaries.copy(), boundary_tokens.copy(), target, by_query)
+        return mask
+
+    def _hold(self, positions, density, partition_boundaries, boundary_tokens, target, by_query) -> None:
+        positions.flags.writeable = False  # so what is known about their order stays true
+        self._positions = positions
+        self._by_query = by_query
+        self.density = density
+        self.partition_boundaries = partition_boundaries
+        self.boundary_tokens = boundary_tokens
+        self.target = target
+
+    @property
+    def positions(self) -> np.ndarray:
+        """The ``(query, key)`` pairs: (N, 2) uint16, read-only."""
+        return self._positions
+
+    def sorted_by_query(self) -> bool:
+        """Whether the positions come in nondecreasing query order, as every mask of
+        ``build_mask``'s sparse path does (a ``BTreeSet``); found once, then known."""
+        if self._by_query is None:
+            self._by_query = bool(_sorted_by_query(self._positions))
+        return self._by_query
 
     def __repr__(self) -> str:
         return (
@@ -492,7 +585,8 @@ class SparseMask:
         check_limit(count, position_limit, f"SparseMask.full({seq_len})")
         positions = np.empty((count, 2), np.uint16)
         _full_positions(seq_len, positions)
-        return cls(positions, 1.0, [0], [], target)
+        return cls._built(positions, np.float32(1.0), np.zeros(1, np.uint16), np.zeros(0, np.uint16), target,
+                          by_query=seq_len <= U16_END)
 
 
 def sparse_density(count: int, seq_len: int, target: Target) -> np.float32:
