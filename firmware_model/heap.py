@@ -33,7 +33,7 @@ from mcsa.core.mask import (DEFAULT_POSITION_LIMIT, POSITION_BYTES, MaskPlan, ch
 from mcsa.core.rustvec import grown_capacity, min_non_zero_cap
 
 from .allocators import ALLOCATORS, Allocator
-from .placement._arena import block_bytes
+from .placement.arena import block_bytes
 
 CAPACITY = 11
 """Keys per B-tree node (2 * B - 1, B = 6)."""
