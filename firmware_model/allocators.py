@@ -109,14 +109,32 @@ ALLOCATORS: dict[str, Allocator] = {
 """Allocator models by name."""
 
 
+def check_allocator(allocator, what: str = "allocator") -> Allocator:
+    """``allocator`` if it is an :class:`Allocator`.
+
+    Raises
+    ------
+    TypeError
+        Naming ``what``, for anything else (a name is not an Allocator: see :func:`allocator_named`).
+    """
+    if not isinstance(allocator, Allocator):
+        raise TypeError(f"{what} must be an Allocator (firmware_model.allocators.allocator_named(name)), "
+                        f"got {type(allocator).__name__} {allocator!r:.40}")
+    return allocator
+
+
 def allocator_named(name: str) -> Allocator:
     """An allocator model by name.
 
     Raises
     ------
+    TypeError
+        If ``name`` is not a string.
     ValueError
         If the name is unknown.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"allocator must be an allocator name (str), got {type(name).__name__} {name!r:.40}")
     try:
         return ALLOCATORS[name]
     except KeyError:

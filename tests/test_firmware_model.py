@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 import mcsa
 from firmware_model import step
 from firmware_model.allocators import ALLOCATORS, allocator_named
-from firmware_model.heap import build_mask_usage, planned_attention_usage, query_runs, sparse_attention_usage
+from firmware_model.heap import build_mask_usage, planned_attention_usage, sparse_attention_usage
+from firmware_model.planned import plan_step
 from firmware_model.placement import ALLOC, EVENT_DTYPE, simulator
 from firmware_model.profiles import load_profiles, profile_named
 
@@ -87,7 +88,7 @@ def test_readme_example_256_tokens_4_partitions_on_stm32f411():
     profile = profile_named("stm32f411")
     gate = mcsa.GatePacket(lambda_=200, partition_count=4)
     report = step.fit_step(profile, CFG, gate, 256, 32)
-    assert (report.peak_bytes, report.budget, report.num_positions) == (139548, 65536, 8344)
+    assert (report.step_requested_bytes, report.budget_bytes, report.num_positions) == (139548, 65536, 8344)
     assert not report.fits and report.crossing.call == "build_mask"
     assert report.verdict() == ("does not fit: event 701 (build_mask: alloc 52 B for a B-tree leaf) fails: only 48 B "
                                 "free; requested 139,548 B, available 65,536 B, missing 74,012 B")
@@ -104,9 +105,11 @@ def test_step_peak_is_the_sum_of_its_parts_with_no_allocator_overhead():
     mask_usage = build_mask_usage(CFG, gate, 128, 64)
     attention = sparse_attention_usage(mask, 128, 16, 64)
     inputs = 3 * 128 * 16
-    assert report.build_mask.peak_bytes == inputs + mask_usage.peak_bytes
-    assert report.sparse_attention.peak_bytes == inputs + mask_usage.live_bytes + attention.peak_bytes
-    assert report.peak_bytes == max(report.build_mask.peak_bytes, report.sparse_attention.peak_bytes)
+    assert report.inputs_bytes == inputs
+    assert (report.build_mask_peak_bytes, report.mask_bytes) == (mask_usage.peak_bytes, mask_usage.live_bytes)
+    assert report.attention_peak_bytes == attention.peak_bytes
+    assert report.step_requested_bytes == report.step_peak_bytes == max(
+        inputs + mask_usage.peak_bytes, inputs + mask_usage.live_bytes + attention.peak_bytes)
 
 
 def test_planner_answer_is_a_boundary_and_lists_the_shorter_failures():
@@ -120,7 +123,7 @@ def test_planner_answer_is_a_boundary_and_lists_the_shorter_failures():
         assert step.fit_step(profile, CFG, gate, n, 32).fits
         assert not step.fit_step(profile, CFG, gate, n + 1, 32).fits
         assert all(not step.fit_step(profile, CFG, gate, m, 32).fits for m in row["failing_below"])
-        assert row["peak_bytes"] <= row["budget"]
+        assert row["step_peak_bytes"] <= row["budget_bytes"]
 
 
 def test_representations_and_op_counts():
@@ -130,7 +133,7 @@ def test_representations_and_op_counts():
     reps = step.representations(mask.stats(), 256)
     assert reps["vec_pairs"] == 4 * mask.num_positions
     assert reps["csr"] == 2 * mask.num_positions + 4 * 257
-    runs = query_runs(sim, sim.plan_mask(gate, 256))
+    runs = plan_step(CFG, gate, 256, 32, sim.target, position_limit=sim.position_limit).query_runs()
     counts = np.bincount(mask.positions[:, 0], minlength=256)
     assert np.array_equal(runs[1], counts[runs[0]])
     ops = step.op_counts(runs, 32)
