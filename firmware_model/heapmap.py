@@ -3,6 +3,8 @@ lines or as a matplotlib figure."""
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 from . import step as step_module
@@ -78,7 +80,11 @@ def heap_map_lines(report: StepReport, width: int = 64, rows: int = 16) -> list[
     lines = [f"heap of {p.heap_size:,} B at {_moment(report)}; one cell = {cell:,} B"]
     lines += [f"{r * width * cell:>9,} |" + "".join(grid[r * width:(r + 1) * width]) + "|" for r in range(rows)]
     used = sorted(set(int(kinds[o]) for o in p.blocks[:, 2]))
-    lines.append("  " + "; ".join(f"{LETTERS[w]} {WHAT[w]}" for w in used) + "; . free")
+    legend = [f"{LETTERS[w]} = {WHAT[w]}" for w in used if w > 2]
+    inputs = [LETTERS[w] for w in used if w <= 2]
+    if inputs:
+        legend.insert(0, f"{' '.join(inputs)} = the input{'s' if len(inputs) > 1 else ''} {', '.join(inputs)}")
+    lines += textwrap.wrap("; ".join(legend + [". = free"]), 98, initial_indent="  ", subsequent_indent="  ")
     holes = f"{len(p.holes)} hole{'' if len(p.holes) == 1 else 's'}"
     lines.append(f"  {holes}, {p.free_total:,} B free, largest {p.largest_hole:,} B: "
                  + ", ".join(f"{int(s):,} B at {int(a):,}" for a, s in p.holes[:12]) + (" ..." if len(p.holes) > 12 else ""))
@@ -108,16 +114,14 @@ def heap_map_figure(report: StepReport):
     fig = Figure(figsize=(11, 3.6), layout="constrained")
     ax = fig.add_subplot()
     fig.suptitle(f"{report.profile}-{report.build}: seq_len {report.seq_len}, {report.partitions} partitions, "
-                 f"dim {report.dim}; {report.allocator} heap of {p.heap_size:,} B at {_moment(report)}",
-                 fontsize=11)
-    verdict = report.verdict()
-    ax.set_title(verdict if len(verdict) <= 150 else verdict[:147] + "...", fontsize=9,
+                 f"dim {report.dim}; {report.allocator} heap of {p.heap_size:,} B", fontsize=12)
+    ax.set_title("\n".join(textwrap.wrap(report.verdict(), 120)), fontsize=9,
                  color="black" if report.fits else "firebrick")
     ax.set_yticks([])
     ax.set_xlabel("offset in the heap (bytes)")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{int(x):,}"))
     if p.heap_size == 0:
-        ax.set_xlim(0, 1)
+        ax.set_xticks([])
         ax.text(0.5, 0.5, "the heap has 0 bytes: no block can be placed in it", ha="center", va="center",
                 transform=ax.transAxes, fontsize=11)
         return fig

@@ -93,6 +93,10 @@ def finish(name: str, heap_size: int, status: int, peak: int, obj_ids: np.ndarra
                      blocks.reshape(-1, 3), holes.reshape(-1, 2).astype(np.int64))
 
 
+TAKEN = 0
+"""Every simulator's state keeps in ``st[TAKEN]`` the bytes taken from the arena: its
+blocks, headers and rounding, and what the allocator keeps for itself."""
+
 ROOM = 8
 """Block addresses one event may add to a block table, at most (an alloc splits a block
 in two or three; the check before each event keeps this many slots spare, and more)."""

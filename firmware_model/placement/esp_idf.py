@@ -38,7 +38,7 @@ import numpy as np
 from mcsa.core._jit import jit
 
 from . import Placement
-from .arena import block_bytes, first_free, live_sizes, log2, pop_free, push_free, slot, table
+from .arena import TAKEN, block_bytes, first_free, live_sizes, log2, pop_free, push_free, slot, table
 from .loop import ESP_IDF, place
 
 HEAP_T_BYTES = 20
@@ -51,8 +51,9 @@ PREV_PHYS, SIZE, IS_FREE, PREV_IS_FREE, NEXT_FREE, PREV_FREE = range(6)
 """Block fields, at the address of the block's ``prev_phys_block`` word: that word, the
 payload size, the block's free bit, the previous block's free bit, the free-list links."""
 
-FREE, USABLE = range(2)
-"""State: bytes in free blocks (payload and size word), and whether the pool could be registered."""
+USABLE = 1
+"""State: ``st[TAKEN]`` (the bytes not in free blocks, payload and size word), and
+whether the pool could be registered."""
 
 HEAP, SL_LOG2, FL_INDEX_MAX, FL_COUNT, POOL0 = range(5)
 """Parameters: the heap size, ``SL_INDEX_COUNT_LOG2``, ``fl_index_max``, ``fl_index_count``
@@ -141,6 +142,7 @@ def init(heap_size, word, n_events):
     heads = np.full((max(fl_count, 1), 1 << sl_log2), -1, np.int64)
     counts = np.zeros(max(fl_count, 1), np.int64)
     st = np.zeros(2, np.int64)
+    st[TAKEN] = heap_size
     if pool_bytes > 0:
         first = pool0 - WORD
         fields[slot(keys, first), SIZE] = pool_bytes
@@ -149,14 +151,9 @@ def init(heap_size, word, n_events):
         sentinel = slot(keys, _next(keys, fields, first))
         fields[sentinel, PREV_PHYS] = first
         fields[sentinel, PREV_IS_FREE] = 1
-        st[FREE] = pool_bytes + WORD
+        st[TAKEN] -= pool_bytes + WORD
         st[USABLE] = 1
     return keys, fields, fill, heads, counts, st, cfg
-
-
-@jit
-def taken(st, cfg):
-    return cfg[HEAP] - st[FREE]
 
 
 @jit
@@ -176,14 +173,14 @@ def alloc(keys, fields, heads, counts, st, cfg, size, align):
         return -1
     _remove(keys, fields, heads, counts, cfg, block)
     j = slot(keys, block)
-    st[FREE] -= fields[j, SIZE] + WORD
+    st[TAKEN] += fields[j, SIZE] + WORD
     if fields[j, SIZE] >= 4 * WORD + adjust:
         rest = _split(keys, fields, block, adjust)
         r = slot(keys, rest)
         fields[r, PREV_PHYS] = block
         fields[r, PREV_IS_FREE] = 1
         _insert(keys, fields, heads, counts, cfg, rest)
-        st[FREE] += fields[r, SIZE] + WORD
+        st[TAKEN] -= fields[r, SIZE] + WORD
     fields[slot(keys, block + WORD + fields[j, SIZE]), PREV_IS_FREE] = 0
     fields[j, IS_FREE] = 0
     return block
@@ -193,7 +190,7 @@ def alloc(keys, fields, heads, counts, st, cfg, size, align):
 def free(keys, fields, heads, counts, st, cfg, block, request):
     """``tlsf_free``: coalesce with the previous, then the next physical block."""
     j = slot(keys, block)
-    st[FREE] += fields[j, SIZE] + WORD
+    st[TAKEN] -= fields[j, SIZE] + WORD
     after = slot(keys, block + WORD + fields[j, SIZE])
     fields[after, PREV_PHYS] = block
     fields[after, PREV_IS_FREE] = 1
@@ -223,21 +220,21 @@ def realloc(keys, fields, heads, counts, st, cfg, block, request, size):
         moved = alloc(keys, fields, heads, counts, st, cfg, size, 4)
         if moved < 0:
             return -1, 0
-        worst = taken(st, cfg)
+        worst = st[TAKEN]
         free(keys, fields, heads, counts, st, cfg, block, request)
         return moved, worst
     if adjust > current:
-        st[FREE] -= fields[slot(keys, after), SIZE] + WORD
+        st[TAKEN] += fields[slot(keys, after), SIZE] + WORD
         _merge_next(keys, fields, heads, counts, cfg, block)
         fields[slot(keys, _next(keys, fields, block)), PREV_IS_FREE] = 0
         fields[slot(keys, block), IS_FREE] = 0
     if fields[slot(keys, block), SIZE] >= 4 * WORD + adjust:
         rest = _split(keys, fields, block, adjust)
         fields[slot(keys, rest), PREV_IS_FREE] = 0
-        st[FREE] += fields[slot(keys, rest), SIZE] + WORD
+        st[TAKEN] -= fields[slot(keys, rest), SIZE] + WORD
         _merge_next(keys, fields, heads, counts, cfg, rest)
         _insert(keys, fields, heads, counts, cfg, rest)
-    return block, taken(st, cfg)
+    return block, st[TAKEN]
 
 
 @jit
@@ -256,6 +253,15 @@ def end(keys, fields, heads, counts, st, cfg, addr, requests, n_events):
         block += WORD + size
     shown = np.where(addr >= 0, addr + WORD, -1)
     return shown, live_sizes(keys, fields, SIZE, addr, WORD), holes[:m]
+
+
+def untouched_end(st, cfg) -> tuple[int, int, int, int]:
+    """The arena's untouched end at the start (the payload of the pool's one free block)
+    and what a request served there needs beyond its block, the size rounded to its
+    class and a size word (see ``firmware_model.bounds``): the rest must hold a block for
+    the end to be split (an in-place ``realloc`` into the end takes no more). (end,
+    extra, shift, largest block)."""
+    return int(cfg[HEAP] - st[TAKEN] - WORD) if st[USABLE] else 0, 3 * WORD, 0, 1 << 62
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:

@@ -27,7 +27,7 @@ import numpy as np
 from mcsa.core._jit import jit
 
 from . import Placement
-from .arena import block_bytes, list_holes, live_sizes, slot, table
+from .arena import TAKEN, block_bytes, list_holes, live_sizes, slot, table
 from .loop import FREERTOS_HEAP4, place
 
 NEXT, SIZE = range(2)
@@ -36,8 +36,8 @@ NEXT, SIZE = range(2)
 START = -2
 """``xStart``, the list head that is no block, as a previous block."""
 
-HEAD, FREE = range(2)
-"""State: ``xStart.pxNextFreeBlock`` and ``xFreeBytesRemaining``."""
+HEAD = 1
+"""State: ``st[TAKEN]`` (the heap less ``xFreeBytesRemaining``), ``xStart.pxNextFreeBlock``."""
 
 HEAP, HEADER, END = range(3)
 """Parameters: ``configTOTAL_HEAP_SIZE``, ``xHeapStructSize`` and the offset of ``pxEnd``."""
@@ -59,14 +59,9 @@ def init(heap_size, word, n_events):
     fields[slot(keys, 0), SIZE] = end_marker
     fields[slot(keys, 0), NEXT] = end_marker
     fields[slot(keys, end_marker), NEXT] = -1
-    st[FREE] = end_marker
+    st[TAKEN] = heap_size - end_marker
     return (keys, fields, np.array([-1, 0]), np.zeros((1, 1), np.int64), np.zeros(1, np.int64), st,
             np.array([heap_size, header, end_marker]))
-
-
-@jit
-def taken(st, cfg):
-    return cfg[HEAP] - st[FREE]
 
 
 @jit
@@ -75,7 +70,7 @@ def alloc(keys, fields, heads, counts, st, cfg, size, align):
     ``heapMINIMUM_BLOCK_SIZE``; -1 (NULL) past ``xFreeBytesRemaining`` or at ``pxEnd``."""
     header = cfg[HEADER]
     wanted = block_bytes(size, header, 0, 8, 0, 0)
-    if wanted > st[FREE]:
+    if wanted > cfg[HEAP] - st[TAKEN]:  # xFreeBytesRemaining
         return -1
     prev = START
     block = st[HEAD]
@@ -95,7 +90,7 @@ def alloc(keys, fields, heads, counts, st, cfg, size, align):
         st[HEAD] = after
     else:
         fields[slot(keys, prev), NEXT] = after
-    st[FREE] -= fields[slot(keys, block), SIZE]
+    st[TAKEN] += fields[slot(keys, block), SIZE]
     return block
 
 
@@ -104,7 +99,7 @@ def free(keys, fields, heads, counts, st, cfg, block, request):
     """``vPortFree`` / ``prvInsertBlockIntoFreeList``: address-ordered insert, coalescing
     with the previous and the next free block (never with ``pxEnd``)."""
     end_marker = cfg[END]
-    st[FREE] += fields[slot(keys, block), SIZE]
+    st[TAKEN] -= fields[slot(keys, block), SIZE]
     it = START
     it_next = st[HEAD]
     while it_next < block:
@@ -133,6 +128,14 @@ def end(keys, fields, heads, counts, st, cfg, addr, requests, n_events):
     """Block offsets and sizes; the holes are the free list up to ``pxEnd``."""
     holes, m = list_holes(keys, fields, NEXT, SIZE, st[HEAD], cfg[END], n_events)
     return addr, live_sizes(keys, fields, SIZE, addr, 0), holes[:m]
+
+
+def untouched_end(st, cfg) -> tuple[int, int, int, int]:
+    """The arena's untouched end at the start (the one free block, up to ``pxEnd``) and
+    what a request served there needs beyond its block (see ``firmware_model.bounds``):
+    first fit reaches it if no block before serves, and splits it when more than
+    ``heapMINIMUM_BLOCK_SIZE`` remains. (end, extra, shift, largest block)."""
+    return int(cfg[END]), int(2 * cfg[HEADER] + 1), 0, 1 << 62
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:

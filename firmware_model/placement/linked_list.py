@@ -28,20 +28,20 @@ import numpy as np
 from mcsa.core._jit import jit
 
 from . import Placement
-from .arena import ARENA_ALIGN, block_bytes, table
+from .arena import ARENA_ALIGN, TAKEN, block_bytes, table
 from .loop import LINKED_LIST, place
 
 ADDRESS, LENGTH = range(2)
 """Columns of the hole list (the ``heads`` of the other allocators): each hole's address
 and size, in address order."""
 
-HOLES, USED = range(2)
-"""State: the number of holes, and ``Heap::used()``."""
+HOLES = 1
+"""State: ``st[TAKEN]`` (``Heap::used()`` and the bytes no hole can ever hold: the
+unaligned tail, or all of an arena too small for one hole, counted as taken as the
+other simulators count their own overhead), and the number of holes."""
 
-HEAP, WORD, TOP, FIXED = range(4)
-"""Parameters: the heap size, the usize in bytes, the end of the arena rounded down to
-it, and the bytes no hole can ever hold (the unaligned tail, or all of an arena too
-small for one hole), counted as taken as the other simulators count their own overhead."""
+HEAP, WORD, TOP = range(3)
+"""Parameters: the heap size, the usize in bytes, the end of the arena rounded down to it."""
 
 
 @jit
@@ -137,20 +137,15 @@ def _first_fit(holes, m, size, align, word):
 def init(heap_size, word, n_events):
     """``HoleList::new``: one hole over the arena, its end aligned down to a usize."""
     top = heap_size // word * word
-    fixed = heap_size - (top if top >= 2 * word else 0)
     keys, fields = table(np.zeros(1, np.int64))
     holes = np.empty((n_events + 2, 2), np.int64)
     st = np.zeros(2, np.int64)
+    st[TAKEN] = heap_size - (top if top >= 2 * word else 0)
     if top >= 2 * word:
         holes[0, ADDRESS], holes[0, LENGTH] = 0, top
         st[HOLES] = 1
     return (keys, fields, np.zeros(1, np.int64), holes, np.zeros(1, np.int64), st,
-            np.array([heap_size, word, top, fixed]))
-
-
-@jit
-def taken(st, cfg):
-    return st[USED] + cfg[FIXED]
+            np.array([heap_size, word, top]))
 
 
 @jit
@@ -160,7 +155,7 @@ def alloc(keys, fields, holes, counts, st, cfg, size, align):
     block, count = _first_fit(holes, st[HOLES], need, align, word)
     st[HOLES] = count
     if block >= 0:
-        st[USED] += need
+        st[TAKEN] += need
     return block
 
 
@@ -169,7 +164,7 @@ def free(keys, fields, holes, counts, st, cfg, block, request):
     """``deallocate``: the block's size follows from its layout, as ``align_layout`` gave it."""
     size = block_bytes(request, 0, 2 * cfg[WORD], cfg[WORD], 0, 0)
     st[HOLES] = _insert(holes, st[HOLES], block, size, 0, cfg[TOP], cfg[WORD])
-    st[USED] -= size
+    st[TAKEN] -= size
 
 
 @jit
@@ -180,6 +175,14 @@ def end(keys, fields, holes, counts, st, cfg, addr, requests, n_events):
         if addr[o] >= 0:
             sizes[o] = block_bytes(requests[o], 0, 2 * word, word, 0, 0)
     return addr, sizes, holes[:st[HOLES]].copy()
+
+
+def untouched_end(st, cfg) -> tuple[int, int, int, int]:
+    """The arena's untouched end at the start (the one hole) and what a request served
+    at its start needs beyond its block (alignments up to a usize need no front padding;
+    see ``firmware_model.bounds``): a Hole after it, since a smaller remainder refuses
+    the hole. (end, extra, shift, largest block)."""
+    return int(cfg[TOP]) if cfg[TOP] >= 2 * cfg[WORD] else 0, int(2 * cfg[WORD]), 0, 1 << 62
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:

@@ -2,9 +2,9 @@
 
 Each allocator module keeps only its own primitives, over one shape of state: a block
 table (``keys``, ``fields``: see :func:`~firmware_model.placement.arena.table`), ``heads``
-(its free lists, or its hole list), ``counts``, ``st`` (its scalars) and ``cfg`` (its
-parameters); and ``init``, ``alloc``, ``free``, ``taken`` (bytes taken from the arena
-now) and ``end`` (block offsets, block sizes and holes), plus ``realloc`` where the
+(its free lists, or its hole list), ``counts``, ``st`` (its scalars, ``st[TAKEN]`` the
+bytes taken from the arena) and ``cfg`` (its parameters); and ``init``, ``alloc``,
+``free`` and ``end`` (block offsets, block sizes and holes), plus ``realloc`` where the
 allocator overrides it. The loop dispatches on an allocator code rather than taking the
 primitives as arguments: a cached Numba function that takes a jitted function as an
 argument is compiled again in every process.
@@ -17,63 +17,32 @@ import numpy as np
 from mcsa.core._jit import jit
 
 from . import ALLOC, DEALLOC, Placement
-from .arena import crowded, check_arena, finish, grown, trace_arrays
+from .arena import TAKEN, check_arena, crowded, finish, grown, trace_arrays
 
 LINKED_LIST, TLSF, NEWLIB, FREERTOS_HEAP4, ESP_IDF = range(5)
 """Allocator codes."""
 
 
 @jit
-def _init(code, heap_size, word, n_events):
+def _call(code, op, *args):
+    """The allocator's ``alloc(keys, fields, heads, counts, st, cfg, size, align)`` (the
+    block, or -1) for ALLOC, else its ``free(keys, fields, heads, counts, st, cfg,
+    block, request)`` (then -1)."""
+    if op == ALLOC:
+        return (tlsf.alloc(*args) if code == TLSF else newlib.alloc(*args) if code == NEWLIB
+                else freertos_heap4.alloc(*args) if code == FREERTOS_HEAP4
+                else esp_idf.alloc(*args) if code == ESP_IDF else linked_list.alloc(*args))
     if code == TLSF:
-        return tlsf.init(heap_size, word, n_events)
-    if code == NEWLIB:
-        return newlib.init(heap_size, word, n_events)
-    if code == FREERTOS_HEAP4:
-        return freertos_heap4.init(heap_size, word, n_events)
-    if code == ESP_IDF:
-        return esp_idf.init(heap_size, word, n_events)
-    return linked_list.init(heap_size, word, n_events)
-
-
-@jit
-def _alloc(code, keys, fields, heads, counts, st, cfg, size, align):
-    if code == TLSF:
-        return tlsf.alloc(keys, fields, heads, counts, st, cfg, size, align)
-    if code == NEWLIB:
-        return newlib.alloc(keys, fields, heads, counts, st, cfg, size, align)
-    if code == FREERTOS_HEAP4:
-        return freertos_heap4.alloc(keys, fields, heads, counts, st, cfg, size, align)
-    if code == ESP_IDF:
-        return esp_idf.alloc(keys, fields, heads, counts, st, cfg, size, align)
-    return linked_list.alloc(keys, fields, heads, counts, st, cfg, size, align)
-
-
-@jit
-def _free(code, keys, fields, heads, counts, st, cfg, block, request):
-    if code == TLSF:
-        tlsf.free(keys, fields, heads, counts, st, cfg, block, request)
+        tlsf.free(*args)
     elif code == NEWLIB:
-        newlib.free(keys, fields, heads, counts, st, cfg, block, request)
+        newlib.free(*args)
     elif code == FREERTOS_HEAP4:
-        freertos_heap4.free(keys, fields, heads, counts, st, cfg, block, request)
+        freertos_heap4.free(*args)
     elif code == ESP_IDF:
-        esp_idf.free(keys, fields, heads, counts, st, cfg, block, request)
+        esp_idf.free(*args)
     else:
-        linked_list.free(keys, fields, heads, counts, st, cfg, block, request)
-
-
-@jit
-def _taken(code, st, cfg):
-    if code == TLSF:
-        return tlsf.taken(st, cfg)
-    if code == NEWLIB:
-        return newlib.taken(st, cfg)
-    if code == FREERTOS_HEAP4:
-        return freertos_heap4.taken(st, cfg)
-    if code == ESP_IDF:
-        return esp_idf.taken(st, cfg)
-    return linked_list.taken(st, cfg)
+        linked_list.free(*args)
+    return -1
 
 
 @jit
@@ -84,36 +53,24 @@ def _realloc(code, keys, fields, heads, counts, st, cfg, block, request, size, a
     if code == ESP_IDF:
         return esp_idf.realloc(keys, fields, heads, counts, st, cfg, block, request, size)
     if code == NEWLIB and newlib.realloc_in_place(keys, fields, st, cfg, block, size):
-        return block, _taken(code, st, cfg)
-    moved = _alloc(code, keys, fields, heads, counts, st, cfg, size, align)
+        return block, st[TAKEN]
+    moved = _call(code, ALLOC, keys, fields, heads, counts, st, cfg, size, align)
     if moved < 0:
         return -1, 0
-    worst = _taken(code, st, cfg)
-    _free(code, keys, fields, heads, counts, st, cfg, block, request)
+    worst = st[TAKEN]
+    _call(code, DEALLOC, keys, fields, heads, counts, st, cfg, block, request)
     return moved, worst
 
 
 @jit
-def _end(code, keys, fields, heads, counts, st, cfg, addr, requests, n_events):
-    if code == TLSF:
-        return tlsf.end(keys, fields, heads, counts, st, cfg, addr, requests, n_events)
-    if code == NEWLIB:
-        return newlib.end(keys, fields, heads, counts, st, cfg, addr, requests, n_events)
-    if code == FREERTOS_HEAP4:
-        return freertos_heap4.end(keys, fields, heads, counts, st, cfg, addr, requests, n_events)
-    if code == ESP_IDF:
-        return esp_idf.end(keys, fields, heads, counts, st, cfg, addr, requests, n_events)
-    return linked_list.end(keys, fields, heads, counts, st, cfg, addr, requests, n_events)
-
-
-@jit
-def _run(code, ops, objs, sizes, aligns, n_obj, heap_size, word):
-    """Replay a trace. Returns (status as :func:`~.arena.finish` takes it, the peak of
-    bytes taken, each object's block offset and size, the holes) at the failure or the end."""
-    keys, fields, fill, heads, counts, st, cfg = _init(code, heap_size, word, len(ops))
+def _run(code, ops, objs, sizes, aligns, n_obj, keys, fields, fill, heads, counts, st, cfg):
+    """Replay a trace from an allocator's initial state. Returns the status as
+    :func:`~.arena.finish` takes it, the peak of bytes taken, each object's block and
+    ``Layout`` size, and the block table (grown as blocks came); the other state arrays
+    are left as the failure or the end found them."""
     addr = np.full(n_obj, -1, np.int64)
     requests = np.zeros(n_obj, np.int64)  # each live block's Layout size, as dealloc is given it
-    peak = _taken(code, st, cfg)
+    peak = st[TAKEN]
     status = -1
     for i in range(len(ops)):
         if crowded(keys):
@@ -121,13 +78,14 @@ def _run(code, ops, objs, sizes, aligns, n_obj, heap_size, word):
         o = objs[i]
         op = ops[i]
         if (op == ALLOC) != (addr[o] < 0):
-            return -2 - i, peak, addr, addr, np.zeros((0, 2), np.int64)
+            status = -2 - i
+            break
         if op == DEALLOC:
-            _free(code, keys, fields, heads, counts, st, cfg, addr[o], requests[o])
+            _call(code, DEALLOC, keys, fields, heads, counts, st, cfg, addr[o], requests[o])
             addr[o] = -1
             continue
         if op == ALLOC:
-            block = _alloc(code, keys, fields, heads, counts, st, cfg, sizes[i], aligns[i])
+            block = _call(code, ALLOC, keys, fields, heads, counts, st, cfg, sizes[i], aligns[i])
         else:
             block, worst = _realloc(code, keys, fields, heads, counts, st, cfg, addr[o], requests[o], sizes[i],
                                     aligns[i])
@@ -138,9 +96,8 @@ def _run(code, ops, objs, sizes, aligns, n_obj, heap_size, word):
             break
         addr[o] = block
         requests[o] = sizes[i]
-        peak = max(peak, _taken(code, st, cfg))
-    shown, block_sizes, holes = _end(code, keys, fields, heads, counts, st, cfg, addr, requests, len(ops))
-    return status, peak, shown, block_sizes, holes
+        peak = max(peak, st[TAKEN])
+    return status, peak, addr, requests, keys, fields
 
 
 def place(code: int, name: str, events: np.ndarray, heap_size, usize_bits, *, max_align: int,
@@ -173,9 +130,21 @@ def place(code: int, name: str, events: np.ndarray, heap_size, usize_bits, *, ma
     if least_heap and heap_size < least_heap[usize_bits]:
         raise ValueError(f"{name}: heap_size {heap_size} cannot hold the allocator's own structures and a "
                          f"block (at least {least_heap[usize_bits]} bytes)")
-    status, peak, addr, block_sizes, holes = _run(code, ops, objs, sizes, aligns, len(ids), heap_size,
-                                                  usize_bits // 8)
-    return finish(name, heap_size, status, peak, ids, addr, block_sizes, holes)
+    module = MODULES[code]
+    keys, fields, fill, heads, counts, st, cfg = module.init(heap_size, usize_bits // 8, len(ops))
+    status, peak, addr, requests, keys, fields = _run(code, ops, objs, sizes, aligns, len(ids), keys, fields, fill,
+                                                      heads, counts, st, cfg)
+    if status <= -2:
+        return finish(name, heap_size, status, peak, ids, addr, addr, np.zeros((0, 2), np.int64))
+    shown, block_sizes, holes = module.end(keys, fields, heads, counts, st, cfg, addr, requests, len(ops))
+    return finish(name, heap_size, status, peak, ids, shown, block_sizes, holes)
 
 
 from . import esp_idf, freertos_heap4, linked_list, newlib, tlsf  # noqa: E402  (their primitives; they import place)
+
+MODULES = {LINKED_LIST: linked_list, TLSF: tlsf, NEWLIB: newlib, FREERTOS_HEAP4: freertos_heap4, ESP_IDF: esp_idf}
+"""Each allocator code's module."""
+
+CODES = {"linked-list": LINKED_LIST, "tlsf": TLSF, "newlib": NEWLIB, "freertos-heap4": FREERTOS_HEAP4,
+         "esp-idf": ESP_IDF}
+"""Each simulated allocator model's code, by name."""

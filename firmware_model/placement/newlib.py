@@ -34,14 +34,15 @@ import numpy as np
 from mcsa.core._jit import jit
 
 from . import Placement
-from .arena import block_bytes, list_holes, live_sizes, slot, table
+from .arena import TAKEN, block_bytes, list_holes, live_sizes, slot, table
 from .loop import NEWLIB, place
 
 NEXT, SIZE = range(2)
 """Chunk fields: the next free chunk (address order, -1 at the end) and the chunk's size."""
 
-HEAD, BREAK, FREE = range(3)
-"""State: the free list's first chunk (-1: empty), the ``sbrk`` break, bytes in free chunks."""
+HEAD, BREAK = 1, 2
+"""State: ``st[TAKEN]`` (the break less the bytes in free chunks), the free list's first
+chunk (-1: empty), the ``sbrk`` break."""
 
 HEAP, WORD = range(2)
 """Parameters: the heap size (what ``sbrk`` can hand out), the usize in bytes."""
@@ -54,11 +55,6 @@ def init(heap_size, word, n_events):
     st[HEAD] = -1
     return (keys, fields, np.array([-1, 0]), np.zeros((1, 1), np.int64), np.zeros(1, np.int64), st,
             np.array([heap_size, word]))
-
-
-@jit
-def taken(st, cfg):
-    return st[BREAK] - st[FREE]
 
 
 @jit
@@ -89,13 +85,14 @@ def alloc(keys, fields, heads, counts, st, cfg, request, align):
                 st[HEAD] = fields[slot(keys, r), NEXT]
             else:
                 fields[slot(keys, p), NEXT] = fields[slot(keys, r), NEXT]
-            st[FREE] -= fields[slot(keys, r), SIZE]
+            st[TAKEN] += fields[slot(keys, r), SIZE]
             return r
         p = r
         r = fields[slot(keys, r), NEXT]
     if st[BREAK] + size <= cfg[HEAP]:
         r = st[BREAK]
         st[BREAK] += size
+        st[TAKEN] += size
         fields[slot(keys, r), SIZE] = size
         return r
     # sbrk failed: grow the last free chunk if it ends at the break
@@ -110,7 +107,7 @@ def alloc(keys, fields, heads, counts, st, cfg, request, align):
     if st[BREAK] + extra > cfg[HEAP]:
         return -1
     st[BREAK] += extra
-    st[FREE] -= fields[slot(keys, p), SIZE]
+    st[TAKEN] += extra + fields[slot(keys, p), SIZE]
     fields[slot(keys, p), SIZE] += extra
     if fields[slot(keys, st[HEAD]), NEXT] < 0:
         st[HEAD] = -1
@@ -125,7 +122,7 @@ def alloc(keys, fields, heads, counts, st, cfg, request, align):
 @jit
 def free(keys, fields, heads, counts, st, cfg, chunk, request):
     """``nano_free``: address-ordered insert, coalescing with both neighbours."""
-    st[FREE] += fields[slot(keys, chunk), SIZE]
+    st[TAKEN] -= fields[slot(keys, chunk), SIZE]
     head = st[HEAD]
     if head < 0:
         fields[slot(keys, chunk), NEXT] = -1
@@ -183,6 +180,13 @@ def end(keys, fields, heads, counts, st, cfg, addr, requests, n_events):
             holes[m, 1] = heap_size - st[BREAK]
             m += 1
     return addr, live_sizes(keys, fields, SIZE, addr, 0), holes[:m]
+
+
+def untouched_end(st, cfg) -> tuple[int, int, int, int]:
+    """The arena's untouched end at the start (all the arena ``sbrk`` can hand out) and
+    what a request served there needs beyond its chunk (see ``firmware_model.bounds``):
+    nothing, but no chunk of 2 GiB or more is served. (end, extra, shift, largest block)."""
+    return int(cfg[HEAP]), 0, 0, 0x7FFFFFFF
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:

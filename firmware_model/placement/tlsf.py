@@ -29,15 +29,14 @@ import numpy as np
 from mcsa.core._jit import jit
 
 from . import Placement
-from .arena import ARENA_ALIGN, block_bytes, first_free, live_sizes, log2, pop_free, push_free, slot, table
+from .arena import ARENA_ALIGN, TAKEN, block_bytes, first_free, live_sizes, log2, pop_free, push_free, slot, table
 from .loop import TLSF, place
 
 NEXT_FREE, PREV_FREE, SIZE, USED, PREV_PHYS = range(5)
 """Block fields (rows of the block table): the free-list links, the block's size with
 its header, whether it is used, and the block physically before it (-1: none)."""
 
-FREE = 0
-"""The one state slot: bytes in free blocks."""
+# State: only ``st[TAKEN]``, the bytes not in free blocks.
 
 HEAP, GRANULE, GRANULE_LOG2, SLI, FL_COUNT = range(5)
 """Parameters: the heap size, GRANULARITY and its log2, SLLEN's log2, FLLEN."""
@@ -85,23 +84,18 @@ def init(heap_size, word, n_events):
     keys, fields = table(fill)
     heads = np.full((8 * word, 1 << sli), -1, np.int64)
     counts = np.zeros(8 * word, np.int64)
-    st = np.zeros(1, np.int64)
+    st = np.full(1, heap_size, np.int64)
     length = heap_size & ~(g - 1)
     if length >= 2 * g:
         free0 = length - g
         fields[slot(keys, 0), USED] = 0
         _link(keys, fields, heads, counts, cfg, 0, free0)
-        st[FREE] = free0
+        st[TAKEN] -= free0
         sentinel = slot(keys, free0)
         fields[sentinel, USED] = 1
         fields[sentinel, SIZE] = g
         fields[sentinel, PREV_PHYS] = 0
     return keys, fields, fill, heads, counts, st, cfg
-
-
-@jit
-def taken(st, cfg):
-    return cfg[HEAP] - st[FREE]
 
 
 @jit
@@ -129,8 +123,8 @@ def alloc(keys, fields, heads, counts, st, cfg, size, align):
         fields[k, PREV_PHYS] = block
         fields[k, USED] = 0
         _link(keys, fields, heads, counts, cfg, rest, block_size - new_size)
-        st[FREE] += block_size - new_size
-    st[FREE] -= block_size
+        st[TAKEN] -= block_size - new_size
+    st[TAKEN] += block_size
     fields[j, USED] = 1
     fields[j, SIZE] = new_size
     return block
@@ -140,7 +134,7 @@ def alloc(keys, fields, heads, counts, st, cfg, size, align):
 def free(keys, fields, heads, counts, st, cfg, block, request):
     """``deallocate``: coalesce with the next, then the previous physical block if free."""
     size = fields[slot(keys, block), SIZE]
-    st[FREE] += size
+    st[TAKEN] -= size
     after = block + size
     k = slot(keys, after)
     if fields[k, USED] == 0:
@@ -176,6 +170,15 @@ def end(keys, fields, heads, counts, st, cfg, addr, requests, n_events):
             m += 1
         block += fields[j, SIZE]
     return addr, live_sizes(keys, fields, SIZE, addr, 0), holes[:m]
+
+
+def untouched_end(st, cfg) -> tuple[int, int, int, int]:
+    """The arena's untouched end at the start (the one free block) and what a request
+    served there needs beyond its block (see ``firmware_model.bounds``): the end must
+    sit in a list ``map_ceil`` searches, so hold the block (the request and its header
+    rounded to GRANULARITY, alignments up to GRANULARITY / 2) rounded up to its
+    second-level class, at most ``block >> SLI`` more. (end, extra, shift, largest block)."""
+    return int(cfg[HEAP] - st[TAKEN]), 1, int(cfg[SLI]), 1 << 62
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:

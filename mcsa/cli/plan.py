@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from contextlib import contextmanager
 
 import click
@@ -227,8 +228,9 @@ def fit(target_name, profiles_file, dim, lambda_, concentration, heap_budget, al
         click.echo(report.verdict())
         extra = _mask_figures(report)
         if extra["op_counts"]:
-            ops = extra["op_counts"]
-            click.echo("  sparse_attention: " + ", ".join(f"{k} {v:,}" for k, v in ops.items()))
+            ops = ", ".join(f"{k} {v:,}" for k, v in extra["op_counts"].items())
+            click.echo("\n".join(textwrap.wrap(f"sparse_attention ops: {ops}", 98, initial_indent="  ",
+                                               subsequent_indent="    ")))
         if extra["representations"]:
             click.echo("  the mask held as: " + ", ".join(
                 f"{REPRESENTATIONS[k]} {v:,} B" for k, v in extra["representations"].items()))
