@@ -34,6 +34,9 @@ from .planned import COUNT, KIND, OBJ, OP, SIZE, WHAT
 
 NONE = ALLOCATORS["none"]
 
+FOLDED = {planned.LEAF: "B-tree leaves", planned.INTERNAL: "B-tree internal nodes"}
+"""What a row of many blocks holds (the B-tree's nodes, folded by kind)."""
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -127,7 +130,7 @@ def _count(rows, starts, pre, min_block, align, sl_log2, post, budget, n_obj):
         if op == REALLOC:
             live -= block_bytes(sizes[obj], pre, min_block, align, sl_log2, post)
             blocks -= 1
-        if count == 1:
+        if obj >= 0:
             sizes[obj] = rows[r, SIZE]
     while c + 1 < n_calls:
         at_end[c] = live
@@ -150,9 +153,9 @@ def count(rows: np.ndarray, usize_bits: int, allocator: Allocator = NONE, budget
     crossing = None
     if cross_row >= 0:
         row = rows[cross_row]
-        many = f" ({int(row[COUNT]):,} of them)" if row[COUNT] > 1 else ""
-        crossing = Crossing(planned.call_of(calls, int(cross_row)), WHAT[row[KIND]] + many,
-                            int(row[SIZE] * row[COUNT]), int(cross_before))
+        what = f"{int(row[COUNT]):,} {FOLDED[row[KIND]]}" if row[COUNT] > 1 else WHAT[row[KIND]]
+        crossing = Crossing(planned.call_of(calls, int(cross_row)), what, int(row[SIZE] * row[COUNT]),
+                            int(cross_before))
     return Counted(Usage(int(peak), int(peak_blocks), int(live), int(blocks), int(allocations)),
                    dict(zip(names, map(int, call_peak))), dict(zip(names, map(int, at_end))),
                    dict(zip(names, map(int, at_start))), crossing)

@@ -56,9 +56,10 @@ Q, K, V, BOUNDARIES, TOKENS, LEAF, INTERNAL, POSITIONS, OUTPUT, BY_QUERY, KEYS, 
 
 OP, OBJ, SIZE, ALIGN, KIND, COUNT = range(6)
 """Columns of a description row: the allocator call (``ALLOC``, ``DEALLOC`` or
-``REALLOC``), the block's id (the first of ``COUNT`` consecutive ids), the ``Layout``
-size and alignment (for DEALLOC, the block's), what the block holds (:data:`WHAT`),
-and how many blocks of that size the row stands for (1 but for folded B-tree nodes)."""
+``REALLOC``), the block's id (-1 for folded B-tree nodes, whose ids the expanded trace
+gives), the ``Layout`` size and alignment (for DEALLOC, the block's), what the block
+holds (:data:`WHAT`), and how many blocks of that size the row stands for (1 but for
+folded B-tree nodes)."""
 
 CALLS = ("the inputs", "build_mask", "sparse_attention")
 """The calls of a step, in order."""
@@ -316,9 +317,8 @@ def _sparse_mask(calls: Calls, plan: MaskPlan, position_limit: int, max_events: 
     keep = max_events is not None and node_events <= max_events
     leaves, internals, allocs, frees = btree.insert(ins.n_ascending, ins.prefix, ins.lo, ins.codes, keep)
     leaf, internal = btree.node_bytes(8 * calls.ptr)
-    first = calls.new_obj(int(leaves + internals))
-    node_rows = np.array([[ALLOC, first, leaf, calls.ptr, LEAF, leaves],
-                          [ALLOC, first + leaves, internal, calls.ptr, INTERNAL, internals]], np.int64)
+    node_rows = np.array([[ALLOC, -1, leaf, calls.ptr, LEAF, leaves],  # ids: given when expanded
+                          [ALLOC, -1, internal, calls.ptr, INTERNAL, internals]], np.int64)
     calls.add(node_rows)
     if ins.count:
         calls.alloc(max(min_non_zero_cap(POSITION_BYTES), ins.count) * POSITION_BYTES, 2, POSITIONS)

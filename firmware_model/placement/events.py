@@ -94,7 +94,7 @@ def expand(rows: np.ndarray, calls: tuple[tuple[str, int], ...], nodes=None, usi
         if nodes is None:
             raise ValueError("the B-tree's node sequence was not kept for this step")
         leaf, internal = btree.node_bytes(usize_bits)
-        first = int(rows[folded[0], OBJ])
+        first = int(rows[:, OBJ].max()) + 1  # the nodes' ids, after every other block's
         allocs, frees = folded[rows[folded, OP] == ALLOC], folded[rows[folded, OP] == DEALLOC]
         width = np.ones(len(rows), np.int64)  # events each row becomes
         width[folded] = 0
