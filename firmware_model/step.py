@@ -106,19 +106,23 @@ class StepReport:
 
     def cause(self) -> dict | None:
         """Why the step does not fit, as data (None when it fits): ``cause`` is
-        ``panic``, ``bytes`` (the bytes requested exceed the budget) or
-        ``fragmentation`` (they do not, but a request finds no hole), with the
-        allocation that fails and the bytes missing or free."""
+        ``panic``; ``bytes`` (the bytes requested, each block as the allocator counts
+        it, exceed the budget); ``overhead`` (they do not, but what the allocator keeps
+        for itself leaves less free than the failing request); or ``fragmentation``
+        (enough is free, but no hole serves the request). With the allocation that
+        fails and the bytes missing or free."""
         if self.fits:
             return None
         if self.panic is not None:
             return {"cause": "panic", "panic": self.panic}
-        out = {"cause": "bytes" if self.step_requested_bytes > self.budget_bytes else "fragmentation",
-               "requested_bytes": self.step_requested_bytes, "missing_bytes": max(0, -self.headroom)}
+        out = {"cause": "bytes", "requested_bytes": self.step_requested_bytes,
+               "missing_bytes": max(0, -self.headroom)}
         if self.placement is not None:
             p = self.placement
-            out.update(allocation=self.failed_event, size=int(self.trace.events["size"][p.failed_event]),
-                       free_bytes=p.free_total, largest_hole=p.largest_hole)
+            size = int(self.trace.events["size"][p.failed_event])
+            if self.step_requested_bytes <= self.budget_bytes:
+                out["cause"] = "overhead" if p.free_total < size else "fragmentation"
+            out.update(allocation=self.failed_event, size=size, free_bytes=p.free_total, largest_hole=p.largest_hole)
         elif self.crossing is not None:
             c = self.crossing
             out.update(allocation=f"{c.call}: {c.allocation}", size=c.requested, live_before=c.live_before)

@@ -199,9 +199,9 @@ def test_plan_reports_shorter_steps_that_fail():
     assert (scan.largest, scan.failing) == (96, [83])
     result = run("plan", "--target", "x86_64", "--allocator", "linked-list", "--heap-budget", 32768,
                  "--dim", 32, "--partitions", "4..4")
-    lines = result.output.splitlines()  # the row (step_requested_bytes, then the placed step_peak_bytes), then why 97 fails
-    assert result.exit_code == 0 and lines[-2].split() == ["4", "96", "1224", "32416", "32416", "83"]
-    assert lines[-1].startswith("  97 fails by bytes: 32,840 B requested, 72 B missing")
+    row, why = result.output.split("\n", 2)[2].split("\n", 1)  # the row, then why 97 fails
+    assert result.exit_code == 0 and row.split() == ["4", "96", "1224", "32416", "32416", "83"]
+    assert why.startswith("  97 fails by bytes: 32,840 B requested, 72 B missing")
     zero = run("plan", "--target", "stm32f411", "--heap-budget", 0, "--dim", 32, "--partitions", "2..2", "--json")
     row = json.loads(zero.output)[0]
     assert {k: v for k, v in row.items() if k != "next"} == {

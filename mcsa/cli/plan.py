@@ -67,21 +67,25 @@ def _spans(values: list[int]) -> str:
 
 
 def _reason(row: dict) -> str:
-    """Why the seq_len after the largest that fits does not fit, in one line."""
+    """Why the seq_len after the largest that fits does not fit, wrapped to 100 columns."""
     nxt = row["next"]
-    if nxt["seq_len"] is None:
-        return f"  longer steps not scanned: {nxt['detail']} (--max-seq-len)"
     n, cause = nxt["seq_len"], nxt["cause"]
-    if cause == "panic":
-        return f"  {n} fails: it panics with {nxt['panic']}"
-    if cause == "position_limit":
-        return f"  {n} not judged: its mask is over the position limit (--position-limit)"
-    if cause == "bytes":
+    if n is None:
+        text = f"longer steps not scanned: {nxt['detail']} (--max-seq-len)"
+    elif cause == "panic":
+        text = f"{n} fails: it panics with {nxt['panic']}"
+    elif cause == "position_limit":
+        text = f"{n} not judged: its mask is over the position limit (--position-limit)"
+    elif cause == "bytes":
         what = f"; first over the budget: {nxt['allocation']}" if "allocation" in nxt else ""
-        return (f"  {n} fails by bytes: {nxt['requested_bytes']:,} B requested, {nxt['missing_bytes']:,} B "
-                f"missing{what}")
-    return (f"  {n} fails by fragmentation: {nxt['allocation']} finds no hole "
-            f"({nxt['free_bytes']:,} B free, largest hole {nxt['largest_hole']:,} B)")
+        text = f"{n} fails by bytes: {nxt['requested_bytes']:,} B requested, {nxt['missing_bytes']:,} B missing{what}"
+    elif cause == "overhead":
+        text = (f"{n} fails: {nxt['allocation']} finds {nxt['free_bytes']:,} B free, the allocator's own "
+                f"structures and rounding taking the rest")
+    else:
+        text = (f"{n} fails by fragmentation: {nxt['allocation']} is not served ({nxt['free_bytes']:,} B free, "
+                f"largest hole {nxt['largest_hole']:,} B)")
+    return "\n".join(textwrap.wrap(text, 100, initial_indent="  ", subsequent_indent="    "))
 
 
 @contextmanager
@@ -111,7 +115,8 @@ def plan(target_name, profiles_file, dim, lambda_, concentration, heap_budget, a
     """The largest seq_len whose whole step fits the heap, per partition count, every
     shorter seq_len that does not fit (fit is not monotonic: with every block placed,
     a longer step can fit where a shorter one fails), and why the next seq_len fails:
-    its bytes, or fragmentation (every block placed), with the allocation that fails.
+    its bytes, the allocator's own overhead or fragmentation (every block placed),
+    with the allocation that fails.
 
     \b
     Example:
