@@ -161,8 +161,14 @@ def count(rows: np.ndarray, usize_bits: int, allocator: Allocator = NONE, budget
                    dict(zip(names, map(int, at_start))), crossing)
 
 
-def _width(usize_bits) -> Target:
-    """A release target of the width (heap use is the same in debug builds that do not panic)."""
+def width_target(usize_bits) -> Target:
+    """A release target of the width (heap use is the same in debug builds that do not panic).
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``usize_bits`` is not 32 or 64.
+    """
     usize_bits = check_int(usize_bits, "usize_bits", 32, 64)
     if usize_bits not in (32, 64):
         raise ValueError(f"usize_bits must be 32 or 64, got {usize_bits}")
@@ -180,7 +186,7 @@ def full_mask_usage(seq_len: int, usize_bits: int, allocator: Allocator = NONE) 
     mcsa.TargetPanic
         Where the capacity overflows on this width (see ``mcsa.SparseMask.full``).
     """
-    target = _width(usize_bits)
+    target = width_target(usize_bits)
     seq_len = target.check_usize(seq_len, "seq_len")
     calls = planned.Calls(target.usize_bits)
     planned.full_mask_rows(calls, seq_len, target)
@@ -214,7 +220,7 @@ def build_mask_usage(
         Only for masks whose indices wrap past 65535 and whose insertions exceed
         ``position_limit`` (they must be replayed one by one).
     """
-    target = _width(usize_bits)
+    target = width_target(usize_bits)
     allocator = check_allocator(allocator)
     step = _mask_step(config, gate, target.check_usize(seq_len, "seq_len"), target, position_limit)
     _raise_build_panic(step)
@@ -254,7 +260,7 @@ def sparse_attention_usage(
     """
     if not isinstance(mask, SparseMask):
         raise TypeError(f"mask must be a SparseMask, got {type(mask).__name__}")
-    target = _width(usize_bits)
+    target = width_target(usize_bits)
     qkv_seq_len, dim = _check_sizes(target, qkv_seq_len, dim)
     return _attention_usage(*planned.runs_of(mask.positions[:, 0]), qkv_seq_len, dim, target,
                             check_allocator(allocator))
@@ -285,7 +291,7 @@ def planned_attention_usage(
     mcsa.MaskTooLarge
         Where the mask's insertions must be replayed and exceed ``position_limit``.
     """
-    target = _width(usize_bits)
+    target = width_target(usize_bits)
     qkv_seq_len, dim = _check_sizes(target, qkv_seq_len, dim)
     allocator = check_allocator(allocator)
     step = _mask_step(config, gate, target.check_usize(mask_seq_len, "mask_seq_len"), target, position_limit)

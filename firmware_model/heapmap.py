@@ -143,8 +143,8 @@ def heap_map_figure(report: StepReport):
         at = int(p.holes[np.argmax(p.holes[:, 1]), 0]) if len(p.holes) else 0
         ax.broken_barh([(at, size)], (1.25, 0.5), facecolors="none", edgecolor="red", linewidth=1.5)
         where = f"at the largest hole ({p.largest_hole:,} B)" if len(p.holes) else "(no hole at all)"
-        ax.text(at, 1.85, f"failing request: {report.failed_event}, drawn {where}", fontsize=9, color="red",
-                ha="left" if at < p.heap_size / 2 else "right")
+        ax.text(0.01, 0.96, f"failing request: {report.failed_event}, drawn {where}", fontsize=9, color="red",
+                ha="left", va="top", transform=ax.transAxes)
         handles.append(Patch(facecolor="none", edgecolor="red", label="the failing request"))
         top, right = 2.3, max(p.heap_size, at + size)
         if right > p.heap_size:

@@ -137,7 +137,7 @@ def step_trace(
     TraceTooLarge
         If the mask's B-tree could take more than ``max_events`` allocator calls.
     """
-    target = target or heap._width(usize_bits)
+    target = target or heap.width_target(usize_bits)
     step = planned.plan_step(config, gate, target.check_usize(seq_len, "seq_len"),
                              target.check_usize(dim, "dim"), target, inputs_on_heap=inputs_on_heap,
                              position_limit=position_limit, max_events=max_events if max_events is not None else 2**62)
@@ -184,7 +184,7 @@ def full_mask_trace(seq_len: int, usize_bits: int) -> Trace:
     mcsa.TargetPanic
         Where the capacity overflows on this width.
     """
-    target = heap._width(usize_bits)
+    target = heap.width_target(usize_bits)
     calls = planned.Calls(usize_bits)
     calls.begin(planned.CALLS[1])
     planned.full_mask_rows(calls, target.check_usize(seq_len, "seq_len"), target)
@@ -200,7 +200,7 @@ def build_mask_trace(config, gate, seq_len: int, usize_bits: int,
     mcsa.TargetPanic
         Where ``build_mask`` panics.
     """
-    target = heap._width(usize_bits)
+    target = heap.width_target(usize_bits)
     step = planned.plan_step(config, gate, target.check_usize(seq_len, "seq_len"), 0, target,
                              inputs_on_heap=False, position_limit=position_limit, max_events=2**62)
     if planned.CALLS[1] in step.panics:
@@ -217,7 +217,7 @@ def sparse_attention_trace(mask: SparseMask, qkv_seq_len: int, dim: int, usize_b
     ValueError
         If the mask reaches a query at or past ``qkv_seq_len``.
     """
-    target = heap._width(usize_bits)
+    target = heap.width_target(usize_bits)
     calls = planned.Calls(usize_bits)
     calls.begin(planned.CALLS[2])
     planned.sparse_attention_rows(calls, *planned.runs_of(mask.positions[:, 0]),
