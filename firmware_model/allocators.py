@@ -1,7 +1,7 @@
 """Allocator models: what a block of ``size`` requested bytes really takes from the heap.
 
 Each model gives, per pointer width, the parameters of one rule,
-:func:`firmware_model.placement._arena.block_bytes`: ``round_up(max(size + pre,
+:func:`firmware_model.placement.arena.block_bytes`: ``round_up(max(size + pre,
 min_block), align)``, rounded up to a TLSF size class where the allocator keeps that
 size, plus ``post``. Each placement simulator sizes its blocks with the same function
 and parameters, so the cost of a block is what its simulator takes for it alone
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .placement._arena import block_bytes
+from .placement.arena import block_bytes
+from .placement.esp_idf import HEAP_T_BYTES, control
+from .placement.freertos_heap4 import LEAST_HEAP
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,6 @@ class Allocator:
         i = 0 if usize_bits == 32 else 1
         sl_log2 = 0
         if self.size_classes:
-            from .placement.esp_idf import HEAP_T_BYTES, control
-
             pool = None if heap_size is None else heap_size - HEAP_T_BYTES
             sl_log2 = control(pool)[1] if pool is not None and pool > 0 else control(1 << 20)[1]
         return self.pre[i], self.min_block[i], self.align[i], sl_log2, self.post[i]
@@ -96,7 +96,7 @@ ALLOCATORS: dict[str, Allocator] = {
             "FreeRTOS portable/MemMang/heap_4.c: xHeapStructSize = sizeof(BlockLink_t) (pointer + size_t) "
             "rounded to portBYTE_ALIGNMENT (8) is added to each request, the sum rounded up to 8; prvHeapInit "
             "needs room for its end marker and one 8-byte block",
-            min_heap=(16, 24),
+            min_heap=(LEAST_HEAP[32], LEAST_HEAP[64]),
         ),
         Allocator(
             "esp-idf", (0, 0), (12, 24), (4, 8), (4, 8), True,
@@ -109,14 +109,32 @@ ALLOCATORS: dict[str, Allocator] = {
 """Allocator models by name."""
 
 
+def check_allocator(allocator, what: str = "allocator") -> Allocator:
+    """``allocator`` if it is an :class:`Allocator`.
+
+    Raises
+    ------
+    TypeError
+        Naming ``what``, for anything else (a name is not an Allocator: see :func:`allocator_named`).
+    """
+    if not isinstance(allocator, Allocator):
+        raise TypeError(f"{what} must be an Allocator (firmware_model.allocators.allocator_named(name)), "
+                        f"got {type(allocator).__name__} {allocator!r:.40}")
+    return allocator
+
+
 def allocator_named(name: str) -> Allocator:
     """An allocator model by name.
 
     Raises
     ------
+    TypeError
+        If ``name`` is not a string.
     ValueError
         If the name is unknown.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"allocator must be an allocator name (str), got {type(name).__name__} {name!r:.40}")
     try:
         return ALLOCATORS[name]
     except KeyError:

@@ -1,21 +1,31 @@
-"""One inference step against a heap budget: fit verdict, capacity planner,
-representation advice and operation counts."""
+"""One inference step against a heap budget: fit verdict, the figures a replay record
+needs, capacity planner, representation advice and operation counts.
+
+Every function here plans the step once (:func:`firmware_model.planned.plan_step`)
+and takes each figure from that one plan: the byte counts from
+:func:`firmware_model.heap.count`, the placement from the plan's events.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-import mcsa
-from mcsa.core.checks import check_int
-from mcsa.core.mask import DEFAULT_POSITION_LIMIT
+from mcsa.core.attention import MincutSparseAttention
+from mcsa.core.checks import check_bool, check_int
+from mcsa.core.mask import DEFAULT_POSITION_LIMIT, MaskStats, MaskTooLarge, position_limit_arg
+from mcsa.core.packets import GatePacket, SparsityConfig
 from mcsa.core.rustvec import check_layout
+from mcsa.core.target import Target, TargetPanic
 
-from .allocators import Allocator
-from .heap import Crossing, Heap, _build_mask, _sparse_attention, query_runs
+from . import bounds, heap, planned
+from .allocators import Allocator, check_allocator
+from .heap import Crossing
 from .placement import Placement, simulator
-from .placement.events import Trace, TraceTooLarge, inputs_trace, step_trace
+from .placement.events import Trace, expand, inputs_trace
+from .planned import CALLS, PlannedStep
 from .profiles import Profile, heap_budget as heap_budget_of
 
 TRACE_LIMIT = 4_000_000
@@ -25,40 +35,43 @@ could hold, is judged on its bytes alone."""
 
 
 @dataclass(frozen=True)
-class CallFigures:
-    """Bytes (as the allocator counts them) around one call of the step."""
-
-    peak_bytes: int
-    live_after: int
-
-
-@dataclass(frozen=True)
 class StepReport:
-    """A step (build_mask, then sparse_attention) on a profile's heap.
+    """A step (q, k, v, build_mask, then sparse_attention) on a profile's heap.
 
-    ``peak_bytes`` is the byte-only figure ("requested"): everything live during
-    the step, each block as the allocator model counts it, q, k, v when they are
-    on the heap, the mask while attention runs, and the output. ``placement`` is
-    where the allocator's own algorithm put every block; when there is one, it
-    decides the verdict. ``panic`` is set (and the figures None) when the build
-    panics.
+    The byte figures follow the shared vocabulary (``docs``): ``inputs_bytes`` (q, k
+    and v requested), ``build_mask_peak_bytes`` and ``attention_peak_bytes`` (the most
+    bytes requested live during each call, less what was live when it began),
+    ``mask_bytes`` (what the finished mask holds), ``step_requested_bytes`` (the byte
+    model: the highest heap use of the whole step, each block as the allocator counts
+    it), and :attr:`step_peak_bytes`. ``placement`` is where the allocator's own
+    algorithm put every block; when there is one, it decides the verdict. ``panic``
+    is set when the step panics (then there is no step figure).
     """
 
     profile: str
     build: str
     seq_len: int
     dim: int
+    gate: GatePacket
+    config: SparsityConfig
     allocator: str
-    budget: int
+    budget_bytes: int
     inputs_bytes: int
-    build_mask: CallFigures | None
-    sparse_attention: CallFigures | None
-    peak_bytes: int | None
+    build_mask_peak_bytes: int | None
+    mask_bytes: int | None
+    attention_peak_bytes: int | None
+    step_requested_bytes: int | None
     num_positions: int | None
+    density: np.float32 | None
     crossing: Crossing | None
     panic: str | None = None
     placement: Placement | None = None
     trace: Trace | None = None
+    step: PlannedStep | None = None
+
+    @property
+    def partitions(self) -> int:
+        return self.gate.partition_count
 
     @property
     def fits(self) -> bool:
@@ -66,15 +79,23 @@ class StepReport:
             return False
         if self.placement is not None:
             return self.placement.fits
-        return self.peak_bytes <= self.budget
+        return self.step_requested_bytes <= self.budget_bytes
+
+    @property
+    def step_peak_bytes(self) -> int | None:
+        """The highest heap use of the step, what ``fits`` compares with the budget:
+        the heap minus its free bytes at the worst moment when every block was placed
+        and the step fits, else :attr:`step_requested_bytes` (None on a panic)."""
+        if self.panic is not None:
+            return None
+        if self.placement is not None and self.placement.fits:
+            return self.placement.peak_used
+        return self.step_requested_bytes
 
     @property
     def headroom(self) -> int | None:
-        """Budget minus peak (negative when the bytes alone do not fit)."""
-        if self.panic is not None:
-            return None
-        peak = self.placement.peak_used if self.placement is not None and self.fits else self.peak_bytes
-        return self.budget - peak
+        """Budget minus :attr:`step_peak_bytes` (negative when the bytes alone do not fit)."""
+        return None if self.panic is not None else self.budget_bytes - self.step_peak_bytes
 
     @property
     def failed_event(self) -> str | None:
@@ -83,20 +104,44 @@ class StepReport:
             return None
         return self.trace.describe(self.placement.failed_event)
 
+    def cause(self) -> dict | None:
+        """Why the step does not fit, as data (None when it fits): ``cause`` is
+        ``panic``; ``bytes`` (the bytes requested, each block as the allocator counts
+        it, exceed the budget); ``overhead`` (they do not, but what the allocator keeps
+        for itself leaves less free than the failing request); or ``fragmentation``
+        (enough is free, but no hole serves the request). With the allocation that
+        fails and the bytes missing or free."""
+        if self.fits:
+            return None
+        if self.panic is not None:
+            return {"cause": "panic", "panic": self.panic}
+        out = {"cause": "bytes", "requested_bytes": self.step_requested_bytes,
+               "missing_bytes": max(0, -self.headroom)}
+        if self.placement is not None:
+            p = self.placement
+            size = int(self.trace.events["size"][p.failed_event])
+            if self.step_requested_bytes <= self.budget_bytes:
+                out["cause"] = "overhead" if p.free_total < size else "fragmentation"
+            out.update(allocation=self.failed_event, size=size, free_bytes=p.free_total, largest_hole=p.largest_hole)
+        elif self.crossing is not None:
+            c = self.crossing
+            out.update(allocation=f"{c.call}: {c.allocation}", size=c.requested, live_before=c.live_before)
+        return out
+
     def verdict(self) -> str:
         """One line: fits with headroom; or the panic; or the failing allocation,
         with TFLM-style requested / available / missing when the bytes alone do not
-        fit, and the heap map when the cause is fragmentation."""
+        fit, and the free space when the cause is fragmentation."""
         if self.panic is not None:
             return f"does not fit: the build panics with {self.panic}"
         placed = self.placement is not None
         how = f"{self.allocator}, every block placed" if placed else self.allocator
+        budget = self.budget_bytes
         if self.fits:
-            return (f"fits: peak {self.budget - self.headroom:,} B of {self.budget:,} B ({how}), "
-                    f"headroom {self.headroom:,} B")
-        over = self.peak_bytes > self.budget
-        bytes_part = (f"requested {self.peak_bytes:,} B, available {self.budget:,} B, missing {-self.headroom:,} B"
-                      if over else f"requested {self.peak_bytes:,} B of {self.budget:,} B available")
+            return f"fits: peak {self.step_peak_bytes:,} B of {budget:,} B ({how}), headroom {self.headroom:,} B"
+        requested = self.step_requested_bytes
+        bytes_part = (f"requested {requested:,} B, available {budget:,} B, missing {-self.headroom:,} B"
+                      if requested > budget else f"requested {requested:,} B of {budget:,} B available")
         if not placed:
             c = self.crossing
             where = (f"the budget is crossed in {c.call} by {c.allocation} ({c.requested:,} B requested with "
@@ -114,10 +159,120 @@ class StepReport:
         return f"does not fit: {self.failed_event} fails: {cause}; {bytes_part}"
 
 
+def check_profile(profile) -> Profile:
+    """``profile`` if it is a :class:`~firmware_model.profiles.Profile`.
+
+    Raises
+    ------
+    TypeError
+        For anything else (a name is not a Profile: see ``profile_named``).
+    """
+    if not isinstance(profile, Profile):
+        raise TypeError(f"profile must be a Profile (firmware_model.profiles.profile_named(name)), "
+                        f"got {type(profile).__name__} {profile!r:.40}")
+    return profile
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """A step's checked arguments."""
+
+    profile: Profile
+    build: str
+    target: Target
+    config: SparsityConfig
+    gate: GatePacket
+    dim: int
+    allocator: Allocator
+    budget: int
+    inputs_on_heap: bool
+    position_limit: int
+
+
+def _setup(profile, config, gate, dim, build, heap_budget, allocator, inputs_on_heap, position_limit) -> _Setup:
+    """Check every argument of a step, naming the one that is wrong.
+
+    Raises
+    ------
+    TypeError, ValueError
+    """
+    profile = check_profile(profile)
+    if not isinstance(config, SparsityConfig):
+        raise TypeError(f"config must be a SparsityConfig, got {type(config).__name__}")
+    if not isinstance(gate, GatePacket):
+        raise TypeError(f"gate must be a GatePacket, got {type(gate).__name__}")
+    target = profile.target(build)
+    allocator = profile.allocator if allocator is None else check_allocator(allocator)
+    return _Setup(profile, build, target, config, gate, target.check_usize(dim, "dim"), allocator,
+                  heap_budget_of(profile, heap_budget, allocator), check_bool(inputs_on_heap, "inputs_on_heap"),
+                  position_limit_arg(position_limit))
+
+
+def _plan(s: _Setup, seq_len: int, placed: bool) -> PlannedStep:
+    """Plan a step (keeping the B-tree's nodes when it is to be placed).
+
+    Raises
+    ------
+    mcsa.MaskTooLarge
+    """
+    return planned.plan_step(s.config, s.gate, seq_len, s.dim, s.target, inputs_on_heap=s.inputs_on_heap,
+                             position_limit=s.position_limit, max_events=TRACE_LIMIT if placed else None)
+
+
+def _inputs_panic(s: _Setup, seq_len: int) -> str | None:
+    """``capacity overflow`` where no ``Vec`` can hold q, k or v."""
+    try:
+        check_layout(seq_len * s.dim if s.inputs_on_heap else 0, 1, s.target)
+    except TargetPanic as panic:
+        return panic.message
+    return None
+
+
+def _judge(s: _Setup, seq_len: int, step: PlannedStep | None) -> StepReport:
+    """The verdict of a planned step (None: the mask is over the position limit and q,
+    k and v decide), in Rust's order: q, k and v that no Vec holds; ``build_mask``'s
+    panic; q, k and v over the heap; ``sparse_attention``'s panic; then every block."""
+    bits = s.target.usize_bits
+    inputs = seq_len * s.dim if s.inputs_on_heap else 0
+    place = simulator(s.allocator.name)
+    requested = None if step is None else heap.count(step.rows, bits, calls=step.calls)
+
+    def report(**fields) -> StepReport:
+        build = step is not None and step.figures_of(CALLS[1])
+        attention = step is not None and step.figures_of(CALLS[2])
+        return StepReport(
+            s.profile.name, s.build, seq_len, s.dim, s.gate, s.config, s.allocator.name, s.budget, 3 * inputs,
+            requested.call_peak(CALLS[1]) if build else None, requested.call_left(CALLS[1]) if build else None,
+            requested.call_peak(CALLS[2]) if attention else None,
+            num_positions=step.num_positions if build else None, density=step.density if build else None,
+            step=step, **{"step_requested_bytes": None, "crossing": None, **fields})
+
+    panics = dict(step.panics) if step is not None else {}
+    if step is None and _inputs_panic(s, seq_len):
+        panics[CALLS[0]] = _inputs_panic(s, seq_len)
+    for call in CALLS[:2]:
+        if call in panics:
+            return report(panic=panics[call])
+    inputs_cost = 3 * s.allocator.cost(inputs, bits, s.budget)
+    if inputs_cost > s.budget:  # q, k, v alone do not fit: the step never gets further
+        trace = inputs_trace(inputs, bits)
+        return report(step_requested_bytes=inputs_cost, trace=trace,
+                      placement=place(trace.events, s.budget, bits) if place else None)
+    if CALLS[2] in panics:
+        return report(panic=panics[CALLS[2]])
+    counted = heap.count(step.rows, bits, s.allocator, s.budget, step.calls)
+    placement = trace = None
+    if place is not None and step.node_events <= TRACE_LIMIT:
+        trace = expand(step.rows, step.calls, step.nodes, bits)
+        placement = place(trace.events, s.budget, bits)
+    return report(step_requested_bytes=counted.usage.peak_bytes, crossing=counted.crossing,
+                  placement=placement, trace=trace)
+
+
 def fit_step(
     profile: Profile,
-    config: mcsa.SparsityConfig,
-    gate: mcsa.GatePacket,
+    config: SparsityConfig,
+    gate: GatePacket,
     seq_len: int,
     dim: int,
     *,
@@ -130,8 +285,8 @@ def fit_step(
     """One step on ``profile``'s heap: q, k, v (``seq_len * dim`` bytes each, when
     on the heap), ``build_mask(gate, seq_len)``, then ``sparse_attention`` with the
     mask live. The bytes are counted by the heap model; where the allocator has a
-    placement simulator, every allocation of the step's trace is also placed as
-    that allocator places it, and that decides the verdict.
+    placement simulator, every allocation of the step is also placed as that
+    allocator places it, and that decides the verdict.
 
     A panic of the build (in ``build_mask``, ``attempt to divide by zero`` for
     ``dim`` 0, ``capacity overflow``) is a verdict: ``panic`` is set. Otherwise,
@@ -140,122 +295,74 @@ def fit_step(
     Raises
     ------
     TypeError, ValueError
-        For a ``seq_len`` or ``dim`` that is not a usize of the target, or a
-        ``heap_budget`` that :func:`firmware_model.profiles.heap_budget` refuses, naming the argument.
+        Naming the argument: a ``profile`` that is not a Profile, a ``config`` or
+        ``gate`` of the wrong type, a ``seq_len`` or ``dim`` that is not a usize of the
+        target, an unknown ``build``, an ``allocator`` that is not an Allocator, a
+        ``heap_budget`` that :func:`firmware_model.profiles.heap_budget` refuses, a
+        non-bool ``inputs_on_heap`` or a bad ``position_limit``.
     mcsa.MaskTooLarge
-        For a wrapping mask over ``position_limit`` (when q, k and v fit the heap).
+        For a mask over ``position_limit`` (when q, k and v fit the heap).
     """
-    target = profile.target(build)
-    seq_len = target.check_usize(seq_len, "seq_len")
-    dim = target.check_usize(dim, "dim")
-    allocator = allocator or profile.allocator
-    budget = heap_budget_of(profile, heap_budget, allocator)
-    inputs = seq_len * dim if inputs_on_heap else 0
-
-    def report(**fields) -> StepReport:
-        fields = {"build_mask": None, "sparse_attention": None, "peak_bytes": None, "num_positions": None,
-                  "crossing": None, **fields}
-        return StepReport(profile.name, build, seq_len, dim, allocator.name, budget, 3 * inputs, **fields)
-
+    s = _setup(profile, config, gate, dim, build, heap_budget, allocator, inputs_on_heap, position_limit)
+    seq_len = s.target.check_usize(seq_len, "seq_len")
     try:
-        check_layout(inputs, 1, target)  # vec![x; seq_len * dim]
-    except mcsa.TargetPanic as panic:
-        return report(panic=panic.message)
-    place = simulator(allocator.name)
-
-    inputs_cost = 3 * allocator.cost(inputs, target.usize_bits, budget)
-
-    def inputs_only() -> StepReport:  # q, k, v alone do not fit: the step never gets further
-        trace = inputs_trace(inputs, target.usize_bits)
-        return report(peak_bytes=inputs_cost, trace=trace,
-                      placement=place(trace.events, budget, target.usize_bits) if place else None)
-
-    inputs_fit = inputs_cost <= budget
-    sim = mcsa.MincutSparseAttention(config, target, position_limit)
-    heap = Heap(target.usize_bits, allocator, budget)
-    try:
-        plan = sim.plan_mask(gate, seq_len)
-        heap.begin("the inputs")
-        for name in ("q", "k", "v"):
-            heap.alloc(inputs, f"{name} ({seq_len} x {dim} i8)")
-        heap.begin("build_mask")
-        count = _build_mask(heap, plan, position_limit)
-    except mcsa.TargetPanic as panic:  # a panic of the build is the verdict whatever the heap
-        return report(panic=panic.message)
-    except mcsa.MaskTooLarge:
-        if inputs_fit:
+        step = _plan(s, seq_len, simulator(s.allocator.name) is not None)
+    except MaskTooLarge:  # the verdict is q, k and v's when they alone cannot be; else the refusal stands
+        inputs = seq_len * s.dim if s.inputs_on_heap else 0
+        if not _inputs_panic(s, seq_len) and 3 * s.allocator.cost(inputs, s.target.usize_bits, s.budget) <= s.budget:
             raise
-        return inputs_only()
-    if not inputs_fit:
-        return inputs_only()
-    if dim == 0:  # sparse_attention's q.len() / dim
-        return report(panic="attempt to divide by zero")
-    try:  # its two Vecs: the output, positions_by_query
-        check_layout(seq_len * dim, 4, target)
-        check_layout(seq_len, 3 * target.usize_bits // 8, target)
-    except mcsa.TargetPanic as panic:
-        return report(panic=panic.message)
-    mask = CallFigures(heap.call_peak, heap.live_bytes)
-    heap.begin("sparse_attention")
-    _sparse_attention(heap, *query_runs(sim, plan), seq_len, dim)
-    attention = CallFigures(heap.call_peak, heap.live_bytes)
-    placement = trace = None
-    if place is not None:
-        try:
-            trace = step_trace(config, gate, seq_len, dim, target.usize_bits, inputs_on_heap=inputs_on_heap,
-                               position_limit=position_limit, target=target, max_events=TRACE_LIMIT)
-            placement = place(trace.events, budget, target.usize_bits)
-        except TraceTooLarge:
-            trace = None
-    return report(build_mask=mask, sparse_attention=attention, peak_bytes=heap.peak_bytes, num_positions=count,
-                  crossing=heap.crossing, placement=placement, trace=trace)
+        step = None
+    return _judge(s, seq_len, step)
 
 
-def heap_map(report: StepReport, width: int = 64, rows: int = 16) -> list[str]:
-    """The heap at the failing allocation (or at the end of the step) as text:
-    ``rows`` lines of ``width`` cells, each cell the block that covers most of it
-    (a letter per kind of block, ``.`` free), then the legend and the holes.
+def step_figures(profile: Profile, build: str, config: SparsityConfig, gate: GatePacket, seq_len: int, dim: int,
+                 budget: int, position_limit: int = DEFAULT_POSITION_LIMIT) -> dict:
+    """Every figure of a replay record for one step, from one planned step, under
+    ``profile``'s allocator on a heap of ``budget`` bytes.
+
+    Returns
+    -------
+    dict
+        ``sparse``, ``num_positions``, ``density`` (the mask's), ``partitions``,
+        ``boundary_tokens`` (their counts), ``flops_ratio``, ``build_mask_peak_bytes``,
+        ``mask_bytes``, ``attention_peak_bytes`` (bytes requested), ``inputs_bytes``,
+        ``step_requested_bytes`` (the byte model, each block as the allocator counts it),
+        ``step_peak_bytes`` (what ``fits`` compares with the budget: the placed peak
+        when every block was placed and the step fits), ``fits`` and ``panic``. When
+        ``build_mask`` panics, only ``panic`` (and ``fits``, False) are set.
 
     Raises
     ------
-    ValueError
-        If the report has no placement (a panic, a trace over :data:`TRACE_LIMIT` events, or allocator ``none``).
+    TypeError, ValueError
+        As :func:`fit_step`.
+    mcsa.MaskTooLarge
+        For a mask over ``position_limit`` (a replayer refuses such a record).
     """
-    if report.placement is None:
-        why = (report.panic or (f"its allocator trace is over {TRACE_LIMIT:,} events" if report.trace is None
-                                and report.allocator != "none" else f"allocator {report.allocator} places no blocks"))
-        raise ValueError(f"no heap map: this step was not placed block by block ({why})")
-    p, trace = report.placement, report.trace
-    from .placement.events import WHAT
+    s = _setup(profile, config, gate, dim, build, budget, None, True, position_limit)
+    seq_len = s.target.check_usize(seq_len, "seq_len")
+    step = _plan(s, seq_len, simulator(s.allocator.name) is not None)
+    report = _judge(s, seq_len, step)
+    out = dict.fromkeys(FIGURES)
+    out.update(fits=report.fits, panic=report.panic)
+    if report.num_positions is None:
+        return out
+    stats = step.stats()
+    out.update(sparse=stats.sparse, num_positions=step.num_positions, density=step.density,
+               partitions=int(stats.partition_boundaries.size), boundary_tokens=int(stats.boundary_tokens.size),
+               build_mask_peak_bytes=report.build_mask_peak_bytes, mask_bytes=report.mask_bytes,
+               attention_peak_bytes=report.attention_peak_bytes, inputs_bytes=report.inputs_bytes,
+               step_requested_bytes=report.step_requested_bytes, step_peak_bytes=report.step_peak_bytes)
+    try:  # the mask builds, but its flops ratio can still overflow a 32-bit usize in debug
+        out["flops_ratio"] = MincutSparseAttention(config, s.target).estimated_flops_ratio(stats, seq_len)
+    except TargetPanic as panic:
+        out["panic"] = panic.message
+    return out
 
-    what = np.zeros(int(trace.events["obj"].max(initial=0)) + 1, np.int64)
-    what[trace.events["obj"]] = trace.what
-    letters = "qkvbtLIMOPKS"
-    cells = width * rows
-    cell = max(1, -(-p.heap_size // cells))
-    cover = np.zeros((cells, len(WHAT) + 1), np.int64)  # bytes per cell per kind; the last column free
-    edges = np.arange(cells + 1) * cell
 
-    def paint(start, size, column):
-        lo, hi = np.searchsorted(edges, [start, start + size], side="right") - 1
-        for c in range(lo, min(hi, cells - 1) + 1):
-            cover[c, column] += min(edges[c + 1], start + size) - max(edges[c], start)
-
-    for start, size, obj in p.blocks:
-        paint(start, size, what[obj])
-    for start, size in p.holes:
-        paint(start, size, len(WHAT))
-    chars = np.array(list(letters) + ["."] + [" "])
-    best = np.where(cover.sum(1) > 0, cover.argmax(1), len(WHAT) + 1)
-    grid = chars[best]
-    moment = report.failed_event or "the end of the step"
-    lines = [f"heap of {p.heap_size:,} B at {moment}; one cell = {cell:,} B"]
-    lines += [f"{r * width * cell:>9,} |" + "".join(grid[r * width:(r + 1) * width]) + "|" for r in range(rows)]
-    used = sorted(set(int(what[o]) for o in p.blocks[:, 2]))
-    lines.append("  " + ", ".join(f"{letters[w]}={WHAT[w]}" for w in used) + ", .=free")
-    lines.append(f"  {len(p.holes)} hole{'' if len(p.holes) == 1 else 's'}, {p.free_total:,} B free, largest {p.largest_hole:,} B: "
-                 + ", ".join(f"{int(s):,} B at {int(a):,}" for a, s in p.holes[:12]) + (" ..." if len(p.holes) > 12 else ""))
-    return lines
+FIGURES = ("sparse", "num_positions", "density", "partitions", "boundary_tokens", "flops_ratio",
+           "build_mask_peak_bytes", "mask_bytes", "attention_peak_bytes", "inputs_bytes", "step_requested_bytes",
+           "step_peak_bytes", "fits", "panic")
+"""The keys of :func:`step_figures`."""
 
 
 @dataclass(frozen=True)
@@ -271,52 +378,67 @@ class SeqLenScan:
     scanned : int
         The top of the scan: every seq_len above it does not fit, since q, k, v,
         the output and ``positions_by_query`` alone exceed the budget there.
+    judged : int
+        How many steps were planned one by one (the others were decided by bounds on
+        their bytes, see :mod:`firmware_model.bounds`).
+    placed : int
+        How many of those were placed block by block.
     """
 
     largest: int | None
     failing: list[int]
     scanned: int
+    judged: int = 0
+    placed: int = 0
 
 
-def scan_seq_len(profile: Profile, config, gate, dim: int, hi: int = 65536, **kwargs) -> SeqLenScan:
-    """Judge every seq_len from 1 to ``hi`` (fit is not monotonic in seq_len: a
-    longer step can fit where a shorter one fails). Above ``budget // (7 * dim +
-    3 * usize)`` bytes per token (``3 * dim`` less without inputs on the heap)
-    nothing can fit, so the scan stops there. ``kwargs`` go to :func:`fit_step`.
+def scan_seq_len(profile: Profile, config: SparsityConfig, gate: GatePacket, dim: int, hi: int = 65536, *,
+                 build: str = "release", heap_budget: int | None = None, allocator: Allocator | None = None,
+                 inputs_on_heap: bool = True, position_limit: int = DEFAULT_POSITION_LIMIT,
+                 progress: Callable[[int, int], None] | None = None) -> SeqLenScan:
+    """The verdict of every seq_len from 1 to ``hi`` (fit is not monotonic in seq_len:
+    a longer step can fit where a shorter one fails), the same as :func:`fit_step` on
+    each. Above ``budget // (7 * dim + 3 * usize)`` bytes per token (``3 * dim`` less
+    without inputs on the heap) nothing can fit, so the scan stops there. Below,
+    bounds on each step's bytes decide most steps at once: a step whose bytes
+    requested exceed the heap cannot fit, and one whose every allocation fits in the
+    part of the heap never used before fits whatever the allocator reuses; only the
+    others are planned and placed one by one (:mod:`firmware_model.bounds`).
+
+    Parameters
+    ----------
+    progress : callable, optional
+        Called as ``progress(done, total)`` while the undecided steps are judged.
 
     Raises
     ------
     TypeError, ValueError
         For a bad ``hi`` or ``dim``, or what :func:`fit_step` refuses.
+    mcsa.MaskTooLarge
+        For a step the bounds do not decide whose mask is over ``position_limit``.
     """
-    target = profile.target(kwargs.get("build", "release"))
-    hi = check_int(hi, "hi", 0, target.usize_max)
-    dim = target.check_usize(dim, "dim")
-    budget = heap_budget_of(profile, kwargs.get("heap_budget"), kwargs.get("allocator"))
-    inputs_on_heap = kwargs.get("inputs_on_heap", True)
-    per_token = (3 * dim if inputs_on_heap else 0) + 4 * dim + 3 * target.usize_bits // 8
-    top = min(hi, budget // per_token)
-    allocator = kwargs.get("allocator") or profile.allocator
-    place = simulator(allocator.name)
-
-    def fits(n: int) -> bool:
-        if place is not None:  # the placement alone decides: no byte figures needed
-            try:
-                trace = step_trace(config, gate, n, dim, target.usize_bits, inputs_on_heap=inputs_on_heap,
-                                   position_limit=kwargs.get("position_limit", DEFAULT_POSITION_LIMIT),
-                                   target=target, max_events=TRACE_LIMIT)
-            except mcsa.TargetPanic:
-                return False
-            except TraceTooLarge:
-                pass
-            else:
-                return place(trace.events, budget, target.usize_bits).fits
-        return fit_step(profile, config, gate, n, dim, **kwargs).fits
-
-    fitting = [n for n in range(1, top + 1) if dim > 0 and fits(n)]  # dim 0: every step panics
-    largest = fitting[-1] if fitting else None
-    failing = sorted(set(range(1, (largest or 0) + 1)) - set(fitting))
-    return SeqLenScan(largest, failing, top)
+    s = _setup(profile, config, gate, dim, build, heap_budget, allocator, inputs_on_heap, position_limit)
+    hi = check_int(hi, "hi", 0, s.target.usize_max)
+    per_token = (3 * s.dim if s.inputs_on_heap else 0) + 4 * s.dim + 3 * s.target.usize_bits // 8
+    top = min(hi, s.budget // per_token)
+    if s.dim == 0 or top == 0:  # dim 0: every step panics
+        return SeqLenScan(None, [], top)
+    verdicts = bounds.verdicts(s, top, TRACE_LIMIT)
+    todo = np.flatnonzero(verdicts == bounds.UNDECIDED) + 1
+    placed = 0
+    for done, n in enumerate(todo):
+        if progress is not None:
+            progress(done, len(todo))
+        report = fit_step(s.profile, s.config, s.gate, int(n), s.dim, build=s.build, heap_budget=s.budget,
+                          allocator=s.allocator, inputs_on_heap=s.inputs_on_heap, position_limit=s.position_limit)
+        verdicts[n - 1] = bounds.FITS if report.fits else bounds.FAILS
+        placed += report.placement is not None
+    if progress is not None:
+        progress(len(todo), len(todo))
+    fitting = np.flatnonzero(verdicts == bounds.FITS) + 1
+    largest = int(fitting[-1]) if fitting.size else None
+    failing = [int(n) for n in np.flatnonzero(verdicts[: largest or 0] == bounds.FAILS) + 1]
+    return SeqLenScan(largest, failing, top, len(todo), placed)
 
 
 def largest_fitting_seq_len(profile: Profile, config, gate, dim: int, hi: int = 65536, **kwargs) -> int | None:
@@ -332,29 +454,55 @@ def largest_fitting_seq_len(profile: Profile, config, gate, dim: int, hi: int = 
 
 
 def capacity_table(profile: Profile, config, dim: int, partitions, lambda_: int = 200,
-                   concentration_q15: int = 0, hi: int = 65536, **kwargs) -> list[dict]:
+                   concentration_q15: int = 0, hi: int = 65536, progress=None, **kwargs) -> list[dict]:
     """For each partition count, the largest ``seq_len`` whose whole step fits the
-    heap, with that step's figures, and every smaller ``seq_len`` that does not fit.
-    ``kwargs`` go to :func:`fit_step`."""
+    heap, with that step's figures, every smaller ``seq_len`` that does not fit, and
+    why the next ``seq_len`` does not fit. ``kwargs`` go to :func:`fit_step`.
+
+    Parameters
+    ----------
+    progress : callable, optional
+        ``progress(partitions, done, total)`` while a partition count's undecided
+        steps are judged.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`scan_seq_len`.
+    """
     rows = []
     for p in partitions:
-        gate = mcsa.GatePacket(lambda_=lambda_, partition_count=p, boundary_concentration_q15=concentration_q15)
-        scan = scan_seq_len(profile, config, gate, dim, hi, **kwargs)
+        gate = GatePacket(lambda_=lambda_, partition_count=p, boundary_concentration_q15=concentration_q15)
+        scan = scan_seq_len(profile, config, gate, dim, hi, **kwargs,
+                            progress=None if progress is None else (lambda d, t, p=p: progress(p, d, t)))
         n = scan.largest
         report = fit_step(profile, config, gate, n, dim, **kwargs) if n else None
         rows.append({
             "partitions": p,
             "max_seq_len": n,
             "num_positions": report.num_positions if report else None,
-            "peak_bytes": report.peak_bytes if report else None,
-            "peak_used": report.placement.peak_used if report and report.placement else None,
-            "budget": heap_budget_of(profile, kwargs.get("heap_budget"), kwargs.get("allocator")),
+            "step_requested_bytes": report.step_requested_bytes if report else None,
+            "step_peak_bytes": report.step_peak_bytes if report else None,
+            "budget_bytes": heap_budget_of(profile, kwargs.get("heap_budget"), kwargs.get("allocator")),
             "failing_below": scan.failing,
+            "next": _next_fails((n or 0) + 1, hi, scan.scanned, profile, config, gate, dim, kwargs),
         })
     return rows
 
 
-def representations(stats: mcsa.MaskStats, seq_len: int) -> dict[str, int]:
+def _next_fails(n: int, hi: int, top: int, profile, config, gate, dim, kwargs) -> dict:
+    """Why ``seq_len`` ``n`` (the one after the largest that fits) does not fit."""
+    if n > hi:
+        return {"seq_len": None, "cause": "max_seq_len", "detail": f"the scan stops at {hi:,}"}
+    try:
+        report = fit_step(profile, config, gate, n, dim, **kwargs)
+    except MaskTooLarge as err:
+        return {"seq_len": n, "cause": "position_limit", "detail": str(err)}
+    why = report.cause() or {"cause": "fits"}
+    return {"seq_len": n, **why, "detail": report.verdict()}
+
+
+def representations(stats: MaskStats, seq_len: int) -> dict[str, int]:
     """Bytes of the same mask held four ways (buffers only, no Vec headers).
 
     ``vec_pairs``: today's ``Vec<(u16, u16)>``; ``csr``: u16 key columns plus
@@ -366,8 +514,10 @@ def representations(stats: mcsa.MaskStats, seq_len: int) -> dict[str, int]:
     Raises
     ------
     TypeError, ValueError
-        If ``seq_len`` is not a non-negative integer.
+        If ``stats`` is not a MaskStats or ``seq_len`` is not a non-negative integer.
     """
+    if not isinstance(stats, MaskStats):
+        raise TypeError(f"stats must be a MaskStats, got {type(stats).__name__}")
     seq_len = check_int(seq_len, "seq_len", 0, 2**64 - 1)
     n = stats.num_positions
     return {
@@ -386,8 +536,19 @@ def op_counts(runs: tuple[np.ndarray, np.ndarray], dim: int) -> dict[str, int]:
     one add into the sum, one multiply by ``1 / sum``, and per output element
     one i8-to-f32 conversion, a multiply and an add; one divide per non-empty
     query. Bytes read: q rows once per query, k and v rows once per position.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``runs`` is not two integer arrays of one length, or ``dim`` not a non-negative integer.
     """
-    queries, lengths = runs
+    if not (isinstance(runs, tuple) and len(runs) == 2):
+        raise TypeError(f"runs must be a (queries, key counts) tuple of arrays, got {type(runs).__name__}")
+    queries, lengths = (np.asarray(r) for r in runs)
+    if queries.shape != lengths.shape or queries.ndim != 1 or queries.dtype.kind not in "iu" \
+            or lengths.dtype.kind not in "iu":
+        raise TypeError("runs must be two 1-D integer arrays of one length")
+    dim = check_int(dim, "dim", 0)
     n = int(lengths.sum())
     q = int(np.unique(queries).size)
     return {

@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mcsa
-from firmware_model import heap
-from firmware_model.heap import btree_node_counts, build_mask_usage, full_mask_usage, sparse_attention_usage
+from firmware_model import btree
+from firmware_model.btree import node_counts as btree_node_counts
+from firmware_model.heap import build_mask_usage, full_mask_usage, sparse_attention_usage
 
 from .strategies import configs, gates
 
@@ -31,11 +32,11 @@ def test_ascending_shortcut_equals_full_replay(config, gate, seq_len):
     """The intra pairs, never materialised, give the same tree as replaying them one by
     one: the same nodes, allocated in the same order and freed by into_iter in the same order."""
     plan = mcsa.MincutSparseAttention(config).plan_mask(gate, seq_len)
-    prefix, lo = heap._intra_ranks(plan)
+    prefix, lo = btree.intra_ranks(plan)
     cross = replace(plan, intra=False).insertion_codes()
     assert btree_node_counts(int(prefix[-1]), prefix, lo, cross) == replay_counts(plan.insertion_codes())
-    short = heap._btree(int(prefix[-1]), prefix, lo, cross, True)
-    full = heap._btree(0, NO_RANKS, NO_RANKS, plan.insertion_codes(), True)
+    short = btree.insert(int(prefix[-1]), prefix, lo, cross, True)
+    full = btree.insert(0, NO_RANKS, NO_RANKS, plan.insertion_codes(), True)
     assert np.array_equal(short[2], full[2]) and np.array_equal(short[3], full[3])
     assert sorted(short[3][:, 1]) == list(range(len(short[2])))  # every node freed once
 
@@ -52,7 +53,7 @@ def test_ascending_tree_shape(n):
 
 @pytest.mark.parametrize("bits,leaf,internal", [(64, 56, 152), (32, 52, 100)])
 def test_node_sizes(bits, leaf, internal):
-    assert heap.node_bytes(bits) == (leaf, internal)
+    assert btree.node_bytes(bits) == (leaf, internal)
 
 
 @given(configs(), gates(), st.integers(0, 600), st.sampled_from([32, 64]))

@@ -53,9 +53,7 @@ def test_trace_replays_to_every_golden_heap_figure(kind):
         if kind == "masks":
             trace = ev.build_mask_trace(sim.config, mcsa.GatePacket.from_dict(case["gate"]), case["seq_len"], bits)
         elif kind == "full":
-            b = ev._Builder(bits)
-            ev._full_mask(b, case["seq_len"])
-            trace = b.trace()
+            trace = ev.full_mask_trace(case["seq_len"], bits)
         else:
             mask = sim.build_mask(mcsa.GatePacket.from_dict(case["gate"]), case["mask_seq_len"])
             trace = ev.sparse_attention_trace(mask, case["qkv_seq_len"], case["dim"], bits)
@@ -129,7 +127,7 @@ def test_trace_is_consistent_and_counts_what_the_byte_model_counts(config, gate,
             assert live.pop(obj) == size
         else:
             live[obj] = size
-    assert ev.replay_bytes(trace.events).peak_bytes == report.peak_bytes
+    assert ev.replay_bytes(trace.events).peak_bytes == report.step_requested_bytes
 
 
 def _events(*rows):
@@ -201,10 +199,15 @@ def test_plan_reports_shorter_steps_that_fail():
     assert (scan.largest, scan.failing) == (96, [83])
     result = run("plan", "--target", "x86_64", "--allocator", "linked-list", "--heap-budget", 32768,
                  "--dim", 32, "--partitions", "4..4")
-    assert result.exit_code == 0 and result.output.splitlines()[-1].split() == ["4", "96", "1224", "32416", "83"]
+    row, why = result.output.split("\n", 2)[2].split("\n", 1)  # the row, then why 97 fails
+    assert result.exit_code == 0 and row.split() == ["4", "96", "1224", "32416", "32416", "83"]
+    assert why.startswith("  97 fails by bytes: 32,840 B requested, 72 B missing")
     zero = run("plan", "--target", "stm32f411", "--heap-budget", 0, "--dim", 32, "--partitions", "2..2", "--json")
-    assert json.loads(zero.output)[0] == {"partitions": 2, "max_seq_len": None, "num_positions": None,
-                                          "peak_bytes": None, "peak_used": None, "budget": 0, "failing_below": []}
+    row = json.loads(zero.output)[0]
+    assert {k: v for k, v in row.items() if k != "next"} == {
+        "partitions": 2, "max_seq_len": None, "num_positions": None, "step_requested_bytes": None,
+        "step_peak_bytes": None, "budget_bytes": 0, "failing_below": []}
+    assert row["next"]["seq_len"] == 1 and row["next"]["cause"] == "bytes"
     text = run("plan", "--target", "stm32f411", "--heap-budget", 0, "--dim", 32, "--partitions", "2..2")
     assert "heap budget 0 B" in text.output
 

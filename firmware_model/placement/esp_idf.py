@@ -38,17 +38,34 @@ import numpy as np
 from mcsa.core._jit import jit
 
 from . import Placement
-from ._arena import _ix, _live_sizes, _log2, _crowded, _grown, _table, block_bytes, finish, trace_arrays
-
+from .arena import TAKEN, block_bytes, first_free, live_sizes, log2, pop_free, push_free, slot, table
+from .loop import ESP_IDF, place
 
 HEAP_T_BYTES = 20
 """``sizeof(heap_t)`` on 32-bit (5 words), in front of the TLSF pool."""
 
+WORD = 4
+"""ESP-IDF targets are 32-bit."""
 
-def control(pool: int) -> tuple[int, int, int, int]:
+PREV_PHYS, SIZE, IS_FREE, PREV_IS_FREE, NEXT_FREE, PREV_FREE = range(6)
+"""Block fields, at the address of the block's ``prev_phys_block`` word: that word, the
+payload size, the block's free bit, the previous block's free bit, the free-list links."""
+
+USABLE = 1
+"""State: ``st[TAKEN]`` (the bytes not in free blocks, payload and size word), and
+whether the pool could be registered."""
+
+HEAP, SL_LOG2, FL_INDEX_MAX, FL_COUNT, POOL0 = range(5)
+"""Parameters: the heap size, ``SL_INDEX_COUNT_LOG2``, ``fl_index_max``, ``fl_index_count``
+and the offset of the first block's payload."""
+
+
+@jit
+def control(pool):
     """``control_construct`` for ``pool`` bytes on 32-bit: (fl_index_max, sl_log2, fl_count,
     control size = sizeof(control_t) 36 + the second-level bitmaps + the list heads)."""
-    fl_index_max = (pool & 0xFFFFFFFF).bit_length()
+    low = pool & 0xFFFFFFFF
+    fl_index_max = log2(low) + 1 if low > 0 else 0
     sl_log2 = 3 if pool <= 16 * 1024 else 4 if pool <= 256 * 1024 else 5
     fl_count = fl_index_max - (sl_log2 + 2) + 1
     return fl_index_max, sl_log2, fl_count, 36 + 4 * fl_count + 4 * fl_count * (1 << sl_log2)
@@ -59,217 +76,192 @@ def _mapping(size, sl_log2):
     shift = sl_log2 + 2
     if size < (1 << shift):
         return 0, size // 4
-    fl = _log2(size)
+    fl = log2(size)
     sl = (size >> (fl - sl_log2)) ^ (1 << sl_log2)
     return fl - (shift - 1), sl
 
 
 @jit
-def _insert(f, keys, head, count, b, sl_log2):
-    j = _ix(keys, b)
-    fl, sl = _mapping(f[1, j], sl_log2)
-    nxt = head[fl, sl]
-    f[4, j] = nxt
-    f[5, j] = -1
-    if nxt >= 0:
-        f[5, _ix(keys, nxt)] = b
-    head[fl, sl] = b
-    count[fl] += 1
+def _insert(keys, fields, heads, counts, cfg, block):
+    fl, sl = _mapping(fields[slot(keys, block), SIZE], cfg[SL_LOG2])
+    push_free(keys, fields, NEXT_FREE, PREV_FREE, heads, counts, block, fl, sl)
 
 
 @jit
-def _remove(f, keys, head, count, b, sl_log2):
-    j = _ix(keys, b)
-    fl, sl = _mapping(f[1, j], sl_log2)
-    nxt = f[4, j]
-    prv = f[5, j]
-    if nxt >= 0:
-        f[5, _ix(keys, nxt)] = prv
-    if prv >= 0:
-        f[4, _ix(keys, prv)] = nxt
-    if head[fl, sl] == b:
-        head[fl, sl] = nxt
-    count[fl] -= 1
-
-
-# Block fields, in the table slot of the block header's address (``tlsf._ix``):
-# f[0] prev_phys_block, f[1] size, f[2] free, f[3] prev free, f[4] next_free, f[5] prev_free.
+def _remove(keys, fields, heads, counts, cfg, block):
+    fl, sl = _mapping(fields[slot(keys, block), SIZE], cfg[SL_LOG2])
+    pop_free(keys, fields, NEXT_FREE, PREV_FREE, heads, counts, block, fl, sl)
 
 
 @jit
-def _next(f, keys, b, w):
-    return b + w + f[1, _ix(keys, b)]
+def _next(keys, fields, block):
+    return block + WORD + fields[slot(keys, block), SIZE]
 
 
 @jit
-def _absorb(f, keys, prev, b, w):
-    f[1, _ix(keys, prev)] += f[1, _ix(keys, b)] + w
-    f[0, _ix(keys, _next(f, keys, prev, w))] = prev
+def _absorb(keys, fields, prev, block):
+    fields[slot(keys, prev), SIZE] += fields[slot(keys, block), SIZE] + WORD
+    fields[slot(keys, _next(keys, fields, prev)), PREV_PHYS] = prev
 
 
 @jit
-def _merge_next(f, keys, head, count, b, w, sl_log2):
-    n = _next(f, keys, b, w)
-    if f[2, _ix(keys, n)]:
-        _remove(f, keys, head, count, n, sl_log2)
-        _absorb(f, keys, b, n, w)
+def _merge_next(keys, fields, heads, counts, cfg, block):
+    after = _next(keys, fields, block)
+    if fields[slot(keys, after), IS_FREE]:
+        _remove(keys, fields, heads, counts, cfg, after)
+        _absorb(keys, fields, block, after)
 
 
 @jit
-def _split(f, keys, b, size, w):
-    """``block_split``: cut ``b`` to ``size``, mark the rest free, return it."""
-    rem = b + w + size
-    j, r = _ix(keys, b), _ix(keys, rem)
-    f[1, r] = f[1, j] - (size + w)
-    f[1, j] = size
-    n = _ix(keys, rem + w + f[1, r])
-    f[0, n] = rem
-    f[3, n] = 1
-    f[2, r] = 1
-    return rem
+def _split(keys, fields, block, size):
+    """``block_split``: cut ``block`` to ``size``, mark the rest free, return it."""
+    rest = block + WORD + size
+    j, r = slot(keys, block), slot(keys, rest)
+    fields[r, SIZE] = fields[j, SIZE] - (size + WORD)
+    fields[j, SIZE] = size
+    after = slot(keys, rest + WORD + fields[r, SIZE])
+    fields[after, PREV_PHYS] = rest
+    fields[after, PREV_IS_FREE] = 1
+    fields[r, IS_FREE] = 1
+    return rest
 
 
 @jit
-def _malloc(f, keys, head, count, st, size, w, sl_log2, fl_index_max, fl_count):
-    if st[1] == 0:
-        return -1
-    adjust = block_bytes(size, 0, 3 * w, 4, sl_log2, 0)
-    if adjust >= (1 << fl_index_max):
-        return -1
-    fl, sl = _mapping(adjust, sl_log2)
-    if fl >= fl_count:
-        return -1
-    b = -1
-    for s in range(sl, 1 << sl_log2):
-        if head[fl, s] >= 0:
-            b = head[fl, s]
-            break
-    if b < 0:
-        for g in range(fl + 1, fl_count):
-            if count[g] > 0:
-                for s in range(1 << sl_log2):
-                    if head[g, s] >= 0:
-                        b = head[g, s]
-                        break
-                break
-    if b < 0:
-        return -1
-    _remove(f, keys, head, count, b, sl_log2)
-    j = _ix(keys, b)
-    st[0] -= f[1, j] + w
-    if f[1, j] >= 4 * w + adjust:
-        rem = _split(f, keys, b, adjust, w)
-        r = _ix(keys, rem)
-        f[0, r] = b
-        f[3, r] = 1
-        _insert(f, keys, head, count, rem, sl_log2)
-        st[0] += f[1, r] + w
-    f[3, _ix(keys, b + w + f[1, j])] = 0
-    f[2, j] = 0
-    return b
-
-
-@jit
-def _free(f, keys, head, count, st, b, w, sl_log2):
-    j = _ix(keys, b)
-    st[0] += f[1, j] + w
-    n = _ix(keys, b + w + f[1, j])
-    f[0, n] = b
-    f[3, n] = 1
-    f[2, j] = 1
-    if f[3, j]:
-        prev = f[0, j]
-        _remove(f, keys, head, count, prev, sl_log2)
-        _absorb(f, keys, prev, b, w)
-        b = prev
-    _merge_next(f, keys, head, count, b, w, sl_log2)
-    _insert(f, keys, head, count, b, sl_log2)
-
-
-@jit
-def _realloc(f, keys, head, count, st, b, size, w, sl_log2, fl_index_max, fl_count):
-    n = _next(f, keys, b, w)
-    cur = f[1, _ix(keys, b)]
-    combined = cur + f[1, _ix(keys, n)] + w
-    adjust = block_bytes(size, 0, 3 * w, 4, 0, 0)  # tlsf_realloc: no size-class rounding
-    if adjust >= (1 << fl_index_max):
-        return -1, 0
-    if adjust > cur and (f[2, _ix(keys, n)] == 0 or adjust > combined):
-        nb = _malloc(f, keys, head, count, st, size, w, sl_log2, fl_index_max, fl_count)
-        if nb < 0:
-            return -1, 0
-        moved_peak = st[0]
-        _free(f, keys, head, count, st, b, w, sl_log2)
-        return nb, moved_peak
-    if adjust > cur:
-        st[0] -= f[1, _ix(keys, n)] + w
-        _merge_next(f, keys, head, count, b, w, sl_log2)
-        f[3, _ix(keys, _next(f, keys, b, w))] = 0
-        f[2, _ix(keys, b)] = 0
-    if f[1, _ix(keys, b)] >= 4 * w + adjust:
-        rem = _split(f, keys, b, adjust, w)
-        f[3, _ix(keys, rem)] = 0
-        st[0] += f[1, _ix(keys, rem)] + w
-        _merge_next(f, keys, head, count, rem, w, sl_log2)
-        _insert(f, keys, head, count, rem, sl_log2)
-    return b, st[0]
-
-
-@jit
-def _esp(ops, objs, sizes, n_obj, heap_size, w, pool0, pool_bytes, sl_log2, fl_index_max, fl_count):
+def init(heap_size, word, n_events):
+    """``multi_heap_register``: ``heap_t``, the TLSF control sized from the pool, one free
+    block over the rest and a zero-size sentinel (no block when the pool is too small)."""
+    pool = heap_size - HEAP_T_BYTES
+    fl_index_max, sl_log2, fl_count, ctrl = control(pool) if pool > 0 else (0, 3, 0, 0)
+    pool_bytes = ((pool - ctrl - 2 * WORD) & ~3) if pool >= ctrl + 3 * WORD else 0
+    if pool_bytes < 3 * WORD or pool_bytes > (1 << fl_index_max):
+        pool_bytes = 0
+    pool0 = HEAP_T_BYTES + ctrl
+    cfg = np.array([heap_size, sl_log2, fl_index_max, fl_count, pool0])
     fill = np.array([-1, 0, 0, 0, -1, -1])
-    keys, f = _table(fill)
-    head = np.full((max(fl_count, 1), 1 << sl_log2), -1, np.int64)
-    count = np.zeros(max(fl_count, 1), np.int64)
-    addr = np.full(n_obj, -1, np.int64)
-    st = np.zeros(2, np.int64)  # free bytes (payload + size word), heap usable
+    keys, fields = table(fill)
+    heads = np.full((max(fl_count, 1), 1 << sl_log2), -1, np.int64)
+    counts = np.zeros(max(fl_count, 1), np.int64)
+    st = np.zeros(2, np.int64)
+    st[TAKEN] = heap_size
     if pool_bytes > 0:
-        b0 = pool0 - w
-        f[1, _ix(keys, b0)] = pool_bytes
-        f[2, _ix(keys, b0)] = 1
-        _insert(f, keys, head, count, b0, sl_log2)
-        sentinel = _next(f, keys, b0, w)
-        f[0, _ix(keys, sentinel)] = b0
-        f[3, _ix(keys, sentinel)] = 1
-        st[0] = pool_bytes + w
-        st[1] = 1
-    peak = heap_size - st[0]
-    status = -1
-    for i in range(len(ops)):
-        if _crowded(keys):
-            keys, f = _grown(keys, f, fill)
-        o = objs[i]
-        op = ops[i]
-        if (op == 0) != (addr[o] < 0):
-            return -2 - i, peak, addr, addr, np.zeros((0, 2), np.int64)
-        if op == 0:
-            b = _malloc(f, keys, head, count, st, sizes[i], w, sl_log2, fl_index_max, fl_count)
-            if b < 0:
-                status = i
-                break
-            addr[o] = b
-        elif op == 1:
-            _free(f, keys, head, count, st, addr[o], w, sl_log2)
-            addr[o] = -1
-        else:
-            b, low = _realloc(f, keys, head, count, st, addr[o], sizes[i], w, sl_log2, fl_index_max, fl_count)
-            if b < 0:
-                status = i
-                break
-            peak = max(peak, heap_size - low)
-            addr[o] = b
-        peak = max(peak, heap_size - st[0])
-    holes = np.zeros((len(ops) + 1, 2), np.int64)
+        first = pool0 - WORD
+        fields[slot(keys, first), SIZE] = pool_bytes
+        fields[slot(keys, first), IS_FREE] = 1
+        _insert(keys, fields, heads, counts, cfg, first)
+        sentinel = slot(keys, _next(keys, fields, first))
+        fields[sentinel, PREV_PHYS] = first
+        fields[sentinel, PREV_IS_FREE] = 1
+        st[TAKEN] -= pool_bytes + WORD
+        st[USABLE] = 1
+    return keys, fields, fill, heads, counts, st, cfg
+
+
+@jit
+def alloc(keys, fields, heads, counts, st, cfg, size, align):
+    """``tlsf_malloc``: the size rounded up to its class (good fit), the head of the first
+    non-empty list from that class on, split when the rest can hold a block."""
+    if st[USABLE] == 0:
+        return -1
+    adjust = block_bytes(size, 0, 3 * WORD, 4, cfg[SL_LOG2], 0)
+    if adjust >= (1 << cfg[FL_INDEX_MAX]):
+        return -1
+    fl, sl = _mapping(adjust, cfg[SL_LOG2])
+    if fl >= cfg[FL_COUNT]:
+        return -1
+    block = first_free(heads, counts, fl, sl, cfg[FL_COUNT])
+    if block < 0:
+        return -1
+    _remove(keys, fields, heads, counts, cfg, block)
+    j = slot(keys, block)
+    st[TAKEN] += fields[j, SIZE] + WORD
+    if fields[j, SIZE] >= 4 * WORD + adjust:
+        rest = _split(keys, fields, block, adjust)
+        r = slot(keys, rest)
+        fields[r, PREV_PHYS] = block
+        fields[r, PREV_IS_FREE] = 1
+        _insert(keys, fields, heads, counts, cfg, rest)
+        st[TAKEN] -= fields[r, SIZE] + WORD
+    fields[slot(keys, block + WORD + fields[j, SIZE]), PREV_IS_FREE] = 0
+    fields[j, IS_FREE] = 0
+    return block
+
+
+@jit
+def free(keys, fields, heads, counts, st, cfg, block, request):
+    """``tlsf_free``: coalesce with the previous, then the next physical block."""
+    j = slot(keys, block)
+    st[TAKEN] -= fields[j, SIZE] + WORD
+    after = slot(keys, block + WORD + fields[j, SIZE])
+    fields[after, PREV_PHYS] = block
+    fields[after, PREV_IS_FREE] = 1
+    fields[j, IS_FREE] = 1
+    if fields[j, PREV_IS_FREE]:
+        prev = fields[j, PREV_PHYS]
+        _remove(keys, fields, heads, counts, cfg, prev)
+        _absorb(keys, fields, prev, block)
+        block = prev
+    _merge_next(keys, fields, heads, counts, cfg, block)
+    _insert(keys, fields, heads, counts, cfg, block)
+
+
+@jit
+def realloc(keys, fields, heads, counts, st, cfg, block, request, size):
+    """``tlsf_realloc``: grow in place into a free next block when the two together are
+    large enough, shrink in place (the tail, merged with a free next block, goes back),
+    else malloc new, copy, free old. Returns the block (-1 on failure) and the bytes
+    taken at its worst moment."""
+    after = _next(keys, fields, block)
+    current = fields[slot(keys, block), SIZE]
+    combined = current + fields[slot(keys, after), SIZE] + WORD
+    adjust = block_bytes(size, 0, 3 * WORD, 4, 0, 0)  # tlsf_realloc: no size-class rounding
+    if adjust >= (1 << cfg[FL_INDEX_MAX]):
+        return -1, 0
+    if adjust > current and (fields[slot(keys, after), IS_FREE] == 0 or adjust > combined):
+        moved = alloc(keys, fields, heads, counts, st, cfg, size, 4)
+        if moved < 0:
+            return -1, 0
+        worst = st[TAKEN]
+        free(keys, fields, heads, counts, st, cfg, block, request)
+        return moved, worst
+    if adjust > current:
+        st[TAKEN] += fields[slot(keys, after), SIZE] + WORD
+        _merge_next(keys, fields, heads, counts, cfg, block)
+        fields[slot(keys, _next(keys, fields, block)), PREV_IS_FREE] = 0
+        fields[slot(keys, block), IS_FREE] = 0
+    if fields[slot(keys, block), SIZE] >= 4 * WORD + adjust:
+        rest = _split(keys, fields, block, adjust)
+        fields[slot(keys, rest), PREV_IS_FREE] = 0
+        st[TAKEN] -= fields[slot(keys, rest), SIZE] + WORD
+        _merge_next(keys, fields, heads, counts, cfg, rest)
+        _insert(keys, fields, heads, counts, cfg, rest)
+    return block, st[TAKEN]
+
+
+@jit
+def end(keys, fields, heads, counts, st, cfg, addr, requests, n_events):
+    """Block offsets (of the size word) and sizes (payload and size word), and the holes,
+    walking the pool block by block."""
+    holes = np.zeros((n_events + 1, 2), np.int64)
     m = 0
-    b = pool0 - w
-    while pool_bytes > 0 and f[1, _ix(keys, b)] != 0:
-        size = f[1, _ix(keys, b)]
-        if f[2, _ix(keys, b)]:
-            holes[m, 0] = b + w
-            holes[m, 1] = size + w
+    block = cfg[POOL0] - WORD
+    while st[USABLE] and fields[slot(keys, block), SIZE] != 0:
+        size = fields[slot(keys, block), SIZE]
+        if fields[slot(keys, block), IS_FREE]:
+            holes[m, 0] = block + WORD
+            holes[m, 1] = size + WORD
             m += 1
-        b += w + size
-    return status, peak, addr, _live_sizes(keys, f[1], addr, w), holes[:m]
+        block += WORD + size
+    shown = np.where(addr >= 0, addr + WORD, -1)
+    return shown, live_sizes(keys, fields, SIZE, addr, WORD), holes[:m]
+
+
+def untouched_end(st, cfg) -> tuple[int, int, int, int]:
+    """The arena's untouched end at the start (the payload of the pool's one free block)
+    and what a request served there needs beyond its block, the size rounded to its
+    class and a size word (see ``firmware_model.bounds``): the rest must hold a block for
+    the end to be split (an in-place ``realloc`` into the end takes no more). (end,
+    extra, shift, largest block)."""
+    return int(cfg[HEAP] - st[TAKEN] - WORD) if st[USABLE] else 0, 3 * WORD, 0, 1 << 62
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
@@ -281,23 +273,9 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     Raises
     ------
     TypeError
-        If ``events`` is not an ``EVENT_DTYPE`` array.
+        If ``events`` is not an ``EVENT_DTYPE`` array, or a size is not an integer.
     ValueError
         If ``usize_bits`` is not 32, the trace is invalid or an alignment exceeds 4
         (std's ``MIN_ALIGN`` on ESP-IDF; larger ones go through ``memalign``).
     """
-    if usize_bits != 32:
-        raise ValueError(f"esp-idf: ESP-IDF targets are 32-bit; usize_bits {usize_bits} is not modelled")
-    ops, objs, sizes, _, ids = trace_arrays(events, heap_size, usize_bits, 4, "esp-idf")
-    w = 4
-    heap_size = int(heap_size)
-    pool = heap_size - HEAP_T_BYTES
-    fl_index_max, sl_log2, fl_count, ctrl = control(pool) if pool > 0 else (0, 3, 0, 0)
-    pool_bytes = ((pool - ctrl - 2 * w) & ~3) if pool >= ctrl + 3 * w else 0
-    if pool_bytes < 3 * w or pool_bytes > (1 << fl_index_max):
-        pool_bytes = 0
-    pool0 = HEAP_T_BYTES + ctrl
-    status, peak, addr, live_size, holes = _esp(ops, objs, sizes, len(ids), heap_size, w, pool0, pool_bytes,
-                                                sl_log2, fl_index_max, fl_count)
-    return finish("esp-idf", heap_size, status, peak, ids,
-                  np.where(addr >= 0, addr + w, -1), live_size, holes)
+    return place(ESP_IDF, "esp-idf", events, heap_size, usize_bits, max_align=4, widths=(32,))

@@ -27,104 +27,115 @@ import numpy as np
 from mcsa.core._jit import jit
 
 from . import Placement
-from ._arena import _ix, _list_holes, _live_sizes, _crowded, _grown, _table, block_bytes, finish, trace_arrays
+from .arena import TAKEN, block_bytes, list_holes, live_sizes, slot, table
+from .loop import FREERTOS_HEAP4, place
 
-_NULL = -1
-_START = -2
+NEXT, SIZE = range(2)
+"""Block fields: ``pxNextFreeBlock`` (-1: NULL) and ``xBlockSize``."""
+
+START = -2
+"""``xStart``, the list head that is no block, as a previous block."""
+
+HEAD = 1
+"""State: ``st[TAKEN]`` (the heap less ``xFreeBytesRemaining``), ``xStart.pxNextFreeBlock``."""
+
+HEAP, HEADER, END = range(3)
+"""Parameters: ``configTOTAL_HEAP_SIZE``, ``xHeapStructSize`` and the offset of ``pxEnd``."""
+
+
+LEAST_HEAP = {bits: ((2 * bits // 8 + 7) & ~7) + 8 for bits in (32, 64)}
+"""The smallest ``configTOTAL_HEAP_SIZE`` per pointer width: ``xHeapStructSize`` (a pointer
+and a size_t, rounded up to 8) for the end marker, and one 8-byte block."""
 
 
 @jit
-def _malloc(keys, nxt, bsz, st, size, hs, end):
-    wanted = block_bytes(size, hs, 0, 8, 0, 0)
-    if wanted > st[1]:
+def init(heap_size, word, n_events):
+    """``prvHeapInit``: one free block from the arena start to the end marker ``pxEnd``."""
+    header = (2 * word + 7) & ~7
+    end_marker = (heap_size - header) & ~7
+    keys, fields = table(np.array([-1, 0]))
+    st = np.zeros(2, np.int64)
+    st[HEAD] = 0
+    fields[slot(keys, 0), SIZE] = end_marker
+    fields[slot(keys, 0), NEXT] = end_marker
+    fields[slot(keys, end_marker), NEXT] = -1
+    st[TAKEN] = heap_size - end_marker
+    return (keys, fields, np.array([-1, 0]), np.zeros((1, 1), np.int64), np.zeros(1, np.int64), st,
+            np.array([heap_size, header, end_marker]))
+
+
+@jit
+def alloc(keys, fields, heads, counts, st, cfg, size, align):
+    """``pvPortMalloc``: first fit; the rest of the block split off when it is more than
+    ``heapMINIMUM_BLOCK_SIZE``; -1 (NULL) past ``xFreeBytesRemaining`` or at ``pxEnd``."""
+    header = cfg[HEADER]
+    wanted = block_bytes(size, header, 0, 8, 0, 0)
+    if wanted > cfg[HEAP] - st[TAKEN]:  # xFreeBytesRemaining
         return -1
-    prev = _START
-    blk = st[0]
-    while bsz[_ix(keys, blk)] < wanted and nxt[_ix(keys, blk)] != _NULL:
-        prev = blk
-        blk = nxt[_ix(keys, blk)]
-    if blk == end:
+    prev = START
+    block = st[HEAD]
+    while fields[slot(keys, block), SIZE] < wanted and fields[slot(keys, block), NEXT] != -1:
+        prev = block
+        block = fields[slot(keys, block), NEXT]
+    if block == cfg[END]:
         return -1
-    after = nxt[_ix(keys, blk)]
-    if bsz[_ix(keys, blk)] - wanted > 2 * hs:
-        new = blk + wanted
-        bsz[_ix(keys, new)] = bsz[_ix(keys, blk)] - wanted
-        bsz[_ix(keys, blk)] = wanted
-        nxt[_ix(keys, new)] = after
-        after = new
-    if prev == _START:
-        st[0] = after
+    after = fields[slot(keys, block), NEXT]
+    if fields[slot(keys, block), SIZE] - wanted > 2 * header:
+        rest = block + wanted
+        fields[slot(keys, rest), SIZE] = fields[slot(keys, block), SIZE] - wanted
+        fields[slot(keys, block), SIZE] = wanted
+        fields[slot(keys, rest), NEXT] = after
+        after = rest
+    if prev == START:
+        st[HEAD] = after
     else:
-        nxt[_ix(keys, prev)] = after
-    st[1] -= bsz[_ix(keys, blk)]
-    return blk
+        fields[slot(keys, prev), NEXT] = after
+    st[TAKEN] += fields[slot(keys, block), SIZE]
+    return block
 
 
 @jit
-def _free(keys, nxt, bsz, st, blk, end):
-    st[1] += bsz[_ix(keys, blk)]
-    it = _START
-    it_next = st[0]
-    while it_next < blk:
+def free(keys, fields, heads, counts, st, cfg, block, request):
+    """``vPortFree`` / ``prvInsertBlockIntoFreeList``: address-ordered insert, coalescing
+    with the previous and the next free block (never with ``pxEnd``)."""
+    end_marker = cfg[END]
+    st[TAKEN] -= fields[slot(keys, block), SIZE]
+    it = START
+    it_next = st[HEAD]
+    while it_next < block:
         it = it_next
-        it_next = nxt[_ix(keys, it)]
-    if it != _START and it + bsz[_ix(keys, it)] == blk:
-        bsz[_ix(keys, it)] += bsz[_ix(keys, blk)]
-        blk = it
-    if blk + bsz[_ix(keys, blk)] == it_next:
-        if it_next != end:
-            bsz[_ix(keys, blk)] += bsz[_ix(keys, it_next)]
-            nxt[_ix(keys, blk)] = nxt[_ix(keys, it_next)]
+        it_next = fields[slot(keys, it), NEXT]
+    if it != START and it + fields[slot(keys, it), SIZE] == block:
+        fields[slot(keys, it), SIZE] += fields[slot(keys, block), SIZE]
+        block = it
+    if block + fields[slot(keys, block), SIZE] == it_next:
+        if it_next != end_marker:
+            fields[slot(keys, block), SIZE] += fields[slot(keys, it_next), SIZE]
+            fields[slot(keys, block), NEXT] = fields[slot(keys, it_next), NEXT]
         else:
-            nxt[_ix(keys, blk)] = end
+            fields[slot(keys, block), NEXT] = end_marker
     else:
-        nxt[_ix(keys, blk)] = it_next
-    if it != blk:
-        if it == _START:
-            st[0] = blk
+        fields[slot(keys, block), NEXT] = it_next
+    if it != block:
+        if it == START:
+            st[HEAD] = block
         else:
-            nxt[_ix(keys, it)] = blk
+            fields[slot(keys, it), NEXT] = block
 
 
 @jit
-def _heap4(ops, objs, sizes, n_obj, heap_size, w):
-    hs = (2 * w + 7) & ~7
-    fill = np.array([_NULL, 0])  # next free, size
-    keys, f = _table(fill)
-    nxt, bsz = f[0], f[1]
-    addr = np.full(n_obj, -1, np.int64)
-    end = (heap_size - hs) & ~7
-    st = np.zeros(2, np.int64)  # head of the free list, xFreeBytesRemaining
-    st[0] = 0
-    bsz[_ix(keys, 0)] = end
-    nxt[_ix(keys, 0)] = end
-    nxt[_ix(keys, end)] = _NULL
-    st[1] = end
-    peak = heap_size - st[1]
-    status = -1
-    for i in range(len(ops)):
-        if _crowded(keys):
-            keys, f = _grown(keys, f, fill)
-            nxt, bsz = f[0], f[1]
-        o = objs[i]
-        op = ops[i]
-        if (op == 0) != (addr[o] < 0):
-            return -2 - i, peak, addr, addr, np.zeros((0, 2), np.int64)
-        if op == 1:
-            _free(keys, nxt, bsz, st, addr[o], end)
-            addr[o] = -1
-        else:
-            b = _malloc(keys, nxt, bsz, st, sizes[i], hs, end)
-            if b < 0:
-                status = i
-                break
-            if op == 2:
-                peak = max(peak, heap_size - st[1])
-                _free(keys, nxt, bsz, st, addr[o], end)
-            addr[o] = b
-        peak = max(peak, heap_size - st[1])
-    holes, m = _list_holes(keys, nxt, bsz, st[0], end, len(ops))
-    return status, peak, addr, _live_sizes(keys, bsz, addr, 0), holes[:m]
+def end(keys, fields, heads, counts, st, cfg, addr, requests, n_events):
+    """Block offsets and sizes; the holes are the free list up to ``pxEnd``."""
+    holes, m = list_holes(keys, fields, NEXT, SIZE, st[HEAD], cfg[END], n_events)
+    return addr, live_sizes(keys, fields, SIZE, addr, 0), holes[:m]
+
+
+def untouched_end(st, cfg) -> tuple[int, int, int, int]:
+    """The arena's untouched end at the start (the one free block, up to ``pxEnd``) and
+    what a request served there needs beyond its block (see ``firmware_model.bounds``):
+    first fit reaches it if no block before serves, and splits it when more than
+    ``heapMINIMUM_BLOCK_SIZE`` remains. (end, extra, shift, largest block)."""
+    return int(cfg[END]), int(2 * cfg[HEADER] + 1), 0, 1 << 62
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
@@ -136,17 +147,10 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     Raises
     ------
     TypeError
-        If ``events`` is not an ``EVENT_DTYPE`` array.
+        If ``events`` is not an ``EVENT_DTYPE`` array, or a size is not an integer.
     ValueError
         If the trace is invalid, an alignment exceeds 8 or the heap cannot hold the end
         marker and one 8-byte block (``prvHeapInit`` would underflow or overlap them).
     """
-    ops, objs, sizes, _, ids = trace_arrays(events, heap_size, usize_bits, 8, "freertos-heap4")
-    w = usize_bits // 8
-    hs = (2 * w + 7) & ~7
-    if heap_size < hs + 8:
-        raise ValueError(f"freertos-heap4: heap_size {heap_size} cannot hold the end marker and a block "
-                         f"(at least {hs + 8} bytes)")
-    status, peak, addr, live_size, holes = _heap4(ops, objs, sizes, len(ids), int(heap_size), w)
-    return finish("freertos-heap4", heap_size, status, peak, ids, addr,
-                  live_size, holes)
+    return place(FREERTOS_HEAP4, "freertos-heap4", events, heap_size, usize_bits, max_align=8,
+                 least_heap=LEAST_HEAP)

@@ -34,150 +34,159 @@ import numpy as np
 from mcsa.core._jit import jit
 
 from . import Placement
-from ._arena import _ix, _list_holes, _live_sizes, _crowded, _grown, _table, block_bytes, finish, trace_arrays
+from .arena import TAKEN, block_bytes, list_holes, live_sizes, slot, table
+from .loop import NEWLIB, place
+
+NEXT, SIZE = range(2)
+"""Chunk fields: the next free chunk (address order, -1 at the end) and the chunk's size."""
+
+HEAD, BREAK = 1, 2
+"""State: ``st[TAKEN]`` (the break less the bytes in free chunks), the free list's first
+chunk (-1: empty), the ``sbrk`` break."""
+
+HEAP, WORD = range(2)
+"""Parameters: the heap size (what ``sbrk`` can hand out), the usize in bytes."""
 
 
 @jit
-def _malloc(keys, nxt, bsz, st, s, w, heap_size):
-    pad = max(8, w) - w
-    minchunk = w + pad + w
-    size = block_bytes(s, pad + w, minchunk, w, 0, 0)
+def init(heap_size, word, n_events):
+    keys, fields = table(np.array([-1, 0]))
+    st = np.zeros(3, np.int64)
+    st[HEAD] = -1
+    return (keys, fields, np.array([-1, 0]), np.zeros((1, 1), np.int64), np.zeros(1, np.int64), st,
+            np.array([heap_size, word]))
+
+
+@jit
+def alloc(keys, fields, heads, counts, st, cfg, request, align):
+    """``nano_malloc``: first fit, a chunk split when MINCHUNK would remain (its first
+    part returned); else ``sbrk``; else grow the last free chunk if it ends at the break."""
+    word = cfg[WORD]
+    pad = max(8, word) - word
+    minchunk = word + pad + word
+    size = block_bytes(request, pad + word, minchunk, word, 0, 0)
     if size >= 0x80000000:
         return -1
-    p = st[0]
+    p = st[HEAD]
     r = p
     while r >= 0:
-        rem = bsz[_ix(keys, r)] - size
+        rem = fields[slot(keys, r), SIZE] - size
         if rem >= 0:
             if rem >= minchunk:
-                bsz[_ix(keys, r)] = size
-                new = r + size
-                bsz[_ix(keys, new)] = rem
-                nxt[_ix(keys, new)] = nxt[_ix(keys, r)]
+                fields[slot(keys, r), SIZE] = size
+                rest = r + size
+                fields[slot(keys, rest), SIZE] = rem
+                fields[slot(keys, rest), NEXT] = fields[slot(keys, r), NEXT]
                 if p == r:
-                    st[0] = new
+                    st[HEAD] = rest
                 else:
-                    nxt[_ix(keys, p)] = new
+                    fields[slot(keys, p), NEXT] = rest
             elif p == r:
-                st[0] = nxt[_ix(keys, r)]
+                st[HEAD] = fields[slot(keys, r), NEXT]
             else:
-                nxt[_ix(keys, p)] = nxt[_ix(keys, r)]
-            st[2] -= bsz[_ix(keys, r)]
+                fields[slot(keys, p), NEXT] = fields[slot(keys, r), NEXT]
+            st[TAKEN] += fields[slot(keys, r), SIZE]
             return r
         p = r
-        r = nxt[_ix(keys, r)]
-    if st[1] + size <= heap_size:
-        r = st[1]
-        st[1] += size
-        bsz[_ix(keys, r)] = size
+        r = fields[slot(keys, r), NEXT]
+    if st[BREAK] + size <= cfg[HEAP]:
+        r = st[BREAK]
+        st[BREAK] += size
+        st[TAKEN] += size
+        fields[slot(keys, r), SIZE] = size
         return r
     # sbrk failed: grow the last free chunk if it ends at the break
-    p = st[0]
+    p = st[HEAD]
     r = p
     while r >= 0:
         p = r
-        r = nxt[_ix(keys, r)]
-    if p < 0 or p + bsz[_ix(keys, p)] != st[1]:
+        r = fields[slot(keys, r), NEXT]
+    if p < 0 or p + fields[slot(keys, p), SIZE] != st[BREAK]:
         return -1
-    extra = size - bsz[_ix(keys, p)]
-    if st[1] + extra > heap_size:
+    extra = size - fields[slot(keys, p), SIZE]
+    if st[BREAK] + extra > cfg[HEAP]:
         return -1
-    st[1] += extra
-    st[2] -= bsz[_ix(keys, p)]
-    bsz[_ix(keys, p)] += extra
-    if nxt[_ix(keys, st[0])] < 0:
-        st[0] = -1
+    st[BREAK] += extra
+    st[TAKEN] += extra + fields[slot(keys, p), SIZE]
+    fields[slot(keys, p), SIZE] += extra
+    if fields[slot(keys, st[HEAD]), NEXT] < 0:
+        st[HEAD] = -1
     else:
-        r = st[0]
-        while nxt[_ix(keys, r)] != p:
-            r = nxt[_ix(keys, r)]
-        nxt[_ix(keys, r)] = -1
+        r = st[HEAD]
+        while fields[slot(keys, r), NEXT] != p:
+            r = fields[slot(keys, r), NEXT]
+        fields[slot(keys, r), NEXT] = -1
     return p
 
 
 @jit
-def _free(keys, nxt, bsz, st, c):
-    st[2] += bsz[_ix(keys, c)]
-    head = st[0]
+def free(keys, fields, heads, counts, st, cfg, chunk, request):
+    """``nano_free``: address-ordered insert, coalescing with both neighbours."""
+    st[TAKEN] -= fields[slot(keys, chunk), SIZE]
+    head = st[HEAD]
     if head < 0:
-        nxt[_ix(keys, c)] = -1
-        st[0] = c
+        fields[slot(keys, chunk), NEXT] = -1
+        st[HEAD] = chunk
         return
-    if c < head:
-        if c + bsz[_ix(keys, c)] == head:
-            bsz[_ix(keys, c)] += bsz[_ix(keys, head)]
-            nxt[_ix(keys, c)] = nxt[_ix(keys, head)]
+    if chunk < head:
+        if chunk + fields[slot(keys, chunk), SIZE] == head:
+            fields[slot(keys, chunk), SIZE] += fields[slot(keys, head), SIZE]
+            fields[slot(keys, chunk), NEXT] = fields[slot(keys, head), NEXT]
         else:
-            nxt[_ix(keys, c)] = head
-        st[0] = c
+            fields[slot(keys, chunk), NEXT] = head
+        st[HEAD] = chunk
         return
     q = head
     p = q
     while True:
         p = q
-        q = nxt[_ix(keys, q)]
-        if not (q >= 0 and q <= c):
+        q = fields[slot(keys, q), NEXT]
+        if not (q >= 0 and q <= chunk):
             break
-    if p + bsz[_ix(keys, p)] == c:
-        bsz[_ix(keys, p)] += bsz[_ix(keys, c)]
-        if q >= 0 and p + bsz[_ix(keys, p)] == q:
-            bsz[_ix(keys, p)] += bsz[_ix(keys, q)]
-            nxt[_ix(keys, p)] = nxt[_ix(keys, q)]
-    elif q >= 0 and c + bsz[_ix(keys, c)] == q:
-        bsz[_ix(keys, c)] += bsz[_ix(keys, q)]
-        nxt[_ix(keys, c)] = nxt[_ix(keys, q)]
-        nxt[_ix(keys, p)] = c
+    if p + fields[slot(keys, p), SIZE] == chunk:
+        fields[slot(keys, p), SIZE] += fields[slot(keys, chunk), SIZE]
+        if q >= 0 and p + fields[slot(keys, p), SIZE] == q:
+            fields[slot(keys, p), SIZE] += fields[slot(keys, q), SIZE]
+            fields[slot(keys, p), NEXT] = fields[slot(keys, q), NEXT]
+    elif q >= 0 and chunk + fields[slot(keys, chunk), SIZE] == q:
+        fields[slot(keys, chunk), SIZE] += fields[slot(keys, q), SIZE]
+        fields[slot(keys, chunk), NEXT] = fields[slot(keys, q), NEXT]
+        fields[slot(keys, p), NEXT] = chunk
     else:
-        nxt[_ix(keys, c)] = q
-        nxt[_ix(keys, p)] = c
+        fields[slot(keys, chunk), NEXT] = q
+        fields[slot(keys, p), NEXT] = chunk
 
 
 @jit
-def _nano(ops, objs, sizes, n_obj, heap_size, w):
-    fill = np.array([-1, 0])  # next free, size
-    keys, f = _table(fill)
-    nxt, bsz = f[0], f[1]
-    addr = np.full(n_obj, -1, np.int64)
-    st = np.zeros(3, np.int64)  # free list head, break, bytes in free chunks
-    st[0] = -1
-    peak = 0
-    status = -1
-    for i in range(len(ops)):
-        if _crowded(keys):
-            keys, f = _grown(keys, f, fill)
-            nxt, bsz = f[0], f[1]
-        o = objs[i]
-        op = ops[i]
-        if (op == 0) != (addr[o] < 0):
-            return -2 - i, peak, addr, addr, np.zeros((0, 2), np.int64)
-        if op == 1:
-            _free(keys, nxt, bsz, st, addr[o])
-            addr[o] = -1
+def realloc_in_place(keys, fields, st, cfg, chunk, size):
+    """``nano_realloc`` keeps the chunk when ``size <= usable`` and ``usable / 2 < size``;
+    ``usable`` is the chunk less its header and the alignment padding its address needs."""
+    word = cfg[WORD]
+    offset = (8 - (chunk + word) % 8) % 8
+    usable = fields[slot(keys, chunk), SIZE] - word - offset
+    return size <= usable and usable // 2 < size
+
+
+@jit
+def end(keys, fields, heads, counts, st, cfg, addr, requests, n_events):
+    """Chunk offsets and sizes; the holes are the free list and the arena past the break."""
+    heap_size = cfg[HEAP]
+    holes, m = list_holes(keys, fields, NEXT, SIZE, st[HEAD], -1, n_events + 1)
+    if st[BREAK] < heap_size:  # the arena sbrk has not handed out yet
+        if m > 0 and holes[m - 1, 0] + holes[m - 1, 1] == st[BREAK]:
+            holes[m - 1, 1] += heap_size - st[BREAK]
         else:
-            if op == 2:
-                c = addr[o]
-                offset = (8 - (c + w) % 8) % 8
-                usable = bsz[_ix(keys, c)] - w - offset
-                if sizes[i] <= usable and usable // 2 < sizes[i]:
-                    continue
-            b = _malloc(keys, nxt, bsz, st, sizes[i], w, heap_size)
-            if b < 0:
-                status = i
-                break
-            if op == 2:
-                peak = max(peak, st[1] - st[2])
-                _free(keys, nxt, bsz, st, addr[o])
-            addr[o] = b
-        peak = max(peak, st[1] - st[2])
-    holes, m = _list_holes(keys, nxt, bsz, st[0], -1, len(ops) + 1)
-    if st[1] < heap_size:  # the arena sbrk has not handed out yet
-        if m > 0 and holes[m - 1, 0] + holes[m - 1, 1] == st[1]:
-            holes[m - 1, 1] += heap_size - st[1]
-        else:
-            holes[m, 0] = st[1]
-            holes[m, 1] = heap_size - st[1]
+            holes[m, 0] = st[BREAK]
+            holes[m, 1] = heap_size - st[BREAK]
             m += 1
-    return status, peak, addr, _live_sizes(keys, bsz, addr, 0), holes[:m]
+    return addr, live_sizes(keys, fields, SIZE, addr, 0), holes[:m]
+
+
+def untouched_end(st, cfg) -> tuple[int, int, int, int]:
+    """The arena's untouched end at the start (all the arena ``sbrk`` can hand out) and
+    what a request served there needs beyond its chunk (see ``firmware_model.bounds``):
+    nothing, but no chunk of 2 GiB or more is served. (end, extra, shift, largest block)."""
+    return int(cfg[HEAP]), 0, 0, 0x7FFFFFFF
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
@@ -189,10 +198,8 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     Raises
     ------
     TypeError
-        If ``events`` is not an ``EVENT_DTYPE`` array.
+        If ``events`` is not an ``EVENT_DTYPE`` array, or a size is not an integer.
     ValueError
         If the trace is invalid or an alignment exceeds 8.
     """
-    ops, objs, sizes, _, ids = trace_arrays(events, heap_size, usize_bits, 8, "newlib")
-    status, peak, addr, live_size, holes = _nano(ops, objs, sizes, len(ids), int(heap_size), usize_bits // 8)
-    return finish("newlib", heap_size, status, peak, ids, addr, live_size, holes)
+    return place(NEWLIB, "newlib", events, heap_size, usize_bits, max_align=8)

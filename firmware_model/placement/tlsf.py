@@ -28,19 +28,31 @@ import numpy as np
 
 from mcsa.core._jit import jit
 
-from ._arena import ARENA_ALIGN, _ix, _live_sizes, _log2, _crowded, _grown, _table, block_bytes, finish, trace_arrays
+from . import Placement
+from .arena import ARENA_ALIGN, TAKEN, block_bytes, first_free, live_sizes, log2, pop_free, push_free, slot, table
+from .loop import TLSF, place
+
+NEXT_FREE, PREV_FREE, SIZE, USED, PREV_PHYS = range(5)
+"""Block fields (rows of the block table): the free-list links, the block's size with
+its header, whether it is used, and the block physically before it (-1: none)."""
+
+# State: only ``st[TAKEN]``, the bytes not in free blocks.
+
+HEAP, GRANULE, GRANULE_LOG2, SLI, FL_COUNT = range(5)
+"""Parameters: the heap size, GRANULARITY and its log2, SLLEN's log2, FLLEN."""
+
 
 @jit
 def _map(size, g_log2, sli, ceil):
     """rlsf ``map_floor``/``map_ceil`` for a multiple of GRANULARITY: (fl, sl)."""
-    log2 = _log2(size)
-    fl = log2 - g_log2
-    if log2 >= sli:
-        shift = log2 - sli
+    size_log2 = log2(size)
+    fl = size_log2 - g_log2
+    if size_log2 >= sli:
+        shift = size_log2 - sli
         sl = size >> shift
         rounded = ceil and (size & ((1 << shift) - 1)) != 0
     else:
-        sl = size << (sli - log2)
+        sl = size << (sli - size_log2)
         rounded = False
     sl = (sl & ((1 << sli) - 1)) + (1 if rounded else 0)
     fl += sl >> sli
@@ -48,157 +60,125 @@ def _map(size, g_log2, sli, ceil):
 
 
 @jit
-def _link(keys, head, nfree, pfree, bsz, count, b, size, g_log2, sli):
-    fl, sl = _map(size, g_log2, sli, False)
-    nxt = head[fl, sl]
-    head[fl, sl] = b
-    j = _ix(keys, b)
-    nfree[j] = nxt
-    pfree[j] = -1
-    if nxt >= 0:
-        pfree[_ix(keys, nxt)] = b
-    count[fl] += 1
-    bsz[j] = size
+def _link(keys, fields, heads, counts, cfg, block, size):
+    """``link_free_block``: a free block of ``size`` at the head of list ``map_floor(size)``."""
+    fl, sl = _map(size, cfg[GRANULE_LOG2], cfg[SLI], False)
+    push_free(keys, fields, NEXT_FREE, PREV_FREE, heads, counts, block, fl, sl)
+    fields[slot(keys, block), SIZE] = size
 
 
 @jit
-def _unlink(keys, head, nfree, pfree, count, b, size, g_log2, sli):
-    fl, sl = _map(size, g_log2, sli, False)
-    j = _ix(keys, b)
-    nxt = nfree[j]
-    prv = pfree[j]
-    if nxt >= 0:
-        pfree[_ix(keys, nxt)] = prv
-    if prv >= 0:
-        nfree[_ix(keys, prv)] = nxt
-    else:
-        head[fl, sl] = nxt
-    count[fl] -= 1
+def _unlink(keys, fields, heads, counts, cfg, block, size):
+    fl, sl = _map(size, cfg[GRANULE_LOG2], cfg[SLI], False)
+    pop_free(keys, fields, NEXT_FREE, PREV_FREE, heads, counts, block, fl, sl)
 
 
 @jit
-def _rlsf_alloc(keys, st, head, nfree, pfree, bsz, used, prevp, count, size, align, g, g_log2, sli, fllen):
-    max_over = max(align - g // 2, 0) + g // 2
-    search = (size + max_over + g - 1) & ~(g - 1)
-    fl, sl = _map(search, g_log2, sli, True)
-    if fl >= fllen:
-        return -1
-    sllen = 1 << sli
-    b = -1
-    for s in range(sl, sllen):
-        if head[fl, s] >= 0:
-            b = head[fl, s]
-            break
-    if b < 0:
-        for f in range(fl + 1, fllen):
-            if count[f] > 0:
-                for s in range(sllen):
-                    if head[f, s] >= 0:
-                        b = head[f, s]
-                        break
-                break
-    if b < 0:
-        return -1
-    j = _ix(keys, b)
-    bs = bsz[j]
-    _unlink(keys, head, nfree, pfree, count, b, bs, g_log2, sli)
-    ptr = (b + g // 2 + align - 1) & ~(align - 1)
-    new_size = block_bytes(size, ptr - b, 0, g, 0, 0)
-    if new_size != bs:
-        nb = b + new_size
-        prevp[_ix(keys, (b + bs))] = nb
-        k = _ix(keys, nb)
-        prevp[k] = b
-        used[k] = 0
-        _link(keys, head, nfree, pfree, bsz, count, nb, bs - new_size, g_log2, sli)
-        st[0] += bs - new_size
-    st[0] -= bs
-    used[j] = 1
-    bsz[j] = new_size
-    return b
-
-
-@jit
-def _rlsf_free(keys, st, head, nfree, pfree, bsz, used, prevp, count, b, g_log2, sli):
-    j = _ix(keys, b)
-    size = bsz[j]
-    st[0] += size
-    nxt = b + size
-    k = _ix(keys, nxt)
-    if used[k] == 0:
-        ns = bsz[k]
-        _unlink(keys, head, nfree, pfree, count, nxt, ns, g_log2, sli)
-        size += ns
-    prv = prevp[j]
-    if prv >= 0:
-        k = _ix(keys, prv)
-        if used[k] == 0:
-            ps = bsz[k]
-            _unlink(keys, head, nfree, pfree, count, prv, ps, g_log2, sli)
-            size += ps
-            b = prv
-    used[_ix(keys, b)] = 0
-    _link(keys, head, nfree, pfree, bsz, count, b, size, g_log2, sli)
-    prevp[_ix(keys, (b + size))] = b
-
-
-@jit
-def _rlsf(ops, objs, sizes, aligns, n_obj, heap_size, w):
-    g = 4 * w
-    g_log2 = 4 if w == 4 else 5
-    sli = 5 if w == 4 else 6
-    fllen = 8 * w
-    fill = np.array([-1, -1, 0, 1, -1])  # next free, previous free, size, used, previous physical
-    keys, f = _table(fill)
-    nfree, pfree, bsz, used, prevp = f[0], f[1], f[2], f[3], f[4]
-    head = np.full((fllen, 1 << sli), -1, np.int64)
-    count = np.zeros(fllen, np.int64)
-    addr = np.full(n_obj, -1, np.int64)
-    st = np.zeros(1, np.int64)  # free bytes
+def init(heap_size, word, n_events):
+    """``insert_free_block_ptr``: one free block over the arena rounded to GRANULARITY,
+    and a GRANULARITY-sized used sentinel after it."""
+    g = 4 * word
+    sli = 5 if word == 4 else 6
+    cfg = np.array([heap_size, g, 4 if word == 4 else 5, sli, 8 * word])
+    fill = np.array([-1, -1, 0, 1, -1])
+    keys, fields = table(fill)
+    heads = np.full((8 * word, 1 << sli), -1, np.int64)
+    counts = np.zeros(8 * word, np.int64)
+    st = np.full(1, heap_size, np.int64)
     length = heap_size & ~(g - 1)
-    status = -1
     if length >= 2 * g:
         free0 = length - g
-        used[_ix(keys, 0)] = 0
-        _link(keys, head, nfree, pfree, bsz, count, 0, free0, g_log2, sli)
-        st[0] = free0
-        used[_ix(keys, free0)] = 1
-        bsz[_ix(keys, free0)] = g
-        prevp[_ix(keys, free0)] = 0
-    peak = heap_size - st[0]
-    for i in range(len(ops)):
-        if _crowded(keys):
-            keys, f = _grown(keys, f, fill)
-            nfree, pfree, bsz, used, prevp = f[0], f[1], f[2], f[3], f[4]
-        o = objs[i]
-        op = ops[i]
-        if (op == 0) != (addr[o] < 0):
-            return -2 - i, peak, addr, addr, np.zeros((0, 2), np.int64)
-        if op == 1:
-            _rlsf_free(keys, st, head, nfree, pfree, bsz, used, prevp, count, addr[o], g_log2, sli)
-            addr[o] = -1
-        else:
-            b = _rlsf_alloc(keys, st, head, nfree, pfree, bsz, used, prevp, count, sizes[i], aligns[i],
-                            g, g_log2, sli, fllen)
-            if b < 0:
-                status = i
-                break
-            if op == 2:
-                peak = max(peak, heap_size - st[0])
-                _rlsf_free(keys, st, head, nfree, pfree, bsz, used, prevp, count, addr[o], g_log2, sli)
-            addr[o] = b
-        peak = max(peak, heap_size - st[0])
-    holes = np.zeros((len(ops) + 1, 2), np.int64)
+        fields[slot(keys, 0), USED] = 0
+        _link(keys, fields, heads, counts, cfg, 0, free0)
+        st[TAKEN] -= free0
+        sentinel = slot(keys, free0)
+        fields[sentinel, USED] = 1
+        fields[sentinel, SIZE] = g
+        fields[sentinel, PREV_PHYS] = 0
+    return keys, fields, fill, heads, counts, st, cfg
+
+
+@jit
+def alloc(keys, fields, heads, counts, st, cfg, size, align):
+    """``allocate``: good fit from ``map_ceil`` of the search size, the block split after
+    the request rounded to GRANULARITY; -1 when no list holds a block that fits."""
+    g = cfg[GRANULE]
+    max_over = max(align - g // 2, 0) + g // 2
+    search = (size + max_over + g - 1) & ~(g - 1)
+    fl, sl = _map(search, cfg[GRANULE_LOG2], cfg[SLI], True)
+    if fl >= cfg[FL_COUNT]:
+        return -1
+    block = first_free(heads, counts, fl, sl, cfg[FL_COUNT])
+    if block < 0:
+        return -1
+    j = slot(keys, block)
+    block_size = fields[j, SIZE]
+    _unlink(keys, fields, heads, counts, cfg, block, block_size)
+    ptr = (block + g // 2 + align - 1) & ~(align - 1)
+    new_size = block_bytes(size, ptr - block, 0, g, 0, 0)
+    if new_size != block_size:
+        rest = block + new_size
+        fields[slot(keys, block + block_size), PREV_PHYS] = rest
+        k = slot(keys, rest)
+        fields[k, PREV_PHYS] = block
+        fields[k, USED] = 0
+        _link(keys, fields, heads, counts, cfg, rest, block_size - new_size)
+        st[TAKEN] -= block_size - new_size
+    st[TAKEN] += block_size
+    fields[j, USED] = 1
+    fields[j, SIZE] = new_size
+    return block
+
+
+@jit
+def free(keys, fields, heads, counts, st, cfg, block, request):
+    """``deallocate``: coalesce with the next, then the previous physical block if free."""
+    size = fields[slot(keys, block), SIZE]
+    st[TAKEN] -= size
+    after = block + size
+    k = slot(keys, after)
+    if fields[k, USED] == 0:
+        after_size = fields[k, SIZE]
+        _unlink(keys, fields, heads, counts, cfg, after, after_size)
+        size += after_size
+    before = fields[slot(keys, block), PREV_PHYS]
+    if before >= 0:
+        k = slot(keys, before)
+        if fields[k, USED] == 0:
+            before_size = fields[k, SIZE]
+            _unlink(keys, fields, heads, counts, cfg, before, before_size)
+            size += before_size
+            block = before
+    fields[slot(keys, block), USED] = 0
+    _link(keys, fields, heads, counts, cfg, block, size)
+    fields[slot(keys, block + size), PREV_PHYS] = block
+
+
+@jit
+def end(keys, fields, heads, counts, st, cfg, addr, requests, n_events):
+    """Block offsets, sizes and the holes, walking the arena block by block."""
+    g = cfg[GRANULE]
+    length = cfg[HEAP] & ~(g - 1)
+    holes = np.zeros((n_events + 1, 2), np.int64)
     m = 0
-    b = 0
-    while length >= 2 * g and b < length - g:
-        size = bsz[_ix(keys, b)]
-        if used[_ix(keys, b)] == 0:
-            holes[m, 0] = b
-            holes[m, 1] = size
+    block = 0
+    while length >= 2 * g and block < length - g:
+        j = slot(keys, block)
+        if fields[j, USED] == 0:
+            holes[m, 0] = block
+            holes[m, 1] = fields[j, SIZE]
             m += 1
-        b += size
-    return status, peak, addr, _live_sizes(keys, bsz, addr, 0), holes[:m]
+        block += fields[j, SIZE]
+    return addr, live_sizes(keys, fields, SIZE, addr, 0), holes[:m]
+
+
+def untouched_end(st, cfg) -> tuple[int, int, int, int]:
+    """The arena's untouched end at the start (the one free block) and what a request
+    served there needs beyond its block (see ``firmware_model.bounds``): the end must
+    sit in a list ``map_ceil`` searches, so hold the block (the request and its header
+    rounded to GRANULARITY, alignments up to GRANULARITY / 2) rounded up to its
+    second-level class, at most ``block >> SLI`` more. (end, extra, shift, largest block)."""
+    return int(cfg[HEAP] - st[TAKEN]), 1, int(cfg[SLI]), 1 << 62
 
 
 def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
@@ -210,11 +190,8 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
     Raises
     ------
     TypeError
-        If ``events`` is not an ``EVENT_DTYPE`` array.
+        If ``events`` is not an ``EVENT_DTYPE`` array, or a size is not an integer.
     ValueError
         If the trace or the sizes are invalid.
     """
-    ops, objs, sizes, aligns, ids = trace_arrays(events, heap_size, usize_bits, ARENA_ALIGN, "tlsf")
-    status, peak, addr, live_size, holes = _rlsf(ops, objs, sizes, aligns, len(ids), int(heap_size),
-                                                 usize_bits // 8)
-    return finish("tlsf", heap_size, status, peak, ids, addr, live_size, holes)
+    return place(TLSF, "tlsf", events, heap_size, usize_bits, max_align=ARENA_ALIGN)

@@ -302,7 +302,7 @@ class Replayer:
             sparse=stats.sparse, density=stats.density, num_positions=stats.num_positions,
             partitions=int(stats.partition_boundaries.size), boundary_tokens=int(stats.boundary_tokens.size),
             build_mask_peak_bytes=mask_usage.peak_bytes, attention_peak_bytes=attention.peak_bytes,
-            step_peak_bytes=step.peak_bytes, mask_bytes=mask_usage.live_bytes, fits=step.fits,
+            step_peak_bytes=step.step_requested_bytes, mask_bytes=mask_usage.live_bytes, fits=step.fits,
             panic=step.panic,  # the mask builds, then the step panics (dim 0: attempt to divide by zero)
         )
         try:  # the mask builds, but its flops ratio can still overflow a 32-bit usize in debug

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
+import textwrap
+from contextlib import contextmanager
 
 import click
 
 from firmware_model.allocators import ALLOCATORS, allocator_named
-from firmware_model.placement.events import WHAT
-from firmware_model.step import StepReport, capacity_table, fit_step, heap_map
+from firmware_model.heapmap import heap_map_figure, heap_map_lines
+from firmware_model.step import StepReport, capacity_table, fit_step, op_counts, representations
 
-from mcsa.core.packets import GatePacket
+from mcsa.core.mask import MaskTooLarge
+from mcsa.core.packets import GatePacket, f32_to_json
 from .common import (
     USIZE64_MAX, IntRange, ascii_int, check_outputs, config_option, fail_on_input_errors, limit_option, load_config,
     pyplot, resolve_profile, save_png, target_options,
@@ -62,6 +66,44 @@ def _spans(values: list[int]) -> str:
     return ", ".join(out)
 
 
+def _reason(row: dict) -> str:
+    """Why the seq_len after the largest that fits does not fit, wrapped to 100 columns."""
+    nxt = row["next"]
+    n, cause = nxt["seq_len"], nxt["cause"]
+    if n is None:
+        text = f"longer steps not scanned: {nxt['detail']} (--max-seq-len)"
+    elif cause == "panic":
+        text = f"{n} fails: it panics with {nxt['panic']}"
+    elif cause == "position_limit":
+        text = f"{n} not judged: its mask is over the position limit (--position-limit)"
+    elif cause == "bytes":
+        what = f"; first over the budget: {nxt['allocation']}" if "allocation" in nxt else ""
+        text = f"{n} fails by bytes: {nxt['requested_bytes']:,} B requested, {nxt['missing_bytes']:,} B missing{what}"
+    elif cause == "overhead":
+        text = (f"{n} fails: {nxt['allocation']} finds {nxt['free_bytes']:,} B free, the allocator's own "
+                f"structures and rounding taking the rest")
+    else:
+        text = (f"{n} fails by fragmentation: {nxt['allocation']} is not served ({nxt['free_bytes']:,} B free, "
+                f"largest hole {nxt['largest_hole']:,} B)")
+    return "\n".join(textwrap.wrap(text, 100, initial_indent="  ", subsequent_indent="    "))
+
+
+@contextmanager
+def _progress(partitions: list[int]):
+    """A progress bar on stderr while the scan judges steps one by one (only when
+    stderr is a terminal); yields the callback :func:`capacity_table` takes."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    place = {p: i for i, p in enumerate(partitions)}
+    with click.progressbar(length=1000 * len(partitions), label="scanning", file=sys.stderr,
+                           show_eta=True) as bar:
+        def update(p, done, total):
+            bar.update(place[p] * 1000 + (1000 * done // total if total else 1000) - bar.pos)
+
+        yield update
+
+
 @click.command()
 @_common
 @click.option("--partitions", default="2..16", show_default=True, callback=_range, help="Partition counts: A..B, N or a comma list (2,4,8).")
@@ -70,9 +112,11 @@ def _spans(values: list[int]) -> str:
 @fail_on_input_errors
 def plan(target_name, profiles_file, dim, lambda_, concentration, heap_budget, allocator, as_json, config_file,
          position_limit, partitions, max_seq_len):
-    """The largest seq_len whose whole step fits the heap, per partition count, and
-    every shorter seq_len that does not fit (fit is not monotonic: with every block
-    placed, a longer step can fit where a shorter one fails).
+    """The largest seq_len whose whole step fits the heap, per partition count, every
+    shorter seq_len that does not fit (fit is not monotonic: with every block placed,
+    a longer step can fit where a shorter one fails), and why the next seq_len fails:
+    its bytes, the allocator's own overhead or fragmentation (every block placed),
+    with the allocation that fails.
 
     \b
     Example:
@@ -82,59 +126,70 @@ def plan(target_name, profiles_file, dim, lambda_, concentration, heap_budget, a
     allocator = allocator and allocator_named(allocator)
     profile, build = resolve_profile(target_name, profiles_file, heap_budget, allocator, max_seq_len=max_seq_len,
                                      dim=dim)
-    rows = capacity_table(profile, load_config(config_file), dim, partitions, lambda_, concentration,
-                          hi=max_seq_len, build=build, heap_budget=heap_budget, allocator=allocator,
-                          position_limit=position_limit)
+    with _progress(partitions) as progress:
+        rows = capacity_table(profile, load_config(config_file), dim, partitions, lambda_, concentration,
+                              hi=max_seq_len, progress=progress, build=build, heap_budget=heap_budget,
+                              allocator=allocator, position_limit=position_limit)
     if as_json:
         click.echo(json.dumps(rows))
         return
-    click.echo(f"{profile.name}-{build}, dim {dim}, lambda {lambda_}, heap budget {rows[0]['budget']:,} B, "
+    click.echo(f"{profile.name}-{build}, dim {dim}, lambda {lambda_}, heap budget {rows[0]['budget_bytes']:,} B, "
                f"allocator {(allocator or profile.allocator).name}")
-    click.echo(f"{'partitions':>10} {'max_seq_len':>11} {'positions':>10} {'peak_bytes':>11}  shorter that fail")
+    click.echo(f"{'partitions':>10} {'max_seq_len':>11} {'positions':>10} {'step_requested':>14} {'step_peak':>10}"
+               "  shorter that fail")
     for r in rows:
-        cells = [r["partitions"], r["max_seq_len"], r["num_positions"], r["peak_bytes"]]
-        click.echo(" ".join(f"{'-' if c is None else c:>{w}}" for c, w in zip(cells, (10, 11, 10, 11)))
+        cells = [r["partitions"], r["max_seq_len"], r["num_positions"], r["step_requested_bytes"],
+                 r["step_peak_bytes"]]
+        click.echo(" ".join(f"{'-' if c is None else c:>{w}}" for c, w in zip(cells, (10, 11, 10, 14, 10)))
                    + "  " + (_spans(r["failing_below"]) or "none"))
+        click.echo(_reason(r))
 
 
-def _report_json(report: StepReport) -> dict:
-    out = {k: getattr(report, k) for k in ("profile", "build", "seq_len", "dim", "allocator", "budget",
-                                           "inputs_bytes", "peak_bytes", "num_positions", "fits", "headroom",
-                                           "panic")}
-    out["build_mask"] = vars(report.build_mask) if report.build_mask else None
-    out["sparse_attention"] = vars(report.sparse_attention) if report.sparse_attention else None
+def _report_json(report: StepReport, target) -> dict:
+    out = {"profile": report.profile, "build": report.build,
+           "target": {"usize_bits": target.usize_bits, "overflow": target.overflow.value, "expf": target.expf.value},
+           "config": report.config.to_dict(), "gate": report.gate.to_dict(),
+           "partitions": report.partitions, "lambda": report.gate.lambda_}
+    out.update({k: getattr(report, k) for k in (
+        "seq_len", "dim", "allocator", "budget_bytes", "inputs_bytes", "build_mask_peak_bytes", "mask_bytes",
+        "attention_peak_bytes", "step_requested_bytes", "step_peak_bytes", "num_positions", "fits", "headroom",
+        "panic")})
+    out["density"] = None if report.density is None else f32_to_json(report.density)
     out["crossing"] = vars(report.crossing) if report.crossing else None
     p = report.placement
     out["placement"] = None if p is None else {
         "failed_event": p.failed_event, "failed": report.failed_event, "peak_used": p.peak_used,
         "free_total": p.free_total, "largest_hole": p.largest_hole, "holes": p.holes.tolist(),
     }
+    out["cause"] = report.cause()
     out["verdict"] = report.verdict()
+    out.update(_mask_figures(report))
     return out
 
 
-def _map_png(report: StepReport, path: str) -> None:
-    plt = pyplot("--png")
-    p = report.placement
-    what = {int(o): int(w) for o, w in zip(report.trace.events["obj"], report.trace.what)}
-    fig, ax = plt.subplots(figsize=(10, 3))
-    colours = plt.get_cmap("tab20").colors
-    seen = set()
-    for start, size, obj in p.blocks:
-        w = what[int(obj)]
-        ax.broken_barh([(start, size)], (0, 1), facecolors=colours[w % len(colours)], edgecolor="black",
-                       linewidth=0.2, label=None if w in seen else WHAT[w])
-        seen.add(w)
-    ax.broken_barh([tuple(h) for h in p.holes], (0, 1), facecolors="white", edgecolor="grey", hatch="//",
-                   linewidth=0.3, label="free")
-    ax.set_xlim(0, p.heap_size)
-    ax.set_yticks([])
-    ax.set_xlabel("heap offset (bytes)")
-    ax.set_title(f"{report.allocator}, {p.heap_size:,} B heap at {report.failed_event or 'the end of the step'}",
-                 fontsize=8)
-    ax.legend(fontsize=6, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.6))
-    fig.tight_layout()
-    save_png(plt, fig, path)
+def _mask_figures(report: StepReport) -> dict:
+    """The op counts of sparse_attention and the mask's size held other ways (None
+    where the mask is not built)."""
+    if report.num_positions is None:
+        return {"op_counts": None, "representations": None}
+    try:
+        ops = op_counts(report.step.query_runs(), report.dim)
+    except MaskTooLarge:
+        ops = None
+    return {"op_counts": ops, "representations": representations(report.step.stats(), report.seq_len)}
+
+
+FIGURE_NOTES = (
+    ("inputs_bytes", "q, k and v requested"),
+    ("build_mask_peak_bytes", "requested live during build_mask (q, k, v not counted)"),
+    ("mask_bytes", "held by the finished mask"),
+    ("attention_peak_bytes", "requested live during sparse_attention (mask, q, k, v not counted)"),
+    ("step_requested_bytes", "the whole step, each block as the allocator counts it"),
+    ("step_peak_bytes", "what the verdict compares with the heap budget"),
+)
+"""The byte figures fit prints, with what each counts (the shared vocabulary)."""
+
+REPRESENTATIONS = {"vec_pairs": "Vec<(u16,u16)>", "csr": "CSR", "intervals": "intervals", "bitmap": "bitmap"}
 
 
 @click.command()
@@ -163,24 +218,32 @@ def fit(target_name, profiles_file, dim, lambda_, concentration, heap_budget, al
     gate = GatePacket(lambda_=lambda_, partition_count=partitions, boundary_concentration_q15=concentration)
     report = fit_step(profile, load_config(config_file), gate, seq_len, dim, build=build, heap_budget=heap_budget,
                       allocator=allocator, position_limit=position_limit)
-    if (show_map or png) and report.placement is None:
-        heap_map(report)  # raises the reason there is no map
+    lines = heap_map_lines(report) if (show_map or png) else None  # raises the reason there is no map
     if as_json:
-        click.echo(json.dumps(_report_json(report)))
+        click.echo(json.dumps(_report_json(report, profile.target(build))))
     else:
-        positions = "" if report.num_positions is None else f"{report.num_positions:,} positions, "
-        click.echo(f"{profile.name}-{build}: seq_len {seq_len}, {partitions} partitions, dim {dim}, "
-                   f"{positions}allocator {report.allocator}")
-        if report.build_mask is not None:
-            click.echo(f"  inputs q, k, v:   {report.inputs_bytes:>12,} B")
-            click.echo(f"  build_mask peak:  {report.build_mask.peak_bytes:>12,} B (mask left: "
-                       f"{report.build_mask.live_after - report.inputs_bytes:,} B)")
-            click.echo(f"  attention peak:   {report.sparse_attention.peak_bytes:>12,} B")
+        click.echo(f"{profile.name}-{build}: seq_len {seq_len}, {partitions} partitions, lambda {lambda_}, dim {dim}; "
+                   f"allocator {report.allocator}, heap budget {report.budget_bytes:,} B")
+        if report.num_positions is not None:
+            click.echo(f"  mask: {report.num_positions:,} positions, density {f32_to_json(report.density)}")
+        for name, note in FIGURE_NOTES:
+            value = getattr(report, name)
+            if value is not None:
+                click.echo(f"  {name:<22} {value:>14,} B  {note}")
         click.echo(report.verdict())
+        extra = _mask_figures(report)
+        if extra["op_counts"]:
+            ops = ", ".join(f"{k} {v:,}" for k, v in extra["op_counts"].items())
+            click.echo("\n".join(textwrap.wrap(f"sparse_attention ops: {ops}", 98, initial_indent="  ",
+                                               subsequent_indent="    ")))
+        if extra["representations"]:
+            click.echo("  the mask held as: " + ", ".join(
+                f"{REPRESENTATIONS[k]} {v:,} B" for k, v in extra["representations"].items()))
         if show_map:
-            click.echo("\n".join(heap_map(report)))
+            click.echo("\n".join(lines))
     if png:
-        _map_png(report, png)
+        plt = pyplot("--png")  # matplotlib is there, or the option is refused
+        save_png(plt, heap_map_figure(report), png)
         click.echo(f"wrote {png}", err=as_json)
     if not report.fits:
         raise SystemExit(1)
