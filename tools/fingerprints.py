@@ -327,7 +327,7 @@ def step(profile, seq_len: int, partitions: int) -> dict:
     report = fit_step(profile, config, gate, seq_len, 32)
     trace = step_trace(config, gate, seq_len, 32, target.usize_bits, target=target)
     runs = np.unique(sim.build_mask(gate, seq_len).positions[:, 0], return_counts=True)
-    return {"verdict": report.verdict(), "fits": report.fits, "peak_bytes": report.peak_bytes,
+    return {"verdict": report.verdict(), "fits": report.fits, "peak_bytes": report.step_requested_bytes,
             "events": trace.events, "what": trace.what, "calls": trace.calls, "ops": op_counts(runs, 32),
             "representations": representations(sim.mask_stats(gate, seq_len), seq_len)}
 
