@@ -177,7 +177,7 @@ class PlannedStep:
             return self.runs
         if self.plan is None or CALLS[1] in self.panics:
             raise ValueError("the mask was not built: build_mask panics")
-        return _query_runs(self.plan, self.distinct, self.position_limit)
+        return query_runs(self.plan, self.distinct, self.position_limit)
 
     def stats(self) -> MaskStats:
         """What ``mask_stats`` gives for this mask.
@@ -287,7 +287,7 @@ def plan_step(
         if attention_panic:
             panics[CALLS[2]] = attention_panic
         else:
-            runs = _query_runs(plan, distinct, position_limit)
+            runs = query_runs(plan, distinct, position_limit)
             sparse_attention_rows(calls, *runs, seq_len, dim)
     return PlannedStep(target, seq_len, dim, 3 * inputs, plan, count, density, runs, calls.rows(),
                        tuple(calls.starts), nodes, node_events, panics, distinct, position_limit)
@@ -327,12 +327,15 @@ def _sparse_mask(calls: Calls, plan: MaskPlan, position_limit: int, max_events: 
     return ins.count, ((allocs, frees) if keep else None), node_events, ins.distinct
 
 
-def _query_runs(plan: MaskPlan, distinct: np.ndarray | None, position_limit: int) -> tuple[np.ndarray, np.ndarray]:
+def query_runs(plan: MaskPlan, distinct: np.ndarray | None, position_limit: int) -> tuple[np.ndarray, np.ndarray]:
     """(query, key count) runs of the mask ``build_mask`` gives for ``plan``, in mask
-    order, without building it.
+    order, without building it; a sparse mask whose indices wrap needs its
+    ``distinct`` insertion codes (the B-tree's keys).
 
     Raises
     ------
+    ValueError
+        For a wrapping sparse mask without ``distinct``.
     mcsa.MaskTooLarge
         For a full mask past 65536 tokens (its queries wrap) over ``position_limit``.
     """
@@ -343,6 +346,8 @@ def _query_runs(plan: MaskPlan, distinct: np.ndarray | None, position_limit: int
         return rows & 0xFFFF, rows + 1
     if distinct is not None:
         return runs_of(distinct >> np.uint32(16))
+    if not plan.ordered:
+        raise ValueError("a sparse mask whose indices wrap: its query runs need its distinct positions")
     counts = np.zeros(plan.seq_len, np.int64)
     ordered_positions(plan.seq_len, plan.boundaries, plan.tokens, plan.intra, plan.cross,
                       np.zeros((0, 2), np.uint16), False, counts)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from firmware_model.heap import query_runs
+from firmware_model.planned import query_runs
 from firmware_model.step import op_counts, representations
 from mcsa.core.attention import MincutSparseAttention
 from mcsa.core.errors import MaskTooLarge, TargetPanic
@@ -106,9 +106,10 @@ def report_mask(sim: MincutSparseAttention, gate: GatePacket, seq_len: int, dim:
         queries, lengths = np.unique(mask.positions[:, 0], return_counts=True)
         fields["op_counts"] = op_counts((queries, lengths), dim)
     else:
-        unbuilt = MincutSparseAttention(sim.config, sim.target, position_limit=0)  # refuses to build any mask
-        try:
-            fields["op_counts"] = op_counts(query_runs(unbuilt, unbuilt.plan_mask(gate, seq_len)), dim)
-        except MaskTooLarge:
-            pass
+        plan = sim.plan_mask(gate, seq_len)
+        if plan.ordered:  # else the runs need the positions: only a built mask has them
+            try:
+                fields["op_counts"] = op_counts(query_runs(plan, None, position_limit=0), dim)
+            except MaskTooLarge:  # a full mask whose queries wrap
+                pass
     return MaskReport(**fields)
