@@ -200,7 +200,7 @@ def test_config_from_toml(tmp_path):
 def test_mask_ascii_and_png(tmp_path):
     result = run("mask", "--lambda", 100, "--partitions", 3, "--seq-len", 24)
     assert result.exit_code == 0
-    rows = [line for line in result.output.splitlines() if set(line) <= {"#", "."} and line]
+    rows = [line for line in result.stdout.splitlines() if set(line) <= {"#", "."} and line]
     assert len(rows) == 24 and rows[8] == "#.......#..............."
 
 
@@ -216,8 +216,8 @@ def test_plan_and_fit():
     result = run("fit", "--target", "stm32f411", "--seq-len", 256, "--partitions", 4, "--dim", 32)
     assert result.exit_code == 1 and "requested 139,548 B, available 65,536 B, missing 74,012 B" in result.output
     fits = run("fit", "--target", "stm32f411", "--seq-len", 64, "--partitions", 4, "--dim", 32, "--json")
-    assert fits.exit_code == 0 and json.loads(fits.output)["fits"] is True
-    rows = json.loads(run("plan", "--target", "stm32f411", "--dim", 32, "--partitions", "2..4", "--json").output)
+    assert fits.exit_code == 0 and json.loads(fits.stdout)["fits"] is True
+    rows = json.loads(run("plan", "--target", "stm32f411", "--dim", 32, "--partitions", "2..4", "--json").stdout)
     from firmware_model.profiles import profile_named
     from firmware_model.step import capacity_table
     import mcsa
@@ -257,7 +257,7 @@ def test_attention_against_float64(tmp_path):
     result = run("attention", "--q", tmp_path / "q.npy", "--k", tmp_path / "k.npy", "--v", tmp_path / "v.npy",
                  "--dim", 16, "--scale", 0.25, "-o", out)
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["seq_len"] == 64 and type(report["max_ulp_error"]) is int and 0 <= report["max_ulp_error"] < 64
     assert np.load(out).dtype == np.float32
     np.save(tmp_path / "q.npy", np.zeros(4, np.float32))

@@ -411,7 +411,7 @@ def test_attention_refuses_bad_arrays_naming_the_option(tmp_path):
 
 def test_attention_reports_an_integer_ulp_error(tmp_path):
     result = run("attention", *_qkv(tmp_path, 32, 16), "--dim", 16, "--scale", 0.25)
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert result.exit_code == 0 and type(report["max_ulp_error"]) is int and report["max_ulp_error"] >= 0
 
 

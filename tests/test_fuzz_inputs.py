@@ -200,5 +200,5 @@ def test_attention_on_mutated_arrays(tmp_path_factory, data, specs, dim, scale):
     check(result, "--q", "--k", "--v", "--gate", "--scale", "--dim", "'--")
     assert out.exists() == (result.exit_code == 0)
     if result.exit_code == 0:
-        ulps = json.loads(result.output)["max_ulp_error"]
+        ulps = json.loads(result.stdout)["max_ulp_error"]
         assert ulps is None or type(ulps) is int  # None: only one of output and reference is NaN somewhere

@@ -197,7 +197,7 @@ def test_windows_saved_profiles_and_vectors_are_read(tmp_path):
     profiles = tmp_path / "p.toml"
     profiles.write_bytes(_windows(PROFILE))
     result = run("targets", "--profiles", profiles)
-    assert result.exit_code == 0 and any(line.startswith("x ") for line in result.output.splitlines())
+    assert result.exit_code == 0 and any(line.startswith("x ") for line in result.stdout.splitlines())
     golden = Path(__file__).parent / "golden" / "density.jsonl.gz"
     first = gzip.decompress(golden.read_bytes()).decode().splitlines(keepends=True)[:2]
     vectors = tmp_path / "density.jsonl"

@@ -167,7 +167,7 @@ def test_fit_gives_the_real_verdict_and_names_fragmentation():
         in result.output
     fits = run("fit", "--target", "x86_64", "--allocator", "linked-list", "--heap-budget", 65536,
                "--seq-len", 183, "--partitions", 16, "--dim", 32, "--json")
-    out = json.loads(fits.output)
+    out = json.loads(fits.stdout)
     assert fits.exit_code == 0 and out["fits"] and out["placement"]["peak_used"] == 56768
 
 
@@ -177,7 +177,7 @@ def test_fit_cli_agrees_with_the_real_crate(index):
     result = run("fit", "--target", "x86_64", "--allocator", "linked-list", "--heap-budget", r["heap"],
                  "--seq-len", r["seq_len"], "--partitions", r["partitions"], "--dim", r["dim"],
                  "--lambda", r["lambda"], "--concentration", r["concentration"], "--json")
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     assert result.exit_code == (0 if r["failed_event"] is None else 1)
     assert out["placement"]["failed_event"] == r["failed_event"]
 
@@ -203,7 +203,7 @@ def test_plan_reports_shorter_steps_that_fail():
     assert result.exit_code == 0 and row.split() == ["4", "96", "1224", "32416", "32416", "83"]
     assert why.startswith("  97 fails by bytes: 32,840 B requested, 72 B missing")
     zero = run("plan", "--target", "stm32f411", "--heap-budget", 0, "--dim", 32, "--partitions", "2..2", "--json")
-    row = json.loads(zero.output)[0]
+    row = json.loads(zero.stdout)[0]
     assert {k: v for k, v in row.items() if k != "next"} == {
         "partitions": 2, "max_seq_len": None, "num_positions": None, "step_requested_bytes": None,
         "step_peak_bytes": None, "budget_bytes": 0, "failing_below": []}

@@ -274,7 +274,7 @@ def test_quantise_is_symmetric_per_tensor():
 def test_cli_json_gives_the_library_records():
     result = run("quality", "--activations", FIXTURE, "--partitions", "2,4,8", "--sinks", "1", "--format", "json")
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output)
+    doc = json.loads(result.stdout)
     want = metrics.evaluate(metrics.load_activations(FIXTURE), metrics.Settings(partitions=(2, 4, 8)))
     assert doc["results"] == json.loads(json.dumps(want))
     assert doc["seq_len"] == 128 and doc["heads"] == 3 and doc["kv_heads"] == 1
@@ -299,7 +299,7 @@ def test_cli_pools_several_files(tmp_path):
     result = run("quality", "--activations", FIXTURE, "--activations", FIXTURE, "--partitions", "4",
                  "--no-exact", "--format", "json")
     single = run("quality", "--activations", FIXTURE, "--partitions", "4", "--no-exact", "--format", "json")
-    for two, one in zip(json.loads(result.output)["results"], json.loads(single.output)["results"]):
+    for two, one in zip(json.loads(result.stdout)["results"], json.loads(single.stdout)["results"]):
         assert two["positions"] == one["positions"]
         for name in ("recall_mean", "recall_min_head", "out_err_median"):
             assert two[name] == pytest.approx(one[name], rel=1e-12)
@@ -425,8 +425,8 @@ def test_texts_too_short_for_the_masks_are_said_on_one_line(tmp_path, t, partiti
 def test_partitions_take_the_plan_syntax():
     ranged = run("quality", "--activations", FIXTURE, "--partitions", "2..4,8", "--no-exact", "--format", "json")
     listed = run("quality", "--activations", FIXTURE, "--partitions", "8,2,3,4", "--no-exact", "--format", "json")
-    assert ranged.exit_code == 0 and json.loads(ranged.output)["results"] == json.loads(listed.output)["results"]
-    assert [r["partitions"] for r in json.loads(ranged.output)["results"]][::7] == [2, 3, 4, 8]
+    assert ranged.exit_code == 0 and json.loads(ranged.stdout)["results"] == json.loads(listed.stdout)["results"]
+    assert [r["partitions"] for r in json.loads(ranged.stdout)["results"]][::7] == [2, 3, 4, 8]
 
 
 def test_capture_refuses_bad_input(tmp_path):

@@ -61,14 +61,14 @@ def test_capture_then_quality(tmp_path, smol):
     result = CliRunner().invoke(main, ["quality", "capture", "--model", smol.path, "--tokens", str(tokens),
                                        "--max-tokens", "64", "-o", str(acts)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["loss_nats"] < 4.5
+    assert json.loads(result.stdout)["loss_nats"] < 4.5
     loaded = metrics.load_activations(acts)
     assert loaded.q.shape == (30, 9, 64, 64) and loaded.k.shape == (30, 3, 64, 64)
     assert loaded.tokens.tolist() == TEXTS[1]["ids"][:64] and loaded.scale == 0.125
     report = CliRunner().invoke(main, ["quality", "--activations", str(acts), "--partitions", "4",
                                        "--format", "json", "--no-exact"], catch_exceptions=False)
     assert report.exit_code == 0
-    recall = {r["mask"]: r["recall_mean"] for r in json.loads(report.output)["results"]}
+    recall = {r["mask"]: r["recall_mean"] for r in json.loads(report.stdout)["results"]}
     assert recall["top-n"] >= recall["reference"] > 0
 
 

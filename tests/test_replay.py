@@ -493,6 +493,6 @@ def test_every_built_in_profile_replays_fits_and_plans(profile):
     assert replayed.exit_code == 0, replayed.output
     assert len(records(replayed.stdout)) == 400
     fit = run("fit", "--target", profile, "--seq-len", 64, "--partitions", 4, "--dim", 8, "--json")
-    assert fit.exit_code in (0, 1) and json.loads(fit.output)["budget_bytes"] == load_profiles()[profile].heap_budget
+    assert fit.exit_code in (0, 1) and json.loads(fit.stdout)["budget_bytes"] == load_profiles()[profile].heap_budget
     planned = run("plan", "--target", profile, "--dim", 8, "--partitions", 4, "--max-seq-len", 40, "--json")
-    assert planned.exit_code == 0 and json.loads(planned.output)[0]["partitions"] == 4
+    assert planned.exit_code == 0 and json.loads(planned.stdout)[0]["partitions"] == 4

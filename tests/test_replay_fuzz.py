@@ -49,7 +49,7 @@ def records(output: str) -> list:
 @functools.cache
 def replayed(fmt: str) -> list:
     """The records of the unmutated trace."""
-    return records(CliRunner().invoke(main, ["replay", "-", *ARGS, "--input-format", fmt], input=original(fmt)).output)
+    return records(CliRunner().invoke(main, ["replay", "-", *ARGS, "--input-format", fmt], input=original(fmt)).stdout)
 
 
 def run(path, *extra):
@@ -91,12 +91,12 @@ def test_mutated_traces_get_an_answer(tmp_path_factory, fmt, gz, mutations, line
     assert skipped.exit_code in (0, 1, 2) and "Traceback" not in skipped.output
     if text and b'"' not in piece and skipped.exit_code == 0:
         before = replayed(fmt)
-        kept = records(skipped.output)
+        kept = records(skipped.stdout)
         intact = [r for i, r in enumerate(before) if i != line]
         it = iter(kept)
         assert all(any(r == k for k in it) for r in intact), "a record of an intact line changed"
     if not text and len(piece) == len(data) and skipped.exit_code == 0:
         before = replayed(fmt)
-        kept = records(skipped.output)
+        kept = records(skipped.stdout)
         changed = {i for i in range(len(ROWS)) if piece[16 * i:16 * i + 16] != data[16 * i:16 * i + 16]}
         assert [k for i, k in enumerate(kept) if i not in changed] == [b for i, b in enumerate(before) if i not in changed]
