@@ -1,5 +1,6 @@
 """Allocation traces and placement: the trace against every golden heap figure,
-the linked-list simulator against the real crate's results."""
+the linked-list simulator against the real crate's results (x86_64, wasm32), and
+fit against the real linked-list and TLSF allocators in thumbv7em firmware."""
 
 import json
 
@@ -102,6 +103,54 @@ def test_linked_list_agrees_with_the_real_crate_on_a_sample(bits):
 def test_linked_list_agrees_with_the_real_crate_everywhere(bits):
     failures = _check_points(_real_points(bits), bits)
     assert not failures, "\n".join(failures[:5])
+
+
+FIRMWARE = {"linked-list": ("linked_list_thumbv7em.jsonl.gz", "stm32f411"),
+            "tlsf": ("tlsf_thumbv7em.jsonl.gz", "stm32h743")}
+"""The real crates as the global allocator of thumbv7em firmware (README there), and the
+profile whose allocator each models."""
+
+
+def _firmware_points(allocator):
+    for _, point in read_cases(GOLDEN / "placement" / FIRMWARE[allocator][0]):
+        assert point["allocator"] == allocator
+        yield point
+
+
+def _check_fit(points, allocator):
+    """``fit_step`` on the profile, with the point's heap as budget: the firmware's failing
+    event, peak ``used`` and holes (the largest hole with them)."""
+    profile = profile_named(FIRMWARE[allocator][1])
+    failures = []
+    for r in points:
+        gate = mcsa.GatePacket(lambda_=r["lambda"], partition_count=r["partitions"],
+                               boundary_concentration_q15=r["concentration"])
+        p = step.fit_step(profile, CFG, gate, r["seq_len"], r["dim"], heap_budget=r["heap"]).placement
+        holes = p.holes.tolist() if not p.fits else []
+        if (p.failed_event, p.peak_used, holes) != (r["failed_event"], r["peak_used"], r["holes"]):
+            failures.append(f"{r}: fit_step gives {p.failed_event}, {p.peak_used}, {holes}")
+        elif holes and p.largest_hole != max(size for _, size in r["holes"]):
+            failures.append(f"{r}: largest hole {p.largest_hole}")
+    return failures
+
+
+@pytest.mark.parametrize("allocator", FIRMWARE)
+def test_fit_agrees_with_the_real_allocator_on_thumbv7em_firmware(allocator):
+    points = list(_firmware_points(allocator))
+    assert len(points) > 5_000 and sum(p["failed_event"] is not None for p in points) > 2_000
+    failures = _check_fit(points, allocator)
+    assert not failures, "\n".join(failures[:5])
+
+
+@pytest.mark.parametrize("allocator,index", [(a, i) for a in FIRMWARE for i in range(0, 7000, 1399)])
+def test_fit_cli_agrees_with_the_real_allocator_on_thumbv7em(allocator, index):
+    r = next(p for i, p in enumerate(_firmware_points(allocator)) if i == index)
+    result = run("fit", "--target", FIRMWARE[allocator][1], "--heap-budget", r["heap"], "--seq-len", r["seq_len"],
+                 "--partitions", r["partitions"], "--dim", r["dim"], "--lambda", r["lambda"],
+                 "--concentration", r["concentration"], "--json")
+    out = json.loads(result.stdout)
+    assert result.exit_code == (0 if r["failed_event"] is None else 1)
+    assert (out["placement"]["failed_event"], out["placement"]["peak_used"]) == (r["failed_event"], r["peak_used"])
 
 
 @given(configs(), gates(), st.integers(0, 400), st.integers(0, 40), st.sampled_from([32, 64]))
