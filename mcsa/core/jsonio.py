@@ -96,6 +96,27 @@ def loads(text: str, where: str):
     return value
 
 
+def jsonable(value):
+    """Records to JSON: f32 as the shortest decimal that reads back to it; NumPy ints
+    as ints; a non-finite Python float as null (serde_json's choice: JSON has no NaN)."""
+    if isinstance(value, np.floating):
+        from mcsa.core.packets import f32_to_json
+
+        return f32_to_json(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps(record: dict) -> str:
+    """One JSON object of ``record``'s values made :func:`jsonable`."""
+    return json.dumps({k: jsonable(v) for k, v in record.items()}, default=jsonable)
+
+
 def loads_toml(text: str, where: str) -> dict:
     """Parse a TOML document (configs, profiles).
 
