@@ -35,12 +35,14 @@ import asyncio
 import logging
 import shutil
 import signal
+import socket
 import tempfile
 import time
 import warnings
 from collections import deque
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 from typing import Callable, Iterator
 
 from . import interrupt
@@ -263,8 +265,10 @@ class Fleet(AbstractContextManager):
 
         self.where = f"the local Dask cluster of {workers} worker{'s' * (workers > 1)}"
         try:
-            # SIGINT blocked while the cluster's event loop thread and worker processes start: they inherit it,
-            # so a terminal's Ctrl-C (sent to the whole process group) reaches mcsa alone, which closes them.
+            # SIGINT blocked while the cluster's event loop thread starts: it, and the worker processes it spawns,
+            # inherit the mask, so a terminal's Ctrl-C (sent to the whole process group) reaches mcsa alone, which
+            # closes them. (multiprocessing's resource tracker, started first from that thread, would unblock it.)
+            resource_tracker.ensure_running()
             with interrupt.signals_blocked(signal.SIGINT), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
@@ -331,6 +335,7 @@ class Fleet(AbstractContextManager):
 
     def _result(self, future):
         """A piece's result, waited for in slices: a signal, a cluster that cannot go on, end the wait."""
+        interrupt.check()
         if isinstance(future, _Done):
             return future.value
         no_worker_since = None
@@ -360,9 +365,10 @@ class Fleet(AbstractContextManager):
     def _lost(self, err: BaseException) -> BaseException:
         """A piece's failure as the user should read it: Dask's own as a FleetError (never a bug in mcsa)."""
         module = type(err).__module__ or ""
-        if not (module.startswith(("distributed", "tornado", "asyncio", "concurrent"))
-                or isinstance(err, (OSError, asyncio.CancelledError))):
-            return err  # raised by mcsa's own code on the worker: a bug, reported as one
+        dask = module.startswith(("distributed", "tornado", "asyncio", "concurrent")) or isinstance(
+            err, asyncio.CancelledError) or _raised_by_dask(err)
+        if not dask and (not isinstance(err, OSError) or err.filename is not None):
+            return err  # raised by mcsa's own code on the worker: a storage error naming its file, or a bug
         name = type(err).__name__
         if name == "KilledWorker":
             return FleetError(f"{self.where} lost a piece: {ALLOWED_FAILURES + 1} workers died running it "
@@ -447,11 +453,21 @@ class Fleet(AbstractContextManager):
         folders = [dataset.folder(source.path) for source in sources]
         pending: deque = deque()  # (trace number, piece number, replay future, info future)
         writes: list = []
+        more = [True]
 
         def fill():
-            while len(pending) + sum(not w.done() for w in writes) < self.window:
+            """Submit pieces while the window has room (pieces being replayed or written); if it
+            is full of writes with nothing left to count, wait for the oldest write."""
+            while more[0]:
+                busy = [w for w in writes if not w.done()]
+                if len(pending) + len(busy) >= self.window:
+                    if pending or not busy:
+                        return
+                    self._result(busy[0])
+                    continue
                 task = next(tasks, None)
                 if task is None:
+                    more[0] = False
                     return
                 i, source, piece = task
                 replayed = self._run(replay_piece, self.replayer, source, piece, skip_bad)
@@ -515,12 +531,26 @@ class _Done:
 
 
 def _identity(address: str, timeout: float) -> dict:
-    """What the scheduler at ``address`` says it is, within ``timeout`` seconds
-    (connect, Dask's handshake and an ``identity`` call), or a FleetError."""
-    from distributed.comm import connect
+    """What the scheduler at ``address`` says it is, within ``timeout`` seconds, or a
+    FleetError: first a plain TCP connection (a closed port answers at once), then
+    Dask's handshake and an ``identity`` call, under one deadline (Dask's own connect
+    bounds the connection, not the handshake: a server that never answers would hang it)."""
+    from distributed.comm import connect, parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        host, port = parse_host_port(location) if scheme == "tcp" else (None, None)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"--scheduler {address}: not an address a Dask client connects to ({err})") from None
+    if host is not None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as err:
+            raise FleetError(f"--scheduler {address}: nothing listens there ({_reason(err)})") from None
 
     async def ask() -> dict:
-        comm = await connect(address, timeout=timeout)  # (a handshake no timeout bounds: the wait_for below does)
+        comm = await connect(address, timeout=timeout)
         try:
             await comm.write({"op": "identity", "reply": True})
             return await comm.read()
@@ -529,17 +559,26 @@ def _identity(address: str, timeout: float) -> dict:
 
     try:
         identity = asyncio.run(asyncio.wait_for(ask(), timeout))
-    except ValueError as err:  # a malformed address
-        raise ValueError(f"--scheduler {address}: {err}") from None
     except asyncio.TimeoutError:
-        raise FleetError(f"--scheduler {address}: no Dask scheduler answered within {timeout:g} s "
-                         "(nothing listens there, or what listens is not Dask; see --connect-timeout)") from None
+        raise FleetError(f"--scheduler {address}: no Dask scheduler answered within {timeout:g} s (what listens "
+                         "there is not Dask, or is stuck; see --connect-timeout)") from None
     except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 (refused, reset, not Dask's protocol)
-        raise FleetError(f"--scheduler {address}: no Dask scheduler there ({_reason(err)})") from None
+        raise FleetError(f"--scheduler {address}: what answers there is not a Dask scheduler ({_reason(err)})") from None
     if not isinstance(identity, dict) or identity.get("type") != "Scheduler":
         raise FleetError(f"--scheduler {address}: what answers there is not a Dask scheduler "
                          f"({type(identity).__name__} {str(identity)[:80]})")
     return identity
+
+
+def _raised_by_dask(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is Dask's or Tornado's own code."""
+    tb, last = err.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    if last is None:
+        return False
+    path = last.tb_frame.f_code.co_filename.replace("\\", "/")
+    return any(f"/{package}/" in path for package in ("distributed", "dask", "tornado"))
 
 
 def _reason(err: BaseException) -> str:

@@ -326,6 +326,7 @@ class Dataset:
         self.header, self.source, self.with_packet = header, source, with_packet
         self._taken: set = set()
         self._token = uuid.uuid4().hex[:12]
+        self.folders: list = []
 
     @property
     def local(self) -> bool:
@@ -352,7 +353,10 @@ class Dataset:
             raise OSError(err.errno, err.strerror or str(err), self.url) from None
 
     def discard(self) -> None:
-        """Remove the folder :meth:`prepare` made if nothing was put in it."""
+        """Remove every staged folder not put in place, and the folder :meth:`prepare`
+        made if nothing was put in it (what a failed or interrupted run leaves: nothing)."""
+        for folder in self.folders:
+            folder.abort()
         try:
             if getattr(self, "_made", False) and not self.fs.ls(self.root):
                 self.fs.rmdir(self.root)
@@ -366,6 +370,7 @@ class Dataset:
                              self.with_packet)
         if self.local:
             interrupt.register(folder.staging)
+        self.folders.append(folder)
         return folder
 
 
@@ -449,7 +454,7 @@ class TraceFolder:
             interrupt.forget(self.staging)
 
     def abort(self) -> None:
-        """Remove the staged folder (what a failed or interrupted trace wrote)."""
+        """Remove the staged folder (what a failed or interrupted trace wrote), if it is still there."""
         try:
             if self.fs.exists(self.staging):
                 self.fs.rm(self.staging, recursive=True)

@@ -264,14 +264,11 @@ def _replay_to_folder(dataset, replayer, sources, fleet_args, skip_bad, run, sta
         done[path] = max(at, done.get(path, 0))
 
     dataset.prepare()
-    stack.callback(dataset.discard)
-    staged = []
-    stack.callback(lambda: [folder.abort() for folder in staged])  # (runs after the commits below)
+    stack.callback(dataset.discard)  # (after the commits below: what is not in place is removed)
     commits = []
     stack.push(lambda kind, *rest: [commit() for commit in commits] if kind is None else None)
     with run.bar, Fleet(replayer, *fleet_args) as fleet:
         for outcome in fleet.dataset(sources, dataset, skip_bad, progress):
-            staged.append(outcome.folder)
             run.skip(outcome.skipped, outcome.summary.bad)
             run.note_unknown(outcome.path, outcome.unknown)
             run.result(outcome.path, outcome.summary, outcome.error)
