@@ -210,7 +210,8 @@ class Summary:
             if peak is not None and (self.worst_peak is None or peak > self.worst_peak
                                      or (peak == self.worst_peak and index < self.worst_packet)):
                 self.worst_peak, self.worst_packet = peak, index
-            if not mask["fits"] and (self.first_over_budget is None or index < self.first_over_budget):
+            if peak is not None and not mask["fits"] and (self.first_over_budget is None
+                                                           or index < self.first_over_budget):
                 self.first_over_budget = index
         self._add_densities(np.array(values, np.float32), np.array(weights, np.int64))
 

@@ -169,7 +169,7 @@ class Batch:
 
 _EXTENSIONS = ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"), (".csv", "csv"), (".bin", "bin"))
 _KINDS = {"jsonl": "JSON Lines", "csv": "CSV", "bin": "binary packets", "gzip": "a gzip file",
-          "text": "text that is neither JSON Lines nor CSV"}
+          "text": "text that is neither JSON Lines nor CSV", "parquet": "a Parquet file (what replay writes)"}
 GZIP_MAGIC = b"\x1f\x8b"
 SNIFF_BYTES = 4096
 """Bytes of a trace looked at to tell what it holds."""
@@ -188,12 +188,14 @@ def trace_format(path: str | Path) -> str | None:
 
 def sniff(head: bytes) -> str:
     """What the first bytes of a trace look like: ``gzip`` (its magic number),
-    ``empty``, and for the rest, text (at most one byte in 20 a control character or
+    ``parquet`` (its magic number), ``empty``, and for the rest, text (at most one byte in 20 a control character or
     not UTF-8) or not: ``jsonl`` (the first line that is not blank opens a JSON
     object or array), ``csv`` (it is a header: commas and ``lambda``), ``text``
     (neither), ``bin`` (not text)."""
     if head[:2] == GZIP_MAGIC:
         return "gzip"
+    if head[:4] == b"PAR1":
+        return "parquet"
     body = head.removeprefix(codecs.BOM_UTF8)
     if not body:
         return "empty"
@@ -305,12 +307,11 @@ def _agree(path: str, named: str | None, why: str, looks: str) -> str:
     if looks == "gzip":  # gzip inside gzip: read as it says, and let the reader judge
         looks = named or "bin"
     if named is None:
-        if looks == "text":
-            raise TraceError(f"{path}: cannot tell the trace format: the content is {_KINDS['text']} (JSON Lines "
-                             "opens with {{, CSV with a header line); give --input-format")
+        if looks in ("text", "parquet"):
+            raise TraceError(f"{path}: cannot tell the trace format: the content is {_KINDS[looks]}, not a trace "
+                             "(JSON Lines opens with {, CSV with a header line); give --input-format")
         return looks
-    text = ("jsonl", "csv", "text")
-    if (named == "bin") != (looks == "bin") or (looks in text and looks != "text" and looks != named):
+    if looks == "parquet" or (named == "bin") != (looks == "bin") or looks not in ("text", named, "bin"):
         fix = "give the --input-format it holds, or none" if why.startswith("--") else "rename it, or give --input-format"
         raise TraceError(f"{path}: {why} names {_KINDS[named]}, but the content looks like {_KINDS[looks]}; {fix}")
     return named

@@ -453,6 +453,19 @@ class TraceFolder:
         finally:
             interrupt.forget(self.staging)
 
+    def plot_points(self) -> dict:
+        """The plotted columns (:data:`PLOTTED`) of the staged parts, as :func:`plot_points` gives
+        them: read back for ``--plot``, the only use of a dataset run's records here."""
+        import pyarrow.parquet as pq
+
+        names = ["index", *(name for name, _ in PLOTTED)]
+        try:
+            table = pq.read_table(self.staging, columns=names, filesystem=self.fs)
+        except OSError as err:
+            raise self._named(err) from None
+        table = table.filter(table.column("num_positions").is_valid())
+        return {name: table.column(name).to_pylist() for name in names}
+
     def abort(self) -> None:
         """Remove the staged folder (what a failed or interrupted trace wrote), if it is still there."""
         try:
@@ -468,16 +481,19 @@ def summary_text(s: dict) -> str:
     """A trace's summary for a person: empty traces and all-panic runs said plainly."""
     skipped = f"{plural(s['bad_records'], 'bad record')} skipped"
     if not s["packets"]:
-        return f"packets 0: the trace holds no packet ({skipped})"
+        return "packets 0: the trace holds no packet" + (f" ({skipped})" if s["bad_records"] else "")
     lines = [f"packets {s['packets']:,}: {s['sparse']:,} sparse, {s['full']:,} full, {s['panics']:,} panicked, "
              f"{skipped}"]
     if s["density_min"] is None:
-        lines.append(f"no mask and no heap figure: every step panicked ({plural(s['panics'], 'packet')})")
+        lines.append("no mask: every build_mask panicked")
     else:
         lines.append(f"mask density min/median/max: {cell(s['density_min'])} / {cell(s['density_median'])} / "
                      f"{cell(s['density_max'])}")
+    if s["worst_step_peak_bytes"] is None:
+        lines.append("no heap figure: every step panicked")
+    else:
         over = s["first_over_budget_packet"]
-        lines.append(f"worst step peak: {cell(s['worst_step_peak_bytes'])} B at packet {cell(s['worst_packet'])}; "
+        lines.append(f"worst step peak: {s['worst_step_peak_bytes']} B at packet {s['worst_packet']}; "
                      + ("every step fits the budget" if over is None else f"first over budget: packet {over}"))
     lines += [f"panic at packet {p['first_packet']}: {p['message']}" for p in s["panic_messages"]]
     return "\n".join(lines)

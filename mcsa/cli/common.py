@@ -305,12 +305,11 @@ def atomic_output(path: str | None, mode: str = "w"):
         named = _NamedFile(out, path)
         try:
             yield named
-        finally:
-            try:
+        except BaseException:
+            with suppress(OSError):
                 named.close()
-            except OSError:
-                if sys.exc_info()[0] is None:
-                    raise
+            raise
+        named.close()
         return
     target = Path(os.path.realpath(path))
     keep = 0o666 & ~_umask() if existing is None else stat.S_IMODE(existing.st_mode)

@@ -110,9 +110,8 @@ def _choose_format(fmt: str | None, output: str | None, several: bool) -> tuple[
     ``--format``, ``-o``'s extension or trailing slash, and the terminal."""
     if output is not None and output != "-" and output.strip() == "":
         raise InputError("-o: an empty path names no file")
-    url = output is not None and "://" in output and not output.startswith("file://")
-    folder = output is not None and output != "-" and (
-        url or output.endswith(("/", os.sep)) or os.path.isdir(output.removeprefix("file://")))
+    url = output is not None and "://" in output
+    folder = output is not None and output != "-" and (url or output.endswith(("/", os.sep)) or os.path.isdir(output))
     named = None if folder else output_format(output)
     if named is not None and named not in FORMATS:
         raise InputError(f"-o {output}: a .{named} file is a format replay does not write (it writes "
@@ -209,6 +208,8 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
         raise InputError("stdin (-) can be read only once")
     several = len(traces) > 1
     fmt, to_folder = _choose_format(fmt, output, several)
+    if output is not None and output.startswith("file://"):  # a dataset on this machine
+        output = output[len("file://"):]
     outputs = {"-o": output if output is not None else "-", "--summary": summary_file, "--plot": plot}
     folders = {}
     if to_folder:
@@ -272,6 +273,8 @@ def _replay_to_folder(dataset, replayer, sources, fleet_args, skip_bad, run, sta
             run.skip(outcome.skipped, outcome.summary.bad)
             run.note_unknown(outcome.path, outcome.unknown)
             run.result(outcome.path, outcome.summary, outcome.error)
+            if run.plot and outcome.error is None:
+                run.series[outcome.path] = outcome.folder.plot_points()
             if outcome.error is None:
                 commits.append(lambda folder=outcome.folder, said=outcome.summary.as_dict(): folder.commit(said))
 
