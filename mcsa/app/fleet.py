@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import signal
 import socket
 import tempfile
 import time
 import warnings
-from collections import deque
+from collections import OrderedDict, deque
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
@@ -141,8 +142,23 @@ class Outcome:
     folder: object = None
 
 
+_REPLAYERS: OrderedDict = OrderedDict()
+"""The replayers this worker process got, by token: each task brings a copy, the
+first one is kept so that what it computed per key (its cache) serves every piece."""
+KEPT_REPLAYERS = 4
+
+
+def _kept(replayer: Replayer) -> Replayer:
+    kept = _REPLAYERS.setdefault(replayer.token, replayer)
+    _REPLAYERS.move_to_end(replayer.token)
+    while len(_REPLAYERS) > KEPT_REPLAYERS:
+        _REPLAYERS.popitem(last=False)
+    return kept
+
+
 def replay_piece(replayer: Replayer, source: TraceSource, piece: Piece, skip_bad: bool) -> PieceResult:
     """Run where the piece lands: the parts of one piece of a trace."""
+    replayer = _kept(replayer)
     parts, unknown, lines, done = [], set(), 0, 0
     try:
         if piece.batches is None:
@@ -169,6 +185,13 @@ def replay_piece(replayer: Replayer, source: TraceSource, piece: Piece, skip_bad
     except OSError as err:
         return PieceResult(parts, f"{source.path}: {err.strerror or err}", unknown | piece.unknown, lines, done)
     return PieceResult(parts, piece.error, unknown | piece.unknown, lines, done)
+
+
+def warm(replayer: Replayer) -> int:
+    """Run on each worker as the cluster starts: keep the replayer (its kernels loaded,
+    its first key computed) before any piece comes; the process id."""
+    _kept(replayer)
+    return os.getpid()
 
 
 def piece_info(result: PieceResult) -> PieceInfo:
@@ -240,11 +263,19 @@ class Fleet(AbstractContextManager):
                 "distributed.comm.timeouts.connect": f"{connect_timeout}s",
                 "distributed.admin.large-graph-warning-threshold": "256MB",
                 "distributed.scheduler.no-workers-timeout": f"{NO_WORKER_SECONDS}s",
+                # Dask's housekeeping in a worker shares the GIL with the piece it runs: less of it
+                "distributed.worker.profile.enabled": False,  # (it samples the task's stack every 10 ms)
+                "distributed.admin.tick.interval": "1s",
+                "distributed.admin.system-monitor.interval": "2s",
+                "distributed.worker.memory.monitor-interval": "1s",
             }))
             if scheduler is not None:
                 self._connect(scheduler, connect_timeout)
             else:
                 self._start(workers, scratch)
+            for address in self.client.scheduler_info().get("workers", {}):  # every worker ready before the work
+                self._result(self.client.submit(warm, replayer, workers=[address], allow_other_workers=True,
+                                                pure=False))
         except BaseException:
             self.close()
             raise
@@ -331,7 +362,10 @@ class Fleet(AbstractContextManager):
         ``args`` are their results there)."""
         if self.client is None:
             return _Done(fn(*(a.value if isinstance(a, _Done) else a for a in args)))
-        return self.client.submit(fn, *args, pure=False, retries=RETRIES)
+        try:
+            return self.client.submit(fn, *args, pure=False, retries=RETRIES)
+        except Exception as err:  # noqa: BLE001 (a client that lost its scheduler)
+            raise self._lost(err) from None
 
     def _result(self, future):
         """A piece's result, waited for in slices: a signal, a cluster that cannot go on, end the wait."""
@@ -416,11 +450,11 @@ class Fleet(AbstractContextManager):
                 yield source, self._gather(i, source, pending, fill, unknown), unknown
                 failed.add(i)  # (done, or failed: what is left of it is not read)
                 while pending and pending[0][0] == i:
-                    pending.popleft()[1].cancel()
+                    _cancel(pending.popleft()[1:])
                 fill()
         finally:
-            for _, future in pending:
-                future.cancel()
+            for _, *futures in pending:
+                _cancel(futures)
 
     def _gather(self, i: int, source: TraceSource, pending: deque, fill: Callable, unknown: set) -> Iterator[Part]:
         lines = 0
@@ -502,8 +536,7 @@ class Fleet(AbstractContextManager):
                         self._result(future)
                 else:
                     while pending and pending[0][0] == i:  # the failed trace's pieces in flight
-                        for future in pending.popleft()[2:]:
-                            future.cancel()
+                        _cancel(pending.popleft()[2:])
                     self._drain(writes[first:])
                     folders[i].abort()
                 del writes[first:]
@@ -511,8 +544,7 @@ class Fleet(AbstractContextManager):
                 yield outcome
         except BaseException:
             for _, _, *futures in pending:
-                for future in futures:
-                    future.cancel()
+                _cancel(futures)
             self._drain(writes)
             raise
 
@@ -568,6 +600,15 @@ def _identity(address: str, timeout: float) -> dict:
         raise FleetError(f"--scheduler {address}: what answers there is not a Dask scheduler "
                          f"({type(identity).__name__} {str(identity)[:80]})")
     return identity
+
+
+def _cancel(futures) -> None:
+    """Cancel pieces no longer wanted (quietly: the cluster may be gone already)."""
+    for future in futures:
+        try:
+            future.cancel()
+        except Exception:  # noqa: BLE001, S110
+            pass
 
 
 def _raised_by_dask(err: BaseException) -> bool:

@@ -19,6 +19,7 @@ compares with the heap budget.
 from __future__ import annotations
 
 import os
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -306,6 +307,8 @@ class Replayer:
         self.position_limit = position_limit
         self._cache: OrderedDict = OrderedDict()
         self._schedule = schedule_args(config, self.sim.target)
+        self.token = uuid.uuid4().hex
+        """Names this replayer where copies of it are sent (a worker keeps the first, with its cache)."""
         probe = self._fields(1, int(_FULL), GatePacket())  # a configuration no step can run is no record's fault
         if isinstance(probe, Exception):
             raise ValueError(f"{profile.name}-{build} cannot run any step with this configuration: {probe}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 from contextlib import ExitStack
 
 import click
@@ -34,9 +35,10 @@ def _fail_on(ctx, param, value):
 
 
 def _columns_help() -> str:
-    """The record's columns and what each holds, from the one column table."""
+    """The record's columns and what each holds, from the one column table (lines of at most 100 columns)."""
     width = max(len(c.name) for c in RECORD)
-    return "\n".join(f"  {c.name:<{width}}  {c.doc}" for c in RECORD)
+    return "\n".join(textwrap.fill(c.doc, 98, initial_indent=f"  {c.name:<{width}}  ",
+                                    subsequent_indent=" " * (width + 4)) for c in RECORD)
 
 
 class _Run:
