@@ -101,10 +101,11 @@ def read_write_floor(path: Path, out: Path) -> None:
     pq.write_table(pa.table(columns), out)
 
 
-def fresh(args: list) -> dict:
+def fresh(args: list, stop_after: float | None = None) -> dict:
     """``mcsa`` in a new process (``python -m mcsa``): wall seconds, the CPU seconds of
     its own process and of its workers (the children it waited for), and the peak RSS
-    of its process and of its largest worker."""
+    (MiB) of its process and of its largest worker; a run that never ends on its own
+    (/dev/zero) is sent SIGTERM after ``stop_after`` seconds (``stop``: how long it then took)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "mcsa", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -112,7 +113,7 @@ def fresh(args: list) -> dict:
     peak_self = peak_worker = 0
     cpu_self = 0.0
     watched = psutil.Process(proc.pid)
-    while proc.poll() is None:
+    while proc.poll() is None and (stop_after is None or time.perf_counter() - started < stop_after):
         try:
             peak_self = max(peak_self, watched.memory_info().rss)
             times = watched.cpu_times()
@@ -125,38 +126,17 @@ def fresh(args: list) -> dict:
         except psutil.Error:
             pass
         time.sleep(0.05)
-    err = proc.communicate()[1]
+    stopping = time.perf_counter()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=300)[1]
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode not in (0, 130, -signal.SIGTERM):
+    if proc.returncode not in (0, 130):
         raise RuntimeError(f"mcsa {' '.join(args)}: exit {proc.returncode}: {err[-500:]}")
     total = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall": wall, "cpu": total, "cpu_self": min(cpu_self, total), "cpu_workers": max(total - cpu_self, 0.0),
-            "rss_self": peak_self / 2**20, "rss_worker": peak_worker / 2**20}
-
-
-def stopped_after(args: list, seconds: float) -> dict:
-    """:func:`fresh` for a run that never ends on its own (/dev/zero), stopped with SIGTERM after ``seconds``."""
-    proc_args = [sys.executable, "-m", "mcsa", *args]
-    proc = subprocess.Popen(proc_args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak_self = peak_worker = 0
-    watched = psutil.Process(proc.pid)
-    started = time.perf_counter()
-    while proc.poll() is None and time.perf_counter() - started < seconds:
-        try:
-            peak_self = max(peak_self, watched.memory_info().rss)
-            for child in watched.children(recursive=True):
-                try:
-                    peak_worker = max(peak_worker, child.memory_info().rss)
-                except psutil.Error:
-                    pass
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    stopping = time.perf_counter()
-    proc.communicate(timeout=120)
-    return {"rss_self": peak_self / 2**20, "rss_worker": peak_worker / 2**20, "code": proc.returncode,
+            "rss_self": peak_self / 2**20, "rss_worker": peak_worker / 2**20, "code": proc.returncode,
             "stop": time.perf_counter() - stopping}
 
 
@@ -261,8 +241,8 @@ def rss_figures(tmp: Path, args, base: list) -> None:
             subprocess.run(["rm", "-rf", str(out)], check=True)
     for workers in (None, 2):
         extra = [] if workers is None else ["--workers", str(workers)]
-        got = stopped_after(["replay", "/dev/zero", "--input-format", "bin", *ARGS, "-o", os.devnull, "--format",
-                             "jsonl", *extra], args.zero_seconds)
+        got = fresh(["replay", "/dev/zero", "--input-format", "bin", *ARGS, "-o", os.devnull, "--format", "jsonl",
+                     *extra], stop_after=args.zero_seconds)
         name = "serial" if workers is None else f"{workers} workers"
         print(f"  /dev/zero as binary, {args.zero_seconds:.0f} s then SIGTERM, {name:>9}: {got['rss_self']:,.0f} / "
               f"{got['rss_worker']:,.0f} (exit {got['code']}, {got['stop']:.1f} s to stop)")

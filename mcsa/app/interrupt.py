@@ -96,6 +96,37 @@ def check() -> None:
         raise Interrupted(_received)
 
 
+def wait_for(call: Callable[[], object]) -> object:
+    """``call()`` (a system call that may wait for ever: opening a FIFO nobody writes
+    to) on a daemon thread, waited for in slices: a signal interrupts the wait (the
+    thread is left to the process's end).
+
+    Raises
+    ------
+    Interrupted
+        If a signal asked the run to stop meanwhile.
+    Exception
+        Whatever ``call`` raised.
+    """
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as err:  # noqa: BLE001 (raised below, in the caller's thread)
+            outcome.append((False, err))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(POLL)
+        check()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 def register(path: str) -> None:
     """Have a local temporary file or folder removed if a second signal ends the process at once."""
     _temporary.add(path)
@@ -130,4 +161,4 @@ def signals_blocked(*signums: int) -> Iterator[None]:
 
 
 __all__ = ["EXIT_INTERRUPTED", "Interrupted", "POLL", "check", "forget", "install", "received", "register",
-           "signals_blocked", "temporary"]
+           "signals_blocked", "temporary", "wait_for"]

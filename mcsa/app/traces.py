@@ -379,7 +379,7 @@ def _open_stream(path: str):
             return raw if hasattr(raw, "peek") else io.BufferedReader(raw)
         raw = _StreamInput(fd, close_fd=False)
     else:
-        raw = _StreamInput(os.open(path, os.O_RDONLY), close_fd=True)
+        raw = _StreamInput(interrupt.wait_for(lambda: os.open(path, os.O_RDONLY)), close_fd=True)  # (a FIFO: a writer)
     raw.prefetch(SNIFF_HEAD)
     return io.BufferedReader(raw, SNIFF_BYTES * 2)
 

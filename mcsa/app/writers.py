@@ -256,6 +256,9 @@ class TextWriter:
         """Wait for the write in flight (raising its error)."""
         self._background.wait()
 
+    def abandon(self) -> None:
+        """Stop (the file is being thrown away): a write in flight fails on the closed file, unheard."""
+
     def finish(self, summary: dict, source: str | None) -> None:
         """The end of one trace: JSON Lines gets its summary record, a table of one trace its summary text."""
         self.close()
@@ -293,6 +296,15 @@ class ParquetWriter:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+    def abandon(self) -> None:
+        """Stop without a footer's errors (the file is being thrown away), before the file is closed."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except (OSError, ValueError):
+                pass
 
 
 class Dataset:

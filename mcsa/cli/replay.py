@@ -208,6 +208,8 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
         pyplot("--plot")  # before any work: a missing extra is a usage error
     if traces.count("-") > 1:
         raise InputError("stdin (-) can be read only once")
+    if workers is not None and scheduler is not None:
+        raise InputError("--workers starts a local cluster, --scheduler uses another: give one")
     several = len(traces) > 1
     fmt, to_folder = _choose_format(fmt, output, several)
     if output is not None and output.startswith("file://"):  # a dataset on this machine
@@ -239,6 +241,7 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
             out = stack.enter_context(atomic_output(None if to_stdout else output, "wb" if fmt == "parquet" else "w"))
             writer = (ParquetWriter(out, header, several, with_packet) if fmt == "parquet"
                       else TextWriter(out, fmt, header, several, with_packet, wide))
+            stack.push(lambda kind, *rest: writer.abandon() if kind is not None else None)  # (before out closes)
             with bar, Fleet(replayer, workers, scheduler, connect_timeout) as fleet:
                 for source, parts, keys in fleet.records(sources, skip_bad):
                     run.trace(source.path, parts, keys, writer, stop=not several)
