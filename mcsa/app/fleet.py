@@ -398,6 +398,8 @@ class Fleet(AbstractContextManager):
 
     def _lost(self, err: BaseException) -> BaseException:
         """A piece's failure as the user should read it: Dask's own as a FleetError (never a bug in mcsa)."""
+        if isinstance(err, ImportError):
+            return FleetError(f"{self.where}: a worker cannot run mcsa ({_reason(err)}); install mcsa[fleet] there")
         module = type(err).__module__ or ""
         dask = module.startswith(("distributed", "tornado", "asyncio", "concurrent")) or isinstance(
             err, asyncio.CancelledError) or _raised_by_dask(err)
@@ -491,13 +493,16 @@ class Fleet(AbstractContextManager):
 
         def fill():
             """Submit pieces while the window has room (pieces being replayed or written); if it
-            is full of writes with nothing left to count, wait for the oldest write."""
+            is full of writes with nothing left to count, wait for the oldest write. A write
+            done is let go at once (held, its piece's task and records would stay in the cluster)."""
             while more[0]:
-                busy = [w for w in writes if not w.done()]
-                if len(pending) + len(busy) >= self.window:
-                    if pending or not busy:
+                for future in [w for w in writes if w.done()]:
+                    self._result(future)  # (its error, if any)
+                    writes.remove(future)
+                if len(pending) + len(writes) >= self.window:
+                    if pending or not writes:
                         return
-                    self._result(busy[0])
+                    self._result(writes[0])
                     continue
                 task = next(tasks, None)
                 if task is None:
@@ -511,7 +516,7 @@ class Fleet(AbstractContextManager):
             fill()
             for i, source in enumerate(sources):
                 outcome = Outcome(source.path, Summary(), None, set(), [], folders[i])
-                lines, first = 0, len(writes)
+                lines = 0
                 while pending and pending[0][0] == i:
                     _, number, replayed, info = pending[0]
                     info = self._result(info)
@@ -532,14 +537,14 @@ class Fleet(AbstractContextManager):
                     fill()
                 failed.add(i)
                 if outcome.error is None:
-                    for future in writes[first:]:
+                    for future in writes:  # (all of this trace's)
                         self._result(future)
                 else:
                     while pending and pending[0][0] == i:  # the failed trace's pieces in flight
                         _cancel(pending.popleft()[2:])
-                    self._drain(writes[first:])
+                    self._drain(writes)
                     folders[i].abort()
-                del writes[first:]
+                writes.clear()
                 fill()
                 yield outcome
         except BaseException:
