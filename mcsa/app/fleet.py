@@ -46,6 +46,10 @@ from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
 from typing import Callable, Iterator
 
+import numpy as np
+
+from mcsa.core.packets import PACKET_DTYPE
+
 from . import interrupt
 from .replay import Part, Replayer, Summary
 from .traces import TraceError, TraceReader, TraceSource, byte_ranges, shift_lines
@@ -188,9 +192,17 @@ def replay_piece(replayer: Replayer, source: TraceSource, piece: Piece, skip_bad
 
 
 def warm(replayer: Replayer) -> int:
-    """Run on each worker as the cluster starts: keep the replayer (its kernels loaded,
-    its first key computed) before any piece comes; the process id."""
-    _kept(replayer)
+    """Run on each worker as the cluster starts: keep the replayer and load what every
+    piece uses (the density kernel, a sparse and a full mask's, pyarrow's Parquet
+    writer) before any piece comes, so that the start-up is paid once; the process id."""
+    import pyarrow.parquet  # noqa: F401
+
+    replayer = _kept(replayer)
+    packets = np.zeros(2, PACKET_DTYPE)
+    packets["lambda"], packets["partition_count"] = 200, (4, 1)
+    replayer.target_densities(packets)
+    for row in packets.tolist():
+        replayer.mask_fields(row, 64)
     return os.getpid()
 
 
