@@ -27,7 +27,6 @@ from mcsa.core.target import Target, TargetPanic
 
 from . import planned
 from .allocators import ALLOCATORS, Allocator, check_allocator
-from .btree import check_insertions  # noqa: F401  (the position-limit rule the replayer and `mcsa mask` apply)
 from .placement import DEALLOC, REALLOC
 from .placement.arena import block_bytes
 from .planned import COUNT, KIND, OBJ, OP, SIZE, WHAT
@@ -200,8 +199,7 @@ def _mask_step(config, gate, seq_len, target, position_limit) -> planned.Planned
 
 
 def build_mask_usage(
-    config: SparsityConfig,
-    gate: GatePacket,
+    config: SparsityConfig, gate: GatePacket,
     seq_len: int,
     usize_bits: int,
     allocator: Allocator = NONE,
@@ -267,12 +265,8 @@ def sparse_attention_usage(
 
 
 def planned_attention_usage(
-    config: SparsityConfig,
-    gate: GatePacket,
-    mask_seq_len: int,
-    qkv_seq_len: int,
-    dim: int,
-    usize_bits: int,
+    config: SparsityConfig, gate: GatePacket,
+    mask_seq_len: int, qkv_seq_len: int, dim: int, usize_bits: int,
     allocator: Allocator = NONE,
     position_limit: int = DEFAULT_POSITION_LIMIT,
 ) -> Usage:
@@ -281,11 +275,8 @@ def planned_attention_usage(
 
     Raises
     ------
-    ValueError
-        If the mask reaches a query at or past ``qkv_seq_len`` (the call would
-        panic), or ``qkv_seq_len`` or ``dim`` is not a usize of the width.
-    TypeError
-        If ``qkv_seq_len`` or ``dim`` is not an integer, or another argument has the wrong type.
+    ValueError, TypeError
+        As :func:`sparse_attention_usage` (a ``config`` or ``gate`` of the wrong type too).
     mcsa.TargetPanic
         If ``build_mask`` itself panics on this width.
     mcsa.MaskTooLarge

@@ -37,7 +37,7 @@ def test_replay_reads_every_format_alike(name):
     result = run("replay", EXAMPLES / name, *TRACE_ARGS, "--format", "jsonl")
     assert result.exit_code == 0, result.output
     header, *records, summary = jsonl(result.stdout)
-    assert header["schema_version"] == 1 and header["profile"] == "stm32f411" and header["config"]["max_cross_partition_edges"] == 20
+    assert header["schema_version"] == 2 and header["profile"] == "stm32f411" and header["config"]["max_cross_partition_edges"] == 20
     assert len(records) == 400 and summary["summary"]["packets"] == 400
     assert all(list(r) == header["columns"] for r in records)
     reference = jsonl(run("replay", EXAMPLES / "trace.jsonl", *TRACE_ARGS, "--format", "jsonl").stdout)[1:-1]
@@ -83,7 +83,7 @@ def test_replay_panics_on_a_debug_build(tmp_path):
     # 2 partitions of 65535 tokens: token 65535 + 1 overflows the u16 add
     result = run("replay", trace, "--target", "stm32f411-debug", "--seq-len", 131070, "--dim", 1,
                  "--config", cfg, "--format", "jsonl", "--fail-on", "panic")
-    assert result.exit_code == 1 and "2 packet(s) panic" in result.stderr
+    assert result.exit_code == 1 and "2 packets panic" in result.stderr
     first, second = jsonl(result.stdout)[1:3]
     assert first["panic"] == "attempt to add with overflow" and first["num_positions"] is None
     # 65536 tokens in 2 partitions: the mask builds; 65536 * 65537 overflows a 32-bit usize in the flops ratio

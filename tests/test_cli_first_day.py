@@ -329,12 +329,12 @@ def test_no_input_is_ever_an_output(tmp_path):
     before = (tmp_path / "q.npy").read_bytes()
     (tmp_path / "link.npy").symlink_to(tmp_path / "q.npy")
     for output in (tmp_path / "q.npy", tmp_path / "link.npy"):
-        refused(run("attention", *qkv, "--dim", 4, "--scale", 0.5, "-o", output), f"-o {output} is also --q")
+        refused(run("attention", *qkv, "--dim", 4, "--scale", 0.5, "-o", output), f"-o {output}: is the same file as the input --q")
     assert (tmp_path / "q.npy").read_bytes() == before
-    refused(run("mask", "--seq-len", 48, "-o", tmp_path / "m.txt", "--png", tmp_path / "m.txt"), "--png", "is also -o")
+    refused(run("mask", "--seq-len", 48, "-o", tmp_path / "m.txt", "--png", tmp_path / "m.txt"), "--png", "is the same file as -o")
     dump = tmp_path / "density-x.json"
     dump.write_text("{}\n")
-    refused(run("verify", dump, "--target", "x86_64", "-o", dump), "is also FILE")
+    refused(run("verify", dump, "--target", "x86_64", "-o", dump), "is the same file as the input")
     assert dump.read_text() == "{}\n"
 
 
@@ -485,3 +485,16 @@ def test_the_first_compile_says_so_once(tmp_path):
     assert re.search(r"^note: compiled in \d+ s$", cold.stderr, re.M)
     warm = mcsa_process(*args, env={"NUMBA_CACHE_DIR": str(tmp_path)})
     assert warm.returncode == 0 and warm.stderr == ""
+
+
+def test_fit_and_quality_refuse_an_output_that_is_an_input(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text("{}")
+    refused(run("fit", "--target", "stm32f411", "--seq-len", 64, "--partitions", 2, "--config", config,
+                "--png", config), "--png", "is the same file as the input --config")
+    assert config.read_text() == "{}"
+    acts = tmp_path / "acts.npz"
+    acts.write_bytes(b"not touched")
+    refused(run("quality", "--activations", acts, "-o", acts), "-o", "is the same file as the input --activations")
+    refused(run("quality", "capture", "--model", acts, "--tokens", acts, "-o", acts), "is the same file as the input")
+    assert acts.read_bytes() == b"not touched"

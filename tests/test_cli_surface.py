@@ -83,7 +83,7 @@ def test_a_closed_stdout_ends_quietly_with_141(tmp_path):
     first = proc.stdout.readline()
     proc.stdout.close()
     _, err = proc.communicate(timeout=120)
-    assert json.loads(first)["schema_version"] == 1
+    assert json.loads(first)["schema_version"] == 2
     assert proc.returncode == 141 and err == b""
 
 

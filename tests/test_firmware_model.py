@@ -247,7 +247,7 @@ def test_a_step_is_planned_once(monkeypatch):
                         counting("plan_mask", mcsa.MincutSparseAttention.plan_mask))
     monkeypatch.setattr(btree, "insertions", counting("insertions", btree.insertions))
     monkeypatch.setattr(btree, "insert", counting("insert", btree.insert))
-    monkeypatch.setattr(planned, "_query_runs", counting("runs", planned._query_runs))
+    monkeypatch.setattr(planned, "query_runs", counting("runs", planned.query_runs))
     profile = profile_named("stm32f411")
     gate = mcsa.GatePacket(lambda_=200, partition_count=4)
     step.fit_step(profile, CFG, gate, 256, 32)

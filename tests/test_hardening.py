@@ -124,10 +124,14 @@ def test_a_size_the_target_cannot_hold_names_its_option(args, message):
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_a_line_without_end_is_refused_not_read_into_memory(fmt):
-    """``/dev/zero`` as a text trace: one endless line."""
+def test_a_line_without_end_is_refused_not_read_into_memory(fmt, tmp_path):
+    """``/dev/zero`` as a text trace is refused by what its content is; an endless line of text is refused at its line."""
     result = run("replay", "/dev/zero", "--input-format", fmt, *TRACE_ARGS)
-    assert result.exit_code == 2 and "/dev/zero:1: a line longer than 1,048,576" in result.output
+    assert result.exit_code == 2 and "/dev/zero: --input-format" in result.output and "binary packets" in result.output
+    endless = tmp_path / f"endless.{fmt}"
+    endless.write_bytes((b"{\"lambda\": 1" if fmt == "jsonl" else b"lambda,") * (1 << 18))
+    result = run("replay", endless, "--input-format", fmt, *TRACE_ARGS)
+    assert result.exit_code == 2 and f"{endless}:1: a line longer than 1,048,576" in result.output
 
 
 def test_an_over_long_line_is_named_after_good_ones(tmp_path):

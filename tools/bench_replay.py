@@ -1,49 +1,70 @@
-"""Replay throughput against floors measured in the same run, Dask workers, and peak memory.
+"""Replay throughput against floors measured in the same run, the Dask fleet, and peak memory per path.
 
-    python tools/bench_replay.py [--jsonl 1000000] [--binary 5000000] [--traces 12] [--rss 1000000,10000000]
+    python tools/bench_replay.py [--only floors,fleet,rss] [--jsonl 1000000] [--binary 5000000]
+                                 [--traces 8] [--trace-packets 150000] [--rss-packets 20000000]
 
 Traces come from the simulated controller (tools/make_traces.py), repeated to
-the sizes asked for, in a temporary folder. Every figure is the median of
-``--repeats`` runs in this process, each floor run just before its replay so
-that both see the same load (start-up and the first, compiling call
-excluded), except the Dask and memory figures, which run the command as a user
-would (a fresh process; the cluster's start included):
+the sizes asked for, in a temporary folder. Every figure is printed next to its
+limit, with the machine and its load (2 cores shared with other engineers: compare
+ratios measured in one run, and the CPU seconds, which load does not inflate).
 
-- JSONL -> JSONL, against the floor: orjson parsing the same file line by line;
-- binary -> Parquet, against the floor: ``np.fromfile`` of the same file plus
-  pyarrow writing a table of the same rows and columns;
-- ``--traces`` JSONL traces with 1 and 2 Dask workers, and serially, each next to
-  a 1-packet replay run the same way (the cluster's start and the workers' imports);
-- peak RSS of binary -> Parquet replays of each ``--rss`` size, and how much of it
-  the trace adds over a 1-packet replay in the same process (flat is the target).
-
-Prints the machine, each time, packets per second and the ratio to its floor.
+- floors: JSONL -> JSONL against orjson parsing the same file line by line;
+  binary -> Parquet against ``np.fromfile`` plus pyarrow writing a table of the
+  same rows and columns (medians of ``--repeats`` runs in this process, each floor
+  run just before its replay so that both see the same load).
+- fleet: ``--traces`` JSONL traces of ``--trace-packets`` packets into a Parquet
+  dataset folder, serially and with 1 and 2 Dask workers, each in a fresh process
+  next to a 1-packet replay run the same way (start-up: imports, the cluster, the
+  workers' kernels), so that the figures are net of start-up. Wall seconds, CPU
+  seconds of mcsa's process (the client, and for a local cluster its scheduler)
+  and of the workers, the datasets compared file by file, and what the client
+  sends and receives per piece (O(1) bytes per piece: 0 bytes per packet of a
+  plain file; a model of N machines from the measured per-packet costs).
+- rss: peak RSS of mcsa's process and of its largest worker, per path: a plain
+  binary trace serially and with 1 and 2 workers, a ``--rss-packets`` .bin.gz
+  serially and with 1 and 2 workers, and /dev/zero as a binary trace for
+  ``--zero-seconds`` serially and with 2 workers (stopped with SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
+import gzip
 import json
+import os
+import pickle
+import resource
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
+import psutil  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from bench_core import machine, median_time  # noqa: E402
 from make_traces import controller  # noqa: E402
 
+from mcsa.app import fleet  # noqa: E402
+from mcsa.app.replay import COLUMNS, Replayer  # noqa: E402
+from mcsa.app.traces import byte_ranges, open_trace  # noqa: E402
 from mcsa.cli import main as mcsa_main  # noqa: E402
-from mcsa.app.replay import COLUMNS  # noqa: E402
-from mcsa.core.packets import FIELDS, PACKET_DTYPE  # noqa: E402
+from mcsa.cli.common import resolve_profile  # noqa: E402
+from mcsa.core.packets import FIELDS, PACKET_DTYPE, SparsityConfig  # noqa: E402
 
 ARGS = ["--target", "stm32f411", "--seq-len", "128", "--dim", "32"]
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def paired(floor, work, repeats: int) -> tuple[float, float]:
@@ -59,13 +80,9 @@ def replay(*args: str) -> None:
     mcsa_main(["replay", *args, *ARGS], standalone_mode=False)
 
 
-def write_traces(tmp: Path, jsonl: int, binary: int, base: list) -> None:
+def jsonl_lines(base: list, count: int, shift: int = 0):
     lines = [orjson.dumps(r) + b"\n" for r in base]
-    with open(tmp / "big.jsonl", "wb") as f:
-        for i in range(jsonl):
-            f.write(lines[i % len(lines)])
-    packed = np.array([tuple(r[k] for k in FIELDS) for r in base], PACKET_DTYPE)
-    np.resize(packed, max(binary, 1)).tofile(tmp / "big.bin")  # one at least, to compile the kernels
+    return (lines[(i + shift) % len(lines)] for i in range(count))
 
 
 def orjson_floor(path: Path) -> None:
@@ -84,88 +101,171 @@ def read_write_floor(path: Path, out: Path) -> None:
     pq.write_table(pa.table(columns), out)
 
 
-def fresh_process(args: list, warm: list | None = None) -> tuple[float, int, int]:
-    """Seconds and peak RSS (KiB) of ``mcsa`` run in a new Python process, and the
-    peak RSS after running ``warm`` first in it (the JIT's compilation and the
-    imports are then out of the figure), or 0."""
-    code = ("import json, resource, sys, time; from mcsa.cli import main; warm = json.loads(sys.argv[1]); "
-            "warm and main(warm, standalone_mode=False); "
-            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if warm else 0; "
-            "t = time.perf_counter(); main(sys.argv[2:], standalone_mode=False); "
-            "print(time.perf_counter() - t, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(warm or []), *args], capture_output=True,
-                         text=True, check=True)
-    seconds, before, rss = out.stdout.split()[-3:]
-    return float(seconds), int(rss), int(before)
+def fresh(args: list, stop_after: float | None = None) -> dict:
+    """``mcsa`` in a new process (``python -m mcsa``): wall seconds, the CPU seconds of
+    its own process and of its workers (the children it waited for), and the peak RSS
+    (MiB) of its process and of its largest worker; a run that never ends on its own
+    (/dev/zero) is sent SIGTERM after ``stop_after`` seconds (``stop``: how long it then took)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "mcsa", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    peak_self = peak_worker = 0
+    cpu_self = 0.0
+    watched = psutil.Process(proc.pid)
+    while proc.poll() is None and (stop_after is None or time.perf_counter() - started < stop_after):
+        try:
+            peak_self = max(peak_self, watched.memory_info().rss)
+            times = watched.cpu_times()
+            cpu_self = times.user + times.system
+            for child in watched.children(recursive=True):
+                try:
+                    peak_worker = max(peak_worker, child.memory_info().rss)
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    stopping = time.perf_counter()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=300)[1]
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode not in (0, 130):
+        raise RuntimeError(f"mcsa {' '.join(args)}: exit {proc.returncode}: {err[-500:]}")
+    total = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": total, "cpu_self": min(cpu_self, total), "cpu_workers": max(total - cpu_self, 0.0),
+            "rss_self": peak_self / 2**20, "rss_worker": peak_worker / 2**20, "code": proc.returncode,
+            "stop": time.perf_counter() - stopping}
+
+
+def same_datasets(a: Path, b: Path) -> bool:
+    names = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    return names == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and all(
+        filecmp.cmp(a / n, b / n, shallow=False) for n in names)
+
+
+def floors(tmp: Path, args, base: list) -> None:
+    with open(tmp / "big.jsonl", "wb") as f:
+        f.writelines(jsonl_lines(base, args.jsonl))
+    packed = np.array([tuple(r[k] for k in FIELDS) for r in base], PACKET_DTYPE)
+    np.resize(packed, max(args.binary, 1)).tofile(tmp / "big.bin")
+    replay(str(tmp / "big.bin"), "--format", "jsonl", "-o", str(tmp / "warm.jsonl"))  # compile
+    floor, took = paired(lambda: orjson_floor(tmp / "big.jsonl"),
+                         lambda: replay(str(tmp / "big.jsonl"), "--format", "jsonl", "-o", str(tmp / "o.jsonl")),
+                         args.repeats)
+    print(f"JSONL -> JSONL, {args.jsonl:,} packets: {took:.2f} s ({args.jsonl / took:,.0f} packets/s); "
+          f"orjson parse floor {floor:.2f} s ({args.jsonl / floor:,.0f}/s): {took / floor:.1f}x the floor "
+          "(target: within 5x)")
+    floor, took = paired(lambda: read_write_floor(tmp / "big.bin", tmp / "floor.parquet"),
+                         lambda: replay(str(tmp / "big.bin"), "--format", "parquet", "-o", str(tmp / "o.parquet")),
+                         args.repeats)
+    print(f"binary -> Parquet, {args.binary:,} packets: {took:.2f} s ({args.binary / took:,.0f} packets/s); "
+          f"NumPy read + pyarrow write floor {floor:.2f} s ({args.binary / floor:,.0f}/s): "
+          f"{took / floor:.1f}x the floor (target: within 10x)")
+
+
+def fleet_figures(tmp: Path, args, base: list) -> None:
+    traces = []
+    for i in range(args.traces):
+        path = tmp / f"device{i:02d}.jsonl"
+        with open(path, "wb") as f:
+            f.writelines(jsonl_lines(base, args.trace_packets, 997 * i))
+        traces.append(str(path))
+    (tmp / "one.jsonl").write_bytes(orjson.dumps(base[0]) + b"\n")
+    total = args.traces * args.trace_packets
+    pieces = sum(len(byte_ranges(open_trace(t), fleet.CHUNK_BYTES)) for t in traces)
+    print(f"fleet: {args.traces} JSONL traces x {args.trace_packets:,} packets = {total:,} packets, "
+          f"{sum(os.path.getsize(t) for t in traces) / 2**20:,.0f} MiB, {pieces} pieces of at most "
+          f"{fleet.CHUNK_BYTES >> 20} MiB, into a Parquet dataset folder")
+    rows = {}
+    for workers in (None, 1, 2):
+        extra = [] if workers is None else ["--workers", str(workers)]
+        runs, starts = [], []
+        for repeat in range(args.repeats):
+            runs.append(fresh(["replay", *traces, *ARGS, "-o", f"{tmp / f'fleet{workers}'}/", *extra]))
+            starts.append(fresh(["replay", str(tmp / "one.jsonl"), *ARGS, "-o", f"{tmp / 'one'}/", *extra]))
+        run = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        start = {k: statistics.median(r[k] for r in starts) for k in starts[0]}
+        net = run["wall"] - start["wall"]
+        rows[workers] = (run, start, net)
+        label = "serial (no Dask)" if workers is None else f"{workers} Dask worker{'s' * (workers > 1)}"
+        print(f"  {label:>17}: {run['wall']:.2f} s wall, start-up (a 1-packet replay) {start['wall']:.2f} s, "
+              f"net {net:.2f} s ({total / net:,.0f} packets/s); CPU s: mcsa {run['cpu_self'] - start['cpu_self']:.2f}"
+              f" net of start-up, workers {run['cpu_workers'] - start['cpu_workers']:.2f}")
+    serial, two = rows[None][2], rows[2][2]
+    print(f"  2 workers vs one process, net of start-up: {serial / two:.2f}x (target >= 1.5x on 2 cores; "
+          f"limit 2.0x; {load()})")
+    print("  datasets identical file by file (serial, 1 worker, 2 workers): "
+          f"{same_datasets(tmp / 'fleetNone', tmp / 'fleet1') and same_datasets(tmp / 'fleetNone', tmp / 'fleet2')}")
+    profile, build = resolve_profile("stm32f411", None)
+    replayer = Replayer(profile, build, SparsityConfig(), 128, 32)
+    source = open_trace(traces[0])
+    start, end = byte_ranges(source, fleet.CHUNK_BYTES)[0]
+    result = fleet.replay_piece(replayer, source, fleet.Piece(0, start, end), False)
+    info = fleet.piece_info(result)
+    sent = len(pickle.dumps((replayer, source, fleet.Piece(0, start, end)))) * 3  # replay, count, write
+    received = len(pickle.dumps(info))
+    print(f"  the client per piece of {info.n:,} packets: sends {sent:,} B (three tasks), receives {received:,} B "
+          f"(count and summary): {(sent + received) / info.n:.3f} B per packet, none of it records "
+          f"(a piece's records, pickled, are {len(pickle.dumps(result)) / info.n:.0f} B per packet)")
+    two_run, two_start, _ = rows[2]
+    client = max(two_run["cpu_self"] - two_start["cpu_self"], 1e-9) / total
+    work = max(two_run["cpu_workers"] - two_start["cpu_workers"], 1e-9) / total
+    limit = work / client
+    print(f"  model of N machines (measured with 2 workers): {work * 1e6:.2f} us of worker CPU and {client * 1e6:.3f} us"
+          f" of client CPU (its scheduler included) per packet; N machines replay about N x "
+          f"{1 / work:,.0f} packets/s until the client saturates at {1 / client:,.0f} packets/s, N ~ {limit:,.0f}")
+
+
+def rss_figures(tmp: Path, args, base: list) -> None:
+    packed = np.array([tuple(r[k] for k in FIELDS) for r in base], PACKET_DTYPE)
+    plain = tmp / "rss.bin"
+    np.resize(packed, args.rss_packets // 4).tofile(plain)
+    zipped = tmp / "rss.bin.gz"
+    block = np.resize(packed, 1 << 20).tobytes()
+    with gzip.open(zipped, "wb", compresslevel=1) as f:
+        for _ in range(args.rss_packets >> 20):
+            f.write(block)
+    print(f"peak RSS (MiB) of mcsa's process / its largest worker, binary -> Parquet dataset ({load()}):")
+    for label, path, packets in (("plain .bin", plain, args.rss_packets // 4),
+                                 (".bin.gz", zipped, (args.rss_packets >> 20) << 20)):
+        for workers in (None, 1, 2):
+            extra = [] if workers is None else ["--workers", str(workers)]
+            out = tmp / f"rss{workers}"
+            got = fresh(["replay", str(path), *ARGS, "-o", f"{out}/", *extra])
+            name = "serial" if workers is None else f"{workers} worker{'s' * (workers > 1)}"
+            print(f"  {label} {packets:,} packets, {name:>9}: {got['rss_self']:,.0f} / {got['rss_worker']:,.0f} "
+                  f"({got['wall']:.1f} s)")
+            subprocess.run(["rm", "-rf", str(out)], check=True)
+    for workers in (None, 2):
+        extra = [] if workers is None else ["--workers", str(workers)]
+        got = fresh(["replay", "/dev/zero", "--input-format", "bin", *ARGS, "-o", os.devnull, "--format", "jsonl",
+                     *extra], stop_after=args.zero_seconds)
+        name = "serial" if workers is None else f"{workers} workers"
+        print(f"  /dev/zero as binary, {args.zero_seconds:.0f} s then SIGTERM, {name:>9}: {got['rss_self']:,.0f} / "
+              f"{got['rss_worker']:,.0f} (exit {got['code']}, {got['stop']:.1f} s to stop)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="floors,fleet,rss", help="sections to run")
     parser.add_argument("--jsonl", type=int, default=1_000_000, help="packets of the JSONL trace")
-    parser.add_argument("--binary", type=int, default=5_000_000,
-                        help="packets of the binary trace (0: the JSONL figure alone)")
-    parser.add_argument("--traces", type=int, default=12, help="JSONL traces for the Dask run")
-    parser.add_argument("--trace-packets", type=int, default=200_000, help="packets of each of those")
-    parser.add_argument("--rss", default="1000000,10000000",
-                        help="binary trace sizes for the memory figures ('' for none)")
+    parser.add_argument("--binary", type=int, default=5_000_000, help="packets of the binary trace")
+    parser.add_argument("--traces", type=int, default=8, help="JSONL traces for the fleet")
+    parser.add_argument("--trace-packets", type=int, default=150_000, help="packets of each of those")
+    parser.add_argument("--rss-packets", type=int, default=20_000_000, help="packets of the .bin.gz for the memory figures")
+    parser.add_argument("--zero-seconds", type=float, default=20.0, help="seconds of /dev/zero")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; {load()}")
     base = controller(100_000, 7)
+    sections = {"floors": floors, "fleet": fleet_figures, "rss": rss_figures}
     with tempfile.TemporaryDirectory() as name:
-        tmp = Path(name)
-        write_traces(tmp, args.jsonl, args.binary, base)
-        replay(str(tmp / "big.bin"), "--format", "jsonl", "-o", str(tmp / "warm.jsonl"))  # compile
-
-        floor, took = paired(lambda: orjson_floor(tmp / "big.jsonl"),
-                             lambda: replay(str(tmp / "big.jsonl"), "--format", "jsonl", "-o", str(tmp / "o.jsonl")),
-                             args.repeats)
-        print(f"JSONL -> JSONL, {args.jsonl:,} packets: {took:.2f} s ({args.jsonl / took:,.0f} packets/s); "
-              f"orjson parse floor {floor:.2f} s ({args.jsonl / floor:,.0f}/s): {took / floor:.1f}x the floor "
-              "(target: within 5x)")
-
-        if not args.binary:
-            return
-        floor, took = paired(lambda: read_write_floor(tmp / "big.bin", tmp / "floor.parquet"),
-                             lambda: replay(str(tmp / "big.bin"), "--format", "parquet", "-o", str(tmp / "o.parquet")),
-                             args.repeats)
-        print(f"binary -> Parquet, {args.binary:,} packets: {took:.2f} s ({args.binary / took:,.0f} packets/s); "
-              f"NumPy read + pyarrow write floor {floor:.2f} s ({args.binary / floor:,.0f}/s): "
-              f"{took / floor:.1f}x the floor (target: within 10x)")
-
-        traces = []
-        for i in range(args.traces):
-            path = tmp / f"device{i:02d}.jsonl"
-            with open(path, "wb") as f:
-                for j in range(args.trace_packets):
-                    f.write(orjson.dumps(base[(j + 997 * i) % len(base)]) + b"\n")
-            traces.append(str(path))
-        total = args.traces * args.trace_packets
-        (tmp / "one.jsonl").write_bytes(orjson.dumps(base[0]) + b"\n")
-        for workers in (None, 1, 2):
-            extra = [] if workers is None else ["--workers", str(workers)]
-            seconds, _, _ = fresh_process(["replay", *traces, *ARGS, "--format", "parquet", "-o", str(tmp / f"fleet{workers}"),
-                                        "--summary", str(tmp / f"summary{workers}.jsonl"), *extra])
-            start, _, _ = fresh_process(["replay", str(tmp / "one.jsonl"), *ARGS, "--format", "parquet", "-o",
-                                         str(tmp / "one.parquet"), *extra])
-            label = "serial (no Dask)" if workers is None else f"{workers} Dask worker(s)"
-            print(f"{args.traces} traces, {total:,} packets, {label}: {seconds:.2f} s "
-                  f"({total / seconds:,.0f} packets/s), of which {start:.2f} s is what a 1-packet replay takes "
-                  "(the cluster's start and the workers' imports and compiled kernels)")
-        same = [(tmp / f"summary{w}.jsonl").read_text() for w in (None, 1, 2)]
-        print(f"summaries identical across worker counts: {same[0] == same[1] == same[2]}")
-
-        tiny = tmp / "tiny.bin"
-        np.fromfile(tmp / "big.bin", PACKET_DTYPE, count=1).tofile(tiny)
-        warm = ["replay", str(tiny), *ARGS, "--format", "parquet", "-o", str(tmp / "tiny.parquet")]
-        for size in (int(s) for s in args.rss.split(",") if s):
-            path = tmp / f"rss{size}.bin"
-            np.resize(np.fromfile(tmp / "big.bin", PACKET_DTYPE, count=len(base)), size).tofile(path)
-            seconds, rss, before = fresh_process(["replay", str(path), *ARGS, "--format", "parquet", "-o",
-                                                  str(tmp / "rss.parquet")], warm)
-            print(f"peak RSS, binary -> Parquet, {size:,} packets: {rss / 1024:,.0f} MiB, of which "
-                  f"{(rss - before) / 1024:,.0f} MiB over a 1-packet replay in the same process ({seconds:.1f} s)")
-            path.unlink()
+        for section in args.only.split(","):
+            sections[section.strip()](Path(name), args, base)
+    print(json.dumps({"done": load()}))
 
 
 if __name__ == "__main__":

@@ -1,138 +1,665 @@
 """Many traces, in one process or on a Dask cluster, with identical results.
 
-A trace too large for one task is cut into byte ranges on record boundaries
-(:func:`mcsa.app.traces.byte_ranges`); each piece is replayed where it lands and
-its parts come back in order, so the records, indices and summaries are those
-of a serial replay whatever the number of workers.
+A trace is cut into pieces: byte ranges on record boundaries of a plain binary or
+JSON Lines file (:func:`mcsa.app.traces.byte_ranges`; the workers read them
+themselves), or, for what can only be read once and in order (gzip, CSV, stdin, a
+pipe, a FIFO, a device), batches that this process reads and sends in pieces of
+:data:`STREAM_BATCHES`. At most a window of pieces is in flight, so memory stays
+bounded by the window whatever the trace's length (an endless device included).
+
+Two ways out:
+
+- :meth:`Fleet.records`: each piece's records come back here in order, for one
+  output stream (JSON Lines, CSV, a table, one Parquet file);
+- :meth:`Fleet.dataset`: each piece is replayed and written where it lands, one
+  Parquet part file per piece (:class:`mcsa.app.writers.Dataset`); only its count
+  and summary come back (a few hundred bytes whatever its size), and the packet
+  index each part starts at is sent to the writer once the pieces before it are
+  counted.
+
+Either way the records, indices, summaries and files are those of a serial run.
+
+Faults: a worker that dies is replaced (a local cluster's nannies restart it) and
+its pieces run again (Dask's own rescheduling, ``distributed.scheduler.allowed-failures``
+times per piece; ``retries`` for a piece whose task fails). When the cluster cannot
+go on (a piece lost with more workers than that, no worker left for
+:data:`NO_WORKER_SECONDS`, a cluster that does not start, a scheduler that is not
+Dask or does not answer within the connect timeout) a :class:`FleetError` says
+what was lost, within seconds. Every wait is in slices that look for a signal
+(:mod:`mcsa.app.interrupt`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
 import warnings
-from collections import deque
-from contextlib import AbstractContextManager
-from typing import Iterator
+from collections import OrderedDict, deque
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
+from typing import Callable, Iterator
 
-from .replay import Part, Replayer
-from .traces import TraceError, byte_ranges, trace_format
+import numpy as np
+
+from mcsa.core.packets import PACKET_DTYPE
+
+from . import interrupt
+from .replay import Part, Replayer, Summary
+from .traces import TraceError, TraceReader, TraceSource, byte_ranges, shift_lines
 
 CHUNK_BYTES = 16 << 20
-"""Bytes of a trace per task on a cluster."""
+"""Bytes of a plain trace per piece written straight into a dataset."""
+RECORD_CHUNK_BYTES = 4 << 20
+"""Bytes of a plain trace per piece whose records come back (what the window holds here)."""
+STREAM_BATCHES = 4
+"""Batches (:data:`mcsa.app.traces.BATCH_RECORDS` records each) per piece of a trace read here."""
+WINDOW_PER_WORKER = 2
+MAX_WINDOW = 16
+"""Pieces in flight: two per worker (one running, one queued), at most this many."""
+ALLOWED_FAILURES = 3
+"""Workers that may die running one piece before it is given up (Dask's allowed-failures)."""
+RETRIES = 1
+"""Times a piece whose task raises is run again (Dask's retries)."""
+CONNECT_TIMEOUT = 5.0
+"""Seconds to reach a scheduler and hear it answer as one (--connect-timeout)."""
+NO_WORKER_SECONDS = 15.0
+"""Seconds without any worker before the run is given up."""
+START_TIMEOUT = 60.0
+"""Seconds a local worker may take to start."""
+CLOSE_TIMEOUT = 10.0
+SHOWN_SKIPS = 20
+"""Messages of skipped records each piece sends back (all are counted)."""
 EXTRA = "pip install 'mcsa[fleet]'"
-
-
-_IGNORE_CTRL_C = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-"""Run in each worker once it is up. Ctrl-C reaches the whole process group; only
-mcsa should stop on it (closing the cluster, exit 130), without the workers'
-tracebacks. (A Ctrl-C in the second the workers take to start still reaches them.)"""
 
 
 class FleetUnavailable(ValueError):
     """``--workers``/``--scheduler`` without dask.distributed installed."""
 
 
-def _piece(replayer: Replayer, path: str, fmt: str | None, skip_bad: bool, start: int, end: int | None,
-           first_line: int) -> tuple[list, str | None, set]:
-    """Run on a worker: the parts of one byte range, the error that stopped it, the unknown keys."""
-    parts, unknown = [], set()
+class FleetError(ValueError):
+    """The cluster cannot go on: one line naming what was lost."""
+
+
+@dataclass
+class Piece:
+    """One unit of work: the byte range ``start..end`` of a plain file, or the
+    ``batches`` read here from a trace that is read once (with the ``error`` that
+    ended the reading after them, if any)."""
+
+    number: int
+    start: int = 0
+    end: int | None = None
+    batches: list | None = None
+    error: str | None = None
+    unknown: set = field(default_factory=set)
+
+
+@dataclass
+class PieceResult:
+    """What replaying a piece gives: its parts, the error that stopped it, the unknown
+    keys met, the lines it read (a JSON Lines range counts them from its start) and
+    the bytes of the trace read at its end."""
+
+    parts: list
+    error: str | None
+    unknown: set
+    lines: int
+    done: int
+
+    @property
+    def n(self) -> int:
+        return sum(p.n for p in self.parts)
+
+
+@dataclass
+class PieceInfo:
+    """A piece's result as the client sees it in a dataset run: counts, not records."""
+
+    n: int
+    summary: Summary
+    error: str | None
+    unknown: set
+    lines: int
+    done: int
+    bad: int
+    skipped: list = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """A trace once replayed: its summary, the error that stopped it (None if none),
+    the unknown keys met, the messages of the skipped records (the first ones) and
+    their count, and, in a dataset run, its staged folder."""
+
+    path: str
+    summary: Summary
+    error: str | None
+    unknown: set
+    skipped: list
+    folder: object = None
+
+
+_REPLAYERS: OrderedDict = OrderedDict()
+"""The replayers this worker process got, by token: each task brings a copy, the
+first one is kept so that what it computed per key (its cache) serves every piece."""
+KEPT_REPLAYERS = 4
+
+
+def _kept(replayer: Replayer) -> Replayer:
+    kept = _REPLAYERS.setdefault(replayer.token, replayer)
+    _REPLAYERS.move_to_end(replayer.token)
+    while len(_REPLAYERS) > KEPT_REPLAYERS:
+        _REPLAYERS.popitem(last=False)
+    return kept
+
+
+def replay_piece(replayer: Replayer, source: TraceSource, piece: Piece, skip_bad: bool) -> PieceResult:
+    """Run where the piece lands: the parts of one piece of a trace."""
+    replayer = _kept(replayer)
+    parts, unknown, lines, done = [], set(), 0, 0
     try:
-        for part in replayer.replay(path, fmt, skip_bad, start, end, first_line, unknown):
-            parts.append(part)
+        if piece.batches is None:
+            reader = TraceReader(source, skip_bad=skip_bad, start=piece.start, end=piece.end)
+            try:
+                for batch in reader:
+                    part, error = replayer.replay_batch(batch, skip_bad)
+                    parts.append(part)
+                    done = batch.done
+                    if error is not None:
+                        raise error
+            finally:
+                unknown = reader.unknown
+                lines = reader.position - 1 if source.fmt != "bin" else 0
+        else:
+            for batch in piece.batches:
+                part, error = replayer.replay_batch(batch, skip_bad)
+                parts.append(part)
+                done = batch.done
+                if error is not None:
+                    raise error
     except TraceError as err:
-        return parts, str(err), unknown
+        return PieceResult(parts, str(err), unknown | piece.unknown, lines, done)
     except OSError as err:
-        return parts, f"{path}: {err.strerror or err}", unknown
-    return parts, None, unknown
+        return PieceResult(parts, f"{source.path}: {err.strerror or err}", unknown | piece.unknown, lines, done)
+    return PieceResult(parts, piece.error, unknown | piece.unknown, lines, done)
+
+
+def warm(replayer: Replayer) -> int:
+    """Run on each worker as the cluster starts: keep the replayer and load what every
+    piece uses (the density kernel, a sparse and a full mask's, pyarrow's Parquet
+    writer) before any piece comes, so that the start-up is paid once; the process id."""
+    import pyarrow.parquet  # noqa: F401
+
+    replayer = _kept(replayer)
+    packets = np.zeros(2, PACKET_DTYPE)
+    packets["lambda"], packets["partition_count"] = 200, (4, 1)
+    replayer.target_densities(packets)
+    for row in packets.tolist():
+        replayer.mask_fields(row, 64)
+    return os.getpid()
+
+
+def piece_info(result: PieceResult) -> PieceInfo:
+    """Run where the piece's result is: its counts and summary (packet indices from 0)."""
+    summary, offset, skipped = Summary(), 0, []
+    for part in result.parts:
+        summary.add_part(part, offset)
+        offset += part.n
+        skipped.extend(message for _, message in part.bad[:SHOWN_SKIPS - len(skipped)])
+    return PieceInfo(offset, summary, result.error, result.unknown, result.lines, result.done, summary.bad, skipped)
+
+
+def write_piece(result: PieceResult, offset: int, folder, number: int) -> int:
+    """Run where the piece's result is: write its part file; the rows written."""
+    return folder.write_part(number, result.parts, offset)
+
+
+def _unavailable(option: str) -> FleetUnavailable:
+    return FleetUnavailable(f"{option} needs dask.distributed: {EXTRA}")
 
 
 class Fleet(AbstractContextManager):
     """Replays traces serially (``workers`` and ``scheduler`` None), on a local
     cluster of ``workers`` processes, or on the cluster at ``scheduler``.
 
+    Parameters
+    ----------
+    replayer : Replayer
+    workers : int, optional
+    scheduler : str, optional
+    connect_timeout : float
+        Seconds to reach ``scheduler`` and hear it answer as a Dask scheduler.
+
     Raises
     ------
     FleetUnavailable
         If a cluster is asked for and dask.distributed is not installed.
+    FleetError
+        ``--scheduler ADDRESS: ...`` if nothing answers there as a Dask scheduler
+        within ``connect_timeout``, or ``--workers N: ...`` if the local cluster does not start.
     ValueError
-        ``--scheduler ADDRESS: ...`` if the address is malformed or cannot be reached.
+        If the address is malformed.
     """
 
     def __init__(self, replayer: Replayer, workers: int | None = None, scheduler: str | None = None,
-                 chunk_bytes: int = CHUNK_BYTES):
-        self.replayer, self.chunk_bytes = replayer, chunk_bytes
+                 connect_timeout: float = CONNECT_TIMEOUT):
+        self.replayer = replayer
         self.client = self.cluster = None
+        self.window = 1
+        self.where = "serial"
+        self._stack = ExitStack()
         if workers is None and scheduler is None:
             return
+        option = "--scheduler" if scheduler is not None else "--workers"
         try:
-            from distributed import Client, LocalCluster
+            import dask
+            import distributed  # noqa: F401
         except ImportError:
-            option = "--scheduler" if scheduler else "--workers"
-            raise FleetUnavailable(f"{option} needs dask.distributed: {EXTRA}") from None
-        if scheduler is not None:
-            try:
-                self.client = Client(scheduler)
-            except (ValueError, TypeError, OSError) as err:  # a malformed or unreachable address
-                raise ValueError(f"--scheduler {scheduler}: {err}") from None
-        else:
-            with warnings.catch_warnings():  # its health endpoint takes another port when 8787 is taken
-                warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
+            raise _unavailable(option) from None
+        try:
+            self._stack.enter_context(_quiet_dask())
+            scratch = None
+            if scheduler is None:  # Dask's scratch space (workers' and scheduler's), removed at the end
+                scratch = self._stack.enter_context(interrupt.temporary(tempfile.mkdtemp(prefix="mcsa-dask-")))
+                self._stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+            self._stack.enter_context(dask.config.set({
+                "temporary-directory": scratch,
+                "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+                "distributed.comm.timeouts.connect": f"{connect_timeout}s",
+                "distributed.admin.large-graph-warning-threshold": "256MB",
+                "distributed.scheduler.no-workers-timeout": f"{NO_WORKER_SECONDS}s",
+                # Dask's housekeeping in a worker shares the GIL with the piece it runs: less of it
+                "distributed.worker.profile.enabled": False,  # (it samples the task's stack every 10 ms)
+                "distributed.admin.tick.interval": "1s",
+                "distributed.admin.system-monitor.interval": "2s",
+                "distributed.worker.memory.monitor-interval": "1s",
+            }))
+            if scheduler is not None:
+                self._connect(scheduler, connect_timeout)
+            else:
+                self._start(workers, scratch)
+            for address in self.client.scheduler_info().get("workers", {}):  # every worker ready before the work
+                self._result(self.client.submit(warm, replayer, workers=[address], allow_other_workers=True,
+                                                pure=False))
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, address: str, timeout: float) -> None:
+        from distributed import Client
+
+        self.where = f"the Dask scheduler at {address}"
+        identity = _identity(address, timeout)
+        try:
+            self.client = Client(address, timeout=timeout, set_as_default=False)
+        except (OSError, asyncio.TimeoutError) as err:
+            raise FleetError(f"--scheduler {address}: {err}") from None
+        self.window = min(WINDOW_PER_WORKER * max(len(identity.get("workers", {})), 1), MAX_WINDOW)
+
+    def _start(self, workers: int, scratch: str) -> None:
+        from distributed import Client, LocalCluster
+
+        self.where = f"the local Dask cluster of {workers} worker{'s' * (workers > 1)}"
+        try:
+            # SIGINT blocked while the cluster's event loop thread starts: it, and the worker processes it spawns,
+            # inherit the mask, so a terminal's Ctrl-C (sent to the whole process group) reaches mcsa alone, which
+            # closes them. (multiprocessing's resource tracker, started first from that thread, would unblock it.)
+            resource_tracker.ensure_running()
+            with interrupt.signals_blocked(signal.SIGINT), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                            dashboard_address=None, silence_logs=logging.ERROR,
-                                            preload=[_IGNORE_CTRL_C])
-            self.client = Client(self.cluster)
-        self.window = 2 * max(len(self.client.scheduler_info().get("workers", {})), 1)
-        """Pieces in flight: what bounds memory on the workers and here."""
+                                            dashboard_address=None, silence_logs=logging.CRITICAL + 1,
+                                            local_directory=scratch, death_timeout=START_TIMEOUT)
+                self.client = Client(self.cluster, set_as_default=False)
+        except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 (Dask's own failure, not mcsa's)
+            raise FleetError(f"--workers {workers}: the local Dask cluster could not start "
+                             f"({_reason(err)})") from None
+        interrupt.check()  # one that came while it started
+        self.window = min(WINDOW_PER_WORKER * workers, MAX_WINDOW)
+
+    def close(self) -> None:
+        """Close the client and the cluster (its workers stop), and remove their scratch space."""
+        client, cluster, self.client, self.cluster = self.client, self.cluster, None, None
+        for closing in (client, cluster):
+            if closing is not None:
+                try:
+                    closing.close(timeout=CLOSE_TIMEOUT)
+                except (Exception, asyncio.CancelledError):  # noqa: BLE001 (closing what may be gone already)
+                    pass
+        self._stack.close()
 
     def __exit__(self, *exc):
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        self.close()
 
-    def run(self, paths, fmt: str | None = None, skip_bad: bool = False) -> Iterator[tuple[str, Iterator[Part], set]]:
-        """``(path, parts, unknown keys)`` per trace, in order. Iterating ``parts``
-        raises the trace's TraceError after its good parts; ``unknown`` is filled
-        as the parts are read."""
-        if self.client is None:
-            for path in paths:
-                unknown: set = set()
-                yield path, self.replayer.replay(path, fmt, skip_bad, unknown=unknown), unknown
+    # pieces ---------------------------------------------------------------------------------------
+
+    def _pieces(self, sources: list, skip_bad: bool, chunk_bytes: int, failed: set) -> Iterator[tuple]:
+        """``(trace number, source, piece)`` of every trace in order; a trace is read
+        here only if it cannot be split, and not beyond its failure (``failed``)."""
+        for i, source in enumerate(sources):
+            for piece in self._trace_pieces(source, skip_bad, chunk_bytes):
+                if i in failed:
+                    break
+                yield i, source, piece
+
+    @staticmethod
+    def _trace_pieces(source: TraceSource, skip_bad: bool, chunk_bytes: int) -> Iterator[Piece]:
+        if source.splittable:
+            for number, (start, end) in enumerate(byte_ranges(source, chunk_bytes)):
+                yield Piece(number, start, end)
             return
-        tasks = iter([(i, path, piece) for i, path in enumerate(paths) for piece in self._pieces(path, fmt)])
-        pending: deque = deque()  # (trace number, future or None for stdin), in order, at most a window ahead
+        reader = TraceReader(source, skip_bad=skip_bad)
+        batches, number = [], 0
+        try:
+            for batch in reader:
+                batches.append(batch)
+                if len(batches) == STREAM_BATCHES:
+                    yield Piece(number, batches=batches, unknown=set(reader.unknown))
+                    batches, number = [], number + 1
+        except TraceError as err:
+            yield Piece(number, batches=batches, error=str(err), unknown=set(reader.unknown))
+            return
+        if batches or not number:
+            yield Piece(number, batches=batches, unknown=set(reader.unknown))
+
+    def _run(self, fn, *args):
+        """``fn(*args)`` here, or where a worker takes it (a future; the futures among
+        ``args`` are their results there)."""
+        if self.client is None:
+            return _Done(fn(*(a.value if isinstance(a, _Done) else a for a in args)))
+        try:
+            return self.client.submit(fn, *args, pure=False, retries=RETRIES)
+        except Exception as err:  # noqa: BLE001 (a client that lost its scheduler)
+            raise self._lost(err) from None
+
+    def _result(self, future):
+        """A piece's result, waited for in slices: a signal, a cluster that cannot go on, end the wait."""
+        interrupt.check()
+        if isinstance(future, _Done):
+            return future.value
+        no_worker_since = None
+        while True:
+            try:
+                return future.result(timeout=interrupt.POLL)
+            except asyncio.TimeoutError:
+                pass
+            except Exception as err:  # noqa: BLE001 (Dask's failures become one line; mcsa's own propagate)
+                raise self._lost(err) from None
+            interrupt.check()
+            no_worker_since = self._watch(no_worker_since)
+
+    def _watch(self, no_worker_since: float | None) -> float | None:
+        """Give up on a client that lost its scheduler or a cluster left without workers."""
+        if self.client.status not in ("running", "connecting"):
+            raise FleetError(f"lost {self.where} (the client is {self.client.status})")
+        if self.client.scheduler_info().get("workers"):
+            return None
+        now = time.monotonic()
+        if no_worker_since is None:
+            return now
+        if now - no_worker_since > NO_WORKER_SECONDS:
+            raise FleetError(f"{self.where} has had no worker for {NO_WORKER_SECONDS:.0f} s: every worker was lost")
+        return no_worker_since
+
+    def _lost(self, err: BaseException) -> BaseException:
+        """A piece's failure as the user should read it: Dask's own as a FleetError (never a bug in mcsa)."""
+        if isinstance(err, ImportError):
+            return FleetError(f"{self.where}: a worker cannot run mcsa ({_reason(err)}); install mcsa[fleet] there")
+        module = type(err).__module__ or ""
+        dask = module.startswith(("distributed", "tornado", "asyncio", "concurrent")) or isinstance(
+            err, asyncio.CancelledError) or _raised_by_dask(err)
+        if not dask and (not isinstance(err, OSError) or err.filename is not None):
+            return err  # raised by mcsa's own code on the worker: a storage error naming its file, or a bug
+        name = type(err).__name__
+        if name == "KilledWorker":
+            return FleetError(f"{self.where} lost a piece: {ALLOWED_FAILURES + 1} workers died running it "
+                              "(distributed.scheduler.allowed-failures), so it was given up")
+        if name in ("NoWorkerError", "NoValidWorkerError"):
+            return FleetError(f"{self.where} has no worker left to run a piece: every worker was lost")
+        return FleetError(f"{self.where} failed: {_reason(err)}")
+
+    def _drain(self, futures) -> None:
+        """Let started tasks end (a bounded wait) before what they write is removed."""
+        if self.client is None:
+            return
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        for future in futures:
+            while not isinstance(future, _Done) and not future.done() and time.monotonic() < deadline:
+                time.sleep(interrupt.POLL / 4)
+
+    # records back here ----------------------------------------------------------------------------
+
+    def records(self, sources: list, skip_bad: bool = False) -> Iterator[tuple[TraceSource, Iterator[Part], set]]:
+        """``(source, parts, unknown keys)`` per trace, in order. Iterating ``parts``
+        raises the trace's TraceError after its good parts; ``unknown`` is filled as
+        the parts are read, and the skipped records' messages carry their true line."""
+        if self.client is None:
+            for source in sources:
+                unknown: set = set()
+                yield source, self.replayer.replay(source, skip_bad=skip_bad, unknown=unknown), unknown
+            return
+        failed: set = set()
+        tasks = self._pieces(sources, skip_bad, RECORD_CHUNK_BYTES, failed)
+        pending: deque = deque()
 
         def fill():
             while len(pending) < self.window:
                 task = next(tasks, None)
                 if task is None:
                     return
-                i, path, piece = task
-                pending.append((i, None if path == "-" else self.client.submit(
-                    _piece, self.replayer, path, fmt, skip_bad, *piece, pure=False)))
+                i, source, piece = task
+                pending.append((i, self._run(replay_piece, self.replayer, source, piece, skip_bad)))
 
-        fill()
-        for i, path in enumerate(paths):
-            unknown = set()
-            yield path, self._gather(i, path, pending, fill, fmt, skip_bad, unknown), unknown
-            while pending and pending[0][0] == i:  # a failed trace's remaining pieces
-                _, future = pending.popleft()
-                if future is not None:
-                    future.cancel()
-                fill()
-
-    def _pieces(self, path: str, fmt: str | None) -> list:
-        if path == "-":
-            return [(0, None, 1)]
-        return byte_ranges(path, fmt or trace_format(path), self.chunk_bytes)
-
-    def _gather(self, i, path, pending, fill, fmt, skip_bad, unknown) -> Iterator[Part]:
-        while pending and pending[0][0] == i:
-            _, future = pending.popleft()
+        try:
             fill()
-            parts, error, keys = _piece(self.replayer, path, fmt, skip_bad, 0, None, 1) if future is None \
-                else future.result()
-            unknown.update(keys)
-            yield from parts
-            if error is not None:
-                raise TraceError(error)
+            for i, source in enumerate(sources):
+                unknown = set()
+                yield source, self._gather(i, source, pending, fill, unknown), unknown
+                failed.add(i)  # (done, or failed: what is left of it is not read)
+                while pending and pending[0][0] == i:
+                    _cancel(pending.popleft()[1:])
+                fill()
+        finally:
+            for _, *futures in pending:
+                _cancel(futures)
+
+    def _gather(self, i: int, source: TraceSource, pending: deque, fill: Callable, unknown: set) -> Iterator[Part]:
+        lines = 0
+        while pending and pending[0][0] == i:
+            result = self._result(pending[0][1])
+            pending.popleft()
+            fill()
+            unknown.update(result.unknown)
+            for part in result.parts:
+                if lines:
+                    part.bad = [(position + lines, shift_lines(message, source.path, lines))
+                                for position, message in part.bad]
+                yield part
+            if result.error is not None:
+                raise TraceError(shift_lines(result.error, source.path, lines))
+            lines += result.lines
+
+    # records written where they are replayed ------------------------------------------------------
+
+    def dataset(self, sources: list, dataset, skip_bad: bool = False,
+                progress: Callable[[str, int], None] = lambda path, done: None) -> Iterator[Outcome]:
+        """Replay each trace into its staged folder of ``dataset`` (a
+        :class:`mcsa.app.writers.Dataset`), piece by piece, each part file written
+        where its piece was replayed; an :class:`Outcome` per trace, in order. A
+        trace that fails has its staged folder removed; committing the others is the
+        caller's (:meth:`mcsa.app.writers.TraceFolder.commit`). ``progress(path, bytes)``
+        hears how far into each trace the pieces written so far reach."""
+        failed: set = set()
+        tasks = self._pieces(sources, skip_bad, CHUNK_BYTES, failed)
+        folders = [dataset.folder(source.path) for source in sources]
+        pending: deque = deque()  # (trace number, piece number, replay future, info future)
+        writes: list = []
+        more = [True]
+
+        def fill():
+            """Submit pieces while the window has room (pieces being replayed or written); if it
+            is full of writes with nothing left to count, wait for the oldest write. A write
+            done is let go at once (held, its piece's task and records would stay in the cluster)."""
+            while more[0]:
+                for future in [w for w in writes if w.done()]:
+                    self._result(future)  # (its error, if any)
+                    writes.remove(future)
+                if len(pending) + len(writes) >= self.window:
+                    if pending or not writes:
+                        return
+                    self._result(writes[0])
+                    continue
+                task = next(tasks, None)
+                if task is None:
+                    more[0] = False
+                    return
+                i, source, piece = task
+                replayed = self._run(replay_piece, self.replayer, source, piece, skip_bad)
+                pending.append((i, piece.number, replayed, self._run(piece_info, replayed)))
+
+        try:
+            fill()
+            for i, source in enumerate(sources):
+                outcome = Outcome(source.path, Summary(), None, set(), [], folders[i])
+                lines = 0
+                while pending and pending[0][0] == i:
+                    _, number, replayed, info = pending[0]
+                    info = self._result(info)
+                    pending.popleft()
+                    outcome.unknown.update(info.unknown)
+                    outcome.skipped.extend(shift_lines(m, source.path, lines)
+                                           for m in info.skipped[:SHOWN_SKIPS - len(outcome.skipped)])
+                    if info.error is not None:
+                        outcome.summary.merge(info.summary, outcome.summary.packets)
+                        outcome.error = shift_lines(info.error, source.path, lines)
+                        failed.add(i)
+                        break
+                    writes.append(self._run(write_piece, replayed, outcome.summary.packets, folders[i], number))
+                    outcome.summary.merge(info.summary, outcome.summary.packets)
+                    lines += info.lines
+                    progress(source.path, info.done)
+                    del replayed
+                    fill()
+                failed.add(i)
+                if outcome.error is None:
+                    for future in writes:  # (all of this trace's)
+                        self._result(future)
+                else:
+                    while pending and pending[0][0] == i:  # the failed trace's pieces in flight
+                        _cancel(pending.popleft()[2:])
+                    self._drain(writes)
+                    folders[i].abort()
+                writes.clear()
+                fill()
+                yield outcome
+        except BaseException:
+            for _, _, *futures in pending:
+                _cancel(futures)
+            self._drain(writes)
+            raise
+
+
+class _Done:
+    """The result of a piece run here, as a finished future."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def done(self) -> bool:
+        return True
+
+    def cancel(self) -> None:
+        pass
+
+
+def _identity(address: str, timeout: float) -> dict:
+    """What the scheduler at ``address`` says it is, within ``timeout`` seconds, or a
+    FleetError: first a plain TCP connection (a closed port answers at once), then
+    Dask's handshake and an ``identity`` call, under one deadline (Dask's own connect
+    bounds the connection, not the handshake: a server that never answers would hang it)."""
+    from distributed.comm import connect, parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        host, port = parse_host_port(location) if scheme == "tcp" else (None, None)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"--scheduler {address}: not an address a Dask client connects to ({err})") from None
+    if host is not None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as err:
+            raise FleetError(f"--scheduler {address}: nothing listens there ({_reason(err)})") from None
+
+    async def ask() -> dict:
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    try:
+        identity = asyncio.run(asyncio.wait_for(ask(), timeout))
+    except asyncio.TimeoutError:
+        raise FleetError(f"--scheduler {address}: no Dask scheduler answered within {timeout:g} s (what listens "
+                         "there is not Dask, or is stuck; see --connect-timeout)") from None
+    except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 (refused, reset, not Dask's protocol)
+        raise FleetError(f"--scheduler {address}: what answers there is not a Dask scheduler ({_reason(err)})") from None
+    if not isinstance(identity, dict) or identity.get("type") != "Scheduler":
+        raise FleetError(f"--scheduler {address}: what answers there is not a Dask scheduler "
+                         f"({type(identity).__name__} {str(identity)[:80]})")
+    return identity
+
+
+def _cancel(futures) -> None:
+    """Cancel pieces no longer wanted (quietly: the cluster may be gone already)."""
+    for future in futures:
+        try:
+            future.cancel()
+        except Exception:  # noqa: BLE001, S110
+            pass
+
+
+def _raised_by_dask(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is Dask's or Tornado's own code."""
+    tb, last = err.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    if last is None:
+        return False
+    path = last.tb_frame.f_code.co_filename.replace("\\", "/")
+    return any(f"/{package}/" in path for package in ("distributed", "dask", "tornado"))
+
+
+def _reason(err: BaseException) -> str:
+    """One line for an exception of Dask's or the network's."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
+
+
+@contextmanager
+def _quiet_dask():
+    """Dask's loggers and warnings off while the fleet runs: mcsa says what went wrong, in one line."""
+    loggers = [logging.getLogger(name) for name in ("distributed", "tornado", "asyncio", "bokeh")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="distributed")
+            warnings.filterwarnings("ignore", category=ResourceWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+__all__ = ["Fleet", "FleetError", "FleetUnavailable", "Outcome", "Piece", "PieceResult"]

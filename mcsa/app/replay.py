@@ -18,42 +18,93 @@ compares with the heap budget.
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 
-from firmware_model.heap import build_mask_usage, check_insertions, planned_attention_usage
 from firmware_model.profiles import Profile, profile_named
 from firmware_model.profiles import heap_budget as profile_heap_budget
-from firmware_model.step import fit_step
+from firmware_model.step import step_figures
 from mcsa.core._jit import jit
 from mcsa.core.attention import MincutSparseAttention
+from mcsa.core.checks import check_bool
 from mcsa.core.density import density_kernel, schedule_args
 from mcsa.core.mask import DEFAULT_POSITION_LIMIT, U16_END, takes_sparse_path
 from mcsa.core.packets import FIELDS, PACKET_DTYPE, GatePacket, SparsityConfig
-from mcsa.core.target import TargetPanic
 
+from . import interrupt
 from .traces import Batch, TraceError, TraceReader
 
-SCHEMA_VERSION = 1
-PACKET_COLUMNS = ("index", "t", "seq_len", "target_density")
-"""Fields that change with every packet."""
-MASK_COLUMNS = (
-    "sparse", "density", "num_positions", "flops_ratio", "partitions", "boundary_tokens",
-    "build_mask_peak_bytes", "attention_peak_bytes", "step_peak_bytes", "mask_bytes", "fits", "panic",
+SCHEMA_VERSION = 2
+"""2: the header's ``heap_budget`` is ``budget_bytes`` (one vocabulary with fit and plan); a Parquet
+folder holds one dataset folder per trace (part files and ``_common_metadata``)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One field of a replay record: the one place its name, type, view and meaning are written.
+
+    Attributes
+    ----------
+    name : str
+        The record key, the Parquet and CSV column, the table heading.
+    arrow : str
+        Its ``pyarrow`` type's name (every field may be null but ``index``, ``seq_len`` and ``target_density``).
+    shared : bool
+        The same for every packet of one seq_len and (on the sparse path) partition count.
+    width : int
+        Its column in the table view.
+    narrow : bool
+        Shown by the table view without ``--wide`` (which fits 100 columns).
+    doc : str
+        What it holds (the help text; for byte counts, the header's ``accounting``).
+    """
+
+    name: str
+    arrow: str
+    shared: bool
+    width: int
+    narrow: bool
+    doc: str
+
+
+RECORD = (
+    Column("index", "int64", False, 7, True, "the packet's number in its trace, from 0"),
+    Column("t", "float64", False, 10, False, "the packet's timestamp as recorded, if any"),
+    Column("seq_len", "uint64", False, 7, True, "the step's sequence length: the record's own, else --seq-len"),
+    Column("target_density", "float32", False, 14, False, "calculate_density of the gate (f32)"),
+    Column("sparse", "bool", True, 6, False, "build_mask took the sparse path (else the full mask)"),
+    Column("density", "float32", True, 11, True, "positions kept over seq_len squared (f32)"),
+    Column("num_positions", "int64", True, 13, True, "positions in the mask"),
+    Column("flops_ratio", "float32", True, 11, False, "estimated_flops_ratio of the mask (f32)"),
+    Column("partitions", "int32", True, 10, False, "partitions of the mask (its boundaries)"),
+    Column("boundary_tokens", "int32", True, 15, False, "boundary tokens of the mask"),
+    Column("build_mask_peak_bytes", "int64", True, 21, False,
+           "bytes requested by build_mask at its highest, over what was live when it began (no allocator "
+           "overhead, no q, k, v)"),
+    Column("attention_peak_bytes", "int64", True, 20, False,
+           "the same for sparse_attention (the mask and q, k, v not counted)"),
+    Column("step_peak_bytes", "int64", True, 15, True,
+           "the highest heap use of the whole step (q, k, v, build_mask, sparse_attention) under the profile's "
+           "allocator, headers and alignment included: with every block placed when the step fits, else the "
+           "blocks' bytes added up"),
+    Column("mask_bytes", "int64", True, 10, False, "bytes requested that the finished mask holds"),
+    Column("fits", "bool", True, 5, True,
+           "the step runs on a heap of the budget's size, every block placed by the profile's allocator"),
+    Column("panic", "string", True, 0, True, "the panic of the step on the target (a debug build's overflow), if any"),
 )
-"""Fields shared by every packet with the same seq_len and (on the sparse path) partition count."""
-COLUMNS = PACKET_COLUMNS + MASK_COLUMNS
+"""The fields of a replay record, in order."""
+COLUMNS = tuple(c.name for c in RECORD)
 """Fields of a packet's record, in order."""
-ACCOUNTING = {
-    "build_mask_peak_bytes": "bytes requested by build_mask (no allocator overhead)",
-    "attention_peak_bytes": "bytes requested by sparse_attention alone (no allocator overhead)",
-    "mask_bytes": "bytes requested that the finished mask holds",
-    "step_peak_bytes": "peak of the whole step (q, k, v, mask, attention) under the profile's allocator; "
-                       "compared with the heap budget for fits",
-}
+PACKET_COLUMNS = tuple(c.name for c in RECORD if not c.shared)
+"""Fields that change with every packet."""
+MASK_COLUMNS = tuple(c.name for c in RECORD if c.shared)
+"""Fields shared by every packet with the same seq_len and (on the sparse path) partition count."""
+ACCOUNTING = {c.name: c.doc for c in RECORD if c.name.endswith("_bytes")}
 """What each byte column counts (the header record carries it)."""
 CACHE_KEYS = 4096
 """Distinct (seq_len, partitions) results kept: memory stays flat on any trace."""
@@ -161,14 +212,37 @@ class Summary:
             if peak is not None and (self.worst_peak is None or peak > self.worst_peak
                                      or (peak == self.worst_peak and index < self.worst_packet)):
                 self.worst_peak, self.worst_packet = peak, index
-            if not mask["fits"] and (self.first_over_budget is None or index < self.first_over_budget):
+            if peak is not None and not mask["fits"] and (self.first_over_budget is None
+                                                           or index < self.first_over_budget):
                 self.first_over_budget = index
-        if values:
-            merged, inverse = np.unique(np.concatenate([self.density_values, np.array(values, np.float32)]),
-                                        return_inverse=True)
-            counts = np.zeros(len(merged), np.int64)
-            np.add.at(counts, inverse.reshape(-1), np.concatenate([self.density_counts, np.array(weights, np.int64)]))
-            self.density_values, self.density_counts = merged, counts
+        self._add_densities(np.array(values, np.float32), np.array(weights, np.int64))
+
+    def merge(self, other: "Summary", offset: int) -> None:
+        """Add the summary of a later piece of the trace whose first packet is packet ``offset``."""
+        self.packets += other.packets
+        self.sparse += other.sparse
+        self.full += other.full
+        self.bad += other.bad
+        self.panics += other.panics
+        for message, index in other.panic_messages.items():
+            self.panic_messages.setdefault(message, index + offset)
+        if other.worst_peak is not None:
+            index = other.worst_packet + offset
+            if self.worst_peak is None or other.worst_peak > self.worst_peak or (
+                    other.worst_peak == self.worst_peak and index < self.worst_packet):
+                self.worst_peak, self.worst_packet = other.worst_peak, index
+        if other.first_over_budget is not None and self.first_over_budget is None:
+            self.first_over_budget = other.first_over_budget + offset
+        self._add_densities(other.density_values, other.density_counts)
+
+    def _add_densities(self, values: np.ndarray, counts: np.ndarray) -> None:
+        if not len(values):
+            return
+        merged, inverse = np.unique(np.concatenate([self.density_values, values.astype(np.float32)]),
+                                    return_inverse=True)
+        total = np.zeros(len(merged), np.int64)
+        np.add.at(total, inverse.reshape(-1), np.concatenate([self.density_counts, counts.astype(np.int64)]))
+        self.density_values, self.density_counts = merged, total
 
     def density_quantiles(self) -> tuple:
         """(min, median, max) of the masks' densities (lower median), or Nones."""
@@ -209,12 +283,20 @@ class Replayer:
 
     Raises
     ------
-    ValueError, TypeError
-        If ``seq_len`` is beyond the target's ``usize`` or an argument is not an integer.
+    TypeError
+        Naming the argument of a wrong type.
+    ValueError
+        If ``seq_len`` or ``dim`` is beyond the target's ``usize``, the budget is out of
+        range for the target or its allocator, or no step at all can run in this
+        configuration (a configuration error, before any record).
     """
 
     def __init__(self, profile: Profile, build: str, config: SparsityConfig, seq_len: int, dim: int,
                  heap_budget: int | None = None, position_limit: int = DEFAULT_POSITION_LIMIT):
+        if not isinstance(profile, Profile):
+            raise TypeError(f"profile must be a Profile, got {type(profile).__name__}")
+        if not isinstance(config, SparsityConfig):
+            raise TypeError(f"config must be a SparsityConfig, got {type(config).__name__}")
         self.profile = profile
         self.build = build
         self.config = config
@@ -226,6 +308,11 @@ class Replayer:
         self.position_limit = position_limit
         self._cache: OrderedDict = OrderedDict()
         self._schedule = schedule_args(config, self.sim.target)
+        self.token = uuid.uuid4().hex
+        """Names this replayer where copies of it are sent (a worker keeps the first, with its cache)."""
+        probe = self._fields(1, int(_FULL), GatePacket())  # a configuration no step can run is no record's fault
+        if isinstance(probe, Exception):
+            raise ValueError(f"{profile.name}-{build} cannot run any step with this configuration: {probe}")
 
     def __getstate__(self):
         return {**self.__dict__, "_cache": OrderedDict()}
@@ -237,7 +324,7 @@ class Replayer:
             "target": {"usize_bits": self.bits, "overflow": self.sim.target.overflow.value,
                        "expf": self.sim.target.expf.value},
             "config": self.config.to_dict(), "seq_len": self.seq_len, "dim": self.dim,
-            "heap_budget": self.budget, "allocator": self.profile.allocator.name, "columns": list(COLUMNS),
+            "budget_bytes": self.budget, "allocator": self.profile.allocator.name, "columns": list(COLUMNS),
             "accounting": ACCOUNTING,
         }
 
@@ -285,31 +372,9 @@ class Replayer:
         return out
 
     def _compute(self, gate: GatePacket, seq_len: int) -> dict:
-        limit = self.position_limit
-        try:
-            plan = self.sim.plan_mask(gate, seq_len)
-            check_insertions(plan, limit)
-            stats = self.sim.mask_stats(gate, seq_len)
-            mask_usage = build_mask_usage(self.config, gate, seq_len, self.bits, position_limit=limit)
-            attention = planned_attention_usage(self.config, gate, seq_len, seq_len, self.dim, self.bits,
-                                                position_limit=limit)
-            step = fit_step(self.profile, self.config, gate, seq_len, self.dim, build=self.build,
-                            heap_budget=self.budget, position_limit=limit)
-        except TargetPanic as panic:
-            return {**dict.fromkeys(MASK_COLUMNS), "panic": panic.message}
-        fields = dict.fromkeys(MASK_COLUMNS)
-        fields.update(
-            sparse=stats.sparse, density=stats.density, num_positions=stats.num_positions,
-            partitions=int(stats.partition_boundaries.size), boundary_tokens=int(stats.boundary_tokens.size),
-            build_mask_peak_bytes=mask_usage.peak_bytes, attention_peak_bytes=attention.peak_bytes,
-            step_peak_bytes=step.step_requested_bytes, mask_bytes=mask_usage.live_bytes, fits=step.fits,
-            panic=step.panic,  # the mask builds, then the step panics (dim 0: attempt to divide by zero)
-        )
-        try:  # the mask builds, but its flops ratio can still overflow a 32-bit usize in debug
-            fields["flops_ratio"] = self.sim.estimated_flops_ratio(stats, seq_len)
-        except TargetPanic as panic:
-            fields["panic"] = panic.message
-        return fields
+        figures = step_figures(self.profile, self.build, self.config, gate, seq_len, self.dim, self.budget,
+                               self.position_limit)
+        return {name: figures[name] for name in MASK_COLUMNS}
 
     def record(self, index: int, gate: GatePacket, seq_len: int | None = None, t: float | None = None) -> dict:
         """The whole record of one packet (``panic`` set, mask fields None, if the build panics).
@@ -383,9 +448,10 @@ class Replayer:
                     f"(u{self.bits}, at most {self.sim.target.usize_max})")
         return f"{place}: {messages[code - 2]}"
 
-    def replay(self, path: str, fmt: str | None = None, skip_bad: bool = False, start: int = 0,
+    def replay(self, trace, fmt: str | None = None, skip_bad: bool = False, start: int = 0,
                end: int | None = None, first_line: int = 1, unknown: set | None = None) -> Iterator[Part]:
-        """The parts of a trace (or of its byte range ``start..end``), in order.
+        """The parts of a trace (a path or a :class:`~mcsa.app.traces.TraceSource`), or
+        of its byte range ``start..end``, in order.
 
         Raises
         ------
@@ -394,9 +460,10 @@ class Replayer:
         OSError
             If the trace cannot be read.
         """
-        reader = TraceReader(path, fmt, skip_bad, start, end, first_line)
+        reader = TraceReader(trace, fmt, skip_bad, start, end, first_line)
         try:
             for batch in reader:
+                interrupt.check()
                 part, error = self.replay_batch(batch, skip_bad)
                 if part.n or part.bad:
                     yield part
@@ -407,17 +474,30 @@ class Replayer:
                 unknown.update(reader.unknown)
 
 
-def part_table(part: Part, offset: int, source: bool = False, with_packet: bool = False):
-    """A ``pyarrow.Table`` of a part's records, the first being packet ``offset``:
-    typed columns (u32/u16 packet fields, float32 densities, int64 byte counts,
-    bool fits, string panic)."""
+def record_schema(source: bool = False, with_packet: bool = False):
+    """The ``pyarrow.Schema`` of replay records (:data:`RECORD`), with a leading
+    ``source`` column and the packet's own fields (u32/u16) if asked."""
     import pyarrow as pa
 
+    fields = [pa.field("source", pa.string())] if source else []
+    fields += [pa.field(c.name, pa.type_for_alias(c.arrow), nullable=c.name not in ("index", "seq_len",
+                                                                                     "target_density"))
+               for c in RECORD]
+    if with_packet:
+        fields += [pa.field(name, pa.from_numpy_dtype(PACKET_DTYPE[name]), nullable=False) for name in FIELDS]
+    return pa.schema(fields)
+
+
+def part_table(part: Part, offset: int, source: bool = False, with_packet: bool = False):
+    """A ``pyarrow.Table`` of a part's records, the first being packet ``offset``, in :func:`record_schema`."""
+    import pyarrow as pa
+
+    schema = record_schema(source, with_packet)
     take = pa.array(part.inverse)
     columns = {}
     if source:
         columns["source"] = pa.array([part.source] * part.n, pa.string())
-    columns["index"] = pa.array(np.arange(offset, offset + part.n, dtype=np.int64))
+    columns["index"] = np.arange(offset, offset + part.n, dtype=np.int64)
     if part.t is None:
         columns["t"] = pa.nulls(part.n, pa.float64())
     else:
@@ -425,46 +505,30 @@ def part_table(part: Part, offset: int, source: bool = False, with_packet: bool 
             columns["t"] = pa.array(part.t, pa.float64())
         except pa.ArrowInvalid:  # an int that a double does not hold exactly: rounded, as serde reads it
             columns["t"] = pa.array([None if v is None else float(v) for v in part.t], pa.float64())
-    columns["seq_len"] = pa.array(part.seq_len)
-    columns["target_density"] = pa.array(part.target_density)
+    columns["seq_len"] = part.seq_len
+    columns["target_density"] = part.target_density
     for name in MASK_COLUMNS:
-        kind = MASK_TYPES[name]
-        values = [None if v is None else (float(v) if kind is float else v) for v in part.mask_column(name)]
-        columns[name] = pa.array(values, _arrow_type(name)).take(take)
+        kind = schema.field(name).type
+        values = [None if v is None else (float(v) if pa.types.is_floating(kind) else v) for v in part.mask_column(name)]
+        columns[name] = pa.array(values, kind).take(take)
     if with_packet:
         for name in FIELDS:
-            columns[name] = pa.array(np.ascontiguousarray(part.packets[name]))
-    return pa.table(columns)
+            columns[name] = np.ascontiguousarray(part.packets[name])
+    arrays = [v if isinstance(v := columns[f.name], pa.Array) else pa.array(v, f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
-MASK_TYPES = {"sparse": bool, "density": float, "num_positions": int, "flops_ratio": float, "partitions": int,
-              "boundary_tokens": int, "build_mask_peak_bytes": int, "attention_peak_bytes": int,
-              "step_peak_bytes": int, "mask_bytes": int, "fits": bool, "panic": str}
-
-
-def _arrow_type(name: str):
-    import pyarrow as pa
-
-    kind = MASK_TYPES[name]
-    if kind is float:
-        return pa.float32()
-    if kind is bool:
-        return pa.bool_()
-    if kind is str:
-        return pa.string()
-    return pa.int32() if name in ("partitions", "boundary_tokens") else pa.int64()
-
-
-def replay_table(trace: str, profile: Profile | str, seq_len: int, dim: int = 64, build: str = "release",
-                 config: SparsityConfig | None = None, heap_budget: int | None = None, with_packet: bool = False,
-                 skip_bad: bool = False, position_limit: int = DEFAULT_POSITION_LIMIT,
-                 profiles_file: str | None = None):
+def replay_table(trace: str | os.PathLike, profile: Profile | str, seq_len: int, dim: int = 64,
+                 build: str = "release", config: SparsityConfig | None = None, heap_budget: int | None = None,
+                 with_packet: bool = False, skip_bad: bool = False, position_limit: int = DEFAULT_POSITION_LIMIT,
+                 profiles_file: str | os.PathLike | None = None):
     """Replay one trace and return its records as a ``pyarrow.Table`` (``.to_pandas()`` for notebooks).
 
     Parameters
     ----------
-    trace : str
-        A ``.jsonl``, ``.csv`` or ``.bin`` trace, optionally ``.gz``.
+    trace : str or os.PathLike
+        A JSON Lines, CSV or 16-byte binary trace, optionally gzipped (told by its content; a
+        name that says otherwise is refused).
     profile : Profile or str
         A target profile or its name (see ``mcsa targets``; ``profiles_file`` adds more).
     build : {"release", "debug"}
@@ -474,27 +538,41 @@ def replay_table(trace: str, profile: Profile | str, seq_len: int, dim: int = 64
         Add the packet's own fields.
     skip_bad : bool
         Skip malformed records instead of raising.
+    profiles_file : str or os.PathLike, optional
 
     Raises
     ------
     TraceError
         For a malformed record (naming file:line or byte offset) without ``skip_bad``.
+    TypeError
+        Naming the argument of a wrong type (a path that is not a str or os.PathLike, a
+        profile that is neither a Profile nor a name, a flag that is not a bool).
     ValueError
         For an unknown profile or a bad argument.
     """
     import pyarrow as pa
 
+    trace = _path_arg(trace, "trace")
+    profiles_file = None if profiles_file is None else _path_arg(profiles_file, "profiles_file")
+    with_packet, skip_bad = check_bool(with_packet, "with_packet"), check_bool(skip_bad, "skip_bad")
     if isinstance(profile, str):
         profile = profile_named(profile, profiles_file)
     replayer = Replayer(profile, build, config or SparsityConfig(), seq_len, dim, heap_budget, position_limit)
     tables, offset = [], 0
-    for part in replayer.replay(str(trace), skip_bad=skip_bad):
+    for part in replayer.replay(trace, skip_bad=skip_bad):
         tables.append(part_table(part, offset, with_packet=with_packet))
         offset += part.n
     if not tables:
-        tables.append(part_table(Part.empty(str(trace)), 0, with_packet=with_packet))
+        tables.append(part_table(Part.empty(trace), 0, with_packet=with_packet))
     return pa.concat_tables(tables)
 
 
-__all__ = ["COLUMNS", "MASK_COLUMNS", "PACKET_COLUMNS", "Part", "Replayer", "Summary", "part_table",
-           "replay_table"]
+def _path_arg(value, what: str) -> str:
+    """A path argument as a str; an int is not a path (``open`` would take it for a file descriptor)."""
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+        return os.fspath(value)
+    raise TypeError(f"{what} must be a path (str or os.PathLike), got {type(value).__name__} {value!r:.40}")
+
+
+__all__ = ["ACCOUNTING", "COLUMNS", "Column", "MASK_COLUMNS", "PACKET_COLUMNS", "Part", "RECORD", "Replayer",
+           "SCHEMA_VERSION", "Summary", "part_table", "record_schema", "replay_table"]

@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import codecs
 import csv
+import difflib
 import gzip
 import io
 import math
+import os
 import re
+import select
+import stat
 import sys
 import zlib
 from array import array
+from collections import Counter
 from itertools import compress, count, repeat
 from operator import attrgetter, itemgetter
 from dataclasses import dataclass, field
@@ -40,9 +45,10 @@ from mcsa.core import jsonio
 from mcsa.core.checks import check_uint
 from mcsa.core.packets import FIELDS, PACKET_DTYPE, GatePacket
 
+from . import interrupt
+
 KNOWN_KEYS = FIELDS + ("seq_len", "t")
 RECORD_BYTES = PACKET_DTYPE.itemsize
-FORMATS = ("jsonl", "csv", "bin")
 BATCH_RECORDS = 1 << 16
 """Records per batch: what bounds memory, whatever the trace length."""
 MAX_FIELD = 131072
@@ -161,63 +167,252 @@ class Batch:
             yield Record(row, s, tt, self.source, pos, self.binary)
 
 
-def trace_format(path: str | Path) -> str:
-    """``jsonl``, ``csv`` or ``bin`` from the file name (a ``.gz`` suffix is looked through).
+_EXTENSIONS = ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"), (".csv", "csv"), (".bin", "bin"))
+_KINDS = {"jsonl": "JSON Lines", "csv": "CSV", "bin": "binary packets", "gzip": "a gzip file",
+          "text": "text that is neither JSON Lines nor CSV", "parquet": "a Parquet file (what replay writes)"}
+GZIP_MAGIC = b"\x1f\x8b"
+SNIFF_BYTES = 4096
+"""Bytes of a trace looked at to tell what it holds."""
+SNIFF_HEAD = 512
+"""Bytes of a stream waited for (or its end) before telling what it holds."""
+_ODD = bytes(range(0x00, 0x09)) + bytes(range(0x0E, 0x20)) + b"\x7f"
+"""Bytes that no text trace holds (control characters but tab, line ends and form feed)."""
+
+
+def trace_format(path: str | Path) -> str | None:
+    """``jsonl``, ``csv`` or ``bin`` as the file name says (a ``.gz`` suffix is looked
+    through: ``.jsonl``/``.json``/``.ndjson``, ``.csv``, ``.bin``), or None."""
+    name = Path(path).name.lower().removesuffix(".gz")
+    return next((fmt for suffix, fmt in _EXTENSIONS if name.endswith(suffix)), None)
+
+
+def sniff(head: bytes) -> str:
+    """What the first bytes of a trace look like: ``gzip`` (its magic number),
+    ``parquet`` (its magic number), ``empty``, and for the rest, text (at most one byte in 20 a control character or
+    not UTF-8) or not: ``jsonl`` (the first line that is not blank opens a JSON
+    object or array), ``csv`` (it is a header: commas and ``lambda``), ``text``
+    (neither), ``bin`` (not text)."""
+    if head[:2] == GZIP_MAGIC:
+        return "gzip"
+    if head[:4] == b"PAR1":
+        return "parquet"
+    body = head.removeprefix(codecs.BOM_UTF8)
+    if not body:
+        return "empty"
+    decoded = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode(body, final=False)
+    odd = sum(body.count(c) for c in _ODD) + sum(1 for c in decoded if "\udc80" <= c <= "\udcff")
+    if odd * 20 > len(body):
+        return "bin"
+    line = next((line for line in body.splitlines() if line.strip()), b"").lstrip()
+    if line.startswith((b"{", b"[")):
+        return "jsonl"
+    return "csv" if b"," in line and b"lambda" in line and b"{" not in line else "text"
+
+
+@dataclass
+class TraceSource:
+    """A trace as found before any record is read: what it holds and how it can be read.
+
+    Attributes
+    ----------
+    path : str
+        As given (``-`` for stdin).
+    fmt : {"jsonl", "csv", "bin"}
+    compressed : bool
+        gzip, told by its magic number.
+    stream : bool
+        Not a regular file (stdin, a pipe, a FIFO, a device): read once, in order.
+    size : int or None
+        Bytes of a regular file.
+    handle : tuple or None
+        ``(readable, raw)``: a ``stream`` source's decompressed (or raw) stream and the
+        raw one, its first bytes read already (not pickled).
+    """
+
+    path: str
+    fmt: str
+    compressed: bool = False
+    stream: bool = False
+    size: int | None = None
+    handle: object = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self):
+        return {**self.__dict__, "handle": None}
+
+    @property
+    def splittable(self) -> bool:
+        """Whether byte ranges of it can be read apart: a plain regular binary or JSON Lines file."""
+        return not self.stream and not self.compressed and self.fmt in ("bin", "jsonl")
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle[1].close()
+            self.handle = None
+
+
+def open_trace(path: str | Path, fmt: str | None = None, skip_bad: bool = False) -> TraceSource:
+    """Find what a trace holds before reading any record, as stdin is: gzip by its
+    magic number, then JSON Lines, CSV or binary by its first bytes. A format named by
+    ``fmt`` or by the file's extension that contradicts the content is refused, as is a
+    plain binary file whose size is not a whole number of packets (unless ``skip_bad``:
+    the last, incomplete record is then a bad record). A stream (stdin, a pipe, a FIFO,
+    process substitution, a device) is opened and its first bytes read here.
 
     Raises
     ------
     TraceError
-        If the extension is none of ``.jsonl``/``.json``/``.ndjson``, ``.csv``, ``.bin``.
+        Naming the file and what its content looks like.
+    OSError
+        If it cannot be opened or read.
     """
-    name = Path(path).name.lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
-    for suffix, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"), (".csv", "csv"), (".bin", "bin")):
-        if name.endswith(suffix):
-            return fmt
-    raise TraceError(f"{path}: cannot tell the trace format; name it .jsonl, .csv or .bin (optionally .gz), "
-                     "or give --input-format")
+    path = str(path)
+    named, why = (fmt, f"--input-format {fmt}") if fmt else (trace_format(path), f"its extension {Path(path).suffix}")
+    stream, size = path == "-", None
+    if not stream:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise TraceError(f"{path}: a folder, not a trace")
+        stream = not stat.S_ISREG(mode)
+        size = None if stream else os.stat(path).st_size
+    raw = _open_stream(path) if stream else open(path, "rb")
+    try:
+        head = raw.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+        compressed = head[:2] == GZIP_MAGIC
+        if path.lower().endswith(".gz") and head and not compressed:
+            raise TraceError(f"{path}: its extension .gz names a gzip file, but the content is not gzip-compressed "
+                             f"(it looks like {_KINDS.get(sniff(head), 'nothing')})")
+        readable = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        if compressed:
+            try:
+                head = readable.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+            except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+                raise TraceError(f"{path}: corrupt gzip stream ({err or type(err).__name__}) at its start") from None
+        fmt = _agree(path, named, why, sniff(head))
+        if fmt == "bin" and size is not None and not compressed and size % RECORD_BYTES and not skip_bad:
+            cut = size - size % RECORD_BYTES
+            raise TraceError(f"{where(path, cut, True)}: incomplete record ({size - cut} of {RECORD_BYTES} bytes); "
+                             f"the file size ({size:,} B) is not a multiple of {RECORD_BYTES}: refused before any record")
+    except BaseException:
+        raw.close()
+        raise
+    if not stream:
+        raw.close()
+    return TraceSource(path, fmt, compressed, stream, size, (readable, raw) if stream else None)
 
 
-def sniff_format(head: bytes) -> str:
-    """The format of an unnamed trace (stdin) from its first bytes: ``{`` opens JSON
-    Lines, a first line of ASCII with commas naming ``lambda`` is a CSV header,
-    anything else is binary."""
-    text = head.lstrip()
-    if text.startswith(b"{"):
-        return "jsonl"
-    first = head.split(b"\n", 1)[0]
-    if b"lambda" in first and b"," in first and first.isascii():
-        return "csv"
-    return "bin"
+def _agree(path: str, named: str | None, why: str, looks: str) -> str:
+    """The format of a trace named ``named`` (by ``why``) whose first bytes look like ``looks``."""
+    if looks == "empty":
+        return named or "bin"
+    if looks == "gzip":  # gzip inside gzip: read as it says, and let the reader judge
+        looks = named or "bin"
+    if named is None:
+        if looks in ("text", "parquet"):
+            raise TraceError(f"{path}: cannot tell the trace format: the content is {_KINDS[looks]}, not a trace "
+                             "(JSON Lines opens with {, CSV with a header line); give --input-format")
+        return looks
+    if looks == "parquet" or (named == "bin") != (looks == "bin") or looks not in ("text", named, "bin"):
+        fix = "give the --input-format it holds, or none" if why.startswith("--") else "rename it, or give --input-format"
+        raise TraceError(f"{path}: {why} names {_KINDS[named]}, but the content looks like {_KINDS[looks]}; {fix}")
+    return named
 
 
-def splittable(path: str, fmt: str) -> bool:
-    """Whether a trace can be read in byte ranges: a plain (not gzipped) binary or JSON Lines file."""
-    return path != "-" and fmt in ("bin", "jsonl") and not path.lower().endswith(".gz")
+class _StreamInput(io.RawIOBase):
+    """A file descriptor read as it comes (a pipe, a FIFO, a terminal, a device),
+    waiting for data in slices so that a signal is seen while nothing comes."""
+
+    def __init__(self, fd: int, close_fd: bool):
+        super().__init__()
+        self.fd, self.close_fd, self.count = fd, close_fd, 0
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN | select.POLLPRI)
+        self._head = b""
+
+    def prefetch(self, n: int) -> None:
+        """Read up to ``n`` bytes ahead (fewer at the end), for a first peek that sees them all."""
+        chunks, got = [], 0
+        while got < n:
+            chunk = bytearray(n - got)
+            size = self._wait_read(chunk)
+            if not size:
+                break
+            chunks.append(chunk[:size])
+            got += size
+        self._head = b"".join(chunks)
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def tell(self) -> int:
+        return self.count
+
+    def readinto(self, buffer) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n], self._head = self._head[:n], self._head[n:]
+        else:
+            n = self._wait_read(buffer)
+        self.count += n
+        return n
+
+    def _wait_read(self, buffer) -> int:
+        while not self._poll.poll(int(interrupt.POLL * 1000)):
+            interrupt.check()
+        return os.readv(self.fd, [buffer])
+
+    def close(self) -> None:
+        if not self.closed and self.close_fd:
+            os.close(self.fd)
+        super().close()
 
 
-def byte_ranges(path: str, fmt: str, chunk_bytes: int) -> list[tuple[int, int | None, int]]:
-    """``(start, end, first_line)`` pieces of about ``chunk_bytes`` that cut a
-    trace on record boundaries (a multiple of 16 bytes; just after a newline).
-    A trace that cannot be split is one piece ``(0, None, 1)``."""
-    if not splittable(path, fmt):
-        return [(0, None, 1)]
-    size = Path(path).stat().st_size
-    if fmt == "bin":
+def _open_stream(path: str):
+    """A buffered reader of stdin (``-``) or of a file that is not a regular one."""
+    if path == "-":
+        try:
+            fd = sys.stdin.fileno()
+        except (AttributeError, ValueError, io.UnsupportedOperation):  # not a real file (CliRunner)
+            raw = sys.stdin.buffer
+            return raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+        raw = _StreamInput(fd, close_fd=False)
+    else:
+        raw = _StreamInput(interrupt.wait_for(lambda: os.open(path, os.O_RDONLY)), close_fd=True)  # (a FIFO: a writer)
+    raw.prefetch(SNIFF_HEAD)
+    return io.BufferedReader(raw, SNIFF_BYTES * 2)
+
+
+def byte_ranges(source: TraceSource, chunk_bytes: int) -> list[tuple[int, int | None]]:
+    """``(start, end)`` pieces of about ``chunk_bytes`` that cut a splittable trace on
+    record boundaries (a multiple of 16 bytes; just after a newline), found by reading
+    one line at each cut: the line numbers of a piece are counted from its start
+    (:func:`shift_lines` puts them in place). A trace that cannot be split is one piece ``(0, None)``."""
+    size = source.size or 0
+    if not source.splittable or size <= chunk_bytes:
+        return [(0, None)]
+    if source.fmt == "bin":
         step = max(chunk_bytes // RECORD_BYTES, 1) * RECORD_BYTES
-        return [(s, min(s + step, size) if s + step < size else None, 1) for s in range(0, max(size, 1), step)]
-    pieces, start, line = [], 0, 1
-    with open(path, "rb") as f:
+        return [(s, s + step if s + step < size else None) for s in range(0, size, step)]
+    pieces, start = [], 0
+    with open(source.path, "rb") as f:
         while start < size:
             f.seek(start + chunk_bytes)
-            f.readline()
-            end = min(f.tell(), size) if start + chunk_bytes < size else size
-            f.seek(start)
-            lines = f.read(end - start).count(b"\n")
-            pieces.append((start, end if end < size else None, line))
-            start, line = end, line + lines
-    return pieces or [(0, None, 1)]
+            f.readline(MAX_LINE + 1)
+            end = f.tell() if start + chunk_bytes < size else size
+            pieces.append((start, end if end < size else None))
+            start = end
+    return pieces
+
+
+def shift_lines(message: str, source: str, lines: int) -> str:
+    """A message that starts ``source:LINE:`` with LINE moved on by ``lines`` (a
+    piece's line numbers count from its own start)."""
+    match = re.match(re.escape(source) + r":(\d+)", message)
+    if match is None or not lines:
+        return message
+    return f"{source}:{int(match.group(1)) + lines}" + message[match.end():]
 
 
 class TraceReader:
@@ -225,10 +420,10 @@ class TraceReader:
 
     Parameters
     ----------
-    path : str
-        The trace, or ``-`` for stdin.
+    trace : str or TraceSource
+        A path (``-`` for stdin), opened with :func:`open_trace`, or a source found so.
     fmt : {"jsonl", "csv", "bin"}, optional
-        Default: from the name (sniffed from the first bytes for stdin).
+        With a path: the format it must hold (default: the one its name gives, else its content's).
     skip_bad : bool
         Count and skip malformed records instead of raising.
     start, end : int, optional
@@ -240,40 +435,40 @@ class TraceReader:
     Raises
     ------
     TraceError
-        From iteration: a malformed record (without ``skip_bad``), a wrong CSV
-        header, a corrupt gzip stream; always naming the file and line or offset.
+        From :func:`open_trace`, and from iteration: a malformed record (without
+        ``skip_bad``), a wrong CSV header, a corrupt gzip stream; always naming the
+        file and line or offset.
     OSError
         If the file cannot be opened.
     """
 
-    def __init__(self, path: str, fmt: str | None = None, skip_bad: bool = False, start: int = 0,
+    def __init__(self, trace, fmt: str | None = None, skip_bad: bool = False, start: int = 0,
                  end: int | None = None, first_line: int = 1, batch_records: int = BATCH_RECORDS):
-        self.path, self.skip_bad = str(path), skip_bad
+        self.source = trace if isinstance(trace, TraceSource) else open_trace(trace, fmt, skip_bad)
+        self.path, self.fmt, self.skip_bad = self.source.path, self.source.fmt, skip_bad
         self.start, self.end, self.first_line = start, end, first_line
         self.batch_records = batch_records
-        self.fmt = fmt or (None if self.path == "-" else trace_format(self.path))
         self.unknown: set = set()
         self.position = start if self.fmt == "bin" else first_line
         """The line or byte offset being read, for messages."""
 
     def __iter__(self) -> Iterator[Batch]:
-        if self.path == "-":
-            raw = sys.stdin.buffer
-            raw = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
-            stream = gzip.GzipFile(fileobj=raw, mode="rb") if raw.peek(2)[:2] == b"\x1f\x8b" else raw
-            return self._read(stream, raw, close=False)
-        raw = open(self.path, "rb")
-        if self.path.lower().endswith(".gz"):
-            return self._read(gzip.GzipFile(fileobj=raw, mode="rb"), raw)
-        raw.seek(self.start)
-        return self._read(raw, raw)
+        source = self.source
+        if source.stream:
+            if source.handle is None:
+                raise TraceError(f"{self.path}: a stream is read once; it was read already")
+            (stream, raw), source.handle = source.handle, None
+        else:
+            raw = open(self.path, "rb")
+            if not source.compressed:
+                raw.seek(self.start)
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if source.compressed else raw
+        return self._read(stream, raw, close=raw is not sys.stdin.buffer)
 
     def _read(self, stream, raw, close: bool = True) -> Iterator[Batch]:
         try:
             if self.start == 0 and self.fmt != "bin" and stream.peek(3)[:3] == codecs.BOM_UTF8:  # saved on Windows
                 self.start = len(stream.read(3))  # a byte range's length counts from here
-            if self.fmt is None:
-                self.fmt = sniff_format(stream.peek(4096)[:4096])
             reader = {"bin": self._binary, "jsonl": self._jsonl, "csv": self._csv}[self.fmt]
             yield from reader(stream, raw)
         except (gzip.BadGzipFile, EOFError, zlib.error) as err:
@@ -398,16 +593,17 @@ class TraceReader:
         if header is None:
             return
         header = [h.strip() for h in header[1]]
-        missing = [f for f in FIELDS if f not in header]
-        duplicate = sorted({h for h in header if header.count(h) > 1})
-        if missing or duplicate or any(not _valid_text(h) for h in header):
+        seen = Counter(header)  # (a dict: linear in the header's width, however wide)
+        missing = [f for f in FIELDS if f not in seen]
+        duplicate = sorted(h for h, n in seen.items() if n > 1)
+        undecodable = not all(map(_valid_text, seen))
+        if missing or duplicate or undecodable:
             parts = ([f"lacks {', '.join(missing)}"] if missing else []) + (
-                [f"repeats {', '.join(duplicate)}"] if duplicate else []) + (
-                ["is not UTF-8 text"] if any(not _valid_text(h) for h in header) else [])
+                [f"repeats {_listed(duplicate)}"] if duplicate else []) + (["is not UTF-8 text"] if undecodable else [])
             raise TraceError(f"{self.path}:1: CSV header {'; '.join(parts)}; expected {', '.join(FIELDS)} "
                              "(and optional seq_len, t)")
-        self.unknown.update(h for h in header if h not in KNOWN_KEYS)
-        columns = [header.index(k) if k in header else None for k in KNOWN_KEYS]
+        self.unknown.update(h for h in seen if h not in KNOWN_KEYS)
+        columns = [header.index(k) if k in seen else None for k in KNOWN_KEYS]
         while True:
             rows, numbers, bad = [], [], []
             while len(rows) < self.batch_records:
@@ -455,6 +651,27 @@ class TraceReader:
                 bad.append((line, message))
                 continue
             return line, row
+
+
+def _listed(names, shown: int = 10, label=str) -> str:
+    """``label`` of the first ``shown`` names, and how many more there are."""
+    names = list(names)
+    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    return ", ".join(map(label, names[:shown])) + more
+
+
+def unknown_note(source: str, keys) -> str | None:
+    """One note for all the keys of a trace that are no packet field, ``seq_len`` or
+    ``t`` (firmware logs carry others), with a did-you-mean for those close to one; None if there are none."""
+    if not keys:
+        return None
+
+    def label(key: str) -> str:
+        close = difflib.get_close_matches(key, KNOWN_KEYS, 1, 0.75)
+        return f"`{key}`" + (f" (did you mean `{close[0]}`?)" if close else "")
+
+    noun = "key" if len(keys) == 1 else "keys"
+    return f"{source}: {len(keys):,} unknown {noun} ignored: {_listed(sorted(keys), label=label)}"
 
 
 def _valid_text(text: str) -> bool:

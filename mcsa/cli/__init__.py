@@ -14,6 +14,7 @@ import sys
 
 import click
 
+from mcsa.app import interrupt
 from mcsa.core.errors import TargetPanic
 
 COMMANDS = {
@@ -29,13 +30,11 @@ COMMANDS = {
 }
 """Each command's module and its one-sentence summary for ``mcsa --help``."""
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 70
+EXIT_INTERRUPTED = interrupt.EXIT_INTERRUPTED
 EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
 """141, the status a shell gives a Unix tool that SIGPIPE ended."""
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _quiet_stdout() -> None:
@@ -97,50 +96,61 @@ class _Main(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        restore = interrupt.install()  # first: a signal from here on ends the run with 130
         try:
-            previous = signal.signal(signal.SIGTERM, _interrupt)
-        except ValueError:  # not the main thread: leave signals to the host program
-            previous = None
-        try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-            sys.exit(code if isinstance(code, int) else EXIT_OK)
-        except click.ClickException as err:
-            err.show()
-            sys.exit(err.exit_code if err.exit_code != EXIT_FAILED else EXIT_INPUT)
-        except click.Abort as err:
-            if isinstance(err.__context__, EOFError):
-                click.echo(f"Error: truncated input ({err.__context__})", err=True)
-                sys.exit(EXIT_INPUT)
-            sys.exit(EXIT_INTERRUPTED)
-        except KeyboardInterrupt:
-            click.echo("", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-        except (_ClosedPipe, BrokenPipeError):
-            _quiet_stdout()
-            sys.exit(EXIT_CLOSED_PIPE)
-        except OSError as err:
-            if err.filename is None:
-                click.echo(f"Error: {err.strerror or err}", err=True)
-            else:
-                click.echo(f"Error: {err.filename}: {err.strerror or err}", err=True)
-            sys.exit(EXIT_INPUT)
-        except MemoryError as err:  # the host, not mcsa: a limit such as `ulimit -v` below what was asked
-            click.echo(f"Error: not enough memory on this machine for this request ({err or 'MemoryError'}); "
-                       "ask for less (--position-limit, a shorter seq_len) or run where there is more", err=True)
-            sys.exit(EXIT_INPUT)
-        except TargetPanic as panic:  # the simulated step failed: a verdict, like mask's and attention's
-            click.echo(f"the target panics: {panic}", err=True)
-            sys.exit(EXIT_FAILED)
-        except Exception as err:  # a bug in mcsa: one line, its own exit code
-            if _interrupted(err):
-                click.echo("", err=True)
-                sys.exit(EXIT_INTERRUPTED)
-            click.echo(f"internal error: {type(err).__name__}: {err} (a bug in mcsa: please report it "
-                       f"with the command line)", err=True)
-            sys.exit(EXIT_INTERNAL)
+            code = self._exit_code(args, prog_name, complete_var, **extra)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            restore()
+        sys.exit(code)
+
+    def _exit_code(self, args, prog_name, complete_var, **extra) -> int:
+        """Run the command; the exit code of however it ended (a signal recorded meanwhile wins)."""
+        try:
+            interrupt.check()  # one that came while the modules loaded
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            interrupt.check()
+            return code if isinstance(code, int) else EXIT_OK
+        except BaseException as err:  # noqa: BLE001 (every way out gets its code)
+            if interrupt.received() is not None or _interrupted(err):
+                if not isinstance(err, click.Abort):  # (click ends the ^C line itself)
+                    click.echo("", err=True)
+                return EXIT_INTERRUPTED
+            return _failure(err)
+
+
+def _failure(err: BaseException) -> int:
+    """Say how the command failed (one line, never a traceback) and return the exit code."""
+    if isinstance(err, SystemExit):
+        return err.code if isinstance(err.code, int) else EXIT_FAILED if err.code else EXIT_OK
+    if isinstance(err, click.ClickException):
+        err.show()
+        return err.exit_code if err.exit_code != EXIT_FAILED else EXIT_INPUT
+    if isinstance(err, click.Abort):
+        if isinstance(err.__context__, EOFError):
+            click.echo(f"Error: truncated input ({err.__context__})", err=True)
+            return EXIT_INPUT
+        return EXIT_INTERRUPTED
+    if isinstance(err, (_ClosedPipe, BrokenPipeError)):
+        _quiet_stdout()
+        return EXIT_CLOSED_PIPE
+    if isinstance(err, OSError):
+        if err.filename is None:
+            click.echo(f"Error: {err.strerror or err}", err=True)
+        else:
+            click.echo(f"Error: {err.filename}: {err.strerror or err}", err=True)
+        return EXIT_INPUT
+    if isinstance(err, MemoryError):  # the host, not mcsa: a limit such as `ulimit -v` below what was asked
+        click.echo(f"Error: not enough memory on this machine for this request ({err or 'MemoryError'}); "
+                   "ask for less (--position-limit, a shorter seq_len) or run where there is more", err=True)
+        return EXIT_INPUT
+    if isinstance(err, TargetPanic):  # the simulated step failed: a verdict, like mask's and attention's
+        click.echo(f"the target panics: {err}", err=True)
+        return EXIT_FAILED
+    if not isinstance(err, Exception):
+        raise err
+    click.echo(f"internal error: {type(err).__name__}: {err} (a bug in mcsa: please report it "
+               f"with the command line)", err=True)
+    return EXIT_INTERNAL
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

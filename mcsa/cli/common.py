@@ -12,8 +12,6 @@ from __future__ import annotations
 import codecs
 import errno
 import functools
-import json
-import math
 import os
 import re
 import stat
@@ -26,6 +24,9 @@ from pathlib import Path
 import click
 
 from mcsa.core.errors import DEFAULT_POSITION_LIMIT, MAX_HOST_POSITIONS, MaskTooLarge
+
+from mcsa.app import interrupt
+from mcsa.core.jsonio import dumps, jsonable  # noqa: F401 (the commands' JSON, one definition)
 
 USIZE64_MAX = (1 << 64) - 1
 """Upper bound of sizes (--seq-len, --dim, --heap-budget): the widest usize; a command
@@ -585,32 +586,59 @@ def table(header, rows, right=frozenset(), wide: bool = False) -> list[str]:
     return lines if wide else [line if len(line) <= TABLE_WIDTH else line[:TABLE_WIDTH - 1] + "…" for line in lines]
 
 
-def jsonable(value):
-    """Records to JSON: f32 as the shortest decimal that reads back to it; NumPy ints
-    as ints; a non-finite Python float as null (serde_json's choice: JSON has no NaN)."""
-    np = sys.modules.get("numpy")  # not loaded: the value holds no NumPy scalar
-    if np is not None:
-        if isinstance(value, np.floating):
-            from mcsa.core.packets import f32_to_json
-
-            return f32_to_json(value)
-        if isinstance(value, np.integer):
-            return int(value)
-        if isinstance(value, np.bool_):
-            return bool(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def dumps(record: dict) -> str:
-    return json.dumps({k: jsonable(v) for k, v in record.items()}, default=jsonable)
-
-
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+class _NamedFile:
+    """An output file whose storage errors (a full disk) name the user's path."""
+
+    def __init__(self, file, path: str):
+        self._file, self._path = file, path
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __iter__(self):
+        return iter(self._file)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _named(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror or str(err), self._path) from None
+
+    def write(self, data):
+        return self._named(self._file.write, data)
+
+    def flush(self):
+        return self._named(self._file.flush)
+
+    def close(self):
+        return self._named(self._file.close)
+
+
+def _stat(path: str):
+    """``os.stat`` of an output, None if there is nothing there yet (a dangling link
+    is written through, as a shell redirection would); a loop of links is an error."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, path) from None
+
+
+def _text(mode: str) -> dict:
+    return {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
 
 
 @contextmanager
@@ -618,80 +646,171 @@ def atomic_output(path: str | None, mode: str = "w"):
     """Write to a temporary file beside ``path`` and move it in place only on
     success: the output is complete, or not there. ``None`` or ``-`` is stdout.
 
-    As a shell redirection would: through a symlink to its target (the link stays),
-    with the permissions the umask gives a new file (an existing file keeps its
-    own), straight into what is not a regular file (``/dev/null``, a FIFO), and
-    errors name ``path``. On any exception, KeyboardInterrupt and the
-    SIGTERM that ``mcsa`` turns into one included, the temporary file is removed.
+    As a shell redirection would: through a symlink to its target (the link stays;
+    a dangling one creates its target; a loop is refused), with the permissions the
+    umask gives a new file (an existing file keeps its own), straight into what is
+    not a regular file (``/dev/null``, a FIFO), and the output's own errors (a full
+    disk) name ``path``. Nothing is moved in place once a signal asked the run to
+    stop (:mod:`mcsa.app.interrupt`); on any exception the temporary file is removed.
 
     Raises
     ------
     OSError
-        With ``filename`` the user's ``path``.
+        Of the output: with ``filename`` the user's ``path``. Errors of the block's
+        own work (reading an input) pass unchanged.
     """
     if path is None or path == "-":
         yield sys.stdout if "b" not in mode else sys.stdout.buffer
         return
     if path == "":  # not the current folder
         raise OSError(errno.ENOENT, "an empty path names no file", "''")
-    try:
-        existing = os.stat(path).st_mode
-    except OSError:
-        existing = None
-    if existing is not None and not stat.S_ISREG(existing):  # /dev/null, /dev/stdout, a FIFO: write into it
+    existing = _stat(path)
+    if existing is not None and not stat.S_ISREG(existing.st_mode):  # /dev/null, /dev/stdout, a FIFO: write into it
         try:
-            with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as out:
-                yield out
-        except OSError as err:  # /dev/full, a directory: name the user's path
-            if err.filename not in (None, path):
-                raise
+            out = open(path, mode, **_text(mode))
+        except OSError as err:  # a directory, a FIFO nobody reads
             raise OSError(err.errno, err.strerror, path) from None
+        named = _NamedFile(out, path)
+        try:
+            yield named
+        except BaseException:
+            with suppress(OSError):
+                named.close()
+            raise
+        named.close()
         return
     target = Path(os.path.realpath(path))
-    keep = 0o666 & ~_umask() if existing is None else stat.S_IMODE(existing)
+    keep = 0o666 & ~_umask() if existing is None else stat.S_IMODE(existing.st_mode)
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as err:
         raise OSError(err.errno, err.strerror, path) from None
-    in_body = False
+    interrupt.register(tmp)
     try:
         os.fchmod(fd, keep)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as out:
-            in_body = True
+        with _NamedFile(os.fdopen(fd, mode, **_text(mode)), path) as out:
             yield out
-            in_body = False
-        os.replace(tmp, target)
-    except BaseException as err:
+        interrupt.check()  # nothing is put in place once a signal asked to stop
+        try:
+            os.replace(tmp, target)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, path) from None
+    except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(err, OSError) and (not in_body or err.filename == tmp):
-            raise OSError(err.errno, err.strerror, path) from None  # ours, not the caller's input
         raise
+    finally:
+        interrupt.forget(tmp)
 
 
-def check_outputs(paths: dict) -> None:
-    """Refuse, before any work, an output (``{option: path}``) whose folder is
-    missing or read-only: a command with several outputs then never leaves some
-    written and fails on the last.
+def file_identity(path: str, fd: int | None = None):
+    """What makes two paths the same file: device and inode of what exists (through
+    symlinks and hard links), else the real path it would be created at; for ``-``,
+    the file behind ``fd`` (stdin 0, stdout 1) if it is a regular one, else None."""
+    if path in (None, "-"):
+        try:
+            st = os.fstat(fd)
+        except (OSError, TypeError, ValueError):
+            return None
+        return ("inode", st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+    if _local(path) is None:
+        return ("url", path.rstrip("/"))
+    path = _local(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("path", os.path.realpath(path))
+    return ("inode", st.st_dev, st.st_ino)
+
+
+def check_outputs(paths: dict, inputs: dict | None = None, folders: dict | None = None) -> None:
+    """Refuse, before any work, what a shell redirection would refuse and what would
+    destroy an input: an output (``{option: path}``, None or ``-`` for stdout) whose
+    folder is missing or read-only, that is a loop of symlinks, that is one of the
+    ``inputs`` (``{option: path or paths}``, ``-`` for stdin) or another output (the
+    same file by device and inode, through symlinks and hard links), or that lies
+    inside an output folder (``folders``: ``{option: replaced}`` for the outputs that
+    are folders the command fills; an input inside one is refused too if the folder
+    is ``replaced`` as a whole). A command with several outputs then never leaves some
+    written and fails on the last, and never writes over what it reads.
+
+    Every command calls it with all its outputs and inputs.
 
     Raises
     ------
     InputError
-        ``OPTION PATH: No such file or directory (...)`` or ``... is not writable``.
+        Naming the option and path: ``No such file or directory (...)``, ``... is not
+        writable``, ``Too many levels of symbolic links``, ``is also the input
+        TRACE``, ``is the same file as --summary ...``, ``is inside -o ...``.
     """
-    for option, path in paths.items():
-        if path is None or path == "-":
+    outputs = {option: os.fspath(path) for option, path in paths.items() if path is not None}
+    folders = folders or {}
+    _check_identities(outputs, inputs or {}, folders)
+    for option, path in outputs.items():
+        local = _local(path)
+        if local is None:
             continue
-        path = os.fspath(path)
-        if path == "":
+        if local == "":
             raise InputError(f"{option}: an empty path names no file")
-        if path.endswith(("/", os.sep)) and not os.path.isdir(path):  # (a directory is the command's to judge)
+        try:
+            existing = _stat(local)
+        except OSError as err:
+            raise InputError(f"{option} {path}: {err.strerror}") from None
+        is_dir = existing is not None and stat.S_ISDIR(existing.st_mode)
+        if option in folders:
+            if existing is not None and not is_dir:
+                raise InputError(f"{option} {path}: is a file, not a folder")
+            continue
+        if is_dir or local.endswith(("/", os.sep)):
             raise InputError(f"{option} {path}: names a folder, not a file")
-        folder = Path(os.path.realpath(path)).parent
+        folder = Path(os.path.realpath(local)).parent
         if not folder.is_dir():
             raise InputError(f"{option} {path}: No such file or directory (no folder to write it in)")
-        if (not os.path.exists(path) or os.path.isfile(path)) and not os.access(folder, os.W_OK):
+        if (existing is None or stat.S_ISREG(existing.st_mode)) and not os.access(folder, os.W_OK):
             raise InputError(f"{option} {path}: the folder {folder} is not writable")
+
+
+def _local(path) -> str | None:
+    """A path on this machine (``file://`` taken off), or None for stdin/stdout and other URLs."""
+    path = os.fspath(path)
+    if path == "-" or "://" in path and not path.startswith("file://"):
+        return None
+    return path.removeprefix("file://")
+
+
+def _check_identities(outputs: dict, inputs: dict, folders: dict) -> None:
+    named_inputs = [(option, os.fspath(path)) for option, given in inputs.items() if given is not None
+                    for path in ([given] if isinstance(given, (str, os.PathLike)) else given)]
+    read = {}
+    for option, path in named_inputs:
+        identity = file_identity(path, 0)
+        if identity is not None:
+            read.setdefault(identity, f"the input {path}" if option is None else f"the input {option} {path}")
+    for option, path in outputs.items():
+        identity = file_identity(path, 1)
+        if identity is not None and identity in read:
+            raise InputError(f"{option} {'stdout' if path == '-' else path}: is the same file as {read[identity]}; "
+                             "writing it would destroy what is read (choose another output)")
+    for option, replaced in folders.items():
+        local = _local(outputs.get(option, "-"))
+        if local is None:
+            continue
+        root = os.path.realpath(local).rstrip(os.sep) + os.sep
+        inside = [(f"{other} {path}", path) for other, path in outputs.items() if other not in folders]
+        inside += [(f"the input {path}", path) for _, path in named_inputs] if replaced else []
+        for what, path in inside:
+            real = _local(path)
+            if real is not None and os.path.realpath(real).startswith(root):
+                raise InputError(f"{option} {outputs[option]}: the folder it writes holds {what}; refused "
+                                 "(it would be overwritten, or read half-written; choose another place)")
+    written = {}
+    for option, path in outputs.items():
+        identity = file_identity(path, 1)
+        if identity is not None and identity in written:
+            raise InputError(f"{option} {'stdout' if path == '-' else path}: is the same file as {written[identity]}; "
+                             "one output would overwrite the other")
+        if identity is not None:
+            written[identity] = f"{option} {'stdout' if path == '-' else path}"
 
 
 def save_png(plt, fig, path: str) -> None:

@@ -38,8 +38,7 @@ def targets(profiles_file, fmt, output, wide):
     from firmware_model.profiles import load_profiles
     from mcsa.core.target import FIRMWARE_TOOLCHAIN, HOW_KNOWN, PRESETS
 
-    check_outputs({"-o": output})
-    refuse_overwrites({"--profiles": profiles_file}, {"-o": output})
+    check_outputs({"-o": output}, {"--profiles": profiles_file})
     profiles = load_profiles(profiles_file)
     with atomic_output(output) as out:
         if fmt == "json":
@@ -63,30 +62,6 @@ def targets(profiles_file, fmt, output, wide):
         lines += textwrap.wrap(f"measured: against the reference module built for that target; the QEMU firmware "
                                f"builds with {FIRMWARE_TOOLCHAIN} (tests/golden/firmware/README.md)", TABLE_WIDTH)
         out.write("\n".join(lines) + "\n")
-
-
-def refuse_overwrites(inputs: dict, outputs: dict) -> None:
-    """Refuse, before any work, an output (``{option: path}``) that is one of the
-    inputs or another output: the same file through links and spellings.
-    (Until W-replay's input/output identity check in common.py replaces it.)
-
-    Raises
-    ------
-    InputError
-        ``OUTPUT PATH is also INPUT ...: it would be overwritten``.
-    """
-    import os
-
-    seen = [(o, p) for o, p in inputs.items() if p not in (None, "-")]
-    for option, path in outputs.items():
-        if path in (None, "-"):
-            continue
-        for other, given in seen:
-            same = os.path.abspath(path) == os.path.abspath(given) or (
-                os.path.exists(path) and os.path.exists(given) and os.path.samefile(path, given))
-            if same:
-                raise InputError(f"{option} {path} is also {other} {given}: it would be overwritten; write elsewhere")
-        seen.append((option, path))
 
 
 def json_line(record: dict) -> str:
@@ -204,8 +179,7 @@ def mask(seq_len, gate, target_name, profiles_file, dim, config_file, position_l
       mcsa mask --seq-len 1024 --lambda 100 --partitions 8 --png mask.png
     """
     target = cli_build(target_name, profiles_file, seq_len=seq_len, dim=dim).target
-    check_outputs({"-o": output, "--png": png})
-    refuse_overwrites({"--config": config_file, "--profiles": profiles_file}, {"-o": output, "--png": png})
+    check_outputs({"-o": output, "--png": png}, {"--config": config_file, "--profiles": profiles_file})
     if stats and png:
         raise InputError("--png draws the mask, which --stats does not build")
     plt = pyplot("--png") if png else None  # before any work: a missing extra is a usage error
@@ -250,8 +224,7 @@ def verify(file, target_name, profiles_file, kind, position_limit, fmt, output):
     """
     from mcsa.app.verify import differences, expected_for, kind_of, read_cases, simulate
 
-    check_outputs({"-o": output})
-    refuse_overwrites({"FILE": file, "--profiles": profiles_file}, {"-o": output})
+    check_outputs({"-o": output}, {None: file, "--profiles": profiles_file})
     if kind is None:
         try:
             kind = kind_of(file)
@@ -355,9 +328,8 @@ def attention(q_file, k_file, v_file, dim, scale, gate, target_name, profiles_fi
     import numpy as np
 
     target = cli_build(target_name, profiles_file, dim=dim).target
-    check_outputs({"-o": output})
-    refuse_overwrites({"--q": q_file, "--k": k_file, "--v": v_file, "--config": config_file,
-                       "--profiles": profiles_file}, {"-o": output})
+    check_outputs({"-o": output}, {"--q": q_file, "--k": k_file, "--v": v_file, "--config": config_file,
+                                   "--profiles": profiles_file})
     if output is not None and Path(output).suffix.lower() not in ("", ".npy"):
         raise InputError(f"-o {output}: attention writes its f32 output as .npy; name the file .npy")
     with np.errstate(over="ignore"):

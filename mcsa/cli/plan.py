@@ -212,7 +212,7 @@ def fit(target_name, profiles_file, dim, lambda_, concentration, heap_budget, al
       mcsa fit --target stm32f411 --seq-len 256 --partitions 4 --dim 32
       mcsa fit --target x86_64 --allocator linked-list --heap-budget 65536 --seq-len 184 --partitions 16 --dim 32 --map
     """
-    check_outputs({"--png": png})
+    check_outputs({"--png": png}, {"--config": config_file, "--profiles": profiles_file})
     allocator = allocator and allocator_named(allocator)
     profile, build = resolve_profile(target_name, profiles_file, heap_budget, allocator, seq_len=seq_len, dim=dim)
     gate = GatePacket(lambda_=lambda_, partition_count=partitions, boundary_concentration_q15=concentration)

@@ -71,7 +71,8 @@ def quality(ctx, files, partitions, sinks, families, gate_json, target_name, pro
         raise InputError("--activations: give an activations .npz (see `mcsa quality capture --help`)")
     if 1 in partitions or 0 in partitions:
         raise InputError("--partitions: the reference mask is sparse only for 2 or more partitions")
-    check_outputs({"-o": output, "--plot": png})
+    check_outputs({"-o": output, "--plot": png},
+                  {"--activations": list(files), "--config": config_file, "--profiles": profiles_file})
     target = cli_target(target_name, profiles_file)
     gate = parse_gate(gate_json)
     sim = MincutSparseAttention(load_config(config_file), target, position_limit)
@@ -150,7 +151,7 @@ def capture(model_path, text_file, tokens_file, max_tokens, output):
     """
     if (text_file is None) == (tokens_file is None):
         raise InputError("give exactly one of --text and --tokens")
-    check_outputs({"-o": output})
+    check_outputs({"-o": output}, {"--model": model_path, "--text": text_file, "--tokens": tokens_file})
     text, ids = None, None
     if text_file is not None:
         text = read_text(text_file, TEXT_LIMIT)

@@ -11,9 +11,8 @@ import difflib
 import json
 import math
 import re
+import sys
 import tomllib
-
-import numpy as np
 
 MAX_DEPTH = 128
 """serde_json's default recursion limit."""
@@ -21,7 +20,6 @@ MAX_INT_DIGITS = 40
 """Longer integer literals are out of range for every Rust integer type (u128 has 39 digits)."""
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
 _SHAPE = str.maketrans({**dict.fromkeys("0123456789", "0"), "E": "e", "-": "+"})
 _LONG = "0" * (MAX_INT_DIGITS + 1)
 _BIG_EXPONENT = re.compile(r'e\+?000+(?:[^0-9A-Za-z"]|$)')
@@ -64,8 +62,10 @@ def _int(text):
 
 def _depth(text: str) -> int:
     """Deepest nesting of arrays and objects (outside strings)."""
+    import numpy as np  # here: the command line imports this module before NumPy is needed
+
     bare = np.frombuffer(_STRING.sub("", text).encode(), np.uint8)
-    steps = np.isin(bare, _OPEN).astype(np.int64) - np.isin(bare, _CLOSE)
+    steps = np.isin(bare, np.frombuffer(b"[{", np.uint8)).astype(np.int64) - np.isin(bare, np.frombuffer(b"]}", np.uint8))
     return int(np.cumsum(steps).max(initial=0))
 
 
@@ -94,6 +94,29 @@ def loads(text: str, where: str):
     if "\\u" in text and _lone_surrogate(value):  # a pair is one character once decoded
         raise ValueError(f"{where}: not JSON (a lone surrogate in a \\u escape)")
     return value
+
+
+def jsonable(value):
+    """Records to JSON: f32 as the shortest decimal that reads back to it; NumPy ints
+    as ints; a non-finite Python float as null (serde_json's choice: JSON has no NaN)."""
+    np = sys.modules.get("numpy")  # not loaded: the value holds no NumPy scalar
+    if np is not None:
+        if isinstance(value, np.floating):
+            from mcsa.core.packets import f32_to_json
+
+            return f32_to_json(value)
+        if isinstance(value, np.integer):
+            return int(value)
+        if isinstance(value, np.bool_):
+            return bool(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps(record: dict) -> str:
+    """One JSON object of ``record``'s values made :func:`jsonable`."""
+    return json.dumps({k: jsonable(v) for k, v in record.items()}, default=jsonable)
 
 
 def loads_toml(text: str, where: str) -> dict:
