@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mcsa.core.checks import check_name
+
 from .placement.arena import block_bytes
 from .placement.esp_idf import HEAP_T_BYTES, control
 from .placement.freertos_heap4 import LEAST_HEAP
@@ -26,28 +28,31 @@ class Allocator:
     Attributes
     ----------
     name : str
+        As profiles and ``--allocator`` name it.
+    source : str
+        Where the figures were read.
+    align : tuple[int, int]
+        Block sizes are rounded up to a multiple of this.
     pre : tuple[int, int]
         Bytes added to a request before rounding (a header, padding).
     min_block : tuple[int, int]
         Smallest block before rounding.
-    align : tuple[int, int]
-        Block sizes are rounded up to a multiple of this.
     post : tuple[int, int]
         Bytes added after rounding (a header outside the rounded size).
     size_classes : bool
         Blocks keep their size rounded up to the TLSF second-level class (ESP-IDF's
         TLSF), whose width depends on the heap size.
-    source : str
-        Where the figures were read.
+
+    Each pair is ``(32-bit, 64-bit)``.
     """
 
     name: str
-    pre: tuple[int, int]
-    min_block: tuple[int, int]
-    align: tuple[int, int]
-    post: tuple[int, int]
-    size_classes: bool
     source: str
+    align: tuple[int, int]
+    pre: tuple[int, int] = (0, 0)
+    min_block: tuple[int, int] = (0, 0)
+    post: tuple[int, int] = (0, 0)
+    size_classes: bool = False
     min_heap: tuple[int, int] = (0, 0)
     """Smallest heap the allocator can set up (0: any, even one that holds no block)."""
 
@@ -74,36 +79,25 @@ class Allocator:
 ALLOCATORS: dict[str, Allocator] = {
     a.name: a
     for a in (
-        Allocator("none", (0, 0), (1, 1), (1, 1), (0, 0), False,
-                  "bytes requested (Layout sizes), as in the golden vectors"),
-        Allocator(
-            "linked-list", (0, 0), (8, 16), (4, 8), (0, 0), False,
-            "embedded-alloc LlffHeap = linked_list_allocator: hole.rs align_layout rounds a request up to "
-            "HoleList::min_size() (2 * usize) and to align_of::<Hole>() (usize); no header",
-        ),
-        Allocator(
-            "tlsf", (8, 16), (0, 0), (16, 32), (0, 0), False,
-            "embedded-alloc TlsfHeap = rlsf 0.2.1: a used block is a 2 * usize header (UsedBlockHdr) then the "
-            "payload, rounded up to GRANULARITY (4 * usize); alignments up to 2 * usize",
-        ),
-        Allocator(
-            "newlib", (8, 8), (12, 16), (4, 8), (0, 0), False,
-            "newlib-nano nano-mallocr.c: a chunk is round_up(size, usize) + MALLOC_PADDING (4 B on 32-bit, "
-            "0 on 64-bit) + the usize size word, at least MALLOC_MINCHUNK (12 / 16 B)",
-        ),
-        Allocator(
-            "freertos-heap4", (8, 16), (0, 0), (8, 8), (0, 0), False,
-            "FreeRTOS portable/MemMang/heap_4.c: xHeapStructSize = sizeof(BlockLink_t) (pointer + size_t) "
-            "rounded to portBYTE_ALIGNMENT (8) is added to each request, the sum rounded up to 8; prvHeapInit "
-            "needs room for its end marker and one 8-byte block",
-            min_heap=(LEAST_HEAP[32], LEAST_HEAP[64]),
-        ),
-        Allocator(
-            "esp-idf", (0, 0), (12, 24), (4, 8), (4, 8), True,
-            "ESP-IDF components/heap (multi_heap over TLSF, IDF >= 5.0): the payload rounded to ALIGN_SIZE 4, "
-            "at least block_size_min (12 B), rounded up to its second-level class (good fit), plus the "
-            "size_t header; poisoning off",
-        ),
+        Allocator("none", "bytes requested (Layout sizes), as in the golden vectors",
+                  align=(1, 1), min_block=(1, 1)),
+        Allocator("linked-list", "embedded-alloc LlffHeap = linked_list_allocator: hole.rs align_layout rounds a "
+                  "request up to HoleList::min_size() (2 * usize) and to align_of::<Hole>() (usize); no header",
+                  align=(4, 8), min_block=(8, 16)),
+        Allocator("tlsf", "embedded-alloc TlsfHeap = rlsf 0.2.1: a used block is a 2 * usize header (UsedBlockHdr) "
+                  "then the payload, rounded up to GRANULARITY (4 * usize); alignments up to 2 * usize",
+                  align=(16, 32), pre=(8, 16)),
+        Allocator("newlib", "newlib-nano nano-mallocr.c: a chunk is round_up(size, usize) + MALLOC_PADDING (4 B on "
+                  "32-bit, 0 on 64-bit) + the usize size word, at least MALLOC_MINCHUNK (12 / 16 B)",
+                  align=(4, 8), pre=(8, 8), min_block=(12, 16)),
+        Allocator("freertos-heap4", "FreeRTOS portable/MemMang/heap_4.c: xHeapStructSize = sizeof(BlockLink_t) "
+                  "(pointer + size_t) rounded to portBYTE_ALIGNMENT (8) is added to each request, the sum rounded "
+                  "up to 8; prvHeapInit needs room for its end marker and one 8-byte block",
+                  align=(8, 8), pre=(8, 16), min_heap=(LEAST_HEAP[32], LEAST_HEAP[64])),
+        Allocator("esp-idf", "ESP-IDF components/heap (multi_heap over TLSF, IDF >= 5.0): the payload rounded to "
+                  "ALIGN_SIZE 4, at least block_size_min (12 B), rounded up to its second-level class (good fit), "
+                  "plus the size_t header; poisoning off",
+                  align=(4, 8), min_block=(12, 24), post=(4, 8), size_classes=True),
     )
 }
 """Allocator models by name."""
@@ -133,9 +127,4 @@ def allocator_named(name: str) -> Allocator:
     ValueError
         If the name is unknown.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"allocator must be an allocator name (str), got {type(name).__name__} {name!r:.40}")
-    try:
-        return ALLOCATORS[name]
-    except KeyError:
-        raise ValueError(f"unknown allocator {name!r}; known: {', '.join(ALLOCATORS)}") from None
+    return check_name(name, ALLOCATORS, "allocator", "allocator")

@@ -226,10 +226,8 @@ def call_of(calls: tuple[tuple[str, int], ...], index: int) -> str:
 
 
 def plan_step(
-    config: SparsityConfig,
-    gate: GatePacket,
-    seq_len: int,
-    dim: int,
+    config: SparsityConfig, gate: GatePacket,
+    seq_len: int, dim: int,
     target: Target,
     *,
     inputs_on_heap: bool = True,

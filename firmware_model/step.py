@@ -271,8 +271,7 @@ def _judge(s: _Setup, seq_len: int, step: PlannedStep | None) -> StepReport:
 
 def fit_step(
     profile: Profile,
-    config: SparsityConfig,
-    gate: GatePacket,
+    config: SparsityConfig, gate: GatePacket,
     seq_len: int,
     dim: int,
     *,

@@ -349,8 +349,7 @@ def test_verify_missing_field_and_build(tmp_path):
 
 
 @pytest.mark.parametrize("content,message", [
-    ("", "no cases, nothing verified"),
-    ("\n\n", "no cases, nothing verified"),
+    *((content, "no cases, nothing verified") for content in ("", "\n\n")),
     ("[1]", ":1: a case must be a JSON object, got list"),
     ('{"a": NaN}', ":1: not JSON (NaN is not a JSON value)"),
     ("\xff", ":1: not UTF-8"),

@@ -112,10 +112,8 @@ def expand(rows: np.ndarray, calls: tuple[tuple[str, int], ...], nodes=None, usi
 
 
 def step_trace(
-    config: SparsityConfig,
-    gate: GatePacket,
-    seq_len: int,
-    dim: int,
+    config: SparsityConfig, gate: GatePacket,
+    seq_len: int, dim: int,
     usize_bits: int,
     *,
     inputs_on_heap: bool = True,

@@ -2,7 +2,8 @@
 
 ``check_int`` is the one integer validator: a Rust integer field (``u16``,
 ``u32``), a ``usize`` of a target, a heap size, a limit. ``check_bool`` is the
-one bool validator. Their messages read
+one bool validator; ``check_name`` looks a name up in a table of named things.
+Their messages read
 ``NAME must be an integer, got TYPE VALUE`` and ``NAME must be in LO..=HI (UNIT), got VALUE``.
 """
 
@@ -64,3 +65,32 @@ def check_bool(value, what: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{what} must be a bool, got {type(value).__name__} {value!r:.40}")
     return bool(value)
+
+
+def check_name(name, table: dict, what: str, kind: str):
+    """The entry of ``table`` named ``name``.
+
+    Parameters
+    ----------
+    name
+        The name, a str.
+    table : dict
+        Named entries, in the order the refusal lists them.
+    what : str
+        The argument's name, as the type refusal starts.
+    kind : str
+        What the entries are, as the unknown-name refusal says (``allocator``).
+
+    Raises
+    ------
+    TypeError
+        If ``name`` is not a str.
+    ValueError
+        If it is not a key of ``table``.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a {kind} name (str), got {type(name).__name__} {name!r:.40}")
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(table)}") from None

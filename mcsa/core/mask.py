@@ -345,6 +345,7 @@ class MaskPlan:
     Attributes
     ----------
     seq_len : int
+        The ``seq_len`` given to ``build_mask``.
     sparse : bool
         The sparse path is taken (else ``SparseMask::full``).
     boundaries, tokens : numpy.ndarray

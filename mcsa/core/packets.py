@@ -382,14 +382,14 @@ class SparsityConfig:
 
     @classmethod
     def from_dict(cls, record: dict) -> "SparsityConfig":
-        """Read serde's JSON form; Linear densities may be numbers or f32 bit patterns.
+        """Read serde's JSON form, all six fields (Linear densities may be numbers or f32
+        bit patterns; other keys are ignored, as serde does).
 
         Raises
         ------
-        ValueError
-            If a field is missing or out of range (other keys are ignored, as serde does).
-        TypeError
-            If a field has the wrong type.
+        TypeError, ValueError
+            As :meth:`GatePacket.from_dict`, and for a ``lambda_based_density`` that is not
+            a schedule (:func:`schedule_from_json`).
         """
         values = {n: record[n] for n in _require(record, [f.name for f in fields(cls)], "sparsity config")}
         values["lambda_based_density"] = schedule_from_json(record["lambda_based_density"])

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checks import check_int
+from .checks import check_int, check_name
 from .errors import TargetPanic
 from .expf import ExpF
 
@@ -117,14 +117,7 @@ class NanRules:
         TypeError
             If ``name`` is neither a str nor a NanRules.
         """
-        if isinstance(name, cls):
-            return name
-        if not isinstance(name, str):
-            raise TypeError(f"nan must be a NanRules or a rule-set name, got {type(name).__name__}")
-        try:
-            return NAN_RULES[name]
-        except KeyError:
-            raise ValueError(f"unknown NaN rules {name!r}; known: {', '.join(NAN_RULES)}") from None
+        return name if isinstance(name, cls) else check_name(name, NAN_RULES, "nan", "NaN rules")
 
 
 NAN_RULES: dict[str, NanRules] = {
