@@ -1,10 +1,15 @@
+import os
 import platform
 import sys
 from pathlib import Path
 
-import numba
-import numpy as np
-import pytest
+# tests/test_threads.py compares 1 thread with several: give Numba two even on a one-core machine
+# (before numba is imported; a larger NUMBA_NUM_THREADS from the environment is kept).
+os.environ.setdefault("NUMBA_NUM_THREADS", "2")
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden"
 BUILDS = ("x86_64-release", "x86_64-debug", "wasm32-release", "wasm32-debug")
