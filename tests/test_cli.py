@@ -223,7 +223,8 @@ def test_plan_and_fit():
     import mcsa
     assert rows == capacity_table(profile_named("stm32f411"), mcsa.SparsityConfig(), 32, range(2, 5))
     assert rows[0]["max_seq_len"] == 123 and rows[2]["max_seq_len"] == 167  # as in the README
-    assert run("plan", "--target", "stm32f411", "--partitions", "9..2").exit_code == 2
+    refused = run("plan", "--target", "stm32f411", "--partitions", "9..2")
+    assert refused.exit_code == 2 and "9..2 runs downwards; write 2..9" in refused.output
 
 
 def test_targets_lists_profiles_and_presets():

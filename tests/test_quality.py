@@ -378,8 +378,8 @@ def test_cli_refuses_bad_activations_naming_the_file(tmp_path, case, message):
 @pytest.mark.parametrize("args, message", [
     ((), "--activations"),
     (("--partitions", "1"), "2 or more partitions"),
-    (("--partitions", "x"), "expected A..B, N or a comma list of them"),
-    (("--partitions", "2..70000"), "partition counts must satisfy 0 <= A <= B <= 65535"),
+    (("--partitions", "x"), "'x': write counts as 2,4,8 or 2..16 or 2,4..8,16"),
+    (("--partitions", "2..70000"), "2..70000: a partition count is a u16 (0..=65535)"),
     (("--masks", "reference,nope"), "unknown mask nope"),
     (("--gate", "{"), "--gate: not JSON"),
     (("--gate", '{"lambda": 1}'), "lambda_prev"),

@@ -61,6 +61,8 @@ class IntRange(click.IntRange):
     writes one (``0..=65535``, ``0..=usize::MAX``)."""
 
     def _describe_range(self) -> str:
+        if self.max is None:
+            return f"{self.min}.."
         return f"{self.min}..={'usize::MAX' if self.max == USIZE64_MAX else self.max}"
 
     def convert(self, value, param, ctx):
@@ -325,10 +327,6 @@ def target_options(fn, default: str | None = None, spellings: tuple = ()):
     )
 
 
-target_option = target_options(default="x86_64")
-"""quality.py's name for the bundle with the host as default, until it adopts ``target_options(default=...)``."""
-
-
 def cli_build(target_name: str, profiles_file: str | None = None, option: str = "--target", **sizes):
     """The :class:`firmware_model.profiles.Build` that ``--target`` names (a bare
     preset is a build with no RAM figure), with each of ``sizes`` (an option's name
@@ -350,11 +348,6 @@ def cli_build(target_name: str, profiles_file: str | None = None, option: str = 
         raise
     check_sizes(build.target, **sizes)
     return build
-
-
-def cli_target(name: str, profiles_file: str | None, seq_len: int | None = None):
-    """The simulator target of :func:`cli_build`, with --seq-len checked against its usize."""
-    return cli_build(name, profiles_file, seq_len=seq_len).target
 
 
 def resolve_profile(name: str, profiles_file: str | None, heap_budget: int | None = None, allocator=None, **sizes):

@@ -16,24 +16,9 @@ from firmware_model.step import StepReport, capacity_table, fit_step, op_counts,
 from mcsa.core.mask import MaskTooLarge
 from mcsa.core.packets import GatePacket, f32_to_json
 from .common import (
-    USIZE64_MAX, IntRange, ascii_int, check_outputs, config_option, fail_on_input_errors, limit_option, load_config,
+    USIZE64_MAX, IntRange, PartitionList, check_outputs, config_option, fail_on_input_errors, limit_option, load_config,
     pyplot, resolve_profile, save_png, target_options,
 )
-
-
-def _range(ctx, param, value):
-    """Partition counts from ``A..B``, ``N`` or a comma list of them (``2,4,8``), ascending."""
-    counts: set[int] = set()
-    for part in value.split(","):
-        try:
-            lo, _, hi = part.partition("..")
-            lo, hi = ascii_int(lo), ascii_int(hi or lo)
-        except ValueError:
-            raise click.BadParameter(f"expected A..B, N or a comma list of them, got {value!r}") from None
-        if not 0 <= lo <= hi <= 0xFFFF:
-            raise click.BadParameter(f"partition counts must satisfy 0 <= A <= B <= 65535, got {part!r}")
-        counts.update(range(lo, hi + 1))
-    return sorted(counts)
 
 
 def _common(fn):
@@ -106,7 +91,8 @@ def _progress(partitions: list[int]):
 
 @click.command()
 @_common
-@click.option("--partitions", default="2..16", show_default=True, callback=_range, help="Partition counts: A..B, N or a comma list (2,4,8).")
+@click.option("--partitions", type=PartitionList(), default="2..16", show_default=True,
+              help="Partition counts: 2,4,8 or 2..16 or 2,4..8,16.")
 @click.option("--max-seq-len", type=IntRange(1, USIZE64_MAX), default=65536, show_default=True,
               help="Scan seq_len from 1 up to this.")
 @fail_on_input_errors

@@ -13,10 +13,9 @@ from mcsa.core import jsonio
 from mcsa.core.attention import MincutSparseAttention
 from mcsa.app.quality import masks, metrics, model, report
 from mcsa.core.target import TargetPanic
-from .plan import _range as partition_counts  # the syntax of `mcsa plan --partitions`
 from .common import (
-    InputError, IntRange, atomic_output, check_outputs, cli_target, config_option, dumps,
-    fail_on_input_errors, jsonable, limit_option, load_config, parse_gate, pyplot, read_text, target_option,
+    InputError, IntRange, PartitionList, atomic_output, check_outputs, cli_build, config_option, dumps,
+    fail_on_input_errors, jsonable, limit_option, load_config, parse_gate, pyplot, read_text, target_options,
 )
 
 TEXT_LIMIT = 1 << 26
@@ -35,15 +34,15 @@ def _families(ctx, param, value):
 @click.group(invoke_without_command=True)
 @click.option("--activations", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Activations .npz (q, k, v: layers x heads x T x D); repeat to pool several texts.")
-@click.option("--partitions", default="2,4,8", show_default=True, callback=partition_counts,
-              help="Partition counts P of the reference mask: A..B, N or a comma list (2,4,8).")
+@click.option("--partitions", type=PartitionList(), default="2,4,8", show_default=True,
+              help="Partition counts P of the reference mask: 2,4,8 or 2..16 or 2,4..8,16.")
 @click.option("--sinks", type=IntRange(min=0), default=1, show_default=True,
               help="Sink keys 0..S-1 added to the reference for `reference+sinks`.")
 @click.option("--masks", "families", default=",".join(masks.FAMILIES), show_default=True, callback=_families,
               help="Masks to compare.")
 @click.option("--gate", "gate_json", default=DEFAULT_GATE, show_default=True,
               help="Gate packet as serde JSON; partition_count is replaced by each P.")
-@target_option
+@target_options(default="x86_64")
 @config_option
 @limit_option
 @click.option("--exact/--no-exact", default=True, show_default=True,
@@ -73,7 +72,7 @@ def quality(ctx, files, partitions, sinks, families, gate_json, target_name, pro
         raise InputError("--partitions: the reference mask is sparse only for 2 or more partitions")
     check_outputs({"-o": output, "--plot": png},
                   {"--activations": list(files), "--config": config_file, "--profiles": profiles_file})
-    target = cli_target(target_name, profiles_file)
+    target = cli_build(target_name, profiles_file).target
     gate = parse_gate(gate_json)
     sim = MincutSparseAttention(load_config(config_file), target, position_limit)
     texts = [metrics.load_activations(f) for f in files]
