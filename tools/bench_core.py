@@ -63,6 +63,17 @@ def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def median_time(fn, repeats: int) -> float:
+    """The median seconds of ``repeats`` calls of ``fn``, each timed alone (for calls
+    long enough that a batch is not needed: the replay and fit benchmarks)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def medians(calls: dict, repeats: int, prime=None) -> dict:
     """The median seconds per call of each call, timed in turn in every round
     (a call under a millisecond is timed over a batch of calls); ``prime`` runs

@@ -1,7 +1,7 @@
 """Replay throughput against floors measured in the same run, the Dask fleet, and peak memory per path.
 
     python tools/bench_replay.py [--only floors,fleet,rss] [--jsonl 1000000] [--binary 5000000]
-                                 [--traces 8] [--trace-packets 150000] [--rss-packets 20000000]
+                                 [--traces 8] [--trace-packets 600000] [--rss-packets 20000000]
 
 Traces come from the simulated controller (tools/make_traces.py), repeated to
 the sizes asked for, in a temporary folder. Every figure is printed next to its
@@ -50,7 +50,7 @@ import orjson  # noqa: E402
 import psutil  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from bench_core import machine, median_time  # noqa: E402
+from bench_core import load, machine, median_time  # noqa: E402
 from make_traces import controller  # noqa: E402
 
 from mcsa.app import fleet  # noqa: E402
@@ -61,10 +61,6 @@ from mcsa.cli.common import resolve_profile  # noqa: E402
 from mcsa.core.packets import FIELDS, PACKET_DTYPE, SparsityConfig  # noqa: E402
 
 ARGS = ["--target", "stm32f411", "--seq-len", "128", "--dim", "32"]
-
-
-def load() -> str:
-    return "load average " + " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def paired(floor, work, repeats: int) -> tuple[float, float]:
@@ -254,7 +250,7 @@ def main() -> None:
     parser.add_argument("--jsonl", type=int, default=1_000_000, help="packets of the JSONL trace")
     parser.add_argument("--binary", type=int, default=5_000_000, help="packets of the binary trace")
     parser.add_argument("--traces", type=int, default=8, help="JSONL traces for the fleet")
-    parser.add_argument("--trace-packets", type=int, default=150_000, help="packets of each of those")
+    parser.add_argument("--trace-packets", type=int, default=600_000, help="packets of each of those")
     parser.add_argument("--rss-packets", type=int, default=20_000_000, help="packets of the .bin.gz for the memory figures")
     parser.add_argument("--zero-seconds", type=float, default=20.0, help="seconds of /dev/zero")
     parser.add_argument("--repeats", type=int, default=3)
