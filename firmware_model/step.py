@@ -8,7 +8,7 @@ and takes each figure from that one plan: the byte counts from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -452,14 +452,17 @@ def largest_fitting_seq_len(profile: Profile, config, gate, dim: int, hi: int = 
     return scan_seq_len(profile, config, gate, dim, hi, **kwargs).largest
 
 
-def capacity_table(profile: Profile, config, dim: int, partitions, lambda_: int = 200,
-                   concentration_q15: int = 0, hi: int = 65536, progress=None, **kwargs) -> list[dict]:
+def capacity_table(profile: Profile, config, dim: int, partitions, gate: GatePacket = GatePacket(lambda_=200),
+                   hi: int = 65536, progress=None, **kwargs) -> list[dict]:
     """For each partition count, the largest ``seq_len`` whose whole step fits the
     heap, with that step's figures, every smaller ``seq_len`` that does not fit, and
     why the next ``seq_len`` does not fit. ``kwargs`` go to :func:`fit_step`.
 
     Parameters
     ----------
+    gate : GatePacket
+        The gate of every step, its ``partition_count`` replaced by each of ``partitions``
+        (default: lambda 200, every other field 0).
     progress : callable, optional
         ``progress(partitions, done, total)`` while a partition count's undecided
         steps are judged.
@@ -467,11 +470,13 @@ def capacity_table(profile: Profile, config, dim: int, partitions, lambda_: int 
     Raises
     ------
     TypeError, ValueError
-        As :func:`scan_seq_len`.
+        As :func:`scan_seq_len`; TypeError for a ``gate`` that is not a GatePacket.
     """
-    rows = []
+    if not isinstance(gate, GatePacket):
+        raise TypeError(f"gate must be a GatePacket, got {type(gate).__name__}")
+    template, rows = gate, []
     for p in partitions:
-        gate = GatePacket(lambda_=lambda_, partition_count=p, boundary_concentration_q15=concentration_q15)
+        gate = replace(template, partition_count=p)
         scan = scan_seq_len(profile, config, gate, dim, hi, **kwargs,
                             progress=None if progress is None else (lambda d, t, p=p: progress(p, d, t)))
         n = scan.largest

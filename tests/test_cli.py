@@ -227,6 +227,27 @@ def test_plan_and_fit():
     assert refused.exit_code == 2 and "9..2 runs downwards; write 2..9" in refused.output
 
 
+def test_plan_and_fit_take_the_gate_as_every_command_does():
+    """The gate bundle of mask and attention: --lambda, --concentration... or a recorded --gate."""
+    import mcsa
+    from firmware_model.profiles import profile_named
+    from firmware_model.step import capacity_table, fit_step
+
+    gate = mcsa.GatePacket(lambda_=60, lambda_prev=90, boundary_edges=3, boundary_concentration_q15=8192,
+                           partition_count=4, flags=0)
+    rows = json.loads(run("plan", "--target", "stm32f411", "--dim", 32, "--partitions", "4", "--max-seq-len", 300,
+                          "--gate", json.dumps(gate.to_dict()), "--json").stdout)
+    assert rows == capacity_table(profile_named("stm32f411"), mcsa.SparsityConfig(), 32, [4], gate, hi=300)
+    by_fields = run("fit", "--target", "stm32f411", "--seq-len", 200, "--dim", 32, "--lambda", 60, "--lambda-prev", 90,
+                    "--boundary-edges", 3, "--concentration", 8192, "--partitions", 4, "--json")
+    by_packet = run("fit", "--target", "stm32f411", "--seq-len", 200, "--dim", 32, "--gate", json.dumps(gate.to_dict()),
+                    "--json")
+    report = fit_step(profile_named("stm32f411"), mcsa.SparsityConfig(), gate, 200, 32)
+    assert by_fields.stdout == by_packet.stdout
+    assert json.loads(by_fields.stdout)["step_peak_bytes"] == report.step_peak_bytes
+    assert by_fields.exit_code == (0 if report.fits else 1)
+
+
 def test_targets_lists_profiles_and_presets():
     result = run("targets")
     assert result.exit_code == 0

@@ -14,29 +14,20 @@ from firmware_model.heapmap import heap_map_figure, heap_map_lines
 from firmware_model.step import StepReport, capacity_table, fit_step, op_counts, representations
 
 from mcsa.core.mask import MaskTooLarge
-from mcsa.core.packets import GatePacket, f32_to_json
+from mcsa.core.packets import f32_to_json
 from .common import (
-    USIZE64_MAX, IntRange, PartitionList, check_outputs, config_option, fail_on_input_errors, limit_option, load_config,
-    pyplot, resolve_profile, save_png, target_options,
+    USIZE64_MAX, IntRange, check_outputs, config_option, dim_option, fail_on_input_errors, gate_options,
+    heap_budget_option, limit_option, load_config, pyplot, resolve_profile, save_png, seq_len_option, target_options,
 )
 
 
 def _common(fn):
-    for option in reversed((
-        click.option("--dim", type=IntRange(0, USIZE64_MAX), default=64, show_default=True,
-                     help="Head dimension."),
-        click.option("--lambda", "lambda_", type=IntRange(0, 0xFFFF_FFFF), default=200, show_default=True,
-                     help="Gate lambda."),
-        click.option("--concentration", type=IntRange(0, 0xFFFF), default=0, show_default=True,
-                     help="Gate boundary_concentration_q15."),
-        click.option("--heap-budget", type=IntRange(0, USIZE64_MAX),
-                     help="Heap budget in bytes (default: the profile's)."),
-        click.option("--allocator", type=click.Choice(list(ALLOCATORS)),
-                     help="Allocator model (default: the profile's); all but 'none' place every block."),
-        click.option("--json", "as_json", is_flag=True, help="JSON instead of a table."),
-    )):
-        fn = option(fn)
-    return limit_option(config_option(target_options(fn)))
+    """The options plan and fit share: the shared bundles, ``--allocator`` and ``--json``."""
+    fn = limit_option(click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")(fn))
+    fn = config_option(fn)
+    fn = click.option("--allocator", type=click.Choice(list(ALLOCATORS)),
+                      help="Allocator model (default: the profile's); all but 'none' place every block.")(fn)
+    return target_options(dim_option(heap_budget_option(fn)))
 
 
 def _spans(values: list[int]) -> str:
@@ -91,13 +82,12 @@ def _progress(partitions: list[int]):
 
 @click.command()
 @_common
-@click.option("--partitions", type=PartitionList(), default="2..16", show_default=True,
-              help="Partition counts: 2,4,8 or 2..16 or 2,4..8,16.")
-@click.option("--max-seq-len", type=IntRange(1, USIZE64_MAX), default=65536, show_default=True,
+@gate_options(partition_list=tuple(range(2, 17)), **{"lambda": 200})
+@click.option("--max-seq-len", type=IntRange(1, USIZE64_MAX), default=65536, show_default=True, metavar="N",
               help="Scan seq_len from 1 up to this.")
 @fail_on_input_errors
-def plan(target_name, profiles_file, dim, lambda_, concentration, heap_budget, allocator, as_json, config_file,
-         position_limit, partitions, max_seq_len):
+def plan(target_name, profiles_file, dim, gate, heap_budget, allocator, as_json, config_file, position_limit,
+         partitions, max_seq_len):
     """The largest seq_len whose whole step fits the heap, per partition count, every
     shorter seq_len that does not fit (fit is not monotonic: with every block placed,
     a longer step can fit where a shorter one fails), and why the next seq_len fails:
@@ -113,13 +103,13 @@ def plan(target_name, profiles_file, dim, lambda_, concentration, heap_budget, a
     profile, build = resolve_profile(target_name, profiles_file, heap_budget, allocator, max_seq_len=max_seq_len,
                                      dim=dim)
     with _progress(partitions) as progress:
-        rows = capacity_table(profile, load_config(config_file), dim, partitions, lambda_, concentration,
-                              hi=max_seq_len, progress=progress, build=build, heap_budget=heap_budget,
+        rows = capacity_table(profile, load_config(config_file), dim, partitions, gate, hi=max_seq_len,
+                              progress=progress, build=build, heap_budget=heap_budget,
                               allocator=allocator, position_limit=position_limit)
     if as_json:
         click.echo(json.dumps(rows))
         return
-    click.echo(f"{profile.name}-{build}, dim {dim}, lambda {lambda_}, heap budget {rows[0]['budget_bytes']:,} B, "
+    click.echo(f"{profile.name}-{build}, dim {dim}, lambda {gate.lambda_}, heap budget {rows[0]['budget_bytes']:,} B, "
                f"allocator {(allocator or profile.allocator).name}")
     click.echo(f"{'partitions':>10} {'max_seq_len':>11} {'positions':>10} {'step_requested':>14} {'step_peak':>10}"
                "  shorter that fail")
@@ -180,13 +170,13 @@ REPRESENTATIONS = {"vec_pairs": "Vec<(u16,u16)>", "csr": "CSR", "intervals": "in
 
 @click.command()
 @_common
-@click.option("--seq-len", type=IntRange(0, USIZE64_MAX), required=True, help="Sequence length.")
-@click.option("--partitions", type=IntRange(0, 0xFFFF), required=True, help="Gate partition_count.")
+@seq_len_option
+@gate_options(**{"lambda": 200})
 @click.option("--map", "show_map", is_flag=True, help="Draw the heap at the failing allocation (or the end).")
 @click.option("--png", type=click.Path(dir_okay=False), help="Write the heap map as a PNG.")
 @fail_on_input_errors
-def fit(target_name, profiles_file, dim, lambda_, concentration, heap_budget, allocator, as_json, config_file,
-        position_limit, seq_len, partitions, show_map, png):
+def fit(target_name, profiles_file, dim, gate, heap_budget, allocator, as_json, config_file, position_limit,
+        seq_len, show_map, png):
     """Does one step (q, k, v, build_mask, then sparse_attention) fit the target's heap,
     with every block placed by the allocator? Exit 1 if not (a panic of the build
     does not fit either). The verdict names the first allocator call that fails,
@@ -201,14 +191,14 @@ def fit(target_name, profiles_file, dim, lambda_, concentration, heap_budget, al
     check_outputs({"--png": png}, {"--config": config_file, "--profiles": profiles_file})
     allocator = allocator and allocator_named(allocator)
     profile, build = resolve_profile(target_name, profiles_file, heap_budget, allocator, seq_len=seq_len, dim=dim)
-    gate = GatePacket(lambda_=lambda_, partition_count=partitions, boundary_concentration_q15=concentration)
     report = fit_step(profile, load_config(config_file), gate, seq_len, dim, build=build, heap_budget=heap_budget,
                       allocator=allocator, position_limit=position_limit)
     lines = heap_map_lines(report) if (show_map or png) else None  # raises the reason there is no map
     if as_json:
         click.echo(json.dumps(_report_json(report, profile.target(build))))
     else:
-        click.echo(f"{profile.name}-{build}: seq_len {seq_len}, {partitions} partitions, lambda {lambda_}, dim {dim}; "
+        click.echo(f"{profile.name}-{build}: seq_len {seq_len}, {gate.partition_count} partitions, "
+                   f"lambda {gate.lambda_}, dim {dim}; "
                    f"allocator {report.allocator}, heap budget {report.budget_bytes:,} B")
         if report.num_positions is not None:
             click.echo(f"  mask: {report.num_positions:,} positions, density {f32_to_json(report.density)}")
