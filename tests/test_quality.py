@@ -382,7 +382,9 @@ def test_cli_refuses_bad_activations_naming_the_file(tmp_path, case, message):
     (("--partitions", "2..70000"), "2..70000: a partition count is a u16 (0..=65535)"),
     (("--masks", "reference,nope"), "unknown mask nope"),
     (("--gate", "{"), "--gate: not JSON"),
-    (("--gate", '{"lambda": 1}'), "lambda_prev"),
+    (("--gate", '{"lambda": -1}'), "--gate: lambda must be in 0..=4294967295 (u32), got -1"),
+    (("--gate", '{"lambda": 1}'), "a --gate given without --partitions brings its own partition_count"),
+    (("--lambda-prev", "4294967296"), "--lambda-prev"),
     (("--target", "nowhere"), "unknown target"),
 ])
 def test_cli_refuses_bad_options(args, message):
@@ -495,3 +497,20 @@ def test_activations_too_large_for_this_machine_are_refused_before_any_work(tmp_
 def test_a_missing_output_folder_is_refused_before_the_plot_is_written(tmp_path):
     result = run("quality", "--activations", FIXTURE, "--plot", tmp_path / "p.png", "-o", tmp_path / "no" / "r.txt")
     assert result.exit_code == 2 and "No such file or directory" in result.output and list(tmp_path.iterdir()) == []
+
+
+def test_cli_takes_the_gate_as_every_command_does():
+    """--lambda and the other field options, or a recorded --gate whose partition_count is the P."""
+    def gate_and_ps(*args):
+        result = run("quality", "--activations", FIXTURE, "--no-exact", "--format", "json", "--masks", "reference",
+                     *args)
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+        return out["gate"], sorted({r["partitions"] for r in out["results"]})
+
+    assert gate_and_ps() == (metrics.DEFAULT_GATE.to_dict(), [2, 4, 8])
+    gate, ps = gate_and_ps("--lambda", 100, "--partitions", "2..3")
+    assert (gate["lambda"], gate["lambda_prev"], ps) == (100, 200, [2, 3])
+    recorded = {**metrics.DEFAULT_GATE.to_dict(), "lambda": 90, "partition_count": 3}
+    gate, ps = gate_and_ps("--gate", json.dumps(recorded))
+    assert (gate["lambda"], ps) == (90, [3])

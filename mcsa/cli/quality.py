@@ -14,13 +14,12 @@ from mcsa.core.attention import MincutSparseAttention
 from mcsa.app.quality import masks, metrics, model, report
 from mcsa.core.target import TargetPanic
 from .common import (
-    InputError, IntRange, PartitionList, atomic_output, check_outputs, cli_build, config_option, dumps,
-    fail_on_input_errors, jsonable, limit_option, load_config, parse_gate, pyplot, read_text, target_options,
+    InputError, IntRange, atomic_output, check_outputs, cli_build, config_option, dumps,
+    fail_on_input_errors, gate_options, jsonable, limit_option, load_config, pyplot, read_text, target_options,
 )
 
 TEXT_LIMIT = 1 << 26
 """Largest text file read for ``capture`` (64 MiB; only the first tokens are kept)."""
-DEFAULT_GATE = json.dumps(metrics.DEFAULT_GATE.to_dict(), separators=(",", ":"))
 
 
 def _families(ctx, param, value):
@@ -34,14 +33,11 @@ def _families(ctx, param, value):
 @click.group(invoke_without_command=True)
 @click.option("--activations", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Activations .npz (q, k, v: layers x heads x T x D); repeat to pool several texts.")
-@click.option("--partitions", type=PartitionList(), default="2,4,8", show_default=True,
-              help="Partition counts P of the reference mask: 2,4,8 or 2..16 or 2,4..8,16.")
 @click.option("--sinks", type=IntRange(min=0), default=1, show_default=True,
               help="Sink keys 0..S-1 added to the reference for `reference+sinks`.")
 @click.option("--masks", "families", default=",".join(masks.FAMILIES), show_default=True, callback=_families,
               help="Masks to compare.")
-@click.option("--gate", "gate_json", default=DEFAULT_GATE, show_default=True,
-              help="Gate packet as serde JSON; partition_count is replaced by each P.")
+@gate_options(partition_list=(2, 4, 8), **metrics.DEFAULT_GATE.to_dict())
 @target_options(default="x86_64")
 @config_option
 @limit_option
@@ -52,7 +48,7 @@ def _families(ctx, param, value):
 @click.option("--plot", "png", type=click.Path(dir_okay=False), help="Recall vs density and per layer, as PNG.")
 @click.pass_context
 @fail_on_input_errors
-def quality(ctx, files, partitions, sinks, families, gate_json, target_name, profiles_file, config_file,
+def quality(ctx, files, sinks, families, gate, partitions, target_name, profiles_file, config_file,
             position_limit, exact, fmt, output, png):
     """How much of the dense attention the mincut mask keeps, against window,
     A-shape, strided and oracle masks of the same size, on real activations.
@@ -69,11 +65,11 @@ def quality(ctx, files, partitions, sinks, families, gate_json, target_name, pro
     if not files:
         raise InputError("--activations: give an activations .npz (see `mcsa quality capture --help`)")
     if 1 in partitions or 0 in partitions:
-        raise InputError("--partitions: the reference mask is sparse only for 2 or more partitions")
+        raise InputError("--partitions: the reference mask is sparse only for 2 or more partitions (a --gate "
+                         "given without --partitions brings its own partition_count)")
     check_outputs({"-o": output, "--plot": png},
                   {"--activations": list(files), "--config": config_file, "--profiles": profiles_file})
     target = cli_build(target_name, profiles_file).target
-    gate = parse_gate(gate_json)
     sim = MincutSparseAttention(load_config(config_file), target, position_limit)
     texts = [metrics.load_activations(f) for f in files]
     metrics.check_poolable(texts)

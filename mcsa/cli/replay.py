@@ -18,8 +18,8 @@ from mcsa.app.writers import (
 )
 from mcsa.core.packets import FIELDS
 from .common import (
-    USIZE64_MAX, InputError, IntRange, atomic_output, check_outputs, config_option, dumps, fail_on_input_errors,
-    limit_option, load_config, pyplot, resolve_profile, save_png, target_options,
+    InputError, IntRange, atomic_output, check_outputs, config_option, dim_option, dumps, fail_on_input_errors,
+    heap_budget_option, limit_option, load_config, pyplot, resolve_profile, save_png, seq_len_option, target_options,
 )
 
 FAIL_ON = ("over-budget", "panic")
@@ -150,13 +150,10 @@ def _open_traces(traces: tuple, input_format: str | None, skip_bad: bool, run: _
 @click.command(epilog="\b\nColumns of a record:\n" + _columns_help())
 @click.argument("traces", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @target_options
-@click.option("--seq-len", type=IntRange(min=0, max=USIZE64_MAX), required=True,
-              help="Sequence length of every packet (a record's own seq_len wins).")
-@click.option("--dim", type=IntRange(min=0, max=USIZE64_MAX), default=64, show_default=True,
-              help="Head dimension for the attention heap figures.")
+@seq_len_option(help="Sequence length of every packet (a record's own seq_len wins).")
+@dim_option(help="Head dimension for the attention heap figures.")
 @config_option
-@click.option("--heap-budget", type=IntRange(min=0, max=USIZE64_MAX),
-              help="Heap budget in bytes (default: the profile's).")
+@heap_budget_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Output format (default: what -o's extension names: .jsonl, .csv, .txt for the table, .parquet; "
                    "a folder or URL is a Parquet dataset; else a table on a terminal, JSON Lines otherwise).")
