@@ -160,7 +160,9 @@ NAN_RULES: dict[str, NanRules] = {
             source="read, not measured: the same routines with rust-lang/compiler-builtins PR #1239 (\"Preserve "
                    "the NaN sign bit in soft-float addition\", 2026), which makes __addsf3 return `a_rep | quiet` "
                    "(the sign kept) like __mulsf3; __subsf3 is still __addsf3(a, -b), so a NaN from b has its sign "
-                   "flipped. For a toolchain whose library/compiler-builtins carries that change.",
+                   "flipped. For a toolchain whose library/compiler-builtins carries that change: it was not in "
+                   "compiler-builtins' main on 2026-08-20 (add.rs still `a_abs | quiet`), so no Rust release up to "
+                   "1.99 carries it; 1.100 at the earliest.",
         ),
         NanRules(
             "xtensa-fpu", 0x7FC0_0000, quiet=False,
