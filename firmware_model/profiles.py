@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import difflib
 import os
 from dataclasses import dataclass, field
@@ -182,14 +181,7 @@ def load_profiles(path: str | os.PathLike | None = None) -> dict[str, Profile]:
     if path is not None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"profiles file must be a path (str or os.PathLike), got {type(path).__name__}")
-        with open(path, "rb") as f:
-            data = f.read(PROFILES_LIMIT + 1)
-        if len(data) > PROFILES_LIMIT:
-            raise ValueError(f"{path}: larger than {PROFILES_LIMIT:,} bytes; not a profiles file")
-        try:
-            sources.append((str(path), data.removeprefix(codecs.BOM_UTF8).decode("utf-8")))
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
+        sources.append((str(path), jsonio.read_text(path, PROFILES_LIMIT)))
     profiles: dict[str, Profile] = {}
     given: dict[str, dict] = {}
     for origin, text in sources:

@@ -498,3 +498,19 @@ def test_fit_and_quality_refuse_an_output_that_is_an_input(tmp_path):
     refused(run("quality", "--activations", acts, "-o", acts), "-o", "is the same file as the input --activations")
     refused(run("quality", "capture", "--model", acts, "--tokens", acts, "-o", acts), "is the same file as the input")
     assert acts.read_bytes() == b"not touched"
+
+
+@pytest.mark.parametrize("args", [
+    ("targets", "--profiles"), ("mask", "--seq-len", 8, "--config"), ("fit", "--seq-len", 8, "--target", "rp2040", "--config"),
+])
+@pytest.mark.parametrize("content, message", [
+    (b"\xef\xbb\xbf\xff", "not UTF-8 (byte 0)"),  # the byte after a BOM
+    (b"#" * (1 << 20) + b"\n", "larger than 1,048,576 bytes, the most read"),
+])
+def test_config_and_profiles_files_are_read_by_one_rule(tmp_path, args, content, message):
+    path = tmp_path / "settings.toml"
+    path.write_bytes(content)
+    refused(run(*args, path), f"{path}: {message}")
+    if args[0] == "targets":
+        with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
+            load_profiles(path)

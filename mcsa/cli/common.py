@@ -9,7 +9,6 @@ import what they use when they run.
 
 from __future__ import annotations
 
-import codecs
 import errno
 import functools
 import os
@@ -26,7 +25,7 @@ import click
 from mcsa.core.errors import DEFAULT_POSITION_LIMIT, MAX_HOST_POSITIONS, MaskTooLarge
 
 from mcsa.app import interrupt
-from mcsa.core.jsonio import dumps, jsonable  # noqa: F401 (the commands' JSON, one definition)
+from mcsa.core.jsonio import dumps, jsonable, read_text  # noqa: F401 (the commands' JSON and files, one definition)
 
 USIZE64_MAX = (1 << 64) - 1
 """Upper bound of sizes (--seq-len, --dim, --heap-budget): the widest usize; a command
@@ -248,24 +247,6 @@ class CompileNotice:
 
 
 # --- files ------------------------------------------------------------------------------------------------
-
-
-def read_text(path: str, limit: int = 1 << 20) -> str:
-    """A UTF-8 text file of at most ``limit`` bytes (a config, not a device that never ends).
-
-    Raises
-    ------
-    ValueError
-        ``path: not UTF-8 (byte N)`` or ``path: larger than ... bytes``.
-    """
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"{path}: larger than {limit:,} bytes, the most read")
-    try:
-        return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")  # a BOM: saved on Windows
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
 
 
 def load_config(path: str | None):

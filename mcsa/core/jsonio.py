@@ -3,10 +3,12 @@ duplicate fields, a bounded nesting depth; and unknown keys reported with a gues
 
 These are the rules for every JSON the package reads (traces, vectors, configs,
 gate packets); errors are ValueErrors that start with the place they were given.
+:func:`read_text` is the one way a config, profiles or text file is read.
 """
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import json
 import math
@@ -25,6 +27,27 @@ _LONG = "0" * (MAX_INT_DIGITS + 1)
 _BIG_EXPONENT = re.compile(r'e\+?000+(?:[^0-9A-Za-z"]|$)')
 """On a text whose digits are all 0, what a number out of range needs: over 40 digits,
 or an exponent of 3 digits (ending where a number ends, unlike hex digits in a string)."""
+
+
+def read_text(path, limit: int = 1 << 20) -> str:
+    """A UTF-8 text file of at most ``limit`` bytes (a config, not a device that never
+    ends), a leading BOM dropped (a file saved on Windows).
+
+    Raises
+    ------
+    ValueError
+        ``path: not UTF-8 (byte N)`` or ``path: larger than ... bytes``.
+    OSError
+        If the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path}: larger than {limit:,} bytes, the most read")
+    try:
+        return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
 
 
 def _pairs(pairs):
