@@ -104,6 +104,26 @@ def test_interrupts_exit_130_and_leave_no_file(tmp_path, signum):
     assert list(out_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_long_plan_scan_stops_at_the_first_signal(signum):
+    """A 16 MiB heap placed at every undecided seq_len up to 65,536 takes tens of seconds:
+    the first Ctrl-C or SIGTERM ends it (130, no table), not the end of the scan."""
+    import psutil
+
+    proc = _mcsa("plan", "--target", "x86_64", "--allocator", "linked-list", "--heap-budget", "16M", "--dim", 32,
+                 "--partitions", 4, stdout=subprocess.PIPE)
+    watched = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and sum(watched.cpu_times()[:2]) < 4:
+        time.sleep(0.05)  # imports and the bounds take about 1.5 s of CPU: past 4 s, steps are being placed
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signum)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and b"Traceback" not in err and out == b""
+    assert time.monotonic() - sent < 10
+
+
 # --- output files -----------------------------------------------------------------------------------------
 
 

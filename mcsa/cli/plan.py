@@ -13,6 +13,7 @@ from firmware_model.allocators import ALLOCATORS, allocator_named
 from firmware_model.heapmap import heap_map_figure, heap_map_lines
 from firmware_model.step import StepReport, capacity_table, fit_step, op_counts, representations
 
+from mcsa.app import interrupt
 from mcsa.core.mask import MaskTooLarge
 from mcsa.core.packets import f32_to_json
 from .common import (
@@ -66,15 +67,18 @@ def _reason(row: dict) -> str:
 
 @contextmanager
 def _progress(partitions: list[int]):
-    """A progress bar on stderr while the scan judges steps one by one (only when
-    stderr is a terminal); yields the callback :func:`capacity_table` takes."""
+    """The callback :func:`capacity_table` takes while the scan judges steps one by
+    one: it stops the scan at a signal (the first Ctrl-C or SIGTERM is recorded, not
+    raised, so a long scan must look) and, when stderr is a terminal, moves a
+    progress bar there."""
     if not sys.stderr.isatty():
-        yield None
+        yield lambda p, done, total: interrupt.check()
         return
     place = {p: i for i, p in enumerate(partitions)}
     with click.progressbar(length=1000 * len(partitions), label="scanning", file=sys.stderr,
                            show_eta=True) as bar:
         def update(p, done, total):
+            interrupt.check()
             bar.update(place[p] * 1000 + (1000 * done // total if total else 1000) - bar.pos)
 
         yield update
