@@ -158,6 +158,25 @@ def test_a_parquet_file_given_as_a_trace_is_no_binary_trace(tmp_path):
     refused(run("replay", out, *ARGS, "--format", "jsonl"), f"{out}: cannot tell the trace format")
 
 
+@pytest.mark.parametrize("kind, head", [
+    ("a NumPy array (.npy)", b"\x93NUMPY\x01\x00v\x00"), ("a zip archive (.npz, .zip)", b"PK\x03\x04\x14\x00\x00\x00"),
+    ("a PNG image", b"\x89PNG\r\n\x1a\n"), ("a GGUF model", b"GGUF\x03\x00\x00\x00"),
+])
+def test_files_users_keep_beside_traces_are_not_read_as_packets(tmp_path, kind, head):
+    """Any file of 16-byte multiples would replay as binary packets: known magic numbers
+    are refused unless a name or --input-format says bin (a packet may begin with any bytes)."""
+    data = head + bytes(16 * 40 - len(head))
+    stray = tmp_path / "k.npy"
+    stray.write_bytes(data)
+    refused(run("replay", stray, *ARGS, "--format", "jsonl"), f"{stray}: cannot tell the trace format: the content "
+            f"is {kind}, not a trace")
+    refused(run("replay", "-", *ARGS, "--format", "jsonl", input=data), f"-: cannot tell the trace format")
+    named = tmp_path / "k.bin"
+    named.write_bytes(data)
+    for given in ([named], [stray, "--input-format", "bin"]):
+        assert len(records(run("replay", *given, *ARGS, "--format", "jsonl").stdout)) == 40
+
+
 # --- no input is ever an output (issue 16.1) -----------------------------------------------------------
 
 

@@ -169,7 +169,13 @@ class Batch:
 
 _EXTENSIONS = ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"), (".csv", "csv"), (".bin", "bin"))
 _KINDS = {"jsonl": "JSON Lines", "csv": "CSV", "bin": "binary packets", "gzip": "a gzip file",
-          "text": "text that is neither JSON Lines nor CSV", "parquet": "a Parquet file (what replay writes)"}
+          "text": "text that is neither JSON Lines nor CSV", "parquet": "a Parquet file (what replay writes)",
+          "npy": "a NumPy array (.npy)", "zip": "a zip archive (.npz, .zip)", "png": "a PNG image",
+          "gguf": "a GGUF model"}
+_FILES = {b"PAR1": "parquet", b"\x93NUMPY": "npy", b"PK\x03\x04": "zip", b"\x89PNG\r\n\x1a\n": "png", b"GGUF": "gguf"}
+"""Magic numbers of files that are not traces (what else users keep next to them). A binary
+trace's first packet may begin with any bytes: a name or ``--input-format`` that says
+``bin`` is trusted over them."""
 GZIP_MAGIC = b"\x1f\x8b"
 SNIFF_BYTES = 4096
 """Bytes of a trace looked at to tell what it holds."""
@@ -187,15 +193,16 @@ def trace_format(path: str | Path) -> str | None:
 
 
 def sniff(head: bytes) -> str:
-    """What the first bytes of a trace look like: ``gzip`` (its magic number),
-    ``parquet`` (its magic number), ``empty``, and for the rest, text (at most one byte in 20 a control character or
-    not UTF-8) or not: ``jsonl`` (the first line that is not blank opens a JSON
+    """What the first bytes of a trace look like: ``gzip``, or a file of :data:`_FILES`
+    (``parquet``, ``npy``...) by its magic number, ``empty``, and for the rest, text (at most one byte in 20 a control
+    character or not UTF-8) or not: ``jsonl`` (the first line that is not blank opens a JSON
     object or array), ``csv`` (it is a header: commas and ``lambda``), ``text``
     (neither), ``bin`` (not text)."""
     if head[:2] == GZIP_MAGIC:
         return "gzip"
-    if head[:4] == b"PAR1":
-        return "parquet"
+    kind = next((kind for magic, kind in _FILES.items() if head.startswith(magic)), None)
+    if kind is not None:
+        return kind
     body = head.removeprefix(codecs.BOM_UTF8)
     if not body:
         return "empty"
@@ -307,10 +314,12 @@ def _agree(path: str, named: str | None, why: str, looks: str) -> str:
     if looks == "gzip":  # gzip inside gzip: read as it says, and let the reader judge
         looks = named or "bin"
     if named is None:
-        if looks in ("text", "parquet"):
+        if looks == "text" or looks in _FILES.values():
             raise TraceError(f"{path}: cannot tell the trace format: the content is {_KINDS[looks]}, not a trace "
                              "(JSON Lines opens with {, CSV with a header line); give --input-format")
         return looks
+    if named == "bin" and looks in _FILES.values() and looks != "parquet":
+        return named
     if looks == "parquet" or (named == "bin") != (looks == "bin") or looks not in ("text", named, "bin"):
         fix = "give the --input-format it holds, or none" if why.startswith("--") else "rename it, or give --input-format"
         raise TraceError(f"{path}: {why} names {_KINDS[named]}, but the content looks like {_KINDS[looks]}; {fix}")
