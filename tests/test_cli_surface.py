@@ -104,6 +104,21 @@ def test_interrupts_exit_130_and_leave_no_file(tmp_path, signum):
     assert list(out_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize("output", ["-o", "--summary"])
+def test_an_output_fifo_nobody_reads_does_not_hold_the_first_signal(tmp_path, output):
+    fifo = tmp_path / "out.jsonl"
+    os.mkfifo(fifo)
+    others = ["-o", tmp_path / "r.jsonl"] if output == "--summary" else []
+    proc = _mcsa("replay", EXAMPLES / "trace.jsonl", "--target", "stm32f411", "--seq-len", 128, output, fifo,
+                 *others, stdout=subprocess.DEVNULL)
+    time.sleep(3)  # imports, then the open() that waits for a reader
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130 and b"Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_long_plan_scan_stops_at_the_first_signal(signum):
     """A 16 MiB heap placed at every undecided seq_len up to 65,536 takes tens of seconds:

@@ -641,8 +641,8 @@ def atomic_output(path: str | None, mode: str = "w"):
     existing = _stat(path)
     if existing is not None and not stat.S_ISREG(existing.st_mode):  # /dev/null, /dev/stdout, a FIFO: write into it
         try:
-            out = open(path, mode, **_text(mode))
-        except OSError as err:  # a directory, a FIFO nobody reads
+            out = interrupt.wait_for(lambda: open(path, mode, **_text(mode)))  # a FIFO waits for its reader
+        except OSError as err:  # a directory
             raise OSError(err.errno, err.strerror, path) from None
         named = _NamedFile(out, path)
         try:
