@@ -104,6 +104,25 @@ def test_interrupts_exit_130_and_leave_no_file(tmp_path, signum):
     assert list(out_dir.iterdir()) == []
 
 
+def test_a_signal_while_the_outputs_go_in_place_leaves_them_all_and_exit_0(tmp_path, monkeypatch):
+    """Outputs go in place together at the end: a signal between two of them neither
+    stops the run half-committed nor turns its exit into 130 with files in place."""
+    real_replace, sent = os.replace, []
+
+    def replace_then_signal(src, dst):
+        real_replace(src, dst)
+        if not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGTERM))  # right after the first output is in place
+
+    monkeypatch.setattr(os, "replace", replace_then_signal)
+    result = CliRunner().invoke(main, ["replay", str(EXAMPLES / "trace.jsonl"), "--target", "stm32f411",
+                                       "--seq-len", "128", "-o", str(tmp_path / "r.jsonl"),
+                                       "--summary", str(tmp_path / "s.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl", "s.jsonl"]
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 402
+
+
 @pytest.mark.parametrize("output", ["-o", "--summary"])
 def test_an_output_fifo_nobody_reads_does_not_hold_the_first_signal(tmp_path, output):
     fifo = tmp_path / "out.jsonl"

@@ -13,6 +13,12 @@ A second signal while the run is stopping (a cluster that does not close, say)
 ends the process at once, with the temporary files registered by
 :func:`temporary` removed.
 
+Outputs are put in place together at the end of a run; :func:`commit` opens that
+moment: a signal recorded before it stops the run with nothing put in place, one
+after it is ignored, so that a run ends either with 130 and no output or with all
+of its outputs and its own exit code (a second signal after it still ends the
+process at once: a commit to remote storage that hangs).
+
 When the handlers are not installed (the Python API, a worker process), nothing
 is recorded and :func:`check` never raises: Python's own KeyboardInterrupt applies.
 """
@@ -33,6 +39,9 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _received: int | None = None
 _installed = False
+_committed = False
+_late: int | None = None
+"""A signal let go because it came after :func:`commit`."""
 _temporary: set = set()
 
 
@@ -43,8 +52,11 @@ class Interrupted(KeyboardInterrupt):
 def _handle(signum, frame) -> None:
     """Record the first signal; on a second one, remove the temporary files and exit.
     Nothing here raises: the work is an assignment, or an exit."""
-    global _received
-    if _received is None:
+    global _received, _late
+    if _committed and _late is None:  # the outputs are going in place: the run ends as it is
+        _late = signum
+        return
+    if not _committed and _received is None:
         _received = signum
         return
     for path in list(_temporary):
@@ -62,12 +74,12 @@ def install() -> Callable[[], None]:
     """Send SIGINT and SIGTERM to the record (a run's first act) and forget any
     earlier signal; returns the function that puts the previous handlers back.
     Outside the main thread (a host program's thread) nothing changes."""
-    global _received, _installed
+    global _received, _installed, _committed, _late
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     if _installed:  # (the entry point installed them before the imports: keep what came meanwhile)
         return lambda: None
-    _received = None
+    _received, _committed, _late = None, False, None
     previous = {signum: signal.signal(signum, _handle) for signum in SIGNALS}
     _installed = True
 
@@ -94,6 +106,20 @@ def check() -> None:
     """
     if _received is not None:
         raise Interrupted(_received)
+
+
+def commit() -> None:
+    """Before an output is put in place: stop if a signal came (nothing is in place
+    yet), else ignore signals from now on (the outputs go in place together).
+
+    Raises
+    ------
+    Interrupted
+        If a signal asked the run to stop.
+    """
+    global _committed
+    check()
+    _committed = _installed
 
 
 def wait_for(call: Callable[[], object]) -> object:

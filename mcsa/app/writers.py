@@ -448,7 +448,7 @@ class TraceFolder:
         """
         import pyarrow.parquet as pq
 
-        interrupt.check()  # nothing is put in place once a signal asked to stop
+        interrupt.commit()  # nothing is put in place once a signal asked to stop
         schema = record_schema(self.source, self.with_packet).with_metadata(_metadata(self.header, summary))
         old = f"{self.staging}.old"
         try:

@@ -664,7 +664,7 @@ def atomic_output(path: str | None, mode: str = "w"):
         os.fchmod(fd, keep)
         with _NamedFile(os.fdopen(fd, mode, **_text(mode)), path) as out:
             yield out
-        interrupt.check()  # nothing is put in place once a signal asked to stop
+        interrupt.commit()  # nothing is put in place once a signal asked to stop
         try:
             os.replace(tmp, target)
         except OSError as err:
