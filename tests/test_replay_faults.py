@@ -213,3 +213,17 @@ def test_a_closed_port_is_refused_at_once():
         result = run("replay", EXAMPLES / "trace.jsonl", *ARGS, "-o", os.devnull, "--scheduler",
                      f"tcp://127.0.0.1:{port}", "--connect-timeout", 600)
     assert result.exit_code == 2 and f"--scheduler tcp://127.0.0.1:{port}: nothing listens there" in result.stderr
+
+
+def test_dask_logs_no_traceback_of_its_own_while_the_fleet_runs():
+    """A scheduler lost mid-run made distributed.client log tracebacks beside mcsa's one-line
+    error: Dask's config gives its child loggers their own levels, so each is silenced."""
+    import logging
+
+    import distributed  # noqa: F401 (its logging config)
+
+    names = ("distributed.client", "distributed.worker", "distributed.scheduler", "distributed.core")
+    before = [logging.getLogger(name).level for name in names]
+    with fleet._quiet_dask():
+        assert not [name for name in names if logging.getLogger(name).isEnabledFor(logging.CRITICAL)]
+    assert [logging.getLogger(name).level for name in names] == before

@@ -653,7 +653,9 @@ def _reason(err: BaseException) -> str:
 @contextmanager
 def _quiet_dask():
     """Dask's loggers and warnings off while the fleet runs: mcsa says what went wrong, in one line."""
-    loggers = [logging.getLogger(name) for name in ("distributed", "tornado", "asyncio", "bokeh")]
+    prefixes = ("distributed", "tornado", "asyncio", "bokeh")  # each logger by name: Dask's config sets
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)  # children's levels
+               if name.split(".")[0] in prefixes] + [logging.getLogger(name) for name in prefixes]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL + 1)
