@@ -495,7 +495,10 @@ def test_fit_and_quality_refuse_an_output_that_is_an_input(tmp_path):
     assert config.read_text() == "{}"
     acts = tmp_path / "acts.npz"
     acts.write_bytes(b"not touched")
-    refused(run("quality", "--activations", acts, "-o", acts), "-o", "is the same file as the input --activations")
+    refused(run("quality", "--activations", acts, "-o", acts), "-o", "a .npz file, a format this command does not write")
+    os.link(acts, tmp_path / "report.txt")  # the same file by a name that says table
+    refused(run("quality", "--activations", acts, "-o", tmp_path / "report.txt"), "-o",
+            "is the same file as the input --activations")
     refused(run("quality", "capture", "--model", acts, "--tokens", acts, "-o", acts), "is the same file as the input")
     assert acts.read_bytes() == b"not touched"
 
@@ -514,3 +517,40 @@ def test_config_and_profiles_files_are_read_by_one_rule(tmp_path, args, content,
     if args[0] == "targets":
         with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
             load_profiles(path)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("replay", EXAMPLES / "trace.jsonl", "--target", "stm32f411", "--seq-len", 128, "-o", "{tmp}/r.jsonl.gz"),
+     "-o {tmp}/r.jsonl.gz: a .gz file is a format replay does not write"),
+    (("replay", EXAMPLES / "trace.jsonl", "--target", "stm32f411", "--seq-len", 128, "--summary", "{tmp}/s.parquet"),
+     "--summary {tmp}/s.parquet: a .parquet file, but --summary writes jsonl: name it .jsonl"),
+    (("replay", EXAMPLES / "trace.jsonl", "--target", "stm32f411", "--seq-len", 128, "--plot", "{tmp}/p.pdf"),
+     "--plot {tmp}/p.pdf: a .pdf file, but --plot writes png: name it .png"),
+    (("mask", "--seq-len", 8, "-o", "{tmp}/m.png"), "-o {tmp}/m.png: a .png file, a format this command does not"),
+    (("mask", "--seq-len", 8, "--png", "{tmp}/m.jpg"), "--png {tmp}/m.jpg: a .jpg file, but --png writes png"),
+    (("fit", "--target", "stm32f411", "--seq-len", 8, "--png", "{tmp}/f.svg"), "--png {tmp}/f.svg: a .svg file"),
+    (("quality", "--activations", ROOT / "tests/data/quality/declaration_l3_l20_h012_t128.npz", "-o", "{tmp}/q.parquet"),
+     "-o {tmp}/q.parquet: a .parquet file, a format this command does not write (it writes table, json, csv"),
+])
+def test_an_output_is_written_in_the_format_its_name_says_or_refused(tmp_path, args, message):
+    """mask -o m.png wrote a table, replay -o r.jsonl.gz plain text that replay then refused
+    as not gzip, --summary s.parquet JSON Lines, --png f.svg a PNG: refused before any work."""
+    refused(run(*(str(a).replace("{tmp}", str(tmp_path)) for a in args)), message.replace("{tmp}", str(tmp_path)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quality_writes_the_format_its_output_names(tmp_path):
+    acts = ROOT / "tests/data/quality/declaration_l3_l20_h012_t128.npz"
+    for name, check in [("q.json", lambda text: json.loads(text)["results"]),
+                        ("q.csv", lambda text: text.startswith("partitions,mask,")),
+                        ("q.txt", lambda text: text.startswith("1 text"))]:
+        assert run("quality", "--activations", acts, "--no-exact", "--masks", "reference", "-o",
+                   tmp_path / name).exit_code == 0
+        assert check((tmp_path / name).read_text()), name
+
+
+def test_verify_tells_gzip_by_its_content(tmp_path):
+    path = tmp_path / "density-x.jsonl"  # gzip, named as plain JSON Lines
+    path.write_bytes((GOLDEN / "density.jsonl.gz").read_bytes())
+    result = run("verify", path, "--target", "x86_64-release")
+    assert result.exit_code == 0 and "3,000 density cases, 0 mismatches" in result.stdout

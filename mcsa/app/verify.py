@@ -26,6 +26,8 @@ from mcsa.core.checks import check_uint
 from mcsa.core.packets import F32_BITS, GatePacket, SparsityConfig, f32_from_json
 from mcsa.core.target import Target, TargetPanic
 
+from .traces import GZIP_MAGIC
+
 KINDS = ("density", "masks", "full", "scalar", "attention")
 OUTPUT_LIST_LIMIT = 8192
 """Outputs with at most this many elements are listed in full."""
@@ -56,8 +58,8 @@ def kind_of(path: str | Path) -> str:
 
 
 def read_cases(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, case)`` from a JSON Lines file, gzip or plain; JSON
-    is read strictly (:func:`mcsa.core.jsonio.loads`).
+    """Yield ``(line_number, case)`` from a JSON Lines file, gzip (told by its name or
+    its magic number) or plain; JSON is read strictly (:func:`mcsa.core.jsonio.loads`).
 
     Raises
     ------
@@ -68,7 +70,9 @@ def read_cases(path: str | Path) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     number = 0
     try:
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as lines:
+        with open(path, "rb") as file:
+            compressed = path.suffix == ".gz" or file.peek(len(GZIP_MAGIC))[:len(GZIP_MAGIC)] == GZIP_MAGIC
+            lines = gzip.GzipFile(fileobj=file, mode="rb") if compressed else file
             for number, raw in enumerate(iter(lambda: lines.readline(LINE_LIMIT + 1), b""), 1):
                 where = f"{path}:{number}"
                 if len(raw) > LINE_LIMIT:

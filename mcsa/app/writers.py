@@ -29,9 +29,6 @@ from . import interrupt
 from .replay import RECORD, SCHEMA_VERSION, Part, part_table, record_schema
 
 FORMATS = ("table", "jsonl", "csv", "parquet")
-EXTENSIONS = {".txt": "table", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
-              ".parquet": "parquet"}
-"""The format an output file's extension names (JSON, one document, is not one replay writes)."""
 RENDERED_KEYS = 4096
 """Keys whose rendered mask fields a writer keeps: memory stays flat."""
 DENSITY_TEXTS = 1 << 17
@@ -41,14 +38,6 @@ HEADER_KEY, SUMMARY_KEY = "mcsa.replay.header", "mcsa.replay.summary"
 NARROW_FLEET = ("packets", "panics", "bad_records", "worst_step_peak_bytes", "first_over_budget_packet")
 WIDE_FLEET = ("packets", "sparse", "full", "panics", "bad_records", "worst_step_peak_bytes", "worst_packet",
               "first_over_budget_packet")
-
-
-def output_format(path: str | None) -> str | None:
-    """The format ``path``'s extension names (``.txt`` table, ``.jsonl``, ``.csv``,
-    ``.parquet``; ``.json`` is ``json``, which replay does not write), or None."""
-    if path in (None, "-"):
-        return None
-    return EXTENSIONS.get(os.path.splitext(path.rstrip("/"))[1].lower())
 
 
 def table_view(wide: bool) -> tuple:
@@ -557,5 +546,5 @@ def replay_figure(plt, series: dict, budget: int, title: str):
     return fig
 
 
-__all__ = ["Dataset", "EXTENSIONS", "FORMATS", "ParquetWriter", "TextWriter", "TraceFolder", "fleet_text",
-           "numbers", "output_format", "plot_points", "replay_figure", "summary_text", "table_view"]
+__all__ = ["Dataset", "FORMATS", "ParquetWriter", "TextWriter", "TraceFolder", "fleet_text",
+           "numbers", "plot_points", "replay_figure", "summary_text", "table_view"]

@@ -497,8 +497,20 @@ def config_option(fn):
                         help="SparsityConfig as JSON or TOML; fields it leaves out keep Rust's defaults.")(fn)
 
 
-EXTENSIONS = {".txt": "table", ".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-"""The format an ``-o`` file's extension names."""
+EXTENSIONS = {".txt": "table", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
+              ".parquet": "parquet", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf",
+              ".gz": "gzip", ".npy": "npy", ".npz": "npz"}
+"""The format an output file's extension names: every output's one table. Some are formats
+no command writes (a ``.gz`` output would be read back as gzip, and mcsa compresses nothing)."""
+WRITES = {"--png": "png", "--plot": "png", "--summary": "jsonl"}
+"""What the outputs of one fixed format write (``-o`` follows ``--format``)."""
+
+
+def output_format(path: str | None) -> str | None:
+    """The format ``path``'s extension names (:data:`EXTENSIONS`), or None."""
+    if path in (None, "-"):
+        return None
+    return EXTENSIONS.get(os.path.splitext(str(path).rstrip("/"))[1].lower())
 
 
 @_bundle
@@ -529,10 +541,10 @@ def output_options(fn, formats: tuple = ("table", "json"), default="table", wide
             if fmt not in (None, "json"):
                 raise InputError(f"--json and --format {fmt} contradict each other")
             fmt = "json"
-        named = EXTENSIONS.get(Path(output).suffix.lower()) if output not in (None, "-") else None
+        named = output_format(output)
         if named is not None and named not in formats:
-            raise InputError(f"-o {output}: a .{named} file, a format this command does not write (it writes "
-                             f"{', '.join(formats)}; name the file .{'/.'.join(_extension(f) for f in formats)})")
+            raise InputError(f"-o {output}: a {Path(output).suffix} file, a format this command does not write (it "
+                             f"writes {', '.join(formats)}; name the file .{'/.'.join(_extension(f) for f in formats)})")
         if fmt is not None and named is not None and named != fmt:
             raise InputError(f"-o {output} names {named} by its extension, --format says {fmt}")
         kwargs["fmt"] = fmt or named or (default if isinstance(default, str) else default(output))
@@ -715,11 +727,17 @@ def check_outputs(paths: dict, inputs: dict | None = None, folders: dict | None 
     InputError
         Naming the option and path: ``No such file or directory (...)``, ``... is not
         writable``, ``Too many levels of symbolic links``, ``is also the input
-        TRACE``, ``is the same file as --summary ...``, ``is inside -o ...``.
+        TRACE``, ``is the same file as --summary ...``, ``is inside -o ...``; an output
+        of :data:`WRITES` whose extension names another format.
     """
     outputs = {option: os.fspath(path) for option, path in paths.items() if path is not None}
     folders = folders or {}
     _check_identities(outputs, inputs or {}, folders)
+    for option, path in outputs.items():
+        named = output_format(path) if option in WRITES else None
+        if named not in (None, WRITES[option] if option in WRITES else None):
+            raise InputError(f"{option} {path}: a {os.path.splitext(path)[1]} file, but {option} writes "
+                             f"{WRITES[option]}: name it .{_extension(WRITES[option])}")
     for option, path in outputs.items():
         local = _local(path)
         if local is None:

@@ -15,7 +15,8 @@ from mcsa.app.quality import masks, metrics, model, report
 from mcsa.core.target import TargetPanic
 from .common import (
     InputError, IntRange, atomic_output, check_outputs, cli_build, config_option, dumps,
-    fail_on_input_errors, gate_options, jsonable, limit_option, load_config, pyplot, read_text, target_options,
+    fail_on_input_errors, gate_options, jsonable, limit_option, load_config, output_options, plural, pyplot, read_text,
+    target_options,
 )
 
 TEXT_LIMIT = 1 << 26
@@ -43,8 +44,7 @@ def _families(ctx, param, value):
 @limit_option
 @click.option("--exact/--no-exact", default=True, show_default=True,
               help="Also run the target's int8 sparse_attention on the reference mask.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report here (default stdout).")
+@output_options(formats=("table", "json", "csv"))
 @click.option("--plot", "png", type=click.Path(dir_okay=False), help="Recall vs density and per layer, as PNG.")
 @click.pass_context
 @fail_on_input_errors
@@ -94,7 +94,7 @@ def quality(ctx, files, sinks, families, gate, partitions, target_name, profiles
         elif fmt == "csv":
             report.write_csv(records, out)
         else:
-            out.write(f"{len(files)} text(s), T={t}, {layers} layers x {heads} heads ({kv_heads} kv), D={d}, "
+            out.write(f"{plural(len(files), 'text')}, T={t}, {layers} layers x {heads} heads ({kv_heads} kv), D={d}, "
                       f"target {target}\n{report.table(records)}\n")
 
 

@@ -13,13 +13,14 @@ from mcsa.app.fleet import CONNECT_TIMEOUT, Fleet
 from mcsa.app.replay import RECORD, Replayer, Summary
 from mcsa.app.traces import TraceError, open_trace, unknown_note
 from mcsa.app.writers import (
-    FORMATS, Dataset, ParquetWriter, TextWriter, fleet_text, output_format, plot_points, plural, replay_figure,
+    FORMATS, Dataset, ParquetWriter, TextWriter, fleet_text, plot_points, plural, replay_figure,
     summary_text,
 )
 from mcsa.core.packets import FIELDS
 from .common import (
     InputError, IntRange, atomic_output, check_outputs, config_option, dim_option, dumps, fail_on_input_errors,
-    heap_budget_option, limit_option, load_config, pyplot, resolve_profile, save_png, seq_len_option, target_options,
+    heap_budget_option, limit_option, load_config, output_format, pyplot, resolve_profile, save_png, seq_len_option,
+    target_options,
 )
 
 FAIL_ON = ("over-budget", "panic")
@@ -116,8 +117,8 @@ def _choose_format(fmt: str | None, output: str | None, several: bool) -> tuple[
     folder = output is not None and output != "-" and (url or output.endswith(("/", os.sep)) or os.path.isdir(output))
     named = None if folder else output_format(output)
     if named is not None and named not in FORMATS:
-        raise InputError(f"-o {output}: a .{named} file is a format replay does not write (it writes "
-                         ".jsonl, .csv, .txt for the table, .parquet)")
+        raise InputError(f"-o {output}: a {os.path.splitext(output)[1]} file is a format replay does not write (it "
+                         "writes .jsonl, .csv, .txt for the table, .parquet)")
     if fmt is not None and named is not None and named != fmt:
         raise InputError(f"-o {output} names {named} by its extension, --format says {fmt}")
     fmt = fmt or named or ("parquet" if folder else "table" if output is None and sys.stdout.isatty() else "jsonl")
