@@ -173,8 +173,8 @@ REPRESENTATIONS = {"vec_pairs": "Vec<(u16,u16)>", "csr": "CSR", "intervals": "in
 
 
 @click.command()
-@_common
 @seq_len_option
+@_common
 @gate_options(**{"lambda": 200})
 @click.option("--map", "show_map", is_flag=True, help="Draw the heap at the failing allocation (or the end).")
 @click.option("--png", type=click.Path(dir_okay=False), help="Write the heap map as a PNG.")

@@ -56,9 +56,10 @@ def quality(ctx, files, sinks, families, gate, partitions, target_name, profiles
     \b
     Example:
       mcsa quality fetch-model
+      mcsa example book
       mcsa quality capture --model ~/.cache/mcsa/SmolLM2-135M-Instruct.Q4_1.gguf --text book.txt -o acts.npz
       mcsa quality --activations acts.npz --partitions 2,4,8 --sinks 1 --format json
-      mcsa quality --activations a.npz --activations b.npz --partitions 2..8 --plot quality.png
+      mcsa quality --activations acts.npz --partitions 2..8 --plot quality.png
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -127,7 +128,7 @@ def _read_tokens(path: str) -> np.ndarray:
     return np.asarray(ids, np.int64)
 
 
-@quality.command()
+@quality.command(short_help="Save a model's q, k, v on a text as activations (.npz).")
 @click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="A llama-family GGUF (e.g. from `mcsa quality fetch-model`).")
 @click.option("--text", "text_file", type=click.Path(exists=True, dir_okay=False), help="A UTF-8 text file.")
@@ -169,7 +170,7 @@ def capture(model_path, text_file, tokens_file, max_tokens, output):
                       "loss_nats": round(model.next_token_loss(logits, ids), 4)}))
 
 
-@quality.command("fetch-model")
+@quality.command("fetch-model", short_help="Download SmolLM2-135M-Instruct (GGUF) into the cache.")
 @click.option("--cache", type=click.Path(file_okay=False), help="Cache folder (default $MCSA_CACHE or ~/.cache/mcsa).")
 @fail_on_input_errors
 def fetch_model(cache):

@@ -150,8 +150,8 @@ def _open_traces(traces: tuple, input_format: str | None, skip_bad: bool, run: _
 
 @click.command(epilog="\b\nColumns of a record:\n" + _columns_help())
 @click.argument("traces", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, allow_dash=True))
-@target_options
 @seq_len_option(help="Sequence length of every packet (a record's own seq_len wins).")
+@target_options
 @dim_option(help="Head dimension for the attention heap figures.")
 @config_option
 @heap_budget_option
