@@ -562,3 +562,8 @@ def test_quality_lists_its_subcommands_in_whole_sentences():
     text = " ".join(run("quality", "--help").output.split())
     assert "capture Save a model's q, k, v on a text as activations (.npz)." in text
     assert "fetch-model Download SmolLM2-135M-Instruct (GGUF) into the cache." in text
+
+
+def test_a_gate_key_close_to_a_field_gets_a_guess():
+    result = run("mask", "--seq-len", 16, "--gate", '{"lambda": 100, "partitions": 3}')
+    assert "--gate: unknown key `partitions` ignored (did you mean `partition_count`?)" in result.stderr

@@ -172,7 +172,7 @@ def unknown_keys(record: dict, known, where: str) -> list[str]:
     notes = []
     for key in record:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.7)
             hint = f" (did you mean `{close[0]}`?)" if close else ""
             notes.append(f"{where}: unknown key `{key}` ignored{hint}")
     return notes
