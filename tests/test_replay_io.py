@@ -481,3 +481,24 @@ def test_the_plot_has_a_title_units_and_a_legend_that_covers_no_data(tmp_path):
     png = tmp_path / "p.png"
     assert run("replay", EXAMPLES / "trace.jsonl", *ARGS, "-o", f"{tmp_path / 'ds'}/", "--plot", png).exit_code == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name, piece", [("t.jsonl", False), ("t.bin", False), ("t.bin", True), ("t.jsonl", True)])
+def test_a_trace_cut_while_it_is_replayed_is_named_not_cut_short_silently(tmp_path, name, piece):
+    """A log truncated under a running replay ended early with exit 0 and part of its records
+    (JSON Lines are read 4 MiB at a time: 200 copies of the example, 11 MB, outrun the first read)."""
+    from mcsa.app.traces import TraceError, TraceReader
+
+    path = tmp_path / name
+    data = (EXAMPLES / ("trace.jsonl" if name.endswith(".jsonl") else "trace.bin")).read_bytes() * 200
+    path.write_bytes(data)
+    size = len(data)
+    cut = data.rindex(b"\n", 0, size // 2) + 1 if name.endswith(".jsonl") else size // 2 // 16 * 16  # between records
+    reader = TraceReader(str(path), batch_records=100, **({"start": 0, "end": size} if piece else {}))
+    batches = iter(reader)
+    assert len(next(batches)) == 100
+    with open(path, "r+b") as f:
+        f.truncate(cut)
+    with pytest.raises(TraceError, match=f"{path}: the file was cut from {size:,} to {cut:,} bytes while it was "
+                       "replayed: the records after byte"):
+        list(batches)

@@ -31,6 +31,7 @@ import sys
 import zlib
 from array import array
 from collections import Counter
+from contextlib import suppress
 from itertools import compress, count, repeat
 from operator import attrgetter, itemgetter
 from dataclasses import dataclass, field
@@ -480,6 +481,7 @@ class TraceReader:
                 self.start = len(stream.read(3))  # a byte range's length counts from here
             reader = {"bin": self._binary, "jsonl": self._jsonl, "csv": self._csv}[self.fmt]
             yield from reader(stream, raw)
+            self._check_not_cut(raw)
         except (gzip.BadGzipFile, EOFError, zlib.error) as err:
             unit = "byte" if self.fmt == "bin" else "line"
             raise TraceError(f"{self.path}: corrupt gzip stream ({err or type(err).__name__}) at {unit} "
@@ -487,6 +489,24 @@ class TraceReader:
         finally:
             if close:
                 raw.close()
+
+    def _check_not_cut(self, raw) -> None:
+        """A file cut while it was read (a log rotated or truncated) ends early without
+        a sign in its bytes: where the reading stopped is compared with the end the
+        file had when it was opened.
+
+        Raises
+        ------
+        TraceError
+            If the reading stopped short of that end.
+        """
+        expected = self.end if self.end is not None else self.source.size
+        if self.source.stream or expected is None:
+            return
+        read = raw.tell()
+        if read < expected:
+            raise TraceError(f"{self.path}: the file was cut from {expected:,} to {os.fstat(raw.fileno()).st_size:,} "
+                             f"bytes while it was replayed: the records after byte {read:,} are missing")
 
     def _limit(self) -> int | None:
         return None if self.end is None else self.end - self.start
@@ -597,6 +617,13 @@ class TraceReader:
 
     def _csv(self, stream, raw) -> Iterator[Batch]:
         text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+        try:
+            yield from self._csv_text(text, raw)
+        finally:
+            with suppress(ValueError):
+                text.detach()  # (not closed with the wrapper: the caller closes it, after a look at its end)
+
+    def _csv_text(self, text, raw) -> Iterator[Batch]:
         reader = csv.reader(self._bounded(text), strict=True)
         header = self._csv_row(reader)
         if header is None:
