@@ -5,11 +5,13 @@ something else listens is refused within seconds.
 
 Every run is bounded by a timeout (a hang fails the test, it does not stall the suite)."""
 
+import contextlib
 import os
 import random
 import signal
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import threading
@@ -203,6 +205,35 @@ def test_a_listener_that_is_not_dask_is_refused_within_seconds(handler):
         server.shutdown()
         server.server_close()
     assert proc.returncode == 2 and f"--scheduler {address}: " in err and "Dask scheduler" in err, err
+
+
+class _Huge(socketserver.BaseRequestHandler):
+    def handle(self):
+        try:  # a first message of 3 GiB announced, then 64 MiB of it
+            self.request.sendall(struct.pack("<Q", 3 << 30) + bytes(1 << 26))
+        except OSError:
+            pass
+
+
+def test_a_listener_that_announces_gigabytes_is_refused_before_they_are_allocated():
+    """Dask's read allocates what the peer announces: mcsa peaked at 2.2 GiB before refusing."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Huge)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"tcp://127.0.0.1:{server.server_address[1]}"
+        proc = _mcsa("replay", EXAMPLES / "trace.jsonl", *ARGS, "-o", os.devnull, "--scheduler", address)
+        peak, watched = 0, psutil.Process(proc.pid)
+        while proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, watched.memory_info().rss)
+            time.sleep(0.01)
+        err = proc.stderr.read()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 2 and "its first message announces 3,221,225,472 bytes" in err, err
+    assert peak < 1 << 30
 
 
 def test_a_closed_port_is_refused_at_once():

@@ -37,6 +37,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import tempfile
 import time
 import warnings
@@ -584,6 +585,58 @@ class _Done:
         pass
 
 
+HANDSHAKE_LIMIT = 1 << 20
+"""Bytes a Dask scheduler's first message may announce (its handshake is under 100 B)."""
+
+
+def _probe(address: str, host: str, port: int, timeout: float) -> None:
+    """Connect to ``host:port`` and read the handshake a Dask server sends at once, its
+    sizes bounded before anything is allocated for it (Dask's own read allocates what
+    the peer announces: a listener that announces 3 GiB would get them).
+
+    Raises
+    ------
+    FleetError
+        If nothing listens there, nothing answers within ``timeout`` seconds, or the
+        answer is not a Dask handshake of at most :data:`HANDSHAKE_LIMIT` bytes.
+    """
+    from distributed.protocol.utils import unpack_frames
+
+    deadline = time.monotonic() + timeout
+    try:
+        conn = socket.create_connection((host, port), timeout=timeout)
+    except OSError as err:
+        raise FleetError(f"--scheduler {address}: nothing listens there ({_reason(err)})") from None
+
+    def read(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            conn.settimeout(max(deadline - time.monotonic(), 0.01))
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("the connection was closed")
+            data += chunk
+        return data
+
+    not_dask = f"--scheduler {address}: what answers there is not a Dask scheduler"
+    try:
+        (size,) = struct.unpack("<Q", read(8))
+        if size > HANDSHAKE_LIMIT:
+            raise FleetError(f"{not_dask} (its first message announces {size:,} bytes)")
+        _, buffers = unpack_frames(read(size), partial=True)
+        if sum(buffers) > HANDSHAKE_LIMIT:
+            raise FleetError(f"{not_dask} (its first message announces {sum(buffers):,} bytes)")
+    except socket.timeout:
+        raise FleetError(f"--scheduler {address}: no Dask scheduler answered within {timeout:g} s (what listens "
+                         "there is not Dask, or is stuck; see --connect-timeout)") from None
+    except FleetError:
+        raise
+    except Exception as err:  # noqa: BLE001 (closed, reset, frames that are not Dask's)
+        raise FleetError(f"{not_dask} ({_reason(err)})") from None
+    finally:
+        conn.close()
+
+
 def _identity(address: str, timeout: float) -> dict:
     """What the scheduler at ``address`` says it is, within ``timeout`` seconds, or a
     FleetError: first a plain TCP connection (a closed port answers at once), then
@@ -597,11 +650,10 @@ def _identity(address: str, timeout: float) -> dict:
         host, port = parse_host_port(location) if scheme == "tcp" else (None, None)
     except (ValueError, TypeError) as err:
         raise ValueError(f"--scheduler {address}: not an address a Dask client connects to ({err})") from None
+    started = time.monotonic()
     if host is not None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-        except OSError as err:
-            raise FleetError(f"--scheduler {address}: nothing listens there ({_reason(err)})") from None
+        interrupt.wait_for(lambda: _probe(address, host, port, timeout))
+    timeout = max(timeout - (time.monotonic() - started), 0.1)
 
     async def ask() -> dict:
         comm = await connect(address, timeout=timeout)
