@@ -502,3 +502,16 @@ def test_a_trace_cut_while_it_is_replayed_is_named_not_cut_short_silently(tmp_pa
     with pytest.raises(TraceError, match=f"{path}: the file was cut from {size:,} to {cut:,} bytes while it was "
                        "replayed: the records after byte"):
         list(batches)
+
+
+def test_a_dataset_folder_holding_the_users_files_is_not_replaced(tmp_path):
+    """-o DIR/ replaces each trace's folder as a whole: a file of the user's in it went with it, exit 0."""
+    out = tmp_path / "keep"
+    assert run("replay", EXAMPLES / "trace.jsonl", *ARGS, "-o", f"{out}/").exit_code == 0
+    assert run("replay", EXAMPLES / "trace.jsonl", *ARGS, "-o", f"{out}/").exit_code == 0  # its own files: replaced
+    (out / "trace.jsonl.parquet" / "notes.txt").write_text("mine")
+    refused(run("replay", EXAMPLES / "trace.jsonl", *ARGS, "-o", f"{out}/"),
+            "trace.jsonl.parquet/ holds notes.txt, which a replay does not write")
+    assert (out / "trace.jsonl.parquet" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (out / "trace.jsonl.parquet").iterdir()) == [
+        "_common_metadata", "notes.txt", "part-00000.parquet"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 import uuid
 
@@ -339,14 +340,32 @@ class Dataset:
         taken: set = set()
         return [_folder_name(path, taken) for path in paths]
 
-    def prepare(self) -> None:
-        """Make the folder if it is not there (:meth:`discard` removes it again if it stays empty).
+    def prepare(self, paths) -> None:
+        """Make the folder if it is not there (:meth:`discard` removes it again if it
+        stays empty), after checking that each trace folder it will replace (those of
+        the traces at ``paths``) holds only what a replay writes.
 
         Raises
         ------
+        ValueError
+            For a trace folder that holds anything else (a dataset folder is replaced
+            as a whole: the user's files in it would go with it), or is a file.
         OSError
             Naming it.
         """
+        for name in self.names(paths):
+            final = f"{self.root}/{name}"
+            if not self.fs.exists(final):
+                continue
+            if not self.fs.isdir(final):
+                raise ValueError(f"-o {self.url}: {name} is a file, where this trace's dataset folder goes")
+            foreign = sorted(entry for entry in (os.path.basename(e.rstrip("/")) for e in self.fs.ls(final, detail=False))
+                             if not _WRITTEN.fullmatch(entry))
+            if foreign:
+                raise ValueError(f"-o {self.url}: {name}/ holds {', '.join(foreign[:3])}"
+                                 f"{f' and {len(foreign) - 3:,} more' if len(foreign) > 3 else ''}, which a replay "
+                                 "does not write; the folder would be replaced as a whole: move them, or give "
+                                 "another -o")
         try:
             self._made = not self.fs.exists(self.root)
             self.fs.makedirs(self.root, exist_ok=True)
@@ -373,6 +392,10 @@ class Dataset:
             interrupt.register(folder.staging)
         self.folders.append(folder)
         return folder
+
+
+_WRITTEN = re.compile(r"part-[0-9]+\.parquet|_common_metadata")
+"""What a trace's dataset folder holds when a replay wrote it."""
 
 
 def _folder_name(path: str, taken: set) -> str:

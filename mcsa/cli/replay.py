@@ -267,7 +267,7 @@ def _replay_to_folder(dataset, replayer, sources, fleet_args, skip_bad, run, sta
         run.bar.update(max(at - done.get(path, 0), 0))
         done[path] = max(at, done.get(path, 0))
 
-    dataset.prepare()
+    dataset.prepare([source.path for source in sources])
     stack.callback(dataset.discard)  # (after the commits below: what is not in place is removed)
     commits = []
     stack.push(lambda kind, *rest: [commit() for commit in commits] if kind is None else None)
