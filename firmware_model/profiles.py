@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import mcsa
 from mcsa.core import jsonio
-from mcsa.core.checks import check_int
+from mcsa.core.checks import check_int, parse_byte_size
 from mcsa.core.target import PRESETS, name_key, pick_named
 
 from .allocators import ALLOCATORS, Allocator, allocator_named
@@ -101,8 +101,8 @@ def _profile(name: str, row: dict, origin: str, base: dict | None) -> tuple[Prof
     bits = check_int(row.setdefault("usize_bits", preset.usize_bits), f"{where} usize_bits")
     if bits not in (32, 64):
         raise ValueError(f"{where} usize_bits must be 32 or 64, got {bits}")
-    for key in ("ram", "heap_budget"):
-        check_int(row[key], f"{where} {key}")
+    for key in ("ram", "heap_budget"):  # 131072 or "128K", as --heap-budget takes it
+        row[key] = parse_byte_size(row[key], f"{where} {key}")
     if row["ram"] > 1 << bits:
         raise ValueError(f"{where} ram {row['ram']:,} B is more than a {bits}-bit usize addresses")
     fpu = _one_of(row.setdefault("fpu", FAMILY_FPU[family]), FPUS, f"{where} fpu")
@@ -113,6 +113,8 @@ def _profile(name: str, row: dict, origin: str, base: dict | None) -> tuple[Prof
     regions = row.get("regions", {})
     if not isinstance(regions, dict):
         raise ValueError(f"{where} regions must be a table of region sizes in bytes, got {regions!r}")
+    regions = {region: parse_byte_size(size, f"{where} regions.{region}") if isinstance(size, str) else size
+               for region, size in regions.items()}
     for region, size in regions.items():
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= row["ram"]:
             raise ValueError(f"{where} regions.{region} must be a size in bytes from 0 to ram "

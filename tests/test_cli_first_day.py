@@ -567,3 +567,17 @@ def test_quality_lists_its_subcommands_in_whole_sentences():
 def test_a_gate_key_close_to_a_field_gets_a_guess():
     result = run("mask", "--seq-len", 16, "--gate", '{"lambda": 100, "partitions": 3}')
     assert "--gate: unknown key `partitions` ignored (did you mean `partition_count`?)" in result.stderr
+
+
+def test_a_profiles_file_writes_sizes_as_the_heap_budget_option_does(tmp_path):
+    """One byte-size rule (mcsa.core.checks.parse_byte_size): "96K" in a profile as on the command line."""
+    own = tmp_path / "p.toml"
+    own.write_text('[stm32f411]\nheap_budget = "96K"\n[myboard]\narch = "thumbv6m"\nram = "32 KiB"\n'
+                   'heap_budget = "16K"\nallocator = "linked-list"\nregions = { sram = "32K" }\nheap_region = "sram"\n')
+    profiles = load_profiles(own)
+    assert (profiles["stm32f411"].heap_budget, profiles["myboard"].ram, profiles["myboard"].heap_budget) == (
+        98304, 32768, 16384)
+    assert profiles["myboard"].regions == {"sram": 32768}
+    own.write_text('[stm32f411]\nheap_budget = "96KB"\n')
+    refused(run("targets", "--profiles", own), f"{own}: [stm32f411] heap_budget '96KB': write 96K or 96KiB")
+    refused(run("fit", "--target", "stm32f411", "--seq-len", 8, "--heap-budget", "96KB"), "'96KB': write 96K or 96KiB")

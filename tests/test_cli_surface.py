@@ -261,7 +261,7 @@ def _profile_row(**change):
 
 @pytest.mark.parametrize("row,message", [
     (_profile_row(regions=5), r"mine.toml: \[board\] regions must be a table of region sizes in bytes, got 5"),
-    (_profile_row(regions='{ a = "x" }'), r"mine.toml: \[board\] regions.a must be a size in bytes"),
+    (_profile_row(regions='{ a = "x" }'), r"mine.toml: \[board\] regions.a 'x' is not a size in bytes \(65536, 64K"),
     (_profile_row(regions="{ a = 8192 }"), r"mine.toml: \[board\] regions.a must be a size in bytes from 0 to ram"),
     (_profile_row(heap_budget=8192), r"mine.toml: \[board\] heap_budget 8,192 B is larger than its ram \(4,096 B\)"),
     (_profile_row(regions="{ a = 1024 }", heap_region='"a"'), r"heap_budget 2,048 B is larger than its heap_region a"),

@@ -74,30 +74,23 @@ class IntRange(click.IntRange):
 
 
 class ByteSize(click.ParamType):
-    """A size in bytes: ``65536``, ``64K``, ``64KiB``, ``1M``, ``1MiB``, ``2G`` (K = KiB
-    = 1024 B; a space before the unit is fine). ``KB``/``MB`` are refused: they mean
-    1000 to some tools and 1024 to others."""
+    """A size in bytes as :func:`mcsa.core.checks.parse_byte_size` reads one (``64K``,
+    ``1MiB``; ``KB``/``MB`` refused as ambiguous), at most the largest usize."""
 
     name = "bytes"
-    UNITS = {"": 0, "b": 0, "k": 10, "kib": 10, "m": 20, "mib": 20, "g": 30, "gib": 30, "t": 40, "tib": 40}
 
     def convert(self, value, param, ctx):
+        from mcsa.core.checks import parse_byte_size
+
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        match = _BYTE_SIZE.fullmatch(str(value).strip())
-        unit = match and match.group(2).lower()
-        if not match or unit not in self.UNITS:
-            if match and unit in ("kb", "mb", "gb", "tb"):
-                self.fail(f"{value!r}: write {match.group(1)}{unit[0].upper()} or {match.group(1)}"
-                          f"{unit[0].upper()}iB (1024-based) or the bytes; {unit.upper()} is ambiguous", param, ctx)
-            self.fail(f"{value!r:.40} is not a size in bytes (65536, 64K, 64KiB, 1M, 1MiB)", param, ctx)
-        size = int(match.group(1)) << self.UNITS[unit]
+        try:
+            size = parse_byte_size(str(value), "")
+        except ValueError as err:
+            self.fail(str(err).strip(), param, ctx)
         if size > USIZE64_MAX:
             self.fail(f"{value} is over {USIZE64_MAX:,} B, the largest usize", param, ctx)
         return size
-
-
-_BYTE_SIZE = re.compile(r"([0-9]+)\s*([A-Za-z]*)")
 
 
 def byte_size(size: int) -> str:

@@ -2,12 +2,15 @@
 
 ``check_int`` is the one integer validator: a Rust integer field (``u16``,
 ``u32``), a ``usize`` of a target, a heap size, a limit. ``check_bool`` is the
-one bool validator; ``check_name`` looks a name up in a table of named things.
+one bool validator; ``check_name`` looks a name up in a table of named things;
+``parse_byte_size`` reads a size as users write one (``64K``).
 Their messages read
 ``NAME must be an integer, got TYPE VALUE`` and ``NAME must be in LO..=HI (UNIT), got VALUE``.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -94,3 +97,32 @@ def check_name(name, table: dict, what: str, kind: str):
         return table[name]
     except KeyError:
         raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(table)}") from None
+
+
+_BYTE_SIZE = re.compile(r"([0-9]+)\s*([A-Za-z]*)")
+_UNITS = {"": 0, "b": 0, "k": 10, "kib": 10, "m": 20, "mib": 20, "g": 30, "gib": 30, "t": 40, "tib": 40}
+
+
+def parse_byte_size(value, what: str) -> int:
+    """A size in bytes as users write one, on the command line or in a profiles file:
+    an integer, or ``65536``, ``64K``, ``64KiB``, ``1M``, ``1MiB``, ``2G`` (K = KiB = 1024 B;
+    a space before the unit is fine). ``KB``/``MB`` are refused: they mean 1000 to some
+    tools and 1024 to others. Not bounded here (each use checks its own bounds).
+
+    Raises
+    ------
+    ValueError
+        Naming ``what``, for text that is not such a size.
+    TypeError
+        For a value that is neither an integer nor text.
+    """
+    if not isinstance(value, str):
+        return check_int(value, what)
+    match = _BYTE_SIZE.fullmatch(value.strip())
+    unit = match and match.group(2).lower()
+    if match and unit in _UNITS:
+        return int(match.group(1)) << _UNITS[unit]
+    if match and unit in ("kb", "mb", "gb", "tb"):
+        raise ValueError(f"{what} {value!r}: write {match.group(1)}{unit[0].upper()} or {match.group(1)}"
+                         f"{unit[0].upper()}iB (1024-based) or the bytes; {unit.upper()} is ambiguous")
+    raise ValueError(f"{what} {value!r:.40} is not a size in bytes (65536, 64K, 64KiB, 1M, 1MiB)")
