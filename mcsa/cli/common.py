@@ -726,11 +726,11 @@ def check_outputs(paths: dict, inputs: dict | None = None, folders: dict | None 
     outputs = {option: os.fspath(path) for option, path in paths.items() if path is not None}
     folders = folders or {}
     _check_identities(outputs, inputs or {}, folders)
-    for option, path in outputs.items():
-        named = output_format(path) if option in WRITES else None
-        if named not in (None, WRITES[option] if option in WRITES else None):
-            raise InputError(f"{option} {path}: a {os.path.splitext(path)[1]} file, but {option} writes "
-                             f"{WRITES[option]}: name it .{_extension(WRITES[option])}")
+    for option, kind in WRITES.items():
+        path = outputs.get(option)
+        if output_format(path) not in (None, kind):
+            raise InputError(f"{option} {path}: a {os.path.splitext(path)[1]} file, but {option} writes {kind}: "
+                             f"name it .{_extension(kind)}")
     for option, path in outputs.items():
         local = _local(path)
         if local is None:
