@@ -104,6 +104,35 @@ def test_interrupts_exit_130_and_leave_no_file(tmp_path, signum):
     assert list(out_dir.iterdir()) == []
 
 
+def _catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM (Linux: the SigCgt mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # (it ended)
+        return False
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.M).group(1), 16)
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("wait", [0.0, 0.05, 0.3])
+def test_a_signal_while_the_command_starts_is_exit_130(signum, wait):
+    """From the moment the ``mcsa`` entry point catches signals (its first act, before
+    NumPy, Numba or the command load), a signal ends the run with 130, no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "mcsa", "replay", EXAMPLES / "trace.jsonl", "--target",
+                             "stm32f411", "--seq-len", "128"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not _catches_sigterm(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    time.sleep(wait)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"Traceback" not in err, err
+
+
 def test_a_signal_while_the_outputs_go_in_place_leaves_them_all_and_exit_0(tmp_path, monkeypatch):
     """Outputs go in place together at the end: a signal between two of them neither
     stops the run half-committed nor turns its exit into 130 with files in place."""

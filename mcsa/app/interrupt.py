@@ -70,16 +70,17 @@ def _handle(signum, frame) -> None:
     os._exit(EXIT_INTERRUPTED)
 
 
-def install() -> Callable[[], None]:
-    """Send SIGINT and SIGTERM to the record (a run's first act) and forget any
-    earlier signal; returns the function that puts the previous handlers back.
-    Outside the main thread (a host program's thread) nothing changes."""
+def install(pending: int | None = None) -> Callable[[], None]:
+    """Send SIGINT and SIGTERM to the record (a run's first act), with ``pending``
+    (a signal the caller caught before) as the only one received so far; returns
+    the function that puts the previous handlers back. Outside the main thread (a
+    host program's thread) nothing changes."""
     global _received, _installed, _committed, _late
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     if _installed:  # (the entry point installed them before the imports: keep what came meanwhile)
         return lambda: None
-    _received, _committed, _late = None, False, None
+    _received, _committed, _late = pending, False, None
     previous = {signum: signal.signal(signum, _handle) for signum in SIGNALS}
     _installed = True
 
