@@ -178,6 +178,38 @@ def test_a_signal_at_a_random_moment_ends_a_fleet_run_with_130_and_nothing_left(
         assert list(scratch.iterdir()) == [], (delay, list(scratch.iterdir()))
 
 
+def test_a_second_signal_ends_a_fleet_run_at_once_and_quietly(tmp_path):
+    """A second Ctrl-C while the cluster closes ends mcsa at once: 130, no traceback, no
+    warning from multiprocessing's resource tracker about the semaphores it then frees,
+    no output and no temporary file."""
+    trace = tmp_path / "big.bin"
+    trace.write_bytes((EXAMPLES / "trace.bin").read_bytes() * 5000)
+    out, scratch = tmp_path / "out", tmp_path / "tmp"
+    out.mkdir()
+    scratch.mkdir()
+    proc = _mcsa("replay", trace, *ARGS, "-o", f"{out / 'ds'}/", "--workers", 2,
+                 env={**os.environ, "TMPDIR": str(scratch)})
+    deadline = time.monotonic() + BOUND
+    workers = []
+    while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(c.cmdline())]
+    time.sleep(1)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=BOUND)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("a hang after a second SIGINT")
+    time.sleep(1)  # (the resource tracker outlives mcsa by a moment)
+    assert proc.returncode == 130 and err.strip() == "", err
+    assert list(out.iterdir()) == [] and list(scratch.iterdir()) == []
+
+
 class _Silent(socketserver.BaseRequestHandler):
     def handle(self):
         time.sleep(30)  # accepts, never answers

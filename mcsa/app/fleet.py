@@ -38,6 +38,7 @@ import shutil
 import signal
 import socket
 import struct
+import sys
 import tempfile
 import time
 import warnings
@@ -78,6 +79,8 @@ CLOSE_TIMEOUT = 10.0
 SHOWN_SKIPS = 20
 """Messages of skipped records each piece sends back (all are counted)."""
 EXTRA = "pip install 'mcsa[fleet]'"
+_QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
+"""The warning filter (``-W``) multiprocessing's resource tracker is started with."""
 
 
 class FleetUnavailable(ValueError):
@@ -313,7 +316,13 @@ class Fleet(AbstractContextManager):
             # SIGINT blocked while the cluster's event loop thread starts: it, and the worker processes it spawns,
             # inherit the mask, so a terminal's Ctrl-C (sent to the whole process group) reaches mcsa alone, which
             # closes them. (multiprocessing's resource tracker, started first from that thread, would unblock it.)
-            resource_tracker.ensure_running()
+            # When a second signal ends mcsa at once, the tracker frees the cluster's semaphores: quietly (it
+            # takes its warning filters from the command line it is started with).
+            sys.warnoptions.append(_QUIET_TRACKER)
+            try:
+                resource_tracker.ensure_running()
+            finally:
+                sys.warnoptions.remove(_QUIET_TRACKER)
             # Dask starts its workers with MALLOC_TRIM_THRESHOLD_=65536 (memory back to the OS at once):
             # measured, that makes the replay's own work 21% slower per packet, and a piece's memory is
             # bounded anyway, so the workers keep glibc's default.

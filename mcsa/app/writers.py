@@ -371,6 +371,8 @@ class Dataset:
             self.fs.makedirs(self.root, exist_ok=True)
         except OSError as err:
             raise OSError(err.errno, err.strerror or str(err), self.url) from None
+        if self._made and self.local:  # a second signal ends the run at once: nothing of it stays
+            interrupt.register(self.root)
 
     def discard(self) -> None:
         """Remove every staged folder not put in place, and the folder :meth:`prepare`
@@ -382,6 +384,8 @@ class Dataset:
                 self.fs.rmdir(self.root)
         except OSError:
             pass
+        finally:
+            interrupt.forget(self.root)
 
     def folder(self, path: str) -> "TraceFolder":
         """The staged folder of the trace at ``path`` (its name taken)."""
@@ -414,7 +418,7 @@ class TraceFolder:
     def __init__(self, fs, root: str, url: str, name: str, token: str, header: dict, source: bool,
                  with_packet: bool):
         self.fs, self.name, self.header, self.source, self.with_packet = fs, name, header, source, with_packet
-        self.final = f"{root}/{name}"
+        self.root, self.final = root, f"{root}/{name}"
         self.staging = f"{root}/.{name}.partial-{token}"
         self.shown = f"{url}/{name}"
         """The folder as the user named it, for messages."""
@@ -461,6 +465,7 @@ class TraceFolder:
         import pyarrow.parquet as pq
 
         interrupt.commit()  # nothing is put in place once a signal asked to stop
+        interrupt.forget(self.root)  # (the folder the dataset made now holds the outputs)
         schema = record_schema(self.source, self.with_packet).with_metadata(_metadata(self.header, summary))
         old = f"{self.staging}.old"
         try:
