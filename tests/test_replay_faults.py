@@ -8,6 +8,7 @@ Every run is bounded by a timeout (a hang fails the test, it does not stall the 
 import contextlib
 import os
 import random
+import re
 import signal
 import socket
 import socketserver
@@ -208,6 +209,16 @@ def test_a_second_signal_ends_a_fleet_run_at_once_and_quietly(tmp_path):
     time.sleep(1)  # (the resource tracker outlives mcsa by a moment)
     assert proc.returncode == 130 and err.strip() == "", err
     assert list(out.iterdir()) == [] and list(scratch.iterdir()) == []
+
+
+def test_more_workers_than_memory_holds_are_refused_before_any_starts(monkeypatch, tmp_path):
+    monkeypatch.setattr(fleet, "WORKER_BYTES", 1 << 50)
+    result = run("replay", EXAMPLES / "trace.jsonl", *ARGS, "--workers", 2, "-o", tmp_path / "r.jsonl")
+    assert result.exit_code == 2, result.output
+    assert re.fullmatch(r"Error: --workers 2: each local worker takes about [0-9]+ MiB, [0-9,]+ MiB in all, and "
+                        r"this machine has [0-9,]+ MiB available: give fewer \(one per core is the most that "
+                        r"helps\)\n", result.stderr), result.stderr
+    assert list(tmp_path.iterdir()) == [] and worker_processes() == []
 
 
 class _Silent(socketserver.BaseRequestHandler):

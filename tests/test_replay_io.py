@@ -227,8 +227,12 @@ def test_any_output_inside_the_parquet_folder_is_refused(tmp_path):
     inside.mkdir()
     (inside / "t.bin").write_bytes((EXAMPLES / "trace.bin").read_bytes())
     refused(run("replay", inside / "t.bin", EXAMPLES / "trace.jsonl", *ARGS, "-o", out),
-            f"the folder it writes holds the input {inside / 't.bin'}")
+            f"Error: -o {out}, its folder 2 {inside}: the folder it writes holds the input {inside / 't.bin'}")
     assert sorted(p.name for p in out.iterdir()) == ["trace.jsonl.parquet"]
+    (out / "trace.bin.parquet").write_text("mine")
+    refused(run("replay", EXAMPLES / "trace.bin", *ARGS, "-o", out),
+            f"Error: -o {out}, its folder {out / 'trace.bin.parquet'}: is a file, not a folder\n")
+    assert (out / "trace.bin.parquet").read_text() == "mine"
 
 
 def test_outputs_are_refused_before_work_as_a_shell_redirection_would(tmp_path):

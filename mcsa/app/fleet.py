@@ -76,6 +76,8 @@ NO_WORKER_SECONDS = 15.0
 START_TIMEOUT = 60.0
 """Seconds a local worker may take to start."""
 CLOSE_TIMEOUT = 10.0
+WORKER_BYTES = 200 << 20
+"""Memory one local worker takes with mcsa loaded, at least (measured: 210-250 MiB)."""
 SHOWN_SKIPS = 20
 """Messages of skipped records each piece sends back (all are counted)."""
 EXTRA = "pip install 'mcsa[fleet]'"
@@ -89,6 +91,23 @@ class FleetUnavailable(ValueError):
 
 class FleetError(ValueError):
     """The cluster cannot go on: one line naming what was lost."""
+
+
+def _check_room(workers: int) -> None:
+    """Refuse a local cluster whose workers alone would not fit in the memory available.
+
+    Raises
+    ------
+    FleetError
+        Saying how much they need and how much there is.
+    """
+    import psutil
+
+    available = psutil.virtual_memory().available
+    if workers * WORKER_BYTES > available:
+        raise FleetError(f"--workers {workers}: each local worker takes about {WORKER_BYTES >> 20} MiB, "
+                         f"{workers * WORKER_BYTES >> 20:,} MiB in all, and this machine has "
+                         f"{available >> 20:,} MiB available: give fewer (one per core is the most that helps)")
 
 
 @dataclass
@@ -312,6 +331,7 @@ class Fleet(AbstractContextManager):
         from distributed import Client, LocalCluster
 
         self.where = f"the local Dask cluster of {workers} worker{'s' * (workers > 1)}"
+        _check_room(workers)
         try:
             # SIGINT blocked while the cluster's event loop thread starts: it, and the worker processes it spawns,
             # inherit the mask, so a terminal's Ctrl-C (sent to the whole process group) reaches mcsa alone, which

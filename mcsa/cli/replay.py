@@ -169,7 +169,8 @@ def _open_traces(traces: tuple, input_format: str | None, skip_bad: bool, run: _
 @click.option("--summary", "summary_file", type=click.Path(dir_okay=False),
               help="Write one summary per trace here (JSONL).")
 @click.option("--workers", type=IntRange(min=1, max=1024),
-              help="Replay on a local Dask cluster of N worker processes (needs mcsa[fleet]).")
+              help="Replay on a local Dask cluster of N worker processes (needs mcsa[fleet]; one per core "
+                   "helps, each takes about 200 MiB).")
 @click.option("--scheduler", metavar="ADDRESS", help="Replay on the Dask cluster at ADDRESS (needs mcsa[fleet]).")
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True, max=3600), default=CONNECT_TIMEOUT,
               show_default=True, help="Seconds for --scheduler to answer as a Dask scheduler.")
@@ -216,9 +217,10 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
     folders = {}
     if to_folder:
         folders["-o"] = False
-        for name in Dataset.names(traces):
-            outputs[f"-o {name}"] = f"{output.rstrip('/')}/{name}"
-            folders[f"-o {name}"] = True
+        for i, name in enumerate(Dataset.names(traces)):  # (read as "-o out/, its folder out/NAME.parquet: ...")
+            label = f"-o {output}, its folder{f' {i + 1}' if several else ''}"
+            outputs[label] = f"{output.rstrip('/')}/{name}"
+            folders[label] = True
     check_outputs(outputs, {None: list(traces), "--profiles": profiles_file, "--config": config_file}, folders)
     profile, build = resolve_profile(target_name, profiles_file, heap_budget, seq_len=seq_len, dim=dim)
     replayer = Replayer(profile, build, load_config(config_file), seq_len, dim, heap_budget, position_limit)
