@@ -221,6 +221,20 @@ def test_more_workers_than_memory_holds_are_refused_before_any_starts(monkeypatc
     assert list(tmp_path.iterdir()) == [] and worker_processes() == []
 
 
+def test_a_scheduler_that_never_had_a_worker_is_named_as_such(monkeypatch, tmp_path):
+    from distributed import LocalCluster
+
+    monkeypatch.setattr(fleet, "NO_WORKER_SECONDS", 2.0)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        started = time.monotonic()
+        result = run("replay", EXAMPLES / "trace.jsonl", *ARGS, "--scheduler", cluster.scheduler_address,
+                     "-o", tmp_path / "r.jsonl")
+    assert result.exit_code == 2 and time.monotonic() - started < BOUND, result.output
+    assert result.stderr == (f"Error: the Dask scheduler at {cluster.scheduler_address} has had no worker for 2 s: it "
+                             "has had none since mcsa connected (start workers with `dask worker ADDRESS`)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 class _Silent(socketserver.BaseRequestHandler):
     def handle(self):
         time.sleep(30)  # accepts, never answers

@@ -277,6 +277,7 @@ class Fleet(AbstractContextManager):
         self.client = self.cluster = None
         self.window = 1
         self.where = "serial"
+        self.had_workers = False
         self._stack = ExitStack()
         if workers is None and scheduler is None:
             return
@@ -435,13 +436,20 @@ class Fleet(AbstractContextManager):
         if self.client.status not in ("running", "connecting"):
             raise FleetError(f"lost {self.where} (the client is {self.client.status})")
         if self.client.scheduler_info().get("workers"):
+            self.had_workers = True
             return None
         now = time.monotonic()
         if no_worker_since is None:
             return now
         if now - no_worker_since > NO_WORKER_SECONDS:
-            raise FleetError(f"{self.where} has had no worker for {NO_WORKER_SECONDS:.0f} s: every worker was lost")
+            raise FleetError(f"{self.where} has had no worker for {NO_WORKER_SECONDS:.0f} s: {self._no_worker()}")
         return no_worker_since
+
+    def _no_worker(self) -> str:
+        """Why there is no worker: all were lost, or the scheduler never had one."""
+        if self.had_workers or self.cluster is not None:
+            return "every worker was lost"
+        return "it has had none since mcsa connected (start workers with `dask worker ADDRESS`)"
 
     def _lost(self, err: BaseException) -> BaseException:
         """A piece's failure as the user should read it: Dask's own as a FleetError (never a bug in mcsa)."""
@@ -457,7 +465,7 @@ class Fleet(AbstractContextManager):
             return FleetError(f"{self.where} lost a piece: {ALLOWED_FAILURES + 1} workers died running it "
                               "(distributed.scheduler.allowed-failures), so it was given up")
         if name in ("NoWorkerError", "NoValidWorkerError"):
-            return FleetError(f"{self.where} has no worker left to run a piece: every worker was lost")
+            return FleetError(f"{self.where} has no worker left to run a piece: {self._no_worker()}")
         return FleetError(f"{self.where} failed: {_reason(err)}")
 
     def _drain(self, futures) -> None:
