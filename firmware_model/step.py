@@ -8,6 +8,8 @@ and takes each figure from that one plan: the byte counts from
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -364,6 +366,10 @@ FIGURES = ("sparse", "num_positions", "density", "partitions", "boundary_tokens"
 """The keys of :func:`step_figures`."""
 
 
+SCAN_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+"""Threads a plan scan judges its undecided steps on: one per core, at most 8."""
+
+
 @dataclass(frozen=True)
 class SeqLenScan:
     """Every seq_len in 1..=hi judged on one heap.
@@ -423,17 +429,25 @@ def scan_seq_len(profile: Profile, config: SparsityConfig, gate: GatePacket, dim
     if s.dim == 0 or top == 0:  # dim 0: every step panics
         return SeqLenScan(None, [], top)
     verdicts = bounds.verdicts(s, top, TRACE_LIMIT)
-    todo = np.flatnonzero(verdicts == bounds.UNDECIDED) + 1
+    todo = [int(n) for n in np.flatnonzero(verdicts == bounds.UNDECIDED) + 1]
     placed = 0
-    for done, n in enumerate(todo):
-        if progress is not None:
-            progress(done, len(todo))
-        report = fit_step(s.profile, s.config, s.gate, int(n), s.dim, build=s.build, heap_budget=s.budget,
-                          allocator=s.allocator, inputs_on_heap=s.inputs_on_heap, position_limit=s.position_limit)
-        verdicts[n - 1] = bounds.FITS if report.fits else bounds.FAILS
-        placed += report.placement is not None
     if progress is not None:
-        progress(len(todo), len(todo))
+        progress(0, len(todo))
+
+    def judge(n: int) -> StepReport:
+        return fit_step(s.profile, s.config, s.gate, n, s.dim, build=s.build, heap_budget=s.budget,
+                        allocator=s.allocator, inputs_on_heap=s.inputs_on_heap, position_limit=s.position_limit)
+
+    # The placement kernels release the GIL: the steps are judged on every core, in order.
+    pool = ThreadPoolExecutor(max(1, min(SCAN_THREADS, len(todo))))
+    try:
+        for done, (n, report) in enumerate(zip(todo, pool.map(judge, todo)), 1):
+            verdicts[n - 1] = bounds.FITS if report.fits else bounds.FAILS
+            placed += report.placement is not None
+            if progress is not None:
+                progress(done, len(todo))
+    finally:  # (a signal or a refusal: the steps not started are not)
+        pool.shutdown(wait=True, cancel_futures=True)
     fitting = np.flatnonzero(verdicts == bounds.FITS) + 1
     largest = int(fitting[-1]) if fitting.size else None
     failing = [int(n) for n in np.flatnonzero(verdicts[: largest or 0] == bounds.FAILS) + 1]
