@@ -16,9 +16,12 @@ from dataclasses import dataclass
 
 from mcsa.core.checks import check_name
 
-from .placement.arena import block_bytes
-from .placement.esp_idf import HEAP_T_BYTES, control
-from .placement.freertos_heap4 import LEAST_HEAP
+# (The placement modules, Numba kernels, are imported where a cost is computed: the
+# command line lists and checks allocator names without loading Numba.)
+
+FREERTOS_LEAST_HEAP = {bits: ((2 * bits // 8 + 7) & ~7) + 8 for bits in (32, 64)}
+"""heap_4's smallest ``configTOTAL_HEAP_SIZE`` per pointer width: ``xHeapStructSize`` (a
+pointer and a size_t, rounded up to 8) for the end marker, and one 8-byte block."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class Allocator:
         width and heap size. ``sl_log2`` is 0 (no size classes) but for ESP-IDF, where
         it comes from the heap size as ``multi_heap_register`` sizes its TLSF; with no
         heap size, the finest classes (the least rounding: the best case)."""
+        from .placement.esp_idf import HEAP_T_BYTES, control
+
         i = 0 if usize_bits == 32 else 1
         sl_log2 = 0
         if self.size_classes:
@@ -71,6 +76,8 @@ class Allocator:
     def cost(self, size: int, usize_bits: int, heap_size: int | None = None) -> int:
         """Bytes one block of ``size`` requested bytes takes (0 for 0) on a heap of
         ``heap_size`` bytes (which only ESP-IDF's size classes depend on)."""
+        from .placement.arena import block_bytes
+
         if size == 0:
             return 0
         return int(block_bytes(size, *self.params(usize_bits, heap_size)))
@@ -93,7 +100,7 @@ ALLOCATORS: dict[str, Allocator] = {
         Allocator("freertos-heap4", "FreeRTOS portable/MemMang/heap_4.c: xHeapStructSize = sizeof(BlockLink_t) "
                   "(pointer + size_t) rounded to portBYTE_ALIGNMENT (8) is added to each request, the sum rounded "
                   "up to 8; prvHeapInit needs room for its end marker and one 8-byte block",
-                  align=(8, 8), pre=(8, 16), min_heap=(LEAST_HEAP[32], LEAST_HEAP[64])),
+                  align=(8, 8), pre=(8, 16), min_heap=(FREERTOS_LEAST_HEAP[32], FREERTOS_LEAST_HEAP[64])),
         Allocator("esp-idf", "ESP-IDF components/heap (multi_heap over TLSF, IDF >= 5.0): the payload rounded to "
                   "ALIGN_SIZE 4, at least block_size_min (12 B), rounded up to its second-level class (good fit), "
                   "plus the size_t header; poisoning off",

@@ -19,11 +19,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "mcsa.core.attention": ("MincutSparseAttention",),
-    "mcsa.core.expf": ("ExpF", "expf"),
+    "mcsa.core.expf": ("expf",),
     "mcsa.core.fnv": ("fnv1a64",),
     "mcsa.core.mask": ("DEFAULT_POSITION_LIMIT", "MaskPlan", "MaskStats", "MaskTooLarge", "SparseMask"),
     "mcsa.core.packets": ("Adaptive", "GatePacket", "Linear", "SparsityConfig", "Threshold"),
-    "mcsa.core.target": ("NAN_RULES", "PRESETS", "NanRules", "Overflow", "Target", "TargetPanic", "resolve_target"),
+    "mcsa.core.target": ("ExpF", "NAN_RULES", "PRESETS", "NanRules", "Overflow", "Target", "TargetPanic",
+                          "resolve_target"),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 

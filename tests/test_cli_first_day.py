@@ -131,7 +131,7 @@ def test_a_recorded_packet_is_reproduced_by_mask_as_replay_records_it():
                                 "--lambda-prev", packet["lambda_prev"], "--boundary-edges", packet["boundary_edges"],
                                 "--concentration", packet["boundary_concentration_q15"],
                                 "--partitions", packet["partition_count"], "--flags", packet["flags"],
-                                "--json").output)
+                                "--json").stdout)
     assert by_json == by_options
     for key in ("num_positions", "density", "target_density", "flops_ratio"):
         assert by_json[key] == replayed[key], key
@@ -220,7 +220,7 @@ def test_a_profiles_file_must_be_a_path_not_a_descriptor(path):
 
 def test_mask_stats_for_any_seq_len_the_target_takes():
     long = json.loads(run("mask", "--stats", "--seq-len", 70000, "--lambda", 200, "--partitions", 8,
-                          "--target", "thumbv7em", "--json").output)
+                          "--target", "thumbv7em", "--json").stdout)
     assert long["num_positions"] == 296_319_232 and long["panic"] is None
     top = run("mask", "--stats", "--seq-len", 2**32 - 1, "--lambda", 200, "--partitions", 8, "--target", "thumbv7em")
     assert top.exit_code == 0 and "4,294,967,296 positions" in top.output
@@ -273,7 +273,7 @@ def _write(config: dict) -> Path:
                                                         (70000, 65535, "wasm32"), (10, 3, "x86_64")])
 def test_mask_shows_representations_and_op_counts_of_the_library(seq_len, partitions, target):
     record = json.loads(run("mask", "--seq-len", seq_len, "--lambda", 200, "--partitions", partitions,
-                            "--target", target, "--dim", 32, "--json").output)
+                            "--target", target, "--dim", 32, "--json").stdout)
     sim = mcsa.MincutSparseAttention(target=target)
     gate = mcsa.GatePacket(lambda_=200, partition_count=partitions)
     built = sim.build_mask(gate, seq_len)
@@ -282,7 +282,7 @@ def test_mask_shows_representations_and_op_counts_of_the_library(seq_len, partit
     queries, counts = np.unique(built.positions[:, 0], return_counts=True)
     assert record["op_counts"] == op_counts((queries, counts), 32)
     stats = json.loads(run("mask", "--stats", "--seq-len", seq_len, "--lambda", 200, "--partitions", partitions,
-                           "--target", target, "--dim", 32, "--json").output)
+                           "--target", target, "--dim", 32, "--json").stdout)
     wraps = seq_len > 65536
     assert stats["op_counts"] == (None if wraps else record["op_counts"])  # the same, without the mask
     assert {k: v for k, v in stats.items() if k != "op_counts"} == {k: v for k, v in record.items() if k != "op_counts"}
@@ -477,6 +477,18 @@ def test_argument_errors_and_help_need_no_kernels():
              "print('LOADED', 'numba' in sys.modules, 'numpy' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.stdout.splitlines()[-1] == "LOADED False False", result.stdout[-500:]
+
+
+def test_every_command_help_and_usage_error_loads_no_numba():
+    """The commands that run the simulator (replay, plan, fit, quality) load it to run,
+    not to show their help or refuse their options: NumPy at most."""
+    probe = ("import sys\nfrom mcsa.cli import main\nfor args in (['replay', '--help'], ['plan', '--help'], "
+             "['fit', '--help'], ['quality', '--help'], ['example', '--help'], ['replay', 't.bin', '--seq-len', 'x'], "
+             "['plan', '--dim', '-1'], ['fit', '--allocator', 'nope'], ['quality', '--sinks', 'x']):\n"
+             "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+             "print('LOADED', 'numba' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.stdout.splitlines()[-1] == "LOADED False", result.stdout[-500:]
 
 
 def test_the_first_compile_says_so_once(tmp_path):

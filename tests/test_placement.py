@@ -264,7 +264,7 @@ def test_plan_reports_shorter_steps_that_fail():
 def test_plan_takes_a_list_of_partition_counts():
     """``2,4..5,4`` is 2, 4, 5 in order, once each; a bad item is a usage error naming the value."""
     rows = json.loads(run("plan", "--target", "stm32f103", "--dim", 32, "--partitions", "2,4..5,4",
-                          "--max-seq-len", 64, "--json").output)
+                          "--max-seq-len", 64, "--json").stdout)
     assert [r["partitions"] for r in rows] == [2, 4, 5]
     bad = run("plan", "--target", "stm32f103", "--dim", 32, "--partitions", "2,x")
     assert bad.exit_code == 2 and "'2,x'" in bad.output

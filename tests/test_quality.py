@@ -508,9 +508,9 @@ def test_cli_takes_the_gate_as_every_command_does():
         out = json.loads(result.stdout)
         return out["gate"], sorted({r["partitions"] for r in out["results"]})
 
-    assert gate_and_ps() == (metrics.DEFAULT_GATE.to_dict(), [2, 4, 8])
+    assert gate_and_ps() == (mk.DEFAULT_GATE.to_dict(), [2, 4, 8])
     gate, ps = gate_and_ps("--lambda", 100, "--partitions", "2..3")
     assert (gate["lambda"], gate["lambda_prev"], ps) == (100, 200, [2, 3])
-    recorded = {**metrics.DEFAULT_GATE.to_dict(), "lambda": 90, "partition_count": 3}
+    recorded = {**mk.DEFAULT_GATE.to_dict(), "lambda": 90, "partition_count": 3}
     gate, ps = gate_and_ps("--gate", json.dumps(recorded))
     assert (gate["lambda"], ps) == (90, [3])

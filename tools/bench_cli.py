@@ -5,7 +5,8 @@
 Prints the machine and load, then the median wall time of each command line run
 as a fresh process, the runs interleaved round-robin so that the machine's load
 falls on all of them alike, each next to its floor: ``python -c pass`` and
-``import click`` for ``--help`` and argument errors (limit 0.3 s), ``import numba,
+``import click`` for ``--help`` and argument errors (limit 0.3 s; the commands that
+run the simulator load NumPy for theirs, ``import numpy`` their floor), ``import numba,
 numpy`` and that plus one call of a cached kernel (Numba sets up its compiler
 context on the first call of any kernel, cached or not) for a real command.
 Also says whether ``mcsa --help`` imported NumPy or Numba.
@@ -40,6 +41,11 @@ def runs(folder: str) -> dict[str, list[str]]:
         "mcsa maks (unknown command)": [*MCSA, "maks"],
         "mcsa mask --seq-len x (bad value)": [*MCSA, "mask", "--seq-len", "x"],
         "mcsa mask --partitions 2..x (bad list)": [*MCSA, "mask", "--seq-len", "8", "--partitions", "2..x"],
+        "python -c 'import numpy'": [sys.executable, "-c", "import numpy"],
+        "mcsa replay --help": [*MCSA, "replay", "--help"],
+        "mcsa plan --help": [*MCSA, "plan", "--help"],
+        "mcsa fit --dim -1 (bad value)": [*MCSA, "fit", "--dim", "-1"],
+        "mcsa quality --help": [*MCSA, "quality", "--help"],
         "python -c 'import numba, numpy'": [sys.executable, "-c", "import numba, numpy"],
         "  ... and one cached kernel call": floor_call,
         "mcsa mask --seq-len 48 (warm)": [*MCSA, "mask", "--seq-len", "48", "--lambda", "100", "--partitions", "3"],

@@ -54,7 +54,8 @@ from bench_core import load, machine, median_time  # noqa: E402
 from make_traces import controller  # noqa: E402
 
 from mcsa.app import fleet  # noqa: E402
-from mcsa.app.replay import COLUMNS, Replayer  # noqa: E402
+from mcsa.app.record import COLUMNS  # noqa: E402
+from mcsa.app.replay import Replayer  # noqa: E402
 from mcsa.app.traces import byte_ranges, open_trace  # noqa: E402
 from mcsa.cli import main as mcsa_main  # noqa: E402
 from mcsa.cli.common import resolve_profile  # noqa: E402

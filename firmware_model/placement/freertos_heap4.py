@@ -26,6 +26,7 @@ import numpy as np
 
 from mcsa.core._jit import jit
 
+from ..allocators import FREERTOS_LEAST_HEAP
 from . import Placement
 from .arena import TAKEN, block_bytes, list_holes, live_sizes, slot, table
 from .loop import FREERTOS_HEAP4, place
@@ -41,11 +42,6 @@ HEAD = 1
 
 HEAP, HEADER, END = range(3)
 """Parameters: ``configTOTAL_HEAP_SIZE``, ``xHeapStructSize`` and the offset of ``pxEnd``."""
-
-
-LEAST_HEAP = {bits: ((2 * bits // 8 + 7) & ~7) + 8 for bits in (32, 64)}
-"""The smallest ``configTOTAL_HEAP_SIZE`` per pointer width: ``xHeapStructSize`` (a pointer
-and a size_t, rounded up to 8) for the end marker, and one 8-byte block."""
 
 
 @jit
@@ -153,4 +149,4 @@ def simulate(events: np.ndarray, heap_size: int, usize_bits: int) -> Placement:
         marker and one 8-byte block (``prvHeapInit`` would underflow or overlap them).
     """
     return place(FREERTOS_HEAP4, "freertos-heap4", events, heap_size, usize_bits, max_align=8,
-                 least_heap=LEAST_HEAP)
+                 least_heap=FREERTOS_LEAST_HEAP)

@@ -46,15 +46,18 @@ from collections import OrderedDict, deque
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
 from mcsa.core.packets import PACKET_DTYPE
 
 from . import interrupt
-from .replay import Part, Replayer, Summary
+from .record import Summary
 from .traces import TraceError, TraceReader, TraceSource, byte_ranges, shift_lines
+
+if TYPE_CHECKING:  # (the simulator: loaded by the work, not by the client's options)
+    from .replay import Part, Replayer
 
 CHUNK_BYTES = 16 << 20
 """Bytes of a plain trace per piece written straight into a dataset."""

@@ -7,7 +7,7 @@ goes out one row group per part, to one file (:class:`ParquetWriter`) or, for
 ``-o DIR``, to a dataset folder (:class:`Dataset`, any path or URL fsspec
 understands) that the fleet's workers write into directly.
 
-Every column comes from :data:`mcsa.app.replay.RECORD`: its name, its Arrow
+Every column comes from :data:`mcsa.app.record.RECORD`: its name, its Arrow
 type, its place in the table view and what it counts.
 """
 
@@ -19,6 +19,7 @@ import os
 import re
 import threading
 import uuid
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -27,9 +28,11 @@ from mcsa.core.jsonio import dumps, jsonable
 from mcsa.core.packets import FIELDS, shortest_f32
 
 from . import interrupt
-from .replay import RECORD, SCHEMA_VERSION, Part, part_table, record_schema
+from .record import RECORD, SCHEMA_VERSION, part_table, record_schema
 
-FORMATS = ("table", "jsonl", "csv", "parquet")
+if TYPE_CHECKING:  # (the simulator: loaded by the replay, not by the command line's options)
+    from .replay import Part
+
 RENDERED_KEYS = 4096
 """Keys whose rendered mask fields a writer keeps: memory stays flat."""
 DENSITY_TEXTS = 1 << 17
@@ -574,5 +577,5 @@ def replay_figure(plt, series: dict, budget: int, title: str):
     return fig
 
 
-__all__ = ["Dataset", "FORMATS", "ParquetWriter", "TextWriter", "TraceFolder", "fleet_text",
+__all__ = ["Dataset", "ParquetWriter", "TextWriter", "TraceFolder", "fleet_text",
            "numbers", "plot_points", "replay_figure", "summary_text", "table_view"]

@@ -6,20 +6,22 @@ import json
 import sys
 import textwrap
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
 from firmware_model.allocators import ALLOCATORS, allocator_named
-from firmware_model.heapmap import heap_map_figure, heap_map_lines
-from firmware_model.step import StepReport, capacity_table, fit_step, op_counts, representations
 
 from mcsa.app import interrupt
-from mcsa.core.mask import MaskTooLarge
+from mcsa.core.errors import MaskTooLarge
 from mcsa.core.packets import f32_to_json
 from .common import (
     USIZE64_MAX, IntRange, check_outputs, config_option, dim_option, fail_on_input_errors, gate_options,
     heap_budget_option, limit_option, load_config, pyplot, resolve_profile, save_png, seq_len_option, target_options,
 )
+
+if TYPE_CHECKING:  # (the planner loads Numba: imported when a command runs, not for --help)
+    from firmware_model.step import StepReport
 
 
 def _common(fn):
@@ -107,6 +109,8 @@ def plan(target_name, profiles_file, dim, gate, heap_budget, allocator, as_json,
     profile, build = resolve_profile(target_name, profiles_file, heap_budget, allocator, max_seq_len=max_seq_len,
                                      dim=dim)
     with _progress(partitions) as progress:
+        from firmware_model.step import capacity_table
+
         rows = capacity_table(profile, load_config(config_file), dim, partitions, gate, hi=max_seq_len,
                               progress=progress, build=build, heap_budget=heap_budget,
                               allocator=allocator, position_limit=position_limit)
@@ -153,6 +157,8 @@ def _mask_figures(report: StepReport) -> dict:
     if report.num_positions is None:
         return {"op_counts": None, "representations": None}
     try:
+        from firmware_model.step import op_counts, representations
+
         ops = op_counts(report.step.query_runs(), report.dim)
     except MaskTooLarge:
         ops = None
@@ -192,6 +198,9 @@ def fit(target_name, profiles_file, dim, gate, heap_budget, allocator, as_json, 
       mcsa fit --target stm32f411 --seq-len 256 --partitions 4 --dim 32
       mcsa fit --target x86_64 --allocator linked-list --heap-budget 65536 --seq-len 184 --partitions 16 --dim 32 --map
     """
+    from firmware_model.heapmap import heap_map_figure, heap_map_lines
+    from firmware_model.step import fit_step
+
     check_outputs({"--png": png}, {"--config": config_file, "--profiles": profiles_file})
     allocator = allocator and allocator_named(allocator)
     profile, build = resolve_profile(target_name, profiles_file, heap_budget, allocator, seq_len=seq_len, dim=dim)

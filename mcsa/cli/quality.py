@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
 
 from mcsa.core import jsonio
-from mcsa.core.attention import MincutSparseAttention
-from mcsa.app.quality import masks, metrics, model, report
-from mcsa.core.target import TargetPanic
+from mcsa.app.quality import masks, report
+from mcsa.core.errors import TargetPanic
 from .common import (
     InputError, IntRange, atomic_output, check_outputs, cli_build, config_option, dumps,
     fail_on_input_errors, gate_options, jsonable, limit_option, load_config, output_options, plural, pyplot, read_text,
     target_options,
 )
+
+if TYPE_CHECKING:  # (the simulator and the model reader: loaded to run, not for --help)
+    from mcsa.app.quality import metrics
 
 TEXT_LIMIT = 1 << 26
 """Largest text file read for ``capture`` (64 MiB; only the first tokens are kept)."""
@@ -38,7 +41,7 @@ def _families(ctx, param, value):
               help="Sink keys 0..S-1 added to the reference for `reference+sinks`.")
 @click.option("--masks", "families", default=",".join(masks.FAMILIES), show_default=True, callback=_families,
               help="Masks to compare.")
-@gate_options(partition_list=(2, 4, 8), **metrics.DEFAULT_GATE.to_dict())
+@gate_options(partition_list=(2, 4, 8), **masks.DEFAULT_GATE.to_dict())
 @target_options(default="x86_64")
 @config_option
 @limit_option
@@ -70,6 +73,9 @@ def quality(ctx, files, sinks, families, gate, partitions, target_name, profiles
                          "given without --partitions brings its own partition_count)")
     check_outputs({"-o": output, "--plot": png},
                   {"--activations": list(files), "--config": config_file, "--profiles": profiles_file})
+    from mcsa.app.quality import metrics
+    from mcsa.core.attention import MincutSparseAttention
+
     target = cli_build(target_name, profiles_file).target
     sim = MincutSparseAttention(load_config(config_file), target, position_limit)
     texts = [metrics.load_activations(f) for f in files]
@@ -102,6 +108,8 @@ def quality(ctx, files, sinks, families, gate, partitions, target_name, profiles
 def _warn_full(settings: metrics.Settings, t: int) -> None:
     """One line on stderr when a reference mask keeps every causal position: then
     every mask of its size does too, and density and recall are 1.0 by construction."""
+    from mcsa.app.quality import metrics
+
     fallback, whole = metrics.full_references(settings, t)
     causal = t * (t + 1) // 2
     said = []
@@ -147,6 +155,8 @@ def capture(model_path, text_file, tokens_file, max_tokens, output):
     """
     if (text_file is None) == (tokens_file is None):
         raise InputError("give exactly one of --text and --tokens")
+    from mcsa.app.quality import metrics, model
+
     check_outputs({"-o": output}, {"--model": model_path, "--text": text_file, "--tokens": tokens_file})
     text, ids = None, None
     if text_file is not None:
@@ -181,4 +191,6 @@ def fetch_model(cache):
     Example:
       mcsa quality fetch-model
     """
+    from mcsa.app.quality import model
+
     click.echo(str(model.fetch_model(cache)))

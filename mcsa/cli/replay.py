@@ -10,11 +10,10 @@ from contextlib import ExitStack
 import click
 
 from mcsa.app.fleet import CONNECT_TIMEOUT, Fleet
-from mcsa.app.replay import RECORD, Replayer, Summary
+from mcsa.app.record import FORMATS, RECORD, Summary
 from mcsa.app.traces import TraceError, open_trace, unknown_note
 from mcsa.app.writers import (
-    FORMATS, Dataset, ParquetWriter, TextWriter, fleet_text, plot_points, plural, replay_figure,
-    summary_text,
+    Dataset, ParquetWriter, TextWriter, fleet_text, plot_points, plural, replay_figure, summary_text,
 )
 from mcsa.core.packets import FIELDS
 from .common import (
@@ -223,6 +222,8 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
             folders[label] = True
     check_outputs(outputs, {None: list(traces), "--profiles": profiles_file, "--config": config_file}, folders)
     profile, build = resolve_profile(target_name, profiles_file, heap_budget, seq_len=seq_len, dim=dim)
+    from mcsa.app.replay import Replayer  # (the simulator: loaded to run, not for --help)
+
     replayer = Replayer(profile, build, load_config(config_file), seq_len, dim, heap_budget, position_limit)
     header = replayer.header()
     header["columns"] = (["source"] if several else []) + [c.name for c in RECORD] + (list(FIELDS) if with_packet else [])

@@ -8,56 +8,10 @@ correct on the whole float range by construction of the same algorithm).
 
 from __future__ import annotations
 
-import enum
-
 import numpy as np
 
 from ._jit import bits_f32, bits_f64, f32_bits, f64_bits, fma64, jit
-
-
-class ExpF(enum.Enum):
-    """Which libm ``expf`` a build links.
-
-    GLIBC_FMA
-        glibc on x86-64 with an FMA-capable CPU: ARM optimized-routines ``expf``
-        (32-entry table, double-precision polynomial) with the reduction
-        ``r = InvLn2N * x - kd`` computed as one fused multiply-add.
-    MUSL
-        The same algorithm with no fused operation (musl, wasi-libc).
-    LIBM_RS
-        The Rust ``libm`` crate, a port of FreeBSD msun ``e_expf.c`` computed all
-        in f32: what ``no_std`` firmware and ``wasm32-unknown-unknown`` call.
-    """
-
-    GLIBC_FMA = "glibc-fma"
-    MUSL = "musl"
-    LIBM_RS = "libm-rs"
-
-    @property
-    def code(self) -> int:
-        """The small integer the kernels dispatch on."""
-        return _CODES[self]
-
-    @classmethod
-    def parse(cls, value: "ExpF | str") -> "ExpF":
-        """Accept an ``ExpF`` or its name (``"glibc-fma"``, ``"musl"``, ``"libm-rs"``).
-
-        Raises
-        ------
-        ValueError
-            If the name is not one of the three flavours.
-        """
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            names = ", ".join(repr(f.value) for f in cls)
-            raise ValueError(f"unknown expf flavour {value!r}; expected one of {names}") from None
-
-
-_CODES = {flavour: i for i, flavour in enumerate(ExpF)}
-GLIBC_FMA, MUSL, LIBM_RS = 0, 1, 2
+from .target import GLIBC_FMA, LIBM_RS, ExpF
 
 # ARM optimized-routines exp2f_data (EXP2F_TABLE_BITS = 5): tab[i] holds the
 # bits of 2^(i/32) minus i << 47, so that adding k << 47 scales by 2^(k/32).

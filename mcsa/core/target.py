@@ -11,7 +11,52 @@ import numpy as np
 
 from .checks import check_int, check_name
 from .errors import TargetPanic
-from .expf import ExpF
+
+
+class ExpF(enum.Enum):
+    """Which libm ``expf`` a build links.
+
+    GLIBC_FMA
+        glibc on x86-64 with an FMA-capable CPU: ARM optimized-routines ``expf``
+        (32-entry table, double-precision polynomial) with the reduction
+        ``r = InvLn2N * x - kd`` computed as one fused multiply-add.
+    MUSL
+        The same algorithm with no fused operation (musl, wasi-libc).
+    LIBM_RS
+        The Rust ``libm`` crate, a port of FreeBSD msun ``e_expf.c`` computed all
+        in f32: what ``no_std`` firmware and ``wasm32-unknown-unknown`` call.
+    """
+
+    GLIBC_FMA = "glibc-fma"
+    MUSL = "musl"
+    LIBM_RS = "libm-rs"
+
+    @property
+    def code(self) -> int:
+        """The small integer the kernels dispatch on."""
+        return _CODES[self]
+
+    @classmethod
+    def parse(cls, value: "ExpF | str") -> "ExpF":
+        """Accept an ``ExpF`` or its name (``"glibc-fma"``, ``"musl"``, ``"libm-rs"``).
+
+        Raises
+        ------
+        ValueError
+            If the name is not one of the three flavours.
+        """
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            names = ", ".join(repr(f.value) for f in cls)
+            raise ValueError(f"unknown expf flavour {value!r}; expected one of {names}") from None
+
+
+_CODES = {flavour: i for i, flavour in enumerate(ExpF)}
+GLIBC_FMA, MUSL, LIBM_RS = 0, 1, 2
+"""The codes of the three flavours, as :mod:`mcsa.core.expf`'s kernels dispatch on them."""
 
 
 QUIET_BIT = 0x0040_0000

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import enum
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from mcsa.core.attention import MincutSparseAttention
 from mcsa.core.packets import GatePacket
+
+if TYPE_CHECKING:  # (the simulator: loaded by the work, not by the command line's options)
+    from mcsa.core.attention import MincutSparseAttention
 
 A_SHAPE_SINKS = 4
 """Sink columns of the A-shape baseline (StreamingLLM / MInference)."""
@@ -41,6 +45,9 @@ class Family(enum.Enum):
 
 
 FAMILIES = tuple(f.value for f in Family)
+
+DEFAULT_GATE = GatePacket(lambda_=200, lambda_prev=200)
+"""The gate of the reference mask: lambda = lambda_prev = 200, no edges, no concentration, no flags."""
 
 
 def reference_mask(sim: MincutSparseAttention, gate: GatePacket, seq_len: int):

@@ -31,10 +31,6 @@ from mcsa.core.mask import POSITION_BYTES
 from mcsa.core.packets import GatePacket
 from . import kernels, masks as mk
 
-DEFAULT_GATE = GatePacket(lambda_=200, lambda_prev=200)
-"""The gate of the reference mask: lambda = lambda_prev = 200, no edges, no concentration, no flags."""
-
-
 WORKERS = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 """Layers evaluated at once, each in a thread with one BLAS thread: the kernels release
 the GIL, while threaded BLAS on these small products spins and runs several times slower."""
@@ -257,7 +253,7 @@ class Settings:
 
     partitions: tuple = (2, 4, 8)
     sinks: int = 1
-    gate: GatePacket = DEFAULT_GATE
+    gate: GatePacket = mk.DEFAULT_GATE
     sim: MincutSparseAttention = field(default_factory=MincutSparseAttention)
     exact: bool = True
     families: tuple = mk.FAMILIES
