@@ -481,10 +481,12 @@ def test_argument_errors_and_help_need_no_kernels():
 
 def test_every_command_help_and_usage_error_loads_no_numba():
     """The commands that run the simulator (replay, plan, fit, quality) load it to run,
-    not to show their help or refuse their options: NumPy at most."""
+    not to show their help or refuse their options or target names: NumPy at most."""
     probe = ("import sys\nfrom mcsa.cli import main\nfor args in (['replay', '--help'], ['plan', '--help'], "
              "['fit', '--help'], ['quality', '--help'], ['example', '--help'], ['replay', 't.bin', '--seq-len', 'x'], "
-             "['plan', '--dim', '-1'], ['fit', '--allocator', 'nope'], ['quality', '--sinks', 'x']):\n"
+             "['plan', '--dim', '-1'], ['fit', '--allocator', 'nope'], ['quality', '--sinks', 'x'], "
+             "['quality', 'capture', '--help'], ['plan', '--target', 'stm32f412'], ['replay', 't.bin', '--target', "
+             "'nope', '--seq-len', '8']):\n"
              "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
              "print('LOADED', 'numba' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)

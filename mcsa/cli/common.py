@@ -22,6 +22,7 @@ from pathlib import Path
 
 import click
 
+from mcsa.core import compiling
 from mcsa.core.errors import DEFAULT_POSITION_LIMIT, MAX_HOST_POSITIONS, MaskTooLarge
 
 from mcsa.app import interrupt
@@ -196,23 +197,12 @@ class CompileNotice:
     """While a command runs: the first time Numba compiles a kernel (its cache holds
     none for this machine and source), one note on stderr that it compiles and how
     long that takes; at the end, how long it took. Numba signals only real compiles
-    (``numba:compile`` events), not loads from its cache."""
+    (``numba:compile`` events, passed on by :mod:`mcsa.core.compiling`), not loads
+    from its cache; listening loads no Numba."""
 
     def __init__(self):
-        from numba.core import event
-
         self.seconds, self.depth, self.started = 0.0, 0, None
-        notice = self
-
-        class Listener(event.Listener):
-            def on_start(self, ev):
-                notice.start()
-
-            def on_end(self, ev):
-                notice.end()
-
-        self.listener = Listener()
-        event.register("numba:compile", self.listener)
+        compiling.listeners.append(self)
 
     def start(self) -> None:
         import time
@@ -232,9 +222,7 @@ class CompileNotice:
             self.seconds += time.perf_counter() - self.started
 
     def close(self) -> None:
-        from numba.core import event
-
-        event.unregister("numba:compile", self.listener)
+        compiling.listeners.remove(self)
         if self.started is not None:
             click.echo(f"note: compiled in {self.seconds:.0f} s", err=True)
 

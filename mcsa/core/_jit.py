@@ -15,13 +15,31 @@ from contextlib import contextmanager
 
 import numba
 from numba import types
+from numba.core import event
 from numba.extending import intrinsic
+
+from . import compiling
 
 jit = functools.partial(numba.njit, cache=True, fastmath=False, nogil=True)
 """Decorator for every exact kernel: nopython, cached, no fast-math.
 ``jit(parallel=True)`` kernels only ``prange`` over independent work: no parallel reductions."""
 
 _LAUNCH = threading.Lock()
+
+
+class _Forward(event.Listener):
+    """Numba's compile events, passed on to :data:`mcsa.core.compiling.listeners`."""
+
+    def on_start(self, ev):
+        for listener in list(compiling.listeners):
+            listener.start()
+
+    def on_end(self, ev):
+        for listener in list(compiling.listeners):
+            listener.end()
+
+
+event.register("numba:compile", _Forward())
 
 
 def _prefer_layer() -> None:
