@@ -348,6 +348,11 @@ def test_tables_fit_a_hundred_columns_unless_wide():
     for args in (["mask", "--seq-len", 70000, "--lambda", 200, "--partitions", 65535, "--target", "wasm32", "--stats"],
                  ["mask", "--seq-len", 48, "--lambda", 100, "--partitions", 3]):
         assert max(map(len, run(*args).stdout.splitlines())) <= TABLE_WIDTH
+    acts = Path(__file__).parent / "data" / "quality" / "declaration_l3_l20_h012_t128.npz"
+    quality = run("quality", "--activations", acts, "--partitions", 2, "--masks", "reference")
+    assert max(map(len, quality.stdout.splitlines())) <= TABLE_WIDTH and "int8_err_vs_dense_median" not in quality.stdout
+    wide = run("quality", "--activations", acts, "--partitions", 2, "--masks", "reference", "--wide").stdout
+    assert "int8_err_vs_dense_median" in wide and "mask_bytes" in wide and max(map(len, wide.splitlines())) > TABLE_WIDTH
 
 
 def test_plurals_are_right(tmp_path):

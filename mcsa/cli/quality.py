@@ -47,12 +47,12 @@ def _families(ctx, param, value):
 @limit_option
 @click.option("--exact/--no-exact", default=True, show_default=True,
               help="Also run the target's int8 sparse_attention on the reference mask.")
-@output_options(formats=("table", "json", "csv"))
+@output_options(formats=("table", "json", "csv"), wide=True)
 @click.option("--plot", "png", type=click.Path(dir_okay=False), help="Recall vs density and per layer, as PNG.")
 @click.pass_context
 @fail_on_input_errors
 def quality(ctx, files, sinks, families, gate, partitions, target_name, profiles_file, config_file,
-            position_limit, exact, fmt, output, png):
+            position_limit, exact, fmt, output, wide, png):
     """How much of the dense attention the mincut mask keeps, against window,
     A-shape, strided and oracle masks of the same size, on real activations.
 
@@ -102,7 +102,7 @@ def quality(ctx, files, sinks, families, gate, partitions, target_name, profiles
             report.write_csv(records, out)
         else:
             out.write(f"{plural(len(files), 'text')}, T={t}, {layers} layers x {heads} heads ({kv_heads} kv), D={d}, "
-                      f"target {target}\n{report.table(records)}\n")
+                      f"target {target}\n{report.table(records, wide)}\n")
 
 
 def _warn_full(settings: metrics.Settings, t: int) -> None:

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import csv
 
-COLUMNS = (("partitions", 10, "{}"), ("mask", 15, "{}"), ("positions", 9, "{}"), ("density", 7, "{:.4f}"),
-           ("mask_bytes", 10, "{}"), ("recall_mean", 11, "{:.4f}"), ("recall_min_head", 15, "{:.4f}"),
-           ("out_err_median", 14, "{:.4f}"), ("int8_err_vs_dense_median", 24, "{:.4f}"),
-           ("int8_err_vs_mask_median", 23, "{:.4f}"))
-"""The scalar fields of a record, with their table width and format."""
+COLUMNS = (("partitions", 10, "{}", True), ("mask", 15, "{}", True), ("positions", 9, "{}", False),
+           ("density", 7, "{:.4f}", True), ("mask_bytes", 10, "{}", False), ("recall_mean", 11, "{:.4f}", True),
+           ("recall_min_head", 15, "{:.4f}", True), ("out_err_median", 14, "{:.4f}", True),
+           ("int8_err_vs_dense_median", 24, "{:.4f}", False), ("int8_err_vs_mask_median", 23, "{:.4f}", False))
+"""The scalar fields of a record: name, table width, format, and whether the table
+shows it without ``wide`` (those fit 100 columns)."""
 
 
-def table(records: list[dict]) -> str:
-    """Fixed-width table of the scalar fields (``-`` where a record has none)."""
-    lines = [" ".join(f"{name:>{w}}" for name, w, _ in COLUMNS)]
+def table(records: list[dict], wide: bool = False) -> str:
+    """Fixed-width table of the scalar fields (``-`` where a record has none); without
+    ``wide``, the columns that fit 100 characters, and a line naming the others."""
+    shown = [c for c in COLUMNS if wide or c[3]]
+    lines = [" ".join(f"{name:>{w}}" for name, w, _, _ in shown)]
     for rec in records:
-        lines.append(" ".join(f"{fmt.format(rec[name]) if name in rec else '-':>{w}}" for name, w, fmt in COLUMNS))
+        lines.append(" ".join(f"{fmt.format(rec[name]) if name in rec else '-':>{w}}" for name, w, fmt, _ in shown))
+    if len(shown) < len(COLUMNS):
+        lines.append("(positions, mask_bytes and the int8 errors: --wide, or --format csv or json)")
     return "\n".join(lines)
 
 
@@ -23,9 +28,9 @@ def write_csv(records: list[dict], out) -> None:
     """One row per record: the scalar fields, then ``recall_layer_<id>`` per layer."""
     layers = records[0]["layers"] if records else []
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([name for name, _, _ in COLUMNS] + [f"recall_layer_{i}" for i in layers])
+    writer.writerow([c[0] for c in COLUMNS] + [f"recall_layer_{i}" for i in layers])
     for rec in records:
-        writer.writerow([rec.get(name, "") for name, _, _ in COLUMNS] + rec["recall_by_layer"])
+        writer.writerow([rec.get(c[0], "") for c in COLUMNS] + rec["recall_by_layer"])
 
 
 def plot(records: list[dict], out, plt, title: str = "") -> None:
