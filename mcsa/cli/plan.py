@@ -16,7 +16,7 @@ from mcsa.app import interrupt
 from mcsa.core.errors import MaskTooLarge
 from mcsa.core.packets import f32_to_json
 from .common import (
-    USIZE64_MAX, IntRange, check_outputs, config_option, dim_option, fail_on_input_errors, gate_options,
+    TABLE_WIDTH, USIZE64_MAX, IntRange, check_outputs, config_option, dim_option, fail_on_input_errors, gate_options,
     heap_budget_option, limit_option, load_config, pyplot, resolve_profile, save_png, seq_len_option, target_options,
 )
 
@@ -167,9 +167,9 @@ def _mask_figures(report: StepReport) -> dict:
 
 FIGURE_NOTES = (
     ("inputs_bytes", "q, k and v requested"),
-    ("build_mask_peak_bytes", "requested live during build_mask (q, k, v not counted)"),
+    ("build_mask_peak_bytes", "requested live in build_mask (not q, k, v)"),
     ("mask_bytes", "held by the finished mask"),
-    ("attention_peak_bytes", "requested live during sparse_attention (mask, q, k, v not counted)"),
+    ("attention_peak_bytes", "requested live in sparse_attention (not the mask, q, k, v)"),
     ("step_requested_bytes", "the whole step, each block as the allocator counts it"),
     ("step_peak_bytes", "what the verdict compares with the heap budget"),
 )
@@ -211,15 +211,15 @@ def fit(target_name, profiles_file, dim, gate, heap_budget, allocator, as_json, 
         click.echo(json.dumps(_report_json(report, profile.target(build))))
     else:
         click.echo(f"{profile.name}-{build}: seq_len {seq_len}, {gate.partition_count} partitions, "
-                   f"lambda {gate.lambda_}, dim {dim}; "
-                   f"allocator {report.allocator}, heap budget {report.budget_bytes:,} B")
+                   f"lambda {gate.lambda_}, dim {dim}\n"
+                   f"  allocator {report.allocator}, heap budget {report.budget_bytes:,} B")
         if report.num_positions is not None:
             click.echo(f"  mask: {report.num_positions:,} positions, density {f32_to_json(report.density)}")
         for name, note in FIGURE_NOTES:
             value = getattr(report, name)
             if value is not None:
-                click.echo(f"  {name:<22} {value:>14,} B  {note}")
-        click.echo(report.verdict())
+                click.echo(f"  {name:<22} {value:>13,} B  {note}")
+        click.echo(textwrap.fill(report.verdict(), TABLE_WIDTH, break_on_hyphens=False))
         extra = _mask_figures(report)
         if extra["op_counts"]:
             ops = ", ".join(f"{k} {v:,}" for k, v in extra["op_counts"].items())
