@@ -90,7 +90,7 @@ def _profile(name: str, row: dict, origin: str, base: dict | None) -> tuple[Prof
         if missing:
             raise ValueError(f"{where} is missing {', '.join(missing)} (a new profile gives {', '.join(REQUIRED)}; "
                              f"a row named after an existing profile changes only the fields it gives)")
-    given = {**(base or {}), **row}
+    own, given = set(row), {**(base or {}), **row}
     row = dict(given)  # with the defaults filled in below
     family = _one_of(row["arch"], FAMILIES, f"{where} arch")
     preset = PRESETS[f"{family}-release"]
@@ -99,8 +99,10 @@ def _profile(name: str, row: dict, origin: str, base: dict | None) -> tuple[Prof
         if not isinstance(row[key], str):
             raise ValueError(f"{where} {key} must be a string, got {row[key]!r:.40}")
     bits = check_int(row.setdefault("usize_bits", preset.usize_bits), f"{where} usize_bits")
-    if bits not in (32, 64):
-        raise ValueError(f"{where} usize_bits must be 32 or 64, got {bits}")
+    if bits != preset.usize_bits:  # every arch has one pointer width
+        came = f" (from the {name} this row overrides)" if "usize_bits" not in own else ""
+        raise ValueError(f"{where} usize_bits {bits}{came} does not match arch {family}, a "
+                         f"{preset.usize_bits}-bit target: give usize_bits = {preset.usize_bits}, or another arch")
     for key in ("ram", "heap_budget"):  # 131072 or "128K", as --heap-budget takes it
         row[key] = parse_byte_size(row[key], f"{where} {key}")
     if row["ram"] > 1 << bits:

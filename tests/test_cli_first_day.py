@@ -196,6 +196,11 @@ def test_a_profiles_row_may_change_one_field_of_a_built_in_one(tmp_path):
     assert "of 98,304 B" in fit.output, fit.output
     own.write_text('[stm32f411]\nallocater = "tlsf"\n')  # was "missing allocator"
     refused(run("targets", "--profiles", own), f"{own}: [stm32f411]: unknown key `allocater`; did you mean `allocator`?")
+    own.write_text('[stm32f411]\narch = "x86_64"\n')  # kept the built-in's 32-bit usize, silently
+    refused(run("targets", "--profiles", own), f"{own}: [stm32f411] usize_bits 32 (from the stm32f411 this row "
+            "overrides) does not match arch x86_64, a 64-bit target: give usize_bits = 64, or another arch")
+    own.write_text('[stm32f411]\narch = "x86_64"\nusize_bits = 64\n')
+    assert load_profiles(own)["stm32f411"].target().usize_bits == 64
 
 
 def test_a_new_board_needs_four_fields_the_rest_follow_its_arch(tmp_path):

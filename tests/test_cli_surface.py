@@ -309,7 +309,10 @@ def _profile_row(**change):
     (_profile_row(expf='"glibc"'), r"expf must be one of glibc-fma, musl, libm-rs, got 'glibc' \(did you mean"),
     (_profile_row(allocator='"tlfs"'), r"allocator must be one of none, linked-list"),
     (_profile_row(nan='"arm"'), r"nan must be one of x86-sse, .*, xtensa-fpu, got 'arm'"),
-    (_profile_row(usize_bits=16), r"usize_bits must be 32 or 64, got 16"),
+    (_profile_row(usize_bits=16), r"usize_bits 16 does not match arch thumbv7em, a 32-bit target: give "
+                                  r"usize_bits = 32, or another arch"),
+    (_profile_row(usize_bits=64), r"\[board\] usize_bits 64 does not match arch thumbv7em, a 32-bit target"),
+    (_profile_row(arch='"x86_64"'), r"\[board\] usize_bits 32 does not match arch x86_64, a 64-bit target"),
     (_profile_row(allocater='"tlsf"'), r"\[board\]: unknown key `allocater`; did you mean `allocator`\?"),
     (_profile_row(arch=None), r"\[board\] is missing arch \(a new profile gives arch, ram, heap_budget, allocator;"),
 ])

@@ -75,7 +75,7 @@ def test_user_profile_file_overrides_and_errors_name_the_row(tmp_path):
     assert profile_named("board", own).heap_budget == 2048
     own.write_text('[board]\ndescription = "x"\narch = "thumbv7em"\nusize_bits = 16\nram = 1\nheap_budget = 1\n'
                    'fpu = "none"\nexpf = "musl"\nallocator = "tlsf"\nsource = "me"\n')
-    with pytest.raises(ValueError, match=r"mine.toml: \[board\] usize_bits must be 32 or 64"):
+    with pytest.raises(ValueError, match=r"mine.toml: \[board\] usize_bits 16 does not match arch thumbv7em"):
         load_profiles(own)
     own.write_text("[board\n")
     with pytest.raises(ValueError, match="mine.toml: not valid TOML"):
