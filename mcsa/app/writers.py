@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from mcsa.core.jsonio import dumps, jsonable
+from mcsa.core.words import plural
 from mcsa.core.packets import FIELDS, shortest_f32
 
 from . import interrupt
@@ -47,11 +48,6 @@ WIDE_FLEET = ("packets", "sparse", "full", "panics", "bad_records", "worst_step_
 def table_view(wide: bool) -> tuple:
     """The columns the table shows: those that fit 100 columns, or all with ``wide``."""
     return tuple(c for c in RECORD if wide or c.narrow)
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``1 mismatch``, ``2 mismatches``, ``1,024 positions``."""
-    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def cell(value) -> str:

@@ -27,6 +27,7 @@ from mcsa.core.errors import DEFAULT_POSITION_LIMIT, MAX_HOST_POSITIONS, MaskToo
 
 from mcsa.app import interrupt
 from mcsa.core.jsonio import dumps, jsonable, read_text  # noqa: F401 (the commands' JSON and files, one definition)
+from mcsa.core.words import plural  # noqa: F401 (for the commands)
 
 USIZE64_MAX = (1 << 64) - 1
 """Upper bound of sizes (--seq-len, --dim, --heap-budget): the widest usize; a command
@@ -126,11 +127,6 @@ class PartitionList(click.ParamType):
                 self.fail(f"{part.strip()} runs downwards; write {hi}..{lo}", param, ctx)
             counts.update(range(lo, hi + 1))
         return tuple(sorted(counts))
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``1 mismatch``, ``2 mismatches``, ``1,024 positions``."""
-    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def _options(fn, *options):

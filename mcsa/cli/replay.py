@@ -13,9 +13,10 @@ from mcsa.app.fleet import CONNECT_TIMEOUT, Fleet
 from mcsa.app.record import FORMATS, RECORD, Summary
 from mcsa.app.traces import TraceError, open_trace, unknown_note
 from mcsa.app.writers import (
-    Dataset, ParquetWriter, TextWriter, fleet_text, plot_points, plural, replay_figure, summary_text,
+    Dataset, ParquetWriter, TextWriter, fleet_text, plot_points, replay_figure, summary_text,
 )
 from mcsa.core.packets import FIELDS
+from mcsa.core.words import plural
 from .common import (
     InputError, IntRange, atomic_output, check_outputs, config_option, dim_option, dumps, fail_on_input_errors,
     heap_budget_option, limit_option, load_config, output_format, pyplot, resolve_profile, save_png, seq_len_option,
