@@ -104,6 +104,29 @@ def test_interrupts_exit_130_and_leave_no_file(tmp_path, signum):
     assert list(out_dir.iterdir()) == []
 
 
+def test_a_signal_stops_a_batch_of_slow_steps_within_a_second(tmp_path):
+    """Records of many distinct seq_lens: each new step is planned and placed (a fraction of a
+    second each), so a batch of 65,536 records took 15 s to see the signal; now each step looks."""
+    import random
+
+    rng = random.Random(5)
+    trace = tmp_path / "slow.jsonl"
+    trace.write_text("".join(json.dumps({"lambda": rng.randrange(400), "lambda_prev": 0, "boundary_edges": 0,
+                                         "boundary_concentration_q15": 0, "partition_count": rng.randrange(1, 17),
+                                         "flags": 0, "seq_len": rng.randrange(64, 1500)}) + "\n"
+                             for _ in range(20000)))
+    proc = _mcsa("replay", trace, "--target", "stm32f411", "--seq-len", 128, "-o", tmp_path / "r.jsonl",
+                 stdout=subprocess.DEVNULL)
+    time.sleep(4)  # imports, then steps
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"Traceback" not in err
+    assert time.monotonic() - sent < 2, time.monotonic() - sent
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.jsonl"]
+
+
 def _catches_sigterm(pid: int) -> bool:
     """Whether process ``pid`` has a handler for SIGTERM (Linux: the SigCgt mask)."""
     try:

@@ -250,6 +250,7 @@ class Replayer:
         first = rows[first]
         masks, messages = [], []
         for k, (s, p) in enumerate(keys):
+            interrupt.check()  # a new step is planned and placed: up to a second each, so look between them
             fields = self._fields(s, p, GatePacket(*packets[first[k]].tolist()))
             if isinstance(fields, Exception):
                 messages.append(str(fields))
