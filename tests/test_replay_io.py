@@ -177,6 +177,20 @@ def test_files_users_keep_beside_traces_are_not_read_as_packets(tmp_path, kind, 
         assert len(records(run("replay", *given, *ARGS, "--format", "jsonl").stdout)) == 40
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_utf16_text_is_refused_as_such_not_replayed_as_packets(tmp_path, encoding):
+    """JSON Lines saved by Windows PowerShell (UTF-16 with a byte-order mark) replayed as
+    129 "packets" from 8 lines, exit 0, where its name said nothing."""
+    lines = (EXAMPLES / "trace.jsonl").read_text().splitlines()[:8]
+    text = "".join(line + "\r\n" for line in lines)
+    data = ("\ufeff" if encoding == "utf-16-be" else "").encode(encoding) + text.encode(encoding)
+    data += bytes(-len(data) % 16)
+    for name in ("ps.txt", "ps.jsonl"):
+        (tmp_path / name).write_bytes(data)
+        refused(run("replay", tmp_path / name, *ARGS), f"{tmp_path / name}: the content is UTF-16 text", "save it as UTF-8")
+    refused(run("replay", "-", *ARGS, input=data), "-: the content is UTF-16 text")
+
+
 # --- no input is ever an output (issue 16.1) -----------------------------------------------------------
 
 

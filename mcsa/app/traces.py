@@ -194,13 +194,16 @@ def trace_format(path: str | Path) -> str | None:
 
 
 def sniff(head: bytes) -> str:
-    """What the first bytes of a trace look like: ``gzip``, or a file of :data:`_FILES`
+    """What the first bytes of a trace look like: ``gzip``, ``utf16`` (a UTF-16 byte-order
+    mark), or a file of :data:`_FILES`
     (``parquet``, ``npy``...) by its magic number, ``empty``, and for the rest, text (at most one byte in 20 a control
     character or not UTF-8) or not: ``jsonl`` (the first line that is not blank opens a JSON
     object or array), ``csv`` (it is a header: commas and ``lambda``), ``text``
     (neither), ``bin`` (not text)."""
     if head[:2] == GZIP_MAGIC:
         return "gzip"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # (and UTF-32 LE, which starts the same)
+        return "utf16"
     kind = next((kind for magic, kind in _FILES.items() if head.startswith(magic)), None)
     if kind is not None:
         return kind
@@ -310,6 +313,9 @@ def open_trace(path: str | Path, fmt: str | None = None, skip_bad: bool = False)
 
 def _agree(path: str, named: str | None, why: str, looks: str) -> str:
     """The format of a trace named ``named`` (by ``why``) whose first bytes look like ``looks``."""
+    if looks == "utf16" and named != "bin":
+        raise TraceError(f"{path}: the content is UTF-16 text (it starts with a UTF-16 byte-order mark, as Windows "
+                         "PowerShell writes), and traces are UTF-8: save it as UTF-8")
     if looks == "empty":
         return named or "bin"
     if looks == "gzip":  # gzip inside gzip: read as it says, and let the reader judge
