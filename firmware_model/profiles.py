@@ -188,14 +188,32 @@ def load_profiles(path: str | os.PathLike | None = None) -> dict[str, Profile]:
         sources.append((str(path), jsonio.read_text(path, PROFILES_LIMIT)))
     profiles: dict[str, Profile] = {}
     given: dict[str, dict] = {}
-    for origin, text in sources:
+    for i, (origin, text) in enumerate(sources):
         rows = jsonio.loads_toml(text, origin)
         for name, row in rows.items():
             if not isinstance(row, dict):
                 raise ValueError(f"{origin}: {name} must be a table of a profile's fields")
             name = next((known for known in profiles if name_key(known) == name_key(name)), name)
+            if name not in profiles and i > 0:  # (the built-in x86_64 and wasm32 are the hosts' presets)
+                _check_new_name(name, origin)
             profiles[name], given[name] = _profile(name, row, origin, given.get(name))
     return profiles
+
+
+def _check_new_name(name: str, origin: str) -> None:
+    """Refuse a new profile's name that ``--target`` could never pick: empty, ending in a
+    build (``--target NAME-debug`` picks NAME's debug build), or a simulator preset's
+    (the row would hide the preset)."""
+    key = name_key(name)
+    if not key:
+        raise ValueError(f"{origin}: [{name!r}]: a profile needs a name")
+    build = next((b for b in BUILDS if key.endswith(f"-{b}")), None)
+    if build is not None:
+        raise ValueError(f"{origin}: [{name}]: a name ending in -{build} cannot be picked (--target "
+                         f"{name} means the {build} build of {name[:-len(build) - 1]}): drop the suffix")
+    if key in {name_key(family) for family in FAMILIES}:
+        raise ValueError(f"{origin}: [{name}] is the name of a simulator preset, which the row would hide: "
+                         "name your part otherwise")
 
 
 def profile_named(name: str, path: str | os.PathLike | None = None) -> Profile:

@@ -185,6 +185,19 @@ def test_presets_work_in_fit_plan_and_replay():
 # --- profiles as users write them -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name, message", [
+    ("new-debug", "[new-debug]: a name ending in -debug cannot be picked (--target new-debug means the debug build "
+                  "of new): drop the suffix"),
+    ('""', "['']: a profile needs a name"),
+    ("thumbv7em", "[thumbv7em] is the name of a simulator preset, which the row would hide: name your part otherwise"),
+])
+def test_a_profile_name_that_target_could_never_pick_is_refused(tmp_path, name, message):
+    """`targets` listed [new-debug], which `--target new-debug` then could not find; [thumbv7em] hid the preset."""
+    own = tmp_path / "p.toml"
+    own.write_text(f'[{name}]\narch = "thumbv7em"\nram = 1000\nheap_budget = 1000\nallocator = "none"\n')
+    refused(run("targets", "--profiles", own), f"{own}: {message}")
+
+
 def test_a_profiles_row_may_change_one_field_of_a_built_in_one(tmp_path):
     own = tmp_path / "p.toml"
     own.write_text("[STM32F411]\nheap_budget = 98304\n")
