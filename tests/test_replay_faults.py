@@ -264,6 +264,15 @@ def test_a_listener_that_is_not_dask_is_refused_within_seconds(handler):
     assert proc.returncode == 2 and f"--scheduler {address}: " in err and "Dask scheduler" in err, err
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "table"])
+@pytest.mark.parametrize("scheduler", ["garbage", "tcp://127.0.0.1:1"])
+def test_a_cluster_refused_before_any_record_leaves_stdout_empty(fmt, scheduler):
+    """The header record went to stdout before --scheduler was refused: a redirect kept a header-only file."""
+    result = run("replay", EXAMPLES / "trace.jsonl", *ARGS, "--format", fmt, "--scheduler", scheduler,
+                 "--connect-timeout", 1)
+    assert result.exit_code == 2 and result.stdout == "" and f"--scheduler {scheduler}: " in result.stderr
+
+
 class _Huge(socketserver.BaseRequestHandler):
     def handle(self):
         try:  # a first message of 3 GiB announced, then 64 MiB of it

@@ -240,11 +240,12 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
             _replay_to_folder(Dataset(output, header, several, with_packet), replayer, sources,
                               (workers, scheduler, connect_timeout), skip_bad, run, stack)
         else:
-            out = stack.enter_context(atomic_output(None if to_stdout else output, "wb" if fmt == "parquet" else "w"))
-            writer = (ParquetWriter(out, header, several, with_packet) if fmt == "parquet"
-                      else TextWriter(out, fmt, header, several, with_packet, wide))
-            stack.push(lambda kind, *rest: writer.abandon() if kind is not None else None)  # (before out closes)
-            with bar, Fleet(replayer, workers, scheduler, connect_timeout) as fleet:
+            with bar, Fleet(replayer, workers, scheduler, connect_timeout) as fleet:  # (a cluster refused: no header)
+                out = stack.enter_context(atomic_output(None if to_stdout else output,
+                                                        "wb" if fmt == "parquet" else "w"))
+                writer = (ParquetWriter(out, header, several, with_packet) if fmt == "parquet"
+                          else TextWriter(out, fmt, header, several, with_packet, wide))
+                stack.push(lambda kind, *rest: writer.abandon() if kind is not None else None)  # (before out closes)
                 for source, parts, keys in fleet.records(sources, skip_bad):
                     run.trace(source.path, parts, keys, writer, stop=not several)
             writer.close()
