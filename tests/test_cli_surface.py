@@ -76,6 +76,20 @@ def _mcsa(*args, **kwargs):
                             env=env, stderr=subprocess.PIPE, **kwargs)
 
 
+@pytest.mark.parametrize("args, code", [
+    (["mask", "--seq-len", 10, "--target", "foo"], 2),
+    (["replay", EXAMPLES / "trace.jsonl", "--target", "stm32f411", "--seq-len", 128], 0),
+    (["fit", "--target", "stm32f411", "--seq-len", 256, "--partitions", 4, "--dim", 32], 1),
+])
+def test_an_unwritable_stderr_keeps_the_runs_own_exit_code(args, code):
+    """stderr on a full disk turned every run into exit 1 (the verdict code), a bad option included."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-c", "from mcsa.cli import main; main()", *map(str, args)],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=full,
+                              timeout=120)
+    assert proc.returncode == code
+
+
 def test_a_closed_stdout_ends_quietly_with_141(tmp_path):
     trace = _bin_trace(tmp_path / "t.bin", 50)
     proc = _mcsa("replay", trace, "--target", "stm32f411", "--seq-len", 128, "--format", "jsonl",

@@ -97,9 +97,12 @@ class _Main(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         restore = interrupt.install()  # first: a signal from here on ends the run with 130
+        stderr, sys.stderr = sys.stderr, _Unfailing(sys.stderr)
         try:
             code = self._exit_code(args, prog_name, complete_var, **extra)
         finally:
+            sys.stderr.flush()
+            sys.stderr = stderr
             restore()
         sys.exit(code)
 
@@ -116,6 +119,30 @@ class _Main(click.Group):
                     click.echo("", err=True)
                 return EXIT_INTERRUPTED
             return _failure(err)
+
+
+class _Unfailing:
+    """``sys.stderr`` while a command runs: a message that cannot be written (stderr on a
+    full disk, or closed) is dropped, so that the exit code stays the run's own (Python
+    would end a run whose stderr fails with 1 or 120, codes that mean something else here)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def _failure(err: BaseException) -> int:
