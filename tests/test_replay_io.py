@@ -283,7 +283,11 @@ def test_the_output_format_is_the_one_its_extension_names(tmp_path):
     refused(run("replay", EXAMPLES / "trace.jsonl", *ARGS, "-o", tmp_path / "x.csv", "--format", "jsonl"),
             f"-o {tmp_path / 'x.csv'} names csv by its extension, --format says jsonl")
     refused(run("replay", EXAMPLES / "trace.jsonl", *ARGS, "-o", tmp_path / "x.json"), "a .json file is a format")
-    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.json").exists()
+    for name in ("x.bin", "x.tsv", "x.xlsx", "x.zip", "x.bz2", "x.yaml", "x.toml", "x.html", "x.md"):
+        refused(run("replay", EXAMPLES / "trace.jsonl", *ARGS, "-o", tmp_path / name),  # (x.bin was JSON Lines)
+                f"-o {tmp_path / name}: a .{name[2:]} file is a format replay does not write")
+    refused(run("mask", "--seq-len", 8, "-o", tmp_path / "m.tsv"), "a .tsv file, a format this command does not write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv", "o.jsonl", "o.parquet", "o.txt"]
 
 
 # --- storage errors name the path (issue 19.7) ---------------------------------------------------------

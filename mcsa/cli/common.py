@@ -476,9 +476,13 @@ def config_option(fn):
 
 EXTENSIONS = {".txt": "table", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
               ".parquet": "parquet", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf",
-              ".gz": "gzip", ".npy": "npy", ".npz": "npz"}
-"""The format an output file's extension names: every output's one table. Some are formats
-no command writes (a ``.gz`` output would be read back as gzip, and mcsa compresses nothing)."""
+              ".gz": "gzip", ".npy": "npy", ".npz": "npz", ".bin": "binary packets", ".tsv": "tsv",
+              ".xlsx": "Excel", ".xls": "Excel", ".zip": "zip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstd",
+              ".yaml": "YAML", ".yml": "YAML", ".toml": "TOML", ".html": "HTML", ".htm": "HTML", ".md": "Markdown",
+              ".feather": "Arrow IPC", ".arrow": "Arrow IPC", ".pkl": "pickle", ".pickle": "pickle"}
+"""The format an output file's extension names: every output's one table. Most are formats
+no command writes, named so that an output is not written under a name that promises
+another (``-o r.bin`` would be read back as binary packets; mcsa compresses nothing)."""
 WRITES = {"--png": "png", "--plot": "png", "--summary": "jsonl"}
 """What the outputs of one fixed format write (``-o`` follows ``--format``)."""
 
