@@ -7,6 +7,7 @@ The fuzz tests are seeded (the derandomized profile of conftest.py) and bounded.
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 
 import numpy as np
@@ -249,3 +250,16 @@ def test_quality_on_mutated_archives_ends_0_or_2(tmp_path_factory, data):
     assert "Traceback" not in result.output
     if result.exit_code == 2:
         assert str(path) in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("option", ["--q", "--activations"])
+def test_a_fifo_is_refused_as_such_not_called_an_unreadable_array(tmp_path, option):
+    """``--q <(cat q.npy)`` was "not an array file": the sniff had read the pipe's first bytes."""
+    fifo = tmp_path / "q.npy"
+    os.mkfifo(fifo)
+    if option == "--q":
+        refused(run("attention", "--q", fifo, "--k", fifo, "--v", fifo, "--dim", 4, "--scale", 1),
+                f"--q {fifo}: cannot read as .npy (a pipe, FIFO or device, which cannot be read twice")
+    else:
+        refused(run("quality", "--activations", fifo),
+                f"{fifo}: not a readable .npz/.npy (a pipe, FIFO or device, which cannot be read twice")

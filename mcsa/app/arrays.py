@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
 import tokenize
 import zipfile
@@ -55,9 +56,24 @@ def sniff(path: str) -> str | None:
     OSError
         If the file cannot be read.
     """
+    _check_file(path)
     with open(path, "rb") as f:
         head = f.read(len(NPY_MAGIC))
     return "npy" if head == NPY_MAGIC else "npz" if head[:4] in ZIP_MAGICS else None
+
+
+def _check_file(path: str) -> None:
+    """Refuse a pipe, a FIFO or a device (``<(cat q.npy)``, ``/dev/stdin``): an archive is
+    read from its end and an array file twice, so both need a file.
+
+    Raises
+    ------
+    UnreadableArray
+    """
+    mode = os.stat(path).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
+        raise UnreadableArray(str(path), None, "a pipe, FIFO or device, which cannot be read twice: save it to a "
+                                               "file and give that")
 
 
 def _header(f, path: str, member: str | None, available: int):
@@ -112,6 +128,7 @@ def read_npy(path: str) -> np.ndarray:
         If the file cannot be read.
     """
     path = str(path)
+    _check_file(path)
     with open(path, "rb") as f:
         available = os.fstat(f.fileno()).st_size
         if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
@@ -141,6 +158,7 @@ def read_npz(path: str, names, budget: Callable[[int], None] | None = None) -> t
         If the file cannot be read.
     """
     path = str(path)
+    _check_file(path)
     try:
         archive = zipfile.ZipFile(path)
     except _PARSE_ERRORS as err:

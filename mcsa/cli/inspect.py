@@ -286,9 +286,9 @@ def _load_i8(path: str, option: str):
 
     from mcsa.app import arrays
 
-    if arrays.sniff(path) == "npz":
-        raise InputError(f"{option} {path}: an .npz archive; give each of q, k, v as its own int8 .npy file")
     try:
+        if arrays.sniff(path) == "npz":
+            raise InputError(f"{option} {path}: an .npz archive; give each of q, k, v as its own int8 .npy file")
         arr = arrays.read_npy(path)
     except arrays.UnreadableArray as err:
         raise InputError(f"{option} {path}: cannot read as .npy ({err.reason})") from None
