@@ -430,6 +430,24 @@ def test_a_missing_output_folder_is_refused_before_any_output_is_written(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_one_output_of_several_traces_keeps_the_good_ones_when_one_fails(tmp_path, fmt):
+    """-o FILE and --summary were both dropped when one trace of several failed, though
+    the summary line is what carries the error; now they are written, and the exit is 2."""
+    mid = tmp_path / "mid.jsonl"
+    mid.write_text((EXAMPLES / "trace.jsonl").read_text().splitlines()[0] + "\nbad\n")
+    out, summary = tmp_path / f"m.{fmt}", tmp_path / "s.jsonl"
+    result = run("replay", mid, EXAMPLES / "trace.bin", *ARGS, "-o", out, "--summary", summary)
+    assert result.exit_code == 2 and f"{mid}:2: not JSON" in result.stderr
+    sums = [json.loads(line) for line in summary.read_text().splitlines()]
+    assert [(s["source"], s["packets"], s["error"] is None) for s in sums] == [
+        (str(mid), 1, False), (str(EXAMPLES / "trace.bin"), 400, True)]
+    if fmt == "parquet":  # (a Parquet file keeps the traces that completed)
+        assert pq.read_table(out).num_rows == 400
+    else:  # (a text output also keeps the failed trace's records read before the fault, as docs/replay.md says)
+        assert sum("index" in json.loads(line) for line in out.read_text().splitlines()) == 401
+
+
 def test_skip_bad_keeps_a_cut_trace_records_and_says_it_failed(tmp_path):
     """With several traces in one output and --skip-bad, a gzip cut short keeps the
     records read before the cut, and its summary line carries the error."""

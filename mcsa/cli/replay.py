@@ -248,10 +248,8 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
                 stack.push(lambda kind, *rest: writer.abandon() if kind is not None else None)  # (before out closes)
                 for source, parts, keys in fleet.records(sources, skip_bad):
                     run.trace(source.path, parts, keys, writer, stop=not several)
-            writer.close()
-            if run.failures and not skip_bad:  # the records are not written: nor are the summary and the plot
-                click.echo(fleet_text(run.ordered(), wide), err=True)
-                raise InputError(f"{len(run.failures)} of {len(traces)} traces failed (see above)")
+            writer.close()  # (a trace that failed among several keeps its records before the fault, and its
+            # summary line says why: the outputs go in place, then _report ends the run with 2)
         if summary_file:
             stack.enter_context(atomic_output(summary_file)).write("".join(dumps(r) + "\n" for r in run.ordered()))
         if plot:
