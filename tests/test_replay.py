@@ -4,6 +4,7 @@ ranges change nothing, and every malformed record is refused at its place."""
 import contextlib
 import csv
 import gzip
+import zlib
 import io
 import json
 import socket
@@ -446,6 +447,26 @@ def test_one_output_of_several_traces_keeps_the_good_ones_when_one_fails(tmp_pat
         assert pq.read_table(out).num_rows == 400
     else:  # (a text output also keeps the failed trace's records read before the fault, as docs/replay.md says)
         assert sum("index" in json.loads(line) for line in out.read_text().splitlines()) == 401
+
+
+@pytest.mark.parametrize("name", ["cut.jsonl.gz", "cut.bin.gz"])
+def test_a_cut_gzip_trace_is_named_where_its_records_stop(tmp_path, name):
+    """A gzip stream cut short said "at line 1" and kept no record, though 234 whole lines
+    decompress before the cut: the records before the fault are read, the fault named there."""
+    plain = (EXAMPLES / ("trace.jsonl" if name.endswith(".jsonl.gz") else "trace.bin")).read_bytes() * 20
+    whole = gzip.compress(plain)
+    cut = tmp_path / name
+    cut.write_bytes(whole[:len(whole) // 3])
+    prefix = zlib.decompressobj(31).decompress(cut.read_bytes())  # what the cut stream still holds
+    if name.endswith(".jsonl.gz"):
+        records = prefix.count(b"\n")
+        where = f"at line {records + 1:,} of the decompressed trace"
+    else:
+        records, where = len(prefix) // 16, f"at byte {len(prefix) // 16 * 16:,} of the decompressed trace"
+    result = run("replay", cut, EXAMPLES / "trace.bin", *ARGS, "--format", "jsonl")
+    assert result.exit_code == 2 and f"{cut}: corrupt gzip stream" in result.stderr and where in result.stderr
+    kept = [r for r in map(json.loads, result.stdout.splitlines()) if r.get("source") == str(cut) and "index" in r]
+    assert 0 < records == len(kept) < len(plain) // (16 if name.endswith(".bin.gz") else 100)
 
 
 def test_skip_bad_keeps_a_cut_trace_records_and_says_it_failed(tmp_path):

@@ -333,6 +333,46 @@ def _agree(path: str, named: str | None, why: str, looks: str) -> str:
     return named
 
 
+class _UpToFault(io.RawIOBase):
+    """A gzip stream that ends at its first fault (a corrupt or cut stream) after its last
+    whole record: lines (``packet`` None) or ``packet``-byte records. Whole records go
+    out as they are decompressed; at the fault the incomplete one is dropped and the
+    stream ends, ``fault`` holding the error for the reader to name where the records
+    stop. Pieces of 64 KiB: what came before the fault is not lost with it."""
+
+    PIECE = 1 << 16
+
+    def __init__(self, stream, packet: int | None):
+        self.stream, self.packet = stream, packet
+        self.ready, self.pending = bytearray(), bytearray()
+        self.fault: BaseException | None = None
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.ready and not self.done:
+            try:
+                piece = self.stream.read1(self.PIECE)  # (one read: what it decompressed is not lost with a fault)
+            except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+                self.fault, self.done = err, True
+                break
+            if not piece:
+                self.ready += self.pending
+                self.done = True
+                break
+            self.pending += piece
+            cut = (len(self.pending) // self.packet * self.packet if self.packet
+                   else self.pending.rfind(b"\n") + 1)
+            self.ready += self.pending[:cut]
+            del self.pending[:cut]
+        n = min(len(buffer), len(self.ready))
+        buffer[:n] = self.ready[:n]
+        del self.ready[:n]
+        return n
+
+
 class _StreamInput(io.RawIOBase):
     """A file descriptor read as it comes (a pipe, a FIFO, a terminal, a device),
     waiting for data in slices so that a signal is seen while nothing comes."""
@@ -482,16 +522,22 @@ class TraceReader:
         return self._read(stream, raw, close=raw is not sys.stdin.buffer)
 
     def _read(self, stream, raw, close: bool = True) -> Iterator[Batch]:
+        guard = None
+        if self.source.compressed:  # (a fault ends the records where it is, then is named there)
+            guard = _UpToFault(stream, RECORD_BYTES if self.fmt == "bin" else None)
+            stream = io.BufferedReader(guard, 1 << 16)
         try:
             if self.start == 0 and self.fmt != "bin" and stream.peek(3)[:3] == codecs.BOM_UTF8:  # saved on Windows
                 self.start = len(stream.read(3))  # a byte range's length counts from here
             reader = {"bin": self._binary, "jsonl": self._jsonl, "csv": self._csv}[self.fmt]
             yield from reader(stream, raw)
+            if guard is not None and guard.fault is not None:
+                raise guard.fault
             self._check_not_cut(raw)
         except (gzip.BadGzipFile, EOFError, zlib.error) as err:
             unit = "byte" if self.fmt == "bin" else "line"
             raise TraceError(f"{self.path}: corrupt gzip stream ({err or type(err).__name__}) at {unit} "
-                             f"{self.position} of the decompressed trace") from None
+                             f"{self.position:,} of the decompressed trace (the records before it were read)") from None
         finally:
             if close:
                 raw.close()
@@ -543,10 +589,10 @@ class TraceReader:
                     raise TraceError(message)
                 yield Batch(self.path, True, np.zeros(0, np.int64), np.zeros(0, PACKET_DTYPE),
                             bad=[(offset + whole, message)], done=self._done(raw))
-            if len(data) < n or not n:
-                return
             offset += whole
             self.position = offset
+            if len(data) < n or not n:
+                return
             if left is not None:
                 left -= whole
 
