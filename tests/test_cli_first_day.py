@@ -2,6 +2,7 @@
 names and profiles as users write them, what the API alone offered, readable
 answers, and a first day's mistakes answered with a refusal or a fast answer."""
 
+import gzip
 import json
 import os
 import re
@@ -322,7 +323,32 @@ def test_verify_takes_the_kind_from_an_option(tmp_path):
     assert result.exit_code == 0 and "1 density case, 0 mismatches for x86_64-release" in result.output
     spelled = run("verify", dump, "--build", "x86_64", "--kind", "density", "--json")
     assert json.loads(spelled.stdout) == {"file": str(dump), "kind": "density", "target": "x86_64-release",
-                                          "cases": 1, "mismatches": 0, "first_mismatch": None}
+                                          "cases": 1, "mismatches": 0, "not_run": 0, "first_mismatch": None}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r.update(density="zzzz"), "density must be an f32 bit pattern of 8 hex digits, got 'zzzz'"),
+    (lambda r: r.update(density="0x3f666666"), "density must be an f32 bit pattern of 8 hex digits"),
+    (lambda r: r.update(extra=1), "a density result has no field 'extra' (it holds density): is this a density "
+                                  "file? (--kind)"),
+])
+def test_verify_refuses_a_malformed_expected_result_instead_of_calling_it_a_mismatch(tmp_path, edit, message):
+    """Exit 1 blamed the simulator for a dump it could never have matched."""
+    case = json.loads(gzip.open(GOLDEN / "density.jsonl.gz", "rt").readline())
+    edit(case["results"]["x86_64-release"])
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text(json.dumps(case) + "\n")
+    refused(run("verify", dump, "--build", "x86_64", "--kind", "density"), f"{dump}:1: {message}")
+    masks = tmp_path / "masks.jsonl"
+    masks.write_text(gzip.open(GOLDEN / "masks.jsonl.gz", "rt").readline())
+    refused(run("verify", masks, "--build", "x86_64", "--kind", "density"), f"{masks}:1: a density result has no field")
+
+
+def test_verify_counts_the_cases_a_build_could_not_run_apart():
+    result = run("verify", GOLDEN / "firmware" / "full.jsonl.gz", "--build", "thumbv7em-debug")
+    assert result.exit_code == 0 and re.search(r": [0-9,]+ full cases, 0 mismatches for thumbv7em-debug \(99 cases "
+                                               r"the build could not run, with a harness_error, not compared\)",
+                                               result.stdout), result.output
 
 
 # --- output formats ---------------------------------------------------------------------------------------

@@ -283,6 +283,45 @@ def expected_for(case: dict, build: str) -> dict:
     return expected
 
 
+RESULT_FIELDS = {
+    "density": {"density"},
+    "scalar": {"flops_ratio", "flops_ratio_panic", "max_positions", "max_positions_panic"},
+    "full": {"panic", "num_positions", "positions_fnv1a64", "heap"},
+    "masks": {"panic", "num_positions", "density", "sparsity", "positions_fnv1a64", "partition_boundaries",
+              "boundary_tokens", "heap", "positions"},
+    "attention": {"panic", "len", "output_fnv1a64", "heap", "output"},
+}
+"""The fields a result of each kind may hold (the golden format; a build that panicked holds fewer)."""
+
+
+def check_expected(kind: str, expected: dict) -> None:
+    """Refuse an expected result that no simulator result could equal: a field its kind
+    does not have, an f32 that is not 8 hex digits, a panic that is not text.
+
+    Raises
+    ------
+    ValueError
+        Naming the field: a malformed dump is bad input, not a mismatch of the simulator.
+    """
+    extra = sorted(set(expected) - RESULT_FIELDS[kind])
+    if extra:
+        raise ValueError(f"a {kind} result has no field {', '.join(map(repr, extra))} (it holds "
+                         f"{', '.join(sorted(RESULT_FIELDS[kind]))}): is this a {kind} file? (--kind)")
+    for name in F32_FIELDS:
+        value = expected.get(name)
+        if name == "output" and value is not None and (not isinstance(value, list) or not all(map(_f32_text, value))):
+            raise ValueError("output must be a list of f32 bit patterns of 8 hex digits")
+        if name != "output" and value is not None and not _f32_text(value):
+            raise ValueError(f"{name} must be an f32 bit pattern of 8 hex digits, got {value!r:.40}")
+    for name in ("panic", "flops_ratio_panic", "max_positions_panic"):
+        if expected.get(name) is not None and not isinstance(expected[name], str):
+            raise ValueError(f"{name} must be the panic message (text) or null, got {expected[name]!r:.40}")
+
+
+def _f32_text(value) -> bool:
+    return isinstance(value, str) and F32_BITS.fullmatch(value) is not None
+
+
 def f32_line(bits):
     """f32 bit patterns (an int or an array) on the integer line where adjacent
     floats differ by 1, so that a difference is a distance in ULPs (int64)."""

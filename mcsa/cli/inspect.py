@@ -212,17 +212,20 @@ def mask(seq_len, gate, target_name, profiles_file, dim, config_file, position_l
 def verify(file, target_name, profiles_file, kind, position_limit, fmt, output):
     """Check a vectors file in the golden format (JSON Lines, gzip or plain; see
     tests/golden/README.md) against the simulator. Exit 1 on any mismatch, 2 on a
-    malformed or empty file.
+    malformed or empty file, or an expected result no simulator result could equal (a
+    field its kind does not have, an f32 that is not 8 hex digits).
 
     Each case's results are looked up under the target's build name; the golden
-    files hold x86_64-release, x86_64-debug, wasm32-release and wasm32-debug.
+    files hold x86_64-release, x86_64-debug, wasm32-release and wasm32-debug. A
+    result that is only a harness_error (the build could not run the case) is
+    counted apart, not compared.
 
     \b
     Example:
       mcsa verify tests/golden/density.jsonl.gz --target wasm32-release
       mcsa verify tests/golden/scalar.jsonl.gz --target x86_64-debug --kind scalar --json
     """
-    from mcsa.app.verify import differences, expected_for, kind_of, read_cases, simulate
+    from mcsa.app.verify import check_expected, differences, expected_for, kind_of, read_cases, simulate
 
     check_outputs({"-o": output}, {None: file, "--profiles": profiles_file})
     if kind is None:
@@ -232,19 +235,23 @@ def verify(file, target_name, profiles_file, kind, position_limit, fmt, output):
             raise InputError(f"{err}; or give --kind") from None
     target = cli_build(target_name, profiles_file, option="--target").target
     key = target.name
-    cases = mismatches = 0
+    cases = mismatches = unrun = 0
     first = None
     for line, case in read_cases(file):
         where = f"{file}:{line}"
         try:
             expected = expected_for(case, key)
+            if set(expected) == {"harness_error"}:  # the dump says this build could not run the case
+                unrun += 1
+                continue
+            check_expected(kind, expected)
         except KeyError as err:
             if err.args[0] != key:
                 raise InputError(f"{where}: missing field {err}") from None
             held = case.get("results")
             builds = f" (it holds {', '.join(map(str, held))})" if isinstance(held, dict) and held else ""
             raise InputError(f"{where}: no result for build {key!r}{builds}") from None
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise InputError(f"{where}: {err}") from None
         try:
             got = simulate(kind, case, target, position_limit)
@@ -259,14 +266,17 @@ def verify(file, target_name, profiles_file, kind, position_limit, fmt, output):
             if first is None:
                 first = (line, diff)
     if not cases:
-        raise InputError(f"{file}: no cases, nothing verified")
+        raise InputError(f"{file}: no cases, nothing verified" + (f" ({plural(unrun, 'case')} with a harness_error "
+                                                                  f"for {key})" if unrun else ""))
     with atomic_output(output) as out:
         if fmt == "json":
             out.write(json_line({"file": file, "kind": kind, "target": key, "cases": cases, "mismatches": mismatches,
+                                  "not_run": unrun,
                                   "first_mismatch": first and {"line": first[0], "differences": first[1]}}))
         else:
             out.write(f"{file}: {plural(cases, kind + ' case')}, {plural(mismatches, 'mismatch', 'mismatches')} "
-                      f"for {key}\n")
+                      f"for {key}" + (f" ({plural(unrun, 'case')} the build could not run, with a harness_error, "
+                                      "not compared)" if unrun else "") + "\n")
             if first:
                 out.write(f"first mismatch, line {first[0]}:\n" + "".join(f"  {entry}\n" for entry in first[1]))
     if first:
