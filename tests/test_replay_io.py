@@ -109,13 +109,15 @@ def test_a_failing_stream_is_named_and_dev_null_is_not_blamed():
     ("x.jsonl", "trace.csv", "its extension .jsonl names JSON Lines, but the content looks like CSV"),
     ("x.csv", "trace.jsonl", "its extension .csv names CSV, but the content looks like JSON Lines"),
     ("x.jsonl.gz", "trace.jsonl", "its extension .gz names a gzip file, but the content is not gzip-compressed"),
+    ("x.csv.gz", "trace.bin.gz", "its extension .csv.gz names CSV, but the content looks like binary packets"),
 ])
 def test_a_name_that_contradicts_the_content_is_refused(tmp_path, name, content, says):
     """A JSONL file named x.bin replayed as 3,446 nonsense packets; now it is refused,
     before any record, saying what the content looks like; so is an --input-format
     that says otherwise."""
     path = tmp_path / name
-    path.write_bytes((EXAMPLES / content).read_bytes())
+    path.write_bytes((EXAMPLES / content).read_bytes() if (EXAMPLES / content).exists()
+                     else gzip.compress((EXAMPLES / content.removesuffix(".gz")).read_bytes()))
     out = tmp_path / "o.jsonl"
     refused(run("replay", path, *ARGS, "-o", out), f"{path}: {says}")
     assert not out.exists()

@@ -277,7 +277,9 @@ def open_trace(path: str | Path, fmt: str | None = None, skip_bad: bool = False)
         If it cannot be opened or read.
     """
     path = str(path)
-    named, why = (fmt, f"--input-format {fmt}") if fmt else (trace_format(path), f"its extension {Path(path).suffix}")
+    suffixes = Path(path).suffixes
+    shown = "".join(suffixes[-2:]) if len(suffixes) > 1 and suffixes[-1].lower() == ".gz" else Path(path).suffix
+    named, why = (fmt, f"--input-format {fmt}") if fmt else (trace_format(path), f"its extension {shown}")
     stream, size = path == "-", None
     if not stream:
         mode = os.stat(path).st_mode
