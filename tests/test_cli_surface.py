@@ -90,6 +90,23 @@ def test_an_unwritable_stderr_keeps_the_runs_own_exit_code(args, code):
     assert proc.returncode == code
 
 
+@pytest.mark.parametrize("args", [["targets"], ["mask", "--seq-len", 8],
+                                  ["replay", EXAMPLES / "trace.jsonl", "--target", "stm32f411", "--seq-len", 128]])
+def test_a_full_disk_under_stdout_names_stdout(args):
+    """`mcsa targets > /dev/full` said only "No space left on device"."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-c", "from mcsa.cli import main; main()", *map(str, args)],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=full, stderr=subprocess.PIPE,
+                              timeout=120, text=True)
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == "Error: stdout: No space left on device"
+
+
+def test_a_storage_url_that_cannot_be_reached_names_o():
+    result = run("replay", EXAMPLES / "trace.jsonl", "--target", "stm32f411", "--seq-len", 128, "-o",
+                 "ftp://no-such-host.invalid/out/")
+    assert result.exit_code == 2 and result.stderr.startswith("Error: -o ftp://no-such-host.invalid/out/: ")
+
+
 def test_a_closed_stdout_ends_quietly_with_141(tmp_path):
     trace = _bin_trace(tmp_path / "t.bin", 50)
     proc = _mcsa("replay", trace, "--target", "stm32f411", "--seq-len", 128, "--format", "jsonl",

@@ -323,6 +323,8 @@ class Dataset:
             self.fs, self.root = fsspec.core.url_to_fs(url)
         except (ImportError, ValueError) as err:
             raise ValueError(f"-o {url}: {err}") from None
+        except OSError as err:  # (a store fsspec connects to at once: a host not found)
+            raise OSError(err.errno, err.strerror or str(err), f"-o {url}") from None
         self.root = self.root.rstrip("/") or self.root
         self.header, self.source, self.with_packet = header, source, with_packet
         self._taken: set = set()
@@ -350,8 +352,18 @@ class Dataset:
             For a trace folder that holds anything else (a dataset folder is replaced
             as a whole: the user's files in it would go with it), or is a file.
         OSError
-            Naming it.
+            Naming ``-o`` and the folder.
         """
+        try:
+            self._check_folders(paths)
+            self._made = not self.fs.exists(self.root)
+            self.fs.makedirs(self.root, exist_ok=True)
+        except OSError as err:  # (a URL whose host is not found, a store that refuses, a read-only folder)
+            raise OSError(err.errno, err.strerror or str(err), f"-o {self.url}") from None
+        if self._made and self.local:  # a second signal ends the run at once: nothing of it stays
+            interrupt.register(self.root)
+
+    def _check_folders(self, paths) -> None:
         for name in self.names(paths):
             final = f"{self.root}/{name}"
             if not self.fs.exists(final):
@@ -365,13 +377,6 @@ class Dataset:
                                  f"{f' and {len(foreign) - 3:,} more' if len(foreign) > 3 else ''}, which a replay "
                                  "does not write; the folder would be replaced as a whole: move them, or give "
                                  "another -o")
-        try:
-            self._made = not self.fs.exists(self.root)
-            self.fs.makedirs(self.root, exist_ok=True)
-        except OSError as err:
-            raise OSError(err.errno, err.strerror or str(err), self.url) from None
-        if self._made and self.local:  # a second signal ends the run at once: nothing of it stays
-            interrupt.register(self.root)
 
     def discard(self) -> None:
         """Remove every staged folder not put in place, and the folder :meth:`prepare`

@@ -17,6 +17,8 @@ import click
 from mcsa.app import interrupt
 from mcsa.core.errors import TargetPanic
 
+from .common import NamedFile
+
 COMMANDS = {
     "replay": ("mcsa.cli.replay", "Replay recorded gate-packet traces on a target: a record per packet."),
     "mask": ("mcsa.cli.inspect", "Show one mask: its statistics, sizes, op counts and picture."),
@@ -98,11 +100,12 @@ class _Main(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         restore = interrupt.install()  # first: a signal from here on ends the run with 130
         stderr, sys.stderr = sys.stderr, _Unfailing(sys.stderr)
+        stdout, sys.stdout = sys.stdout, NamedFile(sys.stdout, "stdout")  # (`> file` on a full disk: say stdout)
         try:
             code = self._exit_code(args, prog_name, complete_var, **extra)
         finally:
             sys.stderr.flush()
-            sys.stderr = stderr
+            sys.stdout, sys.stderr = stdout, stderr
             restore()
         sys.exit(code)
 

@@ -559,7 +559,7 @@ def _umask() -> int:
     return mask
 
 
-class _NamedFile:
+class NamedFile:
     """An output file whose storage errors (a full disk) name the user's path."""
 
     def __init__(self, file, path: str):
@@ -637,7 +637,7 @@ def atomic_output(path: str | None, mode: str = "w"):
             out = interrupt.wait_for(lambda: open(path, mode, **_text(mode)))  # a FIFO waits for its reader
         except OSError as err:  # a directory
             raise OSError(err.errno, err.strerror, path) from None
-        named = _NamedFile(out, path)
+        named = NamedFile(out, path)
         try:
             yield named
         except BaseException:
@@ -655,7 +655,7 @@ def atomic_output(path: str | None, mode: str = "w"):
     interrupt.register(tmp)
     try:
         os.fchmod(fd, keep)
-        with _NamedFile(os.fdopen(fd, mode, **_text(mode)), path) as out:
+        with NamedFile(os.fdopen(fd, mode, **_text(mode)), path) as out:
             yield out
         interrupt.commit()  # nothing is put in place once a signal asked to stop
         try:
