@@ -263,3 +263,15 @@ def test_a_fifo_is_refused_as_such_not_called_an_unreadable_array(tmp_path, opti
     else:
         refused(run("quality", "--activations", fifo),
                 f"{fifo}: not a readable .npz/.npy (a pipe, FIFO or device, which cannot be read twice")
+
+
+@pytest.mark.parametrize("header", ["{'descr': f(), 'fortran_order': False, 'shape': (4,)}",
+                                    "{'descr': '|i1', 'fortran_order': False, 'shape': (4,)\n8\x10\x172}"])
+def test_a_header_that_is_no_literal_is_named_in_words_not_internals(tmp_path, header):
+    """numpy's message quoted an ast object's repr (<ast.Call object at 0x...>) or raw bytes."""
+    path = tmp_path / "q.npy"
+    path.write_bytes(header_bytes(header) + bytes(4))
+    result = run("attention", "--q", path, "--k", path, "--v", path, "--dim", 4, "--scale", 1)
+    refused(result, f"--q {path}: cannot read as .npy (header: not the Python dict literal of shape, "
+                    "fortran_order and descr that np.save writes)")
+    assert "<ast." not in result.stderr and "\x10" not in result.stderr

@@ -89,7 +89,7 @@ def _header(f, path: str, member: str | None, available: int):
     except _STREAM_ERRORS as err:
         raise UnreadableArray(path, member, f"{err or type(err).__name__}") from None
     except _PARSE_ERRORS as err:
-        raise UnreadableArray(path, member, f"header: {err or type(err).__name__}") from None
+        raise UnreadableArray(path, member, f"header: {_plain(err)}") from None
     if dtype.kind not in KINDS or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
         raise UnreadableArray(path, member, f"dtype {dtype.str!r}: object or record arrays are not read")
     limit = np.iinfo(np.intp).max
@@ -102,6 +102,15 @@ def _header(f, path: str, member: str | None, available: int):
         raise UnreadableArray(path, member, f"its header promises {size:,} bytes of shape {shape} but the "
                               f"{'member' if member else 'file'} {what} ({max(available - start, 0):,})")
     return shape, fortran, dtype, size
+
+
+def _plain(err: BaseException) -> str:
+    """numpy's words for a header it cannot parse, when they are words: its messages may
+    quote the header's raw bytes, an ``ast`` object's repr, or advise ``allow_pickle``."""
+    text = str(err).split("\n")[0]
+    if not text or "<ast." in text or "pickle" in text or not text.isprintable() or len(text) > 120:
+        return "not the Python dict literal of shape, fortran_order and descr that np.save writes"
+    return text
 
 
 def _data(f, path: str, member: str | None, shape, fortran: bool, dtype, size: int) -> np.ndarray:
