@@ -107,6 +107,17 @@ def test_a_storage_url_that_cannot_be_reached_names_o():
     assert result.exit_code == 2 and result.stderr.startswith("Error: -o ftp://no-such-host.invalid/out/: ")
 
 
+def test_a_symlink_loop_given_as_an_input_is_named_as_one(tmp_path):
+    """click called it a file that does not exist."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    loop = tmp_path / "a"
+    for args, where in ((["replay", loop, "--target", "stm32f411", "--seq-len", 8], "'TRACES...'"),
+                        (["mask", "--seq-len", 8, "--config", loop], "'--config'"),
+                        (["targets", "--profiles", loop], "'--profiles'")):
+        refused(run(*args), f"Invalid value for {where}: '{loop}': Too many levels of symbolic links (a symlink loop)")
+
+
 def test_a_closed_stdout_ends_quietly_with_141(tmp_path):
     trace = _bin_trace(tmp_path / "t.bin", 50)
     proc = _mcsa("replay", trace, "--target", "stm32f411", "--seq-len", 128, "--format", "jsonl",

@@ -129,6 +129,23 @@ class PartitionList(click.ParamType):
         return tuple(sorted(counts))
 
 
+class InputPath(click.Path):
+    """An input file that must exist (``click.Path(exists=True, dir_okay=False)``), a symlink
+    loop said to be one: click calls it a file that does not exist."""
+
+    def __init__(self, **kwargs):
+        super().__init__(exists=True, dir_okay=False, **kwargs)
+
+    def convert(self, value, param, ctx):
+        if value != "-":
+            try:
+                os.stat(value)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    self.fail(f"{os.fsdecode(value)!r}: {err.strerror} (a symlink loop)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _options(fn, *options):
     """Apply click options so that --help lists them in the order given."""
     for option in reversed(options):
@@ -267,7 +284,7 @@ TARGET_HELP = ("a profile (stm32f411, stm32f411-debug) or a simulator preset (th
 
 def profiles_option(fn):
     """``--profiles FILE``: target profiles added to and overriding the built-in ones."""
-    return click.option("--profiles", "profiles_file", type=click.Path(exists=True, dir_okay=False),
+    return click.option("--profiles", "profiles_file", type=InputPath(),
                         help="Your own target profiles (TOML): new parts, or a row named after a built-in one "
                              "that changes only the fields it gives.")(fn)
 
@@ -470,7 +487,7 @@ def limit_option(fn):
 
 def config_option(fn):
     """``--config FILE``: a SparsityConfig, read by :func:`load_config`."""
-    return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+    return click.option("--config", "config_file", type=InputPath(),
                         help="SparsityConfig as JSON or TOML; fields it leaves out keep Rust's defaults.")(fn)
 
 

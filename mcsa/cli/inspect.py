@@ -9,7 +9,7 @@ import textwrap
 import click
 
 from .common import (
-    InputError, atomic_output, byte_size, check_outputs, cli_build, config_option, dim_option, dumps,
+    InputError, InputPath, atomic_output, byte_size, check_outputs, cli_build, config_option, dim_option, dumps,
     fail_on_input_errors, gate_options, jsonable, limit_option, load_config, output_options, plural,
     profiles_option, pyplot, save_png, seq_len_option, table, target_options, TABLE_WIDTH,
 )
@@ -202,7 +202,7 @@ def mask(seq_len, gate, target_name, profiles_file, dim, config_file, position_l
 
 
 @click.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=InputPath())
 @target_options(spellings=("--build",))
 @click.option("--kind", type=click.Choice(KINDS),
               help="What the file's cases call (default: from the file name, e.g. density-mine.jsonl).")
@@ -308,9 +308,9 @@ def _load_i8(path: str, option: str):
 
 
 @click.command()
-@click.option("--q", "q_file", required=True, type=click.Path(exists=True, dir_okay=False), help="q as int8 .npy.")
-@click.option("--k", "k_file", required=True, type=click.Path(exists=True, dir_okay=False), help="k as int8 .npy.")
-@click.option("--v", "v_file", required=True, type=click.Path(exists=True, dir_okay=False), help="v as int8 .npy.")
+@click.option("--q", "q_file", required=True, type=InputPath(), help="q as int8 .npy.")
+@click.option("--k", "k_file", required=True, type=InputPath(), help="k as int8 .npy.")
+@click.option("--v", "v_file", required=True, type=InputPath(), help="v as int8 .npy.")
 @dim_option(default=None, help="Head dimension: q, k and v each hold seq_len x dim int8 values.")
 @click.option("--scale", type=float, required=True, help="Attention scale (rounded to f32; finite).")
 @gate_options(**{"lambda": 100, "lambda_prev": 100, "partition_count": 4})

@@ -14,7 +14,7 @@ from mcsa.core import jsonio
 from mcsa.app.quality import masks, report
 from mcsa.core.errors import TargetPanic
 from .common import (
-    InputError, IntRange, atomic_output, check_outputs, cli_build, config_option, dumps,
+    InputError, InputPath, IntRange, atomic_output, check_outputs, cli_build, config_option, dumps,
     fail_on_input_errors, gate_options, jsonable, limit_option, load_config, output_options, plural, pyplot, read_text,
     target_options,
 )
@@ -35,7 +35,7 @@ def _families(ctx, param, value):
 
 
 @click.group(invoke_without_command=True)
-@click.option("--activations", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--activations", "files", multiple=True, type=InputPath(),
               help="Activations .npz (q, k, v: layers x heads x T x D); repeat to pool several texts.")
 @click.option("--sinks", type=IntRange(min=0), default=1, show_default=True,
               help="Sink keys 0..S-1 added to the reference for `reference+sinks`.")
@@ -137,10 +137,10 @@ def _read_tokens(path: str) -> np.ndarray:
 
 
 @quality.command(short_help="Save a model's q, k, v on a text as activations (.npz).")
-@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--model", "model_path", required=True, type=InputPath(),
               help="A llama-family GGUF (e.g. from `mcsa quality fetch-model`).")
-@click.option("--text", "text_file", type=click.Path(exists=True, dir_okay=False), help="A UTF-8 text file.")
-@click.option("--tokens", "tokens_file", type=click.Path(exists=True, dir_okay=False),
+@click.option("--text", "text_file", type=InputPath(), help="A UTF-8 text file.")
+@click.option("--tokens", "tokens_file", type=InputPath(),
               help="Token ids as a JSON list (or an object with \"ids\").")
 @click.option("--max-tokens", type=IntRange(min=1, max=1 << 16), default=512, show_default=True,
               help="Keep the first N tokens.")

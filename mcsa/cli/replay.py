@@ -18,9 +18,9 @@ from mcsa.app.writers import (
 from mcsa.core.packets import FIELDS
 from mcsa.core.words import plural
 from .common import (
-    InputError, IntRange, atomic_output, check_outputs, config_option, dim_option, dumps, fail_on_input_errors,
-    heap_budget_option, limit_option, load_config, output_format, pyplot, resolve_profile, save_png, seq_len_option,
-    target_options,
+    InputError, InputPath, IntRange, atomic_output, check_outputs, config_option, dim_option, dumps,
+    fail_on_input_errors, heap_budget_option, limit_option, load_config, output_format, pyplot, resolve_profile,
+    save_png, seq_len_option, target_options,
 )
 
 FAIL_ON = ("over-budget", "panic")
@@ -149,7 +149,7 @@ def _open_traces(traces: tuple, input_format: str | None, skip_bad: bool, run: _
 
 
 @click.command(epilog="\b\nColumns of a record:\n" + _columns_help())
-@click.argument("traces", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.argument("traces", nargs=-1, required=True, type=InputPath(allow_dash=True))
 @seq_len_option(help="Sequence length of every packet (a record's own seq_len wins).")
 @target_options
 @dim_option(help="Head dimension for the attention heap figures.")
