@@ -408,14 +408,19 @@ def test_plurals_are_right(tmp_path):
 # --- help -------------------------------------------------------------------------------------------------
 
 
+def _after(arg_lists: list, report: str) -> str:
+    """What a fresh interpreter prints running ``mcsa`` with each of ``arg_lists``, then
+    ``print(report)`` (its last line)."""
+    probe = (f"import sys\nfrom mcsa.cli import COMMANDS, main\nfor args in {arg_lists!r}:\n    try:\n"
+             f"        main(args)\n    except SystemExit:\n        pass\nprint({report})")
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120).stdout
+
+
 def test_the_command_list_is_whole_sentences_and_imports_no_command():
-    probe = ("import sys\nfrom mcsa.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-             "from mcsa.cli import COMMANDS\n"
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'numba') or m in "
-             "{module for module, _ in COMMANDS.values()}))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-300:]
-    text = " ".join(result.stdout.split())
+    stdout = _after([["--help"]], "sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'numba') or m in "
+                                  "{module for module, _ in COMMANDS.values()})")
+    assert stdout.strip().splitlines()[-1] == "[]", stdout[-300:]
+    text = " ".join(stdout.split())
     for name, (_, summary) in COMMANDS.items():
         assert summary.endswith(".") and f"{name} {summary}" in text, name
 
@@ -522,26 +527,20 @@ def test_first_day_mistakes_are_refused_naming_the_place(args, fragment):
 
 def test_argument_errors_and_help_need_no_kernels():
     """They answer before the simulator loads (the timings: tools/bench_cli.py)."""
-    probe = ("import sys\nfrom mcsa.cli import main\nfor args in (['--help'], ['mask', '--help'], ['mask', '--seq-len', "
-             "'x'], ['maks'], ['verify', '--help'], ['attention', '--help'], ['targets', '--help']):\n"
-             "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
-             "print('LOADED', 'numba' in sys.modules, 'numpy' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert result.stdout.splitlines()[-1] == "LOADED False False", result.stdout[-500:]
+    stdout = _after([["--help"], ["mask", "--help"], ["mask", "--seq-len", "x"], ["maks"], ["verify", "--help"],
+                     ["attention", "--help"], ["targets", "--help"]], "'LOADED', 'numba' in sys.modules, 'numpy' in sys.modules")
+    assert stdout.splitlines()[-1] == "LOADED False False", stdout[-500:]
 
 
 def test_every_command_help_and_usage_error_loads_no_numba():
     """The commands that run the simulator (replay, plan, fit, quality) load it to run,
     not to show their help or refuse their options or target names: NumPy at most."""
-    probe = ("import sys\nfrom mcsa.cli import main\nfor args in (['replay', '--help'], ['plan', '--help'], "
-             "['fit', '--help'], ['quality', '--help'], ['example', '--help'], ['replay', 't.bin', '--seq-len', 'x'], "
-             "['plan', '--dim', '-1'], ['fit', '--allocator', 'nope'], ['quality', '--sinks', 'x'], "
-             "['quality', 'capture', '--help'], ['plan', '--target', 'stm32f412'], ['replay', 't.bin', '--target', "
-             "'nope', '--seq-len', '8']):\n"
-             "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
-             "print('LOADED', 'numba' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert result.stdout.splitlines()[-1] == "LOADED False", result.stdout[-500:]
+    stdout = _after([["replay", "--help"], ["plan", "--help"], ["fit", "--help"], ["quality", "--help"],
+                     ["example", "--help"], ["replay", "t.bin", "--seq-len", "x"], ["plan", "--dim", "-1"],
+                     ["fit", "--allocator", "nope"], ["quality", "--sinks", "x"], ["quality", "capture", "--help"],
+                     ["plan", "--target", "stm32f412"], ["replay", "t.bin", "--target", "nope", "--seq-len", "8"]],
+                    "'LOADED', 'numba' in sys.modules")
+    assert stdout.splitlines()[-1] == "LOADED False", stdout[-500:]
 
 
 def test_the_first_compile_says_so_once(tmp_path):
