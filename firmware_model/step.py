@@ -8,13 +8,13 @@ and takes each figure from that one plan: the byte counts from
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
+from mcsa.core._jit import usable_cores
 from mcsa.core.attention import MincutSparseAttention
 from mcsa.core.checks import check_bool, check_int
 from mcsa.core.mask import DEFAULT_POSITION_LIMIT, MaskStats, MaskTooLarge, position_limit_arg
@@ -366,7 +366,7 @@ FIGURES = ("sparse", "num_positions", "density", "partitions", "boundary_tokens"
 """The keys of :func:`step_figures`."""
 
 
-SCAN_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+SCAN_THREADS = min(8, usable_cores())
 """Threads a plan scan judges its undecided steps on: one per core, at most 8."""
 
 

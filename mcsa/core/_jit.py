@@ -52,6 +52,11 @@ def _prefer_layer() -> None:
         numba.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def thread_count() -> int:
     """Numba's thread count for the calling thread: every core unless
     ``NUMBA_NUM_THREADS`` or ``numba.set_num_threads`` lowers it."""

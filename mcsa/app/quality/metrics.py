@@ -26,12 +26,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from mcsa.app import arrays
+from mcsa.core._jit import usable_cores
 from mcsa.core.attention import MincutSparseAttention
 from mcsa.core.mask import POSITION_BYTES
 from mcsa.core.packets import GatePacket
 from . import kernels, masks as mk
 
-WORKERS = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+WORKERS = min(2, usable_cores())
 """Layers evaluated at once, each in a thread with one BLAS thread: the kernels release
 the GIL, while threaded BLAS on these small products spins and runs several times slower."""
 
