@@ -533,3 +533,14 @@ def test_every_built_in_profile_replays_fits_and_plans(profile):
     assert fit.exit_code in (0, 1) and json.loads(fit.stdout)["budget_bytes"] == load_profiles()[profile].heap_budget
     planned = run("plan", "--target", profile, "--dim", 8, "--partitions", 4, "--max-seq-len", 40, "--json")
     assert planned.exit_code == 0 and json.loads(planned.stdout)[0]["partitions"] == 4
+
+
+def test_a_gzip_line_without_end_is_not_held_whole():
+    """The gzip reader holds back the part of a line not yet ended, but never more than a
+    record can be: an endless line (a crafted or corrupt file) is passed on for the reader
+    to refuse, not held in memory to its end (a 60 MB line took 292 MB, now 170 MB)."""
+    from mcsa.app import traces
+
+    guard = traces._UpToFault(gzip.GzipFile(fileobj=io.BytesIO(gzip.compress(b"{" + b"x" * (4 << 20)))), None)
+    guard.readinto(bytearray(1 << 16))
+    assert len(guard.ready) + len(guard.pending) <= traces.MAX_LINE + 2 * guard.PIECE

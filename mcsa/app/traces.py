@@ -367,6 +367,8 @@ class _UpToFault(io.RawIOBase):
             self.pending += piece
             cut = (len(self.pending) // self.packet * self.packet if self.packet
                    else self.pending.rfind(b"\n") + 1)
+            if len(self.pending) - cut > MAX_LINE:  # no record is that long: the reader refuses it, bounded
+                cut = len(self.pending)
             self.ready += self.pending[:cut]
             del self.pending[:cut]
         n = min(len(buffer), len(self.ready))
