@@ -313,7 +313,7 @@ def check_expected(kind: str, expected: dict) -> None:
             raise ValueError("output must be a list of f32 bit patterns of 8 hex digits")
         if name != "output" and value is not None and not _f32_text(value):
             raise ValueError(f"{name} must be an f32 bit pattern of 8 hex digits, got {value!r:.40}")
-    for name in ("panic", "flops_ratio_panic", "max_positions_panic"):
+    for name in (n for n in RESULT_FIELDS[kind] if n.endswith("panic")):
         if expected.get(name) is not None and not isinstance(expected[name], str):
             raise ValueError(f"{name} must be the panic message (text) or null, got {expected[name]!r:.40}")
 
