@@ -191,6 +191,10 @@ def test_utf16_text_is_refused_as_such_not_replayed_as_packets(tmp_path, encodin
         (tmp_path / name).write_bytes(data)
         refused(run("replay", tmp_path / name, *ARGS), f"{tmp_path / name}: the content is UTF-16 text", "save it as UTF-8")
     refused(run("replay", "-", *ARGS, input=data), "-: the content is UTF-16 text")
+    named = tmp_path / "ps.bin"  # (a packet may begin with a byte-order mark: a bin name is trusted; was exit 70)
+    named.write_bytes(data)
+    assert run("replay", named, *ARGS, "--format", "jsonl").exit_code == 0
+    assert run("replay", tmp_path / "ps.txt", *ARGS, "--input-format", "bin", "--format", "jsonl").exit_code == 0
 
 
 # --- no input is ever an output (issue 16.1) -----------------------------------------------------------

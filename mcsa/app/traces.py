@@ -315,7 +315,9 @@ def open_trace(path: str | Path, fmt: str | None = None, skip_bad: bool = False)
 
 def _agree(path: str, named: str | None, why: str, looks: str) -> str:
     """The format of a trace named ``named`` (by ``why``) whose first bytes look like ``looks``."""
-    if looks == "utf16" and named != "bin":
+    if looks == "utf16":  # (a name or --input-format that says bin is trusted: a packet may begin so)
+        if named == "bin":
+            return named
         raise TraceError(f"{path}: the content is UTF-16 text (it starts with a UTF-16 byte-order mark, as Windows "
                          "PowerShell writes), and traces are UTF-8: save it as UTF-8")
     if looks == "empty":
