@@ -106,8 +106,8 @@ def test_a_real_mask_on_all_threads(target, scale):
 
 def test_thread_count_is_honoured(monkeypatch):
     """threads=1 runs the one-thread kernel; threads=N the parallel one on N threads
-    (Numba's count inside the launch) over N runs of rows; None takes Numba's count;
-    Numba's count is restored after the call."""
+    (Numba's count inside the launch) with N workers claiming runs of whole rows that
+    cover every row once; None takes Numba's count; Numba's count is restored after the call."""
     assert THREADS >= 2, "this test needs NUMBA_NUM_THREADS >= 2 (any machine accepts it)"
     launches = []
     rows, rows_parallel = attention._rows, attention._rows_parallel
@@ -117,7 +117,10 @@ def test_thread_count_is_honoured(monkeypatch):
         return rows(*args)
 
     def parallel(*args):
-        launches.append(("parallel", numba.get_num_threads(), args[5].size - 1))
+        runs, workers = args[5], args[6]
+        assert runs[0] == 0 and runs[-1] == 1024 and (np.diff(runs) > 0).all()
+        assert workers < runs.size - 1 <= workers * attention._RUNS_PER_THREAD
+        launches.append(("parallel", numba.get_num_threads(), workers))
         return rows_parallel(*args)
 
     monkeypatch.setattr(attention, "_rows", serial)

@@ -12,8 +12,13 @@ config, lambda 200, dim 64: issue 17's table) the median wall time of:
   next to **loop**: a plain single-thread loop over the mask's positions doing only
   the arithmetic of each, i32 dots of the int8 q row with the k row and with the
   v row, and one f32 exp (the target's) of the scaled score.
+- **loops**: the same plain loop on all of Numba's threads over 1, runs of
+  positions claimed in turn as sparse_attention claims its runs of rows: the
+  limit of its speedup on this machine right now, for work of its kind.
 - **spin**: the machine's own limit for threads right now, the speedup of a
   pure-arithmetic loop on all of Numba's threads over 1 (one chunk per thread).
+  Scalar and register-bound, it reaches 2x on 2 cores where work that loads
+  and stores vectors does not when the host's load makes one core slower.
 - ``mask_stats`` and the heap model (``firmware_model.heap.build_mask_usage``, 32-bit),
   which have no loop to compare with: compare them between runs.
 
@@ -43,7 +48,7 @@ import numpy as np
 
 import mcsa
 from firmware_model.heap import build_mask_usage
-from mcsa.core._jit import jit, numba_threads
+from mcsa.core._jit import claim, jit, numba_threads
 from mcsa.core.expf import expf_kernel
 
 
@@ -127,9 +132,9 @@ def write_positions(count: int) -> np.ndarray:
 
 
 @jit
-def _arithmetic_loop(q, k, v, positions, dim, scale, flavour):
+def _arithmetic_run(q, k, v, positions, start, stop, dim, scale, flavour):
     total = np.float32(0.0)
-    for p in range(positions.shape[0]):
+    for p in range(start, stop):
         qrow = q[np.int64(positions[p, 0]) * dim : (np.int64(positions[p, 0]) + 1) * dim]
         base = np.int64(positions[p, 1]) * dim
         krow, vrow = k[base : base + dim], v[base : base + dim]
@@ -142,9 +147,27 @@ def _arithmetic_loop(q, k, v, positions, dim, scale, flavour):
     return total
 
 
-def arithmetic_loop(sim, q, k, v, mask, dim, scale) -> np.float32:
-    """The attention limit: per position, the i32 QK and AV dots and one f32 exp."""
-    return _arithmetic_loop(q, k, v, mask.positions, dim, scale, sim.target.expf.code)
+@jit(parallel=True)
+def _arithmetic_threads(q, k, v, positions, runs, workers, dim, scale, flavour, totals):
+    taken = np.zeros(1, np.int64)
+    for _ in numba.prange(workers):
+        r = claim(taken)
+        while r < runs.size - 1:
+            totals[r] = _arithmetic_run(q, k, v, positions, runs[r], runs[r + 1], dim, scale, flavour)
+            r = claim(taken)
+
+
+def arithmetic_loop(sim, q, k, v, mask, dim, scale, threads: int = 1) -> None:
+    """The attention limit: per position, the i32 QK and AV dots and one f32 exp;
+    on ``threads`` threads, runs of positions claimed in turn as sparse_attention
+    claims its runs of rows."""
+    flavour = sim.target.expf.code
+    if threads == 1:
+        _arithmetic_run(q, k, v, mask.positions, 0, mask.num_positions, dim, scale, flavour)
+        return
+    runs = np.linspace(0, mask.num_positions, 32 * threads + 1).astype(np.int64)
+    with numba_threads(threads):
+        _arithmetic_threads(q, k, v, mask.positions, runs, threads, dim, scale, flavour, np.zeros(runs.size - 1, np.float32))
 
 
 def fresh_process_seconds() -> float:
@@ -176,7 +199,7 @@ def main() -> None:
     print(f"medians of {args.repeats} rounds (ms), dim {args.dim}, {args.partitions} partitions, lambda 200; "
           f"attention on 1 and {all_threads} threads (threading layer: set at the first parallel call)")
     print(f"{'seq_len':>7} {'positions':>11} | {'build_mask':>10} {'write':>8} {'ratio':>5} | "
-          f"{'1 thread':>9} {f'{all_threads} threads':>9} {'loop':>9} {'1t/loop':>7} {'speedup':>7} {'spin':>5} | "
+          f"{'1 thread':>9} {f'{all_threads} threads':>9} {'loop':>9} {'1t/loop':>7} {'speedup':>7} {'loops':>6} {'spin':>5} | "
           f"{'mask_stats':>10} {'heap model':>10}")
     for seq_len in (int(s) for s in args.sizes.split(",")):
         gate = mcsa.GatePacket(lambda_=200, partition_count=args.partitions)
@@ -195,6 +218,7 @@ def main() -> None:
         t |= medians({"one": lambda: one.sparse_attention(q, k, v, mask, args.dim, scale),
                       "every": lambda: every.sparse_attention(q, k, v, mask, args.dim, scale),
                       "loop": lambda: arithmetic_loop(one, q, k, v, mask, args.dim, scale),
+                      "loops": lambda: arithmetic_loop(one, q, k, v, mask, args.dim, scale, all_threads),
                       "spin1": lambda: spin(1, steps),
                       "spin": lambda: spin(all_threads, steps)}, rounds)
         t |= medians({"stats": lambda: one.mask_stats(gate, seq_len),
@@ -202,7 +226,8 @@ def main() -> None:
         ms = {name: 1e3 * seconds for name, seconds in t.items()}
         print(f"{seq_len:>7} {mask.num_positions:>11,} | {ms['build']:>10.3f} {ms['write']:>8.3f} "
               f"{t['build'] / t['write']:>4.1f}x | {ms['one']:>9.3f} {ms['every']:>9.3f} {ms['loop']:>9.3f} "
-              f"{t['one'] / t['loop']:>6.2f}x {t['one'] / t['every']:>6.2f}x {t['spin1'] / t['spin']:>4.2f}x | "
+              f"{t['one'] / t['loop']:>6.2f}x {t['one'] / t['every']:>6.2f}x {t['loop'] / t['loops']:>5.2f}x "
+              f"{t['spin1'] / t['spin']:>4.2f}x | "
               f"{ms['stats']:>10.3f} {ms['heap']:>10.3f}", flush=True)
     print(f"threading layer: {numba.threading_layer()}")
     print(f"after: {load()}")

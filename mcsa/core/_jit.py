@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import numba
 from numba import types
-from numba.core import event
+from numba.core import cgutils, event
 from numba.extending import intrinsic
 
 from . import compiling
@@ -112,3 +112,19 @@ def fma64(typingctx, a, b, c):
         return builder.fma(*args)
 
     return types.float64(types.float64, types.float64, types.float64), codegen
+
+
+@intrinsic
+def claim(typingctx, counter):
+    """``counter[0] += 1`` as one atomic step, returning the value before: how the
+    threads of a ``parallel=True`` kernel hand out work items one at a time, so that
+    a thread the machine slows down takes fewer of them (a static split waits for it)."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and counter.ndim == 1):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        first = cgutils.get_item_pointer(context, builder, signature.args[0], array, [context.get_constant(types.intp, 0)])
+        return builder.atomic_rmw("add", first, context.get_constant(types.int64, 1), "monotonic")
+
+    return types.int64(counter), codegen

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._jit import jit, numba_threads, thread_count
+from ._jit import claim, jit, numba_threads, thread_count
 from .checks import check_int
 from .density import density_kernel, f32_max, schedule_args
 from .expf import expf_kernel
@@ -37,6 +37,12 @@ _SAFE_DIM = 131072
 """Below this ``dim`` an i32 sum of i8 * i8 products cannot overflow."""
 _NO_KEYS = np.zeros(0, np.uint16)
 _NO_COUNTS = np.zeros(0, np.int64)
+_LINE = 64
+"""Bytes in a cache line (x86-64 and the AVX-512 vector)."""
+_RUNS_PER_THREAD = 32
+"""Runs of rows per thread, claimed in turn: on a machine whose cores run at
+unequal speeds (a shared host measured one core 1.35x slower than the other for
+seconds at a time) a fast core takes more of them; a one-per-thread split waits."""
 _PARALLEL_MIN = 1 << 15
 """Masks with fewer positions run on one thread: a parallel launch costs more than it saves."""
 
@@ -216,13 +222,27 @@ def _rows(q, k, v, offsets, grouped, rows_from, rows_to, dim, scale, flavour, wr
 
 
 @jit(parallel=True)
-def _rows_parallel(q, k, v, offsets, grouped, chunks, dim, scale, flavour, wrap32, panic_mode, out, panics):
-    """:func:`_rows` over each run of rows ``chunks[c]..chunks[c + 1]`` on its own
-    thread; ``panics[c]`` gets the run's first panic (code, a, b)."""
-    for c in numba.prange(chunks.size - 1):
-        code, a, b = _rows(q, k, v, offsets, grouped, chunks[c], chunks[c + 1], dim, scale, flavour, wrap32,
-                           panic_mode, out)
-        panics[c, 0], panics[c, 1], panics[c, 2] = code, a, b
+def _rows_parallel(q, k, v, offsets, grouped, chunks, workers, dim, scale, flavour, wrap32, panic_mode, out, panics):
+    """:func:`_rows` over the runs of rows ``chunks[c]..chunks[c + 1]`` on ``workers``
+    threads, each claiming the next run not yet taken until none is left;
+    ``panics[c]`` gets run ``c``'s first panic (code, a, b)."""
+    taken = np.zeros(1, np.int64)
+    for _ in numba.prange(workers):
+        c = claim(taken)
+        while c < chunks.size - 1:
+            code, a, b = _rows(q, k, v, offsets, grouped, chunks[c], chunks[c + 1], dim, scale, flavour, wrap32,
+                               panic_mode, out)
+            panics[c, 0], panics[c, 1], panics[c, 2] = code, a, b
+            c = claim(taken)
+
+
+def _aligned_zeros(count: int) -> np.ndarray:
+    """``count`` float32 zeros starting on a 64-byte line: numpy aligns to 16
+    bytes, and output rows that start 16 bytes into a line split a vector store
+    in two on every row (measured: 1.5x the time of the whole kernel)."""
+    raw = np.zeros(count + _LINE // 4, np.float32)
+    skip = -raw.ctypes.data % _LINE // 4
+    return raw[skip : skip + count]
 
 
 def _qkv(name: str, array, dim: int) -> np.ndarray:
@@ -477,7 +497,7 @@ class MincutSparseAttention:
         bad, offsets, grouped = _by_query(mask.positions, seq_len, mask.sorted_by_query())
         if bad >= 0:
             raise _panic(INDEX_OUT_OF_BOUNDS, seq_len, bad)
-        out = np.zeros(seq_len * dim, np.float32)
+        out = _aligned_zeros(seq_len * dim)
         if seq_len == 0:  # no rows (dim may be past q's length, even 2^63 or more)
             return out
         build = (dim, scale, self.target.expf.code, self.target.usize_bits == 32, self.target.panics_on_overflow)
@@ -485,10 +505,10 @@ class MincutSparseAttention:
         if threads == 1:
             code, a, b = _rows(q, k, v, offsets, grouped, 0, seq_len, *build, out)
         else:
-            chunks = _row_chunks(offsets, threads)
+            chunks = _row_chunks(offsets, threads * _RUNS_PER_THREAD)
             panics = np.zeros((chunks.size - 1, 3), np.int64)
             with numba_threads(threads):
-                _rows_parallel(q, k, v, offsets, grouped, chunks, *build, out, panics)
+                _rows_parallel(q, k, v, offsets, grouped, chunks, threads, *build, out, panics)
             first = np.flatnonzero(panics[:, 0])  # the runs are in query order: Rust's first panic
             code, a, b = panics[first[0]] if first.size else (OK, 0, 0)
         if code != OK:
