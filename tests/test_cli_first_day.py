@@ -475,6 +475,19 @@ def test_example_writes_samples_and_never_overwrites(tmp_path):
     assert (tmp_path / "q.npy").read_bytes() == b"mine"
 
 
+def test_example_names_a_dangling_link_and_a_dir_that_is_no_folder(tmp_path):
+    (tmp_path / "book.txt").symlink_to(tmp_path / "gone" / "book.txt")
+    refused(run("example", "book", "--dir", tmp_path), f"book.txt (a symlink to {tmp_path / 'gone' / 'book.txt'}) is "
+                                                       "already there; nothing written")
+    assert not (tmp_path / "gone").exists()
+    (tmp_path / "file").write_bytes(b"mine")
+    refused(run("example", "config", "--dir", tmp_path / "file"), f"Directory '{tmp_path / 'file'}' is a file")
+    refused(run("example", "config", "--dir", os.devnull), f"--dir {os.devnull}: not a folder")
+    refused(run("example", "config", "--dir", tmp_path / "file" / "sub"), f"--dir {tmp_path / 'file' / 'sub'}: "
+                                                                          "cannot make it: Not a directory")
+    assert (tmp_path / "file").read_bytes() == b"mine"
+
+
 # --- the mask picture -------------------------------------------------------------------------------------
 
 
@@ -515,6 +528,7 @@ def test_a_stats_run_draws_nothing():
     (["mask", "--lambda", 100], "Missing option '--seq-len'"),
     (["mask", "--seq-len", 48, "--target", "stm32"], "--target: unknown target 'stm32'; did you mean"),
     (["mask", "--seq-len", 48, "--target", "thumbv7em-dbg"], "did you mean thumbv7em-debug"),
+    (["mask", "--seq-len", 48, "--target", "stm\udcff32"], "--target: unknown target 'stm\\xff32';"),  # a byte not UTF-8
     (["mask", "--seq-len", 48, "--gate", "lambda=100"], "--gate: not JSON"),
     (["verify", "--target", "x86_64"], "Missing argument 'FILE'"),
     (["attention", "--q", "q.npy"], "'q.npy' does not exist"),

@@ -247,7 +247,8 @@ def test_any_output_inside_the_parquet_folder_is_refused(tmp_path):
     inside.mkdir()
     (inside / "t.bin").write_bytes((EXAMPLES / "trace.bin").read_bytes())
     refused(run("replay", inside / "t.bin", EXAMPLES / "trace.jsonl", *ARGS, "-o", out),
-            f"Error: -o {out}, its folder 2 {inside}: the folder it writes holds the input {inside / 't.bin'}")
+            f"Error: -o {out}, for {EXAMPLES / 'trace.jsonl'}, its folder {inside}: the folder it writes holds "
+            f"the input {inside / 't.bin'}")
     assert sorted(p.name for p in out.iterdir()) == ["trace.jsonl.parquet"]
     (out / "trace.bin.parquet").write_text("mine")
     refused(run("replay", EXAMPLES / "trace.bin", *ARGS, "-o", out),

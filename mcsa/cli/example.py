@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -93,6 +94,13 @@ max_cross_partition_edges = 8
 """
 
 
+def _there(path: Path) -> str:
+    """``q.npy``, or ``q.npy (a symlink to /gone/q.npy)`` for a link to nothing or to itself."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"{path} (a symlink to {os.readlink(path)})"
+    return str(path)
+
+
 def _write_qkv(folder: Path) -> list[Path]:
     import numpy as np
 
@@ -147,11 +155,16 @@ def example(names, folder):
     """
     wanted = list(SAMPLES) if "all" in names else list(dict.fromkeys(names))
     target = Path(folder)
-    existing = [str(target / f) for n in wanted for f in SAMPLES[n][0] if (target / f).exists()]
+    existing = [_there(target / f) for n in wanted for f in SAMPLES[n][0] if os.path.lexists(target / f)]
     if existing:
         raise InputError(f"{', '.join(existing)} {'is' if len(existing) == 1 else 'are'} already there; nothing "
                          f"written (remove {'it' if len(existing) == 1 else 'them'}, or write elsewhere with --dir)")
-    target.mkdir(parents=True, exist_ok=True)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise InputError(f"--dir {folder}: not a folder")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"--dir {folder}: cannot make it: {err.strerror}") from None
     check_outputs({"--dir": str(target / SAMPLES[wanted[0]][0][0])})
     for name in wanted:
         SAMPLES[name][1](target)

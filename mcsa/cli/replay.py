@@ -217,8 +217,8 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
     folders = {}
     if to_folder:
         folders["-o"] = False
-        for i, name in enumerate(Dataset.names(traces)):  # (read as "-o out/, its folder out/NAME.parquet: ...")
-            label = f"-o {output}, its folder{f' {i + 1}' if several else ''}"
+        for trace, name in zip(traces, Dataset.names(traces)):  # (read "-o out/, its folder out/NAME.parquet: ...")
+            label = f"-o {output}, {f'for {trace}, ' if several else ''}its folder"
             outputs[label] = f"{output.rstrip('/')}/{name}"
             folders[label] = True
     check_outputs(outputs, {None: list(traces), "--profiles": profiles_file, "--config": config_file}, folders)

@@ -11,6 +11,7 @@ import numpy as np
 
 from .checks import check_int, check_name
 from .errors import TargetPanic
+from .words import quoted
 
 
 class ExpF(enum.Enum):
@@ -485,7 +486,7 @@ def pick_named(name: str, known: dict, what: str = "target"):
         hint = "did you mean " + (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]) + "?"
     else:
         hint = f"no {what} has a close name"
-    raise ValueError(f"unknown {what} {name!r}; {hint} (`mcsa targets` lists every profile and preset)")
+    raise ValueError(f"unknown {what} {quoted(name)}; {hint} (`mcsa targets` lists every profile and preset)")
 
 
 def f32_of(value, what: str) -> np.float32:
