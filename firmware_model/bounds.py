@@ -14,7 +14,10 @@ for the ascending pairs and how many nodes the other insertions can add), bounds
   allocation of the step would take from the arena's untouched end
   (``reserve`` of each simulator): when all of it, plus the most any one request needs
   beyond its take, fits in that end, every request is served, whatever the allocator
-  reuses, so the step fits.
+  reuses, so the step fits. For the allocators of :data:`FREED_NODES_MERGE`, the same
+  holds in parts: the B-tree's nodes, freed at the end of ``build_mask``, leave one
+  free block, and ``sparse_attention``'s requests fit in it (or in what is left of the
+  end), one scores ``Vec`` at a time.
 
 A step the bounds do not decide is :data:`UNDECIDED`: the scan plans and places it.
 Bounds are computed only where the mask is laid out in order (no index wraps, at most
@@ -35,6 +38,11 @@ from .placement import loop
 from .placement.arena import TAKEN, block_bytes
 
 _sparse_path = jit(takes_sparse_path)
+
+FREED_NODES_MERGE = (loop.LINKED_LIST, loop.TLSF, loop.FREERTOS_HEAP4, loop.ESP_IDF)
+"""Allocators whose untouched end is a free block like any other and which merge a
+freed block with its free neighbours at once: after ``build_mask`` frees its B-tree,
+the nodes served from the end are one free block (see :func:`_verdicts`)."""
 
 FAILS, FITS, UNDECIDED = 0, 1, -1
 """A step's verdict, as the scan records it."""
@@ -61,7 +69,7 @@ def verdicts(s, top: int, trace_limit: int) -> np.ndarray:
     _verdicts(out, s.gate.partition_count, s.gate.lambda_, s.config.intra_partition_attention,
               s.config.boundary_cross_attention, s.config.max_cross_partition_edges, s.dim, s.inputs_on_heap,
               bits // 8, s.target.isize_max, s.budget, *s.allocator.params(bits, s.budget), leaf, internal,
-              code >= 0, trace_limit, taken, end, extra, shift, largest)
+              code >= 0, code in FREED_NODES_MERGE, trace_limit, taken, end, extra, shift, largest)
     return out
 
 
@@ -103,8 +111,8 @@ def _new_nodes(n_ascending, top, inserted, keys):
 
 @jit
 def _verdicts(out, partition_count, lambda_, intra, cross_on, max_edges, dim, inputs_on_heap, word, isize_max,
-              budget, pre, min_block, align, sl_log2, post, leaf, internal, placed, trace_limit, overhead,
-              untouched, extra, shift, largest):
+              budget, pre, min_block, align, sl_log2, post, leaf, internal, placed, nodes_merge, trace_limit,
+              overhead, untouched, extra, shift, largest):
     sizes = np.zeros(16, np.int64)  # the step's known blocks: sizes, and how many of each it allocates
     times = np.zeros(16, np.int64)
     for i in range(out.size):
@@ -128,6 +136,7 @@ def _verdicts(out, partition_count, lambda_, intra, cross_on, max_edges, dim, in
         m = 3
         leaves_lo = internals = leaves_hi = internals_hi = 0
         transient = 0
+        token_holes = 0  # the tokens Vec's old buffers, freed before the first node
         if _sparse_path(n, partition_count, lambda_):
             p = partition_count
             size = n // p
@@ -163,6 +172,7 @@ def _verdicts(out, partition_count, lambda_, intra, cross_on, max_edges, dim, in
                 pair = block_bytes(2 * new, pre, min_block, align, sl_log2, post) + (
                     block_bytes(2 * cap, pre, min_block, align, sl_log2, post) if cap else 0)
                 transient = max(transient, inputs + fixed_cost + pair)
+                token_holes += block_bytes(2 * cap, pre, min_block, align, sl_log2, post) if cap else 0
                 sizes[m], times[m] = 2 * new, 1
                 m += 1
                 cap = new
@@ -223,5 +233,34 @@ def _verdicts(out, partition_count, lambda_, intra, cross_on, max_edges, dim, in
         taken += _cost_sum(4 * p_hi, n, pre, min_block, align, sl_log2, post)  # the scores
         cost = block_bytes(biggest, pre, min_block, align, sl_log2, post)
         if cost <= largest and taken + extra + (cost >> shift if shift else 0) <= untouched:
+            out[i] = FITS
+            continue
+        if not (nodes_merge and node_events > 0):
+            continue
+        # Or in parts. Up to the positions Vec every call allocates and none frees but
+        # the tokens Vec's growth, so what does not fill those holes is served from the
+        # untouched end, in order: the nodes served there lie side by side between the
+        # tokens and the positions Vec, and once into_iter has freed them they are one
+        # free block. sparse_attention then allocates its output, the outer Vec and
+        # every key Vec's buffers (counted as if none were reused); each scores Vec is
+        # freed before the next is allocated, which gives back the free block it was cut
+        # from, so one needs room at a time. If that fits in the freed block, or in
+        # what is left of the end, every request is served.
+        later = (block_bytes(out_bytes, pre, min_block, align, sl_log2, post)
+                 + block_bytes(by_query, pre, min_block, align, sl_log2, post)
+                 + _cost_sum(8 * p_hi + 16 * n, (steps + 1) * n, pre, min_block, align, sl_log2, post)
+                 + scores_hi)
+        later_cost = block_bytes(max(out_bytes, by_query, 4 * n), pre, min_block, align, sl_log2, post)
+        first = taken - later + scores_hi - _cost_sum(4 * p_hi, n, pre, min_block, align, sl_log2, post)
+        first_cost = 0
+        for r in range(m):
+            if r not in (1, 2) and sizes[r] > 0:  # (rows 1 and 2: the output and positions_by_query)
+                first_cost = max(first_cost, block_bytes(sizes[r], pre, min_block, align, sl_log2, post))
+        if first_cost > largest or later_cost > largest:
+            continue
+        if first + extra + (first_cost >> shift if shift else 0) > untouched:
+            continue
+        freed = leaves_lo * leaf_cost + internals * internal_cost - token_holes - max(leaf_cost, internal_cost)
+        if later + extra + (later_cost >> shift if shift else 0) <= max(freed, untouched - first):
             out[i] = FITS
 

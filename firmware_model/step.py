@@ -407,8 +407,9 @@ def scan_seq_len(profile: Profile, config: SparsityConfig, gate: GatePacket, dim
     without inputs on the heap) nothing can fit, so the scan stops there. Below,
     bounds on each step's bytes decide most steps at once: a step whose bytes
     requested exceed the heap cannot fit, and one whose every allocation fits in the
-    part of the heap never used before fits whatever the allocator reuses; only the
-    others are planned and placed one by one (:mod:`firmware_model.bounds`).
+    part of the heap never used before (or whose ``sparse_attention`` fits in the block
+    the freed B-tree leaves) fits whatever the allocator reuses; only the others are
+    planned and placed one by one (:mod:`firmware_model.bounds`).
 
     Parameters
     ----------
