@@ -211,9 +211,19 @@ def _rows(q, k, v, offsets, grouped, rows_from, rows_to, dim, scale, flavour, wr
             if code != OK:
                 return code, a, b
             continue
-        # d inner, keys outer: each output element still sums over keys in
-        # order, and the row slices let LLVM vectorise across d.
-        for t in range(n):
+        # d inner, keys outer: each output element still sums over keys in order
+        # (four keys a pass, added one after the other, so that the row is loaded
+        # and stored once per four), and the row slices let LLVM vectorise across d.
+        t = 0
+        while t + 4 <= n:
+            w0, w1, w2, w3 = scores[t], scores[t + 1], scores[t + 2], scores[t + 3]
+            v0, v1 = v[bases[t] : bases[t] + dim], v[bases[t + 1] : bases[t + 1] + dim]
+            v2, v3 = v[bases[t + 2] : bases[t + 2] + dim], v[bases[t + 3] : bases[t + 3] + dim]
+            for d in range(dim):
+                orow[d] = (((orow[d] + w0 * np.float32(v0[d])) + w1 * np.float32(v1[d]))
+                           + w2 * np.float32(v2[d])) + w3 * np.float32(v3[d])
+            t += 4
+        for t in range(t, n):
             weight = scores[t]
             vrow = v[bases[t] : bases[t] + dim]
             for d in range(dim):
