@@ -468,7 +468,7 @@ def largest_fitting_seq_len(profile: Profile, config, gate, dim: int, hi: int = 
 
 
 def capacity_table(profile: Profile, config, dim: int, partitions, gate: GatePacket = GatePacket(lambda_=200),
-                   hi: int = 65536, progress=None, **kwargs) -> list[dict]:
+                   hi: int = 65536, progress=None, on_row=None, **kwargs) -> list[dict]:
     """For each partition count, the largest ``seq_len`` whose whole step fits the
     heap, with that step's figures, every smaller ``seq_len`` that does not fit, and
     why the next ``seq_len`` does not fit. ``kwargs`` go to :func:`fit_step`.
@@ -481,6 +481,8 @@ def capacity_table(profile: Profile, config, dim: int, partitions, gate: GatePac
     progress : callable, optional
         ``progress(partitions, done, total)`` while a partition count's undecided
         steps are judged.
+    on_row : callable, optional
+        Called with each row as soon as its partition count is done.
 
     Raises
     ------
@@ -506,6 +508,8 @@ def capacity_table(profile: Profile, config, dim: int, partitions, gate: GatePac
             "failing_below": scan.failing,
             "next": _next_fails((n or 0) + 1, hi, scan.scanned, profile, config, gate, dim, kwargs),
         })
+        if on_row is not None:
+            on_row(rows[-1])
     return rows
 
 

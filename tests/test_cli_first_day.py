@@ -21,10 +21,10 @@ from firmware_model.profiles import build_named, load_profiles
 from firmware_model.step import op_counts, representations
 from mcsa.cli import COMMANDS, main
 from mcsa.cli.common import (
-    ByteSize, PartitionList, TABLE_WIDTH, gate_options, heap_budget_option, output_options,
+    ByteSize, PartitionList, TABLE_WIDTH, gate_options, heap_budget_option,
 )
 
-from .conftest import GOLDEN
+from .conftest import GOLDEN, on_terminal
 from .test_cli_surface import _qkv
 
 ROOT = Path(__file__).parent.parent
@@ -173,6 +173,23 @@ def test_an_unknown_target_names_the_option_and_a_few_close_names(command):
     message = refused(run(*command, "--target", "stm32f412"),
                       "--target: unknown target 'stm32f412'; did you mean stm32f411, stm32f103 or stm32h743?")
     assert len(message) < 200
+
+
+def test_a_plan_on_a_terminal_shows_each_row_when_done_and_no_bar_among_them():
+    """Rows come as each partition count is done, the bar's line erased first; piped,
+    the whole table comes at the end and no bar reaches it."""
+    args = ["plan", "--target", "esp32s3", "--heap-budget", "1M", "--dim", "32", "--partitions", "2,4"]
+    said, (done,) = on_terminal(args, stdout_too=True)
+    assert done.returncode == 0
+    drawn = [re.sub(rb"\x1b\[[?0-9;]*[A-Za-z]", b"", line.split(b"\r")[-1])
+             for line in said.replace(b"\r\n", b"\n").split(b"\n")]
+    rows = [line for line in drawn if re.match(rb" +[24] +\d+ +\d+", line)]
+    assert len(rows) == 2 and not any(b"scanning" in line for line in rows)
+    assert said.index(b"         2 ") < said.index(b"100%")  # the first row before the scan ends
+    piped = subprocess.run([sys.executable, "-m", "mcsa", *args], capture_output=True, timeout=300)
+    assert piped.returncode == 0 and b"scanning" not in piped.stdout
+    shown = [line for line in drawn if line.strip() and not line.startswith((b"scanning", b"note:"))]
+    assert shown == piped.stdout.splitlines()
 
 
 def test_presets_work_in_fit_plan_and_replay():

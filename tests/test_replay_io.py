@@ -8,7 +8,6 @@ import gzip
 import io
 import json
 import os
-import pty
 import subprocess
 import sys
 import threading
@@ -24,6 +23,8 @@ from mcsa.app import fleet
 from mcsa.app.replay import replay_table
 from mcsa.app.traces import open_trace
 from mcsa.cli import main
+
+from .conftest import on_terminal
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
@@ -172,7 +173,7 @@ def test_files_users_keep_beside_traces_are_not_read_as_packets(tmp_path, kind, 
     stray.write_bytes(data)
     refused(run("replay", stray, *ARGS, "--format", "jsonl"), f"{stray}: cannot tell the trace format: the content "
             f"is {kind}, not a trace")
-    refused(run("replay", "-", *ARGS, "--format", "jsonl", input=data), f"-: cannot tell the trace format")
+    refused(run("replay", "-", *ARGS, "--format", "jsonl", input=data), "-: cannot tell the trace format")
     named = tmp_path / "k.bin"
     named.write_bytes(data)
     for given in ([named], [stray, "--input-format", "bin"]):
@@ -443,24 +444,8 @@ def test_the_progress_bar_never_shares_a_line_with_records(tmp_path):
     """`mcsa replay ... | head` with a terminal on stderr put the bar among the records."""
     trace = tmp_path / "t.bin"
     trace.write_bytes((EXAMPLES / "trace.bin").read_bytes() * 200)
-    leader, follower = pty.openpty()
-    try:
-        piped = subprocess.run([sys.executable, "-m", "mcsa", "replay", trace, *ARGS, "--format", "jsonl"],
-                               stdout=subprocess.PIPE, stderr=follower, timeout=120)
-        to_file = subprocess.run([sys.executable, "-m", "mcsa", "replay", trace, *ARGS, "-o", tmp_path / "o.jsonl"],
-                                 stdout=subprocess.PIPE, stderr=follower, timeout=120)
-        os.close(follower)
-        said = b""
-        while True:
-            try:
-                chunk = os.read(leader, 1 << 16)
-            except OSError:
-                break
-            if not chunk:
-                break
-            said += chunk
-    finally:
-        os.close(leader)
+    said, (piped, to_file) = on_terminal(["replay", trace, *ARGS, "--format", "jsonl"],
+                                         ["replay", trace, *ARGS, "-o", tmp_path / "o.jsonl"], timeout=120)
     assert piped.returncode == 0 and to_file.returncode == 0
     assert said.count(b"replaying") >= 1 and b"index" not in said  # the bar: only with the records in a file
     assert len(piped.stdout.splitlines()) == 80_002 and b"replaying" not in piped.stdout

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from firmware_model.allocators import ALLOCATORS, allocator_named
+from firmware_model.profiles import heap_budget as heap_budget_of
 
 from mcsa.app import interrupt
 from mcsa.core.errors import MaskTooLarge
@@ -67,23 +68,47 @@ def _reason(row: dict) -> str:
     return "\n".join(textwrap.wrap(text, 100, initial_indent="  ", subsequent_indent="    "))
 
 
+class _Progress:
+    """What :func:`capacity_table` calls while a plan runs: ``update`` stops the scan
+    at a signal (the first Ctrl-C or SIGTERM is recorded, not raised, so a long scan
+    must look) and moves the progress bar on stderr when that is a terminal; ``echo``
+    writes a finished row to stdout, clearing the bar's line first so that the two
+    never share a line."""
+
+    def __init__(self, partitions: list[int], bar):
+        self.place = {p: i for i, p in enumerate(partitions)}
+        self.bar = bar
+
+    def update(self, p: int, done: int, total: int) -> None:
+        interrupt.check()
+        if self.bar is not None:
+            self.bar.update(self.place[p] * 1000 + (1000 * done // total if total else 1000) - self.bar.pos)
+
+    def echo(self, text: str) -> None:
+        if self.bar is not None:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+        click.echo(text)
+        if self.bar is not None:
+            self.bar.render_progress()
+
+
 @contextmanager
 def _progress(partitions: list[int]):
-    """The callback :func:`capacity_table` takes while the scan judges steps one by
-    one: it stops the scan at a signal (the first Ctrl-C or SIGTERM is recorded, not
-    raised, so a long scan must look) and, when stderr is a terminal, moves a
-    progress bar there."""
+    """A :class:`_Progress` for the run, its bar on stderr only when that is a terminal."""
     if not sys.stderr.isatty():
-        yield lambda p, done, total: interrupt.check()
+        yield _Progress(partitions, None)
         return
-    place = {p: i for i, p in enumerate(partitions)}
     with click.progressbar(length=1000 * len(partitions), label="scanning", file=sys.stderr,
                            show_eta=True) as bar:
-        def update(p, done, total):
-            interrupt.check()
-            bar.update(place[p] * 1000 + (1000 * done // total if total else 1000) - bar.pos)
+        yield _Progress(partitions, bar)
 
-        yield update
+
+def _row_lines(r: dict) -> str:
+    """A plan row as the table prints it, with why its next seq_len fails."""
+    cells = [r["partitions"], r["max_seq_len"], r["num_positions"], r["step_requested_bytes"], r["step_peak_bytes"]]
+    return (" ".join(f"{'-' if c is None else c:>{w}}" for c, w in zip(cells, (10, 11, 10, 14, 10)))
+            + "  " + (_spans(r["failing_below"]) or "none") + "\n" + _reason(r))
 
 
 @click.command()
@@ -108,25 +133,24 @@ def plan(target_name, profiles_file, dim, gate, heap_budget, allocator, as_json,
     allocator = allocator and allocator_named(allocator)
     profile, build = resolve_profile(target_name, profiles_file, heap_budget, allocator, max_seq_len=max_seq_len,
                                      dim=dim)
+    config = load_config(config_file)
+    header = (f"{profile.name}-{build}, dim {dim}, lambda {gate.lambda_}, heap budget "
+              f"{heap_budget_of(profile, heap_budget, allocator):,} B, allocator {(allocator or profile.allocator).name}\n"
+              f"{'partitions':>10} {'max_seq_len':>11} {'positions':>10} {'step_requested':>14} {'step_peak':>10}"
+              "  shorter that fail")
+    stream = not as_json and sys.stdout.isatty()  # on a terminal, each row as its partition count is done
+    if stream:
+        click.echo(header)
     with _progress(partitions) as progress:
         from firmware_model.step import capacity_table
 
-        rows = capacity_table(profile, load_config(config_file), dim, partitions, gate, hi=max_seq_len,
-                              progress=progress, build=build, heap_budget=heap_budget,
-                              allocator=allocator, position_limit=position_limit)
+        rows = capacity_table(profile, config, dim, partitions, gate, hi=max_seq_len, progress=progress.update,
+                              on_row=(lambda r: progress.echo(_row_lines(r))) if stream else None, build=build,
+                              heap_budget=heap_budget, allocator=allocator, position_limit=position_limit)
     if as_json:
         click.echo(json.dumps(rows))
-        return
-    click.echo(f"{profile.name}-{build}, dim {dim}, lambda {gate.lambda_}, heap budget {rows[0]['budget_bytes']:,} B, "
-               f"allocator {(allocator or profile.allocator).name}")
-    click.echo(f"{'partitions':>10} {'max_seq_len':>11} {'positions':>10} {'step_requested':>14} {'step_peak':>10}"
-               "  shorter that fail")
-    for r in rows:
-        cells = [r["partitions"], r["max_seq_len"], r["num_positions"], r["step_requested_bytes"],
-                 r["step_peak_bytes"]]
-        click.echo(" ".join(f"{'-' if c is None else c:>{w}}" for c, w in zip(cells, (10, 11, 10, 14, 10)))
-                   + "  " + (_spans(r["failing_below"]) or "none"))
-        click.echo(_reason(r))
+    elif not stream:  # (a file or a pipe gets the whole table or, on a refusal, nothing)
+        click.echo("\n".join([header, *map(_row_lines, rows)]))
 
 
 def _report_json(report: StepReport, target) -> dict:
