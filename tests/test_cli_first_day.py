@@ -503,6 +503,9 @@ def test_example_names_a_dangling_link_and_a_dir_that_is_no_folder(tmp_path):
     refused(run("example", "config", "--dir", tmp_path / "file" / "sub"), f"--dir {tmp_path / 'file' / 'sub'}: "
                                                                           "cannot make it: Not a directory")
     assert (tmp_path / "file").read_bytes() == b"mine"
+    (tmp_path / "dd").symlink_to(tmp_path / "nowhere")
+    refused(run("example", "config", "--dir", tmp_path / "dd"), f"--dir {tmp_path / 'dd'}: a symlink to "
+                                                                f"{tmp_path / 'nowhere'}, which does not exist")
 
 
 # --- the mask picture -------------------------------------------------------------------------------------

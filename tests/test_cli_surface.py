@@ -243,11 +243,11 @@ def test_an_output_fifo_nobody_reads_does_not_hold_the_first_signal(tmp_path, ou
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_long_plan_scan_stops_at_the_first_signal(signum):
-    """A 16 MiB heap placed at every undecided seq_len up to 65,536 takes tens of seconds:
-    the first Ctrl-C or SIGTERM ends it (130, no table), not the end of the scan."""
+    """A 16 MiB newlib heap placed at every undecided seq_len up to 65,536 takes tens of
+    seconds: the first Ctrl-C or SIGTERM ends it (130, no table), not the end of the scan."""
     import psutil
 
-    proc = _mcsa("plan", "--target", "x86_64", "--allocator", "linked-list", "--heap-budget", "16M", "--dim", 32,
+    proc = _mcsa("plan", "--target", "x86_64", "--allocator", "newlib", "--heap-budget", "16M", "--dim", 32,
                  "--partitions", 4, stdout=subprocess.PIPE)
     watched = psutil.Process(proc.pid)
     deadline = time.monotonic() + 120

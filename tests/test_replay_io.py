@@ -255,6 +255,9 @@ def test_any_output_inside_the_parquet_folder_is_refused(tmp_path):
     refused(run("replay", EXAMPLES / "trace.bin", *ARGS, "-o", out),
             f"Error: -o {out}, its folder {out / 'trace.bin.parquet'}: is a file, not a folder\n")
     assert (out / "trace.bin.parquet").read_text() == "mine"
+    refused(run("replay", EXAMPLES / "trace.bin", EXAMPLES / "trace.bin", *ARGS, "-o", out),  # a trace given twice
+            f"Error: -o {out}, for {EXAMPLES / 'trace.bin'} (trace 1), its folder {out / 'trace.bin.parquet'}: is a "
+            "file, not a folder\n")
 
 
 def test_outputs_are_refused_before_work_as_a_shell_redirection_would(tmp_path):

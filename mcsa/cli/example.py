@@ -161,6 +161,8 @@ def example(names, folder):
                          f"written (remove {'it' if len(existing) == 1 else 'them'}, or write elsewhere with --dir)")
     if os.path.exists(target) and not os.path.isdir(target):
         raise InputError(f"--dir {folder}: not a folder")
+    if os.path.islink(target) and not os.path.exists(target):
+        raise InputError(f"--dir {folder}: a symlink to {os.readlink(target)}, which does not exist")
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as err:

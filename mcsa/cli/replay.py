@@ -217,8 +217,9 @@ def replay(traces, target_name, profiles_file, seq_len, dim, config_file, heap_b
     folders = {}
     if to_folder:
         folders["-o"] = False
-        for trace, name in zip(traces, Dataset.names(traces)):  # (read "-o out/, its folder out/NAME.parquet: ...")
-            label = f"-o {output}, {f'for {trace}, ' if several else ''}its folder"
+        for i, (trace, name) in enumerate(zip(traces, Dataset.names(traces))):  # ("-o out/, its folder out/N.parquet")
+            which = f"for {trace}{f' (trace {i + 1})' if traces.count(trace) > 1 else ''}, " if several else ""
+            label = f"-o {output}, {which}its folder"
             outputs[label] = f"{output.rstrip('/')}/{name}"
             folders[label] = True
     check_outputs(outputs, {None: list(traces), "--profiles": profiles_file, "--config": config_file}, folders)

@@ -478,7 +478,8 @@ class MincutSparseAttention:
         Returns
         -------
         numpy.ndarray
-            float32, ``(q.size // dim) * dim`` elements.
+            float32, ``(q.size // dim) * dim`` elements (a view of a buffer that
+            starts on a 64-byte line).
 
         Raises
         ------
