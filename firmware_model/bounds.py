@@ -229,8 +229,9 @@ def _verdicts(out, partition_count, lambda_, intra, cross_on, max_edges, dim, in
         steps = 0  # one key Vec's buffers, caps 4, 8, .. up to 2 * len + 4: at most steps + 1
         while (4 << steps) < 2 * n + 4:
             steps += 1
-        taken += _cost_sum(8 * p_hi + 16 * n, (steps + 1) * n, pre, min_block, align, sl_log2, post)  # key Vecs
-        taken += _cost_sum(4 * p_hi, n, pre, min_block, align, sl_log2, post)  # the scores
+        key_vecs = _cost_sum(8 * p_hi + 16 * n, (steps + 1) * n, pre, min_block, align, sl_log2, post)
+        all_scores = _cost_sum(4 * p_hi, n, pre, min_block, align, sl_log2, post)
+        taken += key_vecs + all_scores
         cost = block_bytes(biggest, pre, min_block, align, sl_log2, post)
         if cost <= largest and taken + extra + (cost >> shift if shift else 0) <= untouched:
             out[i] = FITS
@@ -246,12 +247,9 @@ def _verdicts(out, partition_count, lambda_, intra, cross_on, max_edges, dim, in
         # freed before the next is allocated, which gives back the free block it was cut
         # from, so one needs room at a time. If that fits in the freed block, or in
         # what is left of the end, every request is served.
-        later = (block_bytes(out_bytes, pre, min_block, align, sl_log2, post)
-                 + block_bytes(by_query, pre, min_block, align, sl_log2, post)
-                 + _cost_sum(8 * p_hi + 16 * n, (steps + 1) * n, pre, min_block, align, sl_log2, post)
-                 + scores_hi)
+        later = attention + key_vecs + scores_hi
         later_cost = block_bytes(max(out_bytes, by_query, 4 * n), pre, min_block, align, sl_log2, post)
-        first = taken - later + scores_hi - _cost_sum(4 * p_hi, n, pre, min_block, align, sl_log2, post)
+        first = taken - attention - key_vecs - all_scores
         first_cost = 0
         for r in range(m):
             if r not in (1, 2) and sizes[r] > 0:  # (rows 1 and 2: the output and positions_by_query)
