@@ -49,6 +49,7 @@ import numpy as np
 import mcsa
 from firmware_model.heap import build_mask_usage
 from mcsa.core._jit import claim, jit, numba_threads
+from mcsa.core.attention import _RUNS_PER_THREAD
 from mcsa.core.expf import expf_kernel
 
 
@@ -165,7 +166,7 @@ def arithmetic_loop(sim, q, k, v, mask, dim, scale, threads: int = 1) -> None:
     if threads == 1:
         _arithmetic_run(q, k, v, mask.positions, 0, mask.num_positions, dim, scale, flavour)
         return
-    runs = np.linspace(0, mask.num_positions, 32 * threads + 1).astype(np.int64)
+    runs = np.linspace(0, mask.num_positions, _RUNS_PER_THREAD * threads + 1).astype(np.int64)
     with numba_threads(threads):
         _arithmetic_threads(q, k, v, mask.positions, runs, threads, dim, scale, flavour, np.zeros(runs.size - 1, np.float32))
 
