@@ -1,7 +1,11 @@
 """sparse_attention on several threads: the one-thread bits and the one-thread panic
 (Rust's first, in query order), and the thread count it is given."""
 
+import os
+import platform
 import re
+import subprocess
+import sys
 
 import numba
 import numpy as np
@@ -140,6 +144,21 @@ def test_thread_count_is_honoured(monkeypatch):
         assert launches == [("serial", 1, 1)]
     finally:
         numba.set_num_threads(before)
+
+
+def test_tbb_is_the_threading_layer():
+    """A fresh process, with no threading layer chosen by the user, runs sparse_attention's
+    threads on TBB where mcsa depends on the ``tbb`` package (x86-64 Linux, whose pip
+    install puts the library where the loader does not look), else on Numba's workqueue."""
+    script = ("import numpy as np, numba, mcsa; "
+              "sim = mcsa.MincutSparseAttention(threads=2); "
+              "mask = sim.build_mask(mcsa.GatePacket(lambda_=200, partition_count=8), 1024); "
+              "z = np.ones(1024 * 8, np.int8); sim.sparse_attention(z, z, z, mask, 8, 0.5); "
+              "print(numba.threading_layer())")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("NUMBA_THREADING_LAYER")}
+    layer = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    linux_x86_64 = sys.platform.startswith("linux") and platform.machine() == "x86_64"
+    assert layer.stdout.strip() == ("tbb" if linux_x86_64 else "workqueue"), layer.stderr
 
 
 @pytest.mark.parametrize("threads,error,message", [
