@@ -74,9 +74,9 @@ def _prefer_layer() -> None:
     child forked after a launch. At 4,096 tokens 2 threads ran 1.83x one thread
     on TBB and 1.45x on the workqueue (medians of 31 calls, one script): after a
     pause, TBB's threads started 60-130 us into a launch, the workqueue's 150-300 us
-    and at times 2-5 ms, while the guest ran both on one core. Set before
-    each launch, as Numba re-reads its configuration from the environment when
-    that changes, until its threads start."""
+    and at times 2-5 ms, and at times the guest ran both of the workqueue's threads
+    on one core. Set before each launch, as Numba re-reads its configuration from
+    the environment when that changes, until its threads start."""
     if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
         _load_tbb()
         numba.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
