@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_model.profiles import load_profiles
+import mcsa.app.fleet as fleet
 from mcsa import MincutSparseAttention
 from mcsa.app.replay import Replayer, replay_table
 from mcsa.app.traces import TraceReader, byte_ranges, open_trace
@@ -158,6 +159,35 @@ def test_several_traces_serial_and_on_two_workers(tmp_path):
     assert not [w for w in warned if "already in use" in str(w.message)]
     for name in ("trace.bin.parquet", "trace.csv.parquet", "trace.jsonl.parquet"):
         assert pq.read_table(out / name).equals(pq.read_table(out2 / name))
+
+
+def test_pieces_of_several_traces_in_flight_and_one_failing_midway_match_a_serial_run(tmp_path, monkeypatch):
+    """Pieces small enough that those of several traces are in flight at once, one trace
+    failing in its fifth piece with writes of its own and of the traces around it in flight:
+    on two workers, the same part files as a serial run's, byte for byte, nothing of the
+    failed trace, and the same summaries."""
+    monkeypatch.setattr(fleet, "CHUNK_BYTES", 8 << 10)
+    good = (EXAMPLES / "trace.jsonl").read_bytes()
+    lines = good.splitlines(keepends=True)
+    traces = []
+    for name, data in [("a.jsonl", good * 2), ("bad.jsonl", b"".join(lines[:300]) + b"{\"lambda\": 1}\n" + good),
+                       ("c.jsonl", good), ("d.jsonl", good * 3)]:
+        traces.append(tmp_path / name)
+        traces[-1].write_bytes(data)
+    assert len(byte_ranges(open_trace(str(traces[1])), fleet.CHUNK_BYTES)) > 10
+    outputs = []
+    for extra in ([], ["--workers", "2"]):
+        out, summary = tmp_path / f"out{len(extra)}", tmp_path / f"summary{len(extra)}.jsonl"
+        result = run("replay", *traces, EXAMPLES / "trace.jsonl.gz", *ARGS, "-o", f"{out}/", "--summary", summary, *extra)
+        assert result.exit_code == 2 and "bad.jsonl:301: " in result.stderr, result.output
+        outputs.append((out, summary.read_text()))
+    (serial, said), (workers, said2) = outputs
+    files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(workers) for p in workers.rglob("*") if p.is_file())
+    assert sorted(p.name for p in serial.iterdir()) == ["a.jsonl.parquet", "c.jsonl.parquet", "d.jsonl.parquet",
+                                                        "trace.jsonl.gz.parquet"]
+    assert all((serial / f).read_bytes() == (workers / f).read_bytes() for f in files)
+    assert pq.read_table(serial / "d.jsonl.parquet").num_rows == 1200 and said2 == said
 
 
 def test_several_traces_text_records_name_their_source(tmp_path):

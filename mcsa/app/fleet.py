@@ -65,9 +65,13 @@ RECORD_CHUNK_BYTES = 4 << 20
 """Bytes of a plain trace per piece whose records come back (what the window holds here)."""
 STREAM_BATCHES = 4
 """Batches (:data:`mcsa.app.traces.BATCH_RECORDS` records each) per piece of a trace read here."""
-WINDOW_PER_WORKER = 2
-MAX_WINDOW = 16
-"""Pieces in flight: two per worker (one running, one queued), at most this many."""
+RECORDS_WINDOW = 2
+"""Pieces whose records come back, in flight per worker: one running, one queued (the client holds them)."""
+DATASET_WINDOW = 4
+"""Pieces of a dataset run in flight per worker (being replayed, counted or written): a piece's write
+waits for its count to reach the client, so a worker's queue needs more than one piece not to run dry."""
+MAX_WINDOW = 64
+"""Pieces in flight at most, whatever the number of workers."""
 ALLOWED_FAILURES = 3
 """Workers that may die running one piece before it is given up (Dask's allowed-failures)."""
 RETRIES = 1
@@ -278,7 +282,7 @@ class Fleet(AbstractContextManager):
                  connect_timeout: float = CONNECT_TIMEOUT):
         self.replayer = replayer
         self.client = self.cluster = None
-        self.window = 1
+        self.workers = 0
         self.where = "serial"
         self.had_workers = False
         self._stack = ExitStack()
@@ -328,7 +332,7 @@ class Fleet(AbstractContextManager):
             self.client = Client(address, timeout=timeout, set_as_default=False)
         except (OSError, asyncio.TimeoutError) as err:
             raise FleetError(f"--scheduler {address}: {err}") from None
-        self.window = min(WINDOW_PER_WORKER * max(len(identity.get("workers", {})), 1), MAX_WINDOW)
+        self.workers = max(len(identity.get("workers", {})), 1)
 
     def _start(self, workers: int, scratch: str) -> None:
         import dask
@@ -361,7 +365,7 @@ class Fleet(AbstractContextManager):
             raise FleetError(f"--workers {workers}: the local Dask cluster could not start "
                              f"({_reason(err)})") from None
         interrupt.check()  # one that came while it started
-        self.window = min(WINDOW_PER_WORKER * workers, MAX_WINDOW)
+        self.workers = workers
 
     def close(self) -> None:
         """Close the client and the cluster (its workers stop), and remove their scratch space."""
@@ -408,15 +412,19 @@ class Fleet(AbstractContextManager):
         if batches or not number:
             yield Piece(number, batches=batches, unknown=set(reader.unknown))
 
-    def _run(self, fn, *args):
+    def _run(self, fn, *args, priority: int = 0):
         """``fn(*args)`` here, or where a worker takes it (a future; the futures among
-        ``args`` are their results there)."""
+        ``args`` are their results there), before its tasks of lower ``priority``."""
         if self.client is None:
             return _Done(fn(*(a.value if isinstance(a, _Done) else a for a in args)))
         try:
-            return self.client.submit(fn, *args, pure=False, retries=RETRIES)
+            return self.client.submit(fn, *args, pure=False, retries=RETRIES, priority=priority)
         except Exception as err:  # noqa: BLE001 (a client that lost its scheduler)
             raise self._lost(err) from None
+
+    def _window(self, per_worker: int) -> int:
+        """Pieces in flight: one here, ``per_worker`` per worker of a cluster, at most :data:`MAX_WINDOW`."""
+        return 1 if self.client is None else min(per_worker * self.workers, MAX_WINDOW)
 
     def _result(self, future):
         """A piece's result, waited for in slices: a signal, a cluster that cannot go on, end the wait."""
@@ -431,6 +439,25 @@ class Fleet(AbstractContextManager):
                 pass
             except Exception as err:  # noqa: BLE001 (Dask's failures become one line; mcsa's own propagate)
                 raise self._lost(err) from None
+            interrupt.check()
+            no_worker_since = self._watch(no_worker_since)
+
+    def _wait(self, futures: list) -> None:
+        """Until one of ``futures`` is done, waited for in slices as :meth:`_result` does."""
+        interrupt.check()
+        if not futures or any(future.done() for future in futures):
+            return
+        from distributed import wait
+
+        no_worker_since = None
+        while not any(future.done() for future in futures):
+            try:
+                wait(futures, timeout=interrupt.POLL, return_when="FIRST_COMPLETED")
+                continue
+            except TimeoutError:
+                pass
+            except Exception:  # noqa: BLE001 (a future cancelled: done, its result says why; a client gone)
+                time.sleep(interrupt.POLL / 4)
             interrupt.check()
             no_worker_since = self._watch(no_worker_since)
 
@@ -494,9 +521,10 @@ class Fleet(AbstractContextManager):
         failed: set = set()
         tasks = self._pieces(sources, skip_bad, RECORD_CHUNK_BYTES, failed)
         pending: deque = deque()
+        window = self._window(RECORDS_WINDOW)
 
         def fill():
-            while len(pending) < self.window:
+            while len(pending) < window:
                 task = next(tasks, None)
                 if task is None:
                     return
@@ -544,71 +572,78 @@ class Fleet(AbstractContextManager):
         hears how far into each trace the pieces written so far reach."""
         failed: set = set()
         tasks = self._pieces(sources, skip_bad, CHUNK_BYTES, failed)
-        folders = [dataset.folder(source.path) for source in sources]
-        pending: deque = deque()  # (trace number, piece number, replay future, info future)
-        writes: list = []
-        more = [True]
+        ahead: deque = deque()  # the next piece, taken early to see where the traces before it end
+        outcomes = [Outcome(source.path, Summary(), None, set(), [], dataset.folder(source.path)) for source in sources]
+        lines = [0] * len(sources)
+        pending: deque = deque()  # (trace number, piece number, replay future, info future), in order
+        writes: list = []  # (trace number, write future) in flight
+        window = self._window(DATASET_WINDOW)
+
+        def upcoming():
+            """The next piece to submit (None: no more), those of a trace that failed dropped."""
+            while True:
+                if not ahead:
+                    ahead.append(next(tasks, None))
+                if ahead[0] is None or ahead[0][0] not in failed:
+                    return ahead[0]
+                ahead.popleft()
 
         def fill():
-            """Submit pieces while the window has room (pieces being replayed or written); if it
-            is full of writes with nothing left to count, wait for the oldest write. A write
-            done is let go at once (held, its piece's task and records would stay in the cluster)."""
-            while more[0]:
-                for future in [w for w in writes if w.done()]:
-                    self._result(future)  # (its error, if any)
-                    writes.remove(future)
-                if len(pending) + len(writes) >= self.window:
-                    if pending or not writes:
-                        return
-                    self._result(writes[0])
-                    continue
-                task = next(tasks, None)
-                if task is None:
-                    more[0] = False
-                    return
-                i, source, piece = task
+            """Submit pieces while the window (pieces being replayed, counted or written) has room."""
+            while len(pending) + len(writes) < window and upcoming() is not None:
+                i, source, piece = ahead.popleft()
                 replayed = self._run(replay_piece, self.replayer, source, piece, skip_bad)
-                pending.append((i, piece.number, replayed, self._run(piece_info, replayed)))
+                pending.append((i, piece.number, replayed, self._run(piece_info, replayed, priority=1)))
 
+        def count(i, number, replayed, info):
+            """The next count of trace ``i``: its piece's write submitted, or the trace failed."""
+            info, outcome = self._result(info), outcomes[i]
+            outcome.unknown.update(info.unknown)
+            outcome.skipped.extend(shift_lines(m, outcome.path, lines[i])
+                                   for m in info.skipped[:SHOWN_SKIPS - len(outcome.skipped)])
+            if info.error is None:
+                writes.append((i, self._run(write_piece, replayed, outcome.summary.packets, outcome.folder, number,
+                                            priority=2)))
+            outcome.summary.merge(info.summary, outcome.summary.packets)
+            if info.error is None:
+                lines[i] += info.lines
+                progress(outcome.path, info.done)
+                return
+            outcome.error = shift_lines(info.error, outcome.path, lines[i])
+            failed.add(i)
+            while pending and pending[0][0] == i:  # the failed trace's pieces in flight
+                _cancel(pending.popleft()[2:])
+            self._drain([future for j, future in writes if j == i])
+            writes[:] = [(j, future) for j, future in writes if j != i]
+            outcome.folder.abort()
+
+        def finished(i: int) -> bool:
+            """Trace ``i`` (the first not yet given out) is counted and written."""
+            if any(j == i for j, _ in writes) or (pending and pending[0][0] == i):
+                return False
+            after = upcoming()
+            return after is None or after[0] > i
+
+        current = 0
         try:
             fill()
-            for i, source in enumerate(sources):
-                outcome = Outcome(source.path, Summary(), None, set(), [], folders[i])
-                lines = 0
-                while pending and pending[0][0] == i:
-                    _, number, replayed, info = pending[0]
-                    info = self._result(info)
-                    pending.popleft()
-                    outcome.unknown.update(info.unknown)
-                    outcome.skipped.extend(shift_lines(m, source.path, lines)
-                                           for m in info.skipped[:SHOWN_SKIPS - len(outcome.skipped)])
-                    if info.error is not None:
-                        outcome.summary.merge(info.summary, outcome.summary.packets)
-                        outcome.error = shift_lines(info.error, source.path, lines)
-                        failed.add(i)
-                        break
-                    writes.append(self._run(write_piece, replayed, outcome.summary.packets, folders[i], number))
-                    outcome.summary.merge(info.summary, outcome.summary.packets)
-                    lines += info.lines
-                    progress(source.path, info.done)
-                    del replayed
-                    fill()
-                failed.add(i)
-                if outcome.error is None:
-                    for future in writes:  # (all of this trace's)
-                        self._result(future)
-                else:
-                    while pending and pending[0][0] == i:  # the failed trace's pieces in flight
-                        _cancel(pending.popleft()[2:])
-                    self._drain(writes)
-                    folders[i].abort()
-                writes.clear()
+            while current < len(sources):
+                for write in [w for w in writes if w[1].done()]:  # let go at once (held, its records stay there)
+                    self._result(write[1])  # (its error, if any)
+                    writes.remove(write)
+                while pending and pending[0][3].done():
+                    count(*pending.popleft())
                 fill()
-                yield outcome
+                if finished(current):
+                    outcome, outcomes[current] = outcomes[current], None
+                    current += 1
+                    yield outcome
+                    continue
+                self._wait(([pending[0][3]] if pending else []) + [future for _, future in writes])
         except BaseException:
             for _, _, *futures in pending:
                 _cancel(futures)
-            self._drain(writes)
+            self._drain([future for _, future in writes])
             raise
 
 
