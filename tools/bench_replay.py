@@ -13,7 +13,7 @@ ratios measured in one run, and the CPU seconds, which load does not inflate).
   same rows and columns (medians of ``--repeats`` runs in this process, each floor
   run just before its replay so that both see the same load).
 - fleet: ``--traces`` JSONL traces of ``--trace-packets`` packets into a Parquet
-  dataset folder, serially and with 1 and 2 Dask workers, each in a fresh process
+  dataset folder, serially and with 1 and 2 Dask workers in turns, each in a fresh process
   next to a 1-packet replay run the same way (start-up: imports, the cluster, the
   workers' kernels), so that the figures are net of start-up. Wall seconds, CPU
   seconds of mcsa's process (the client, and for a local cluster its scheduler)
@@ -176,15 +176,15 @@ def fleet_figures(tmp: Path, args, base: list) -> None:
     print(f"fleet: {args.traces} JSONL traces x {args.trace_packets:,} packets = {total:,} packets, "
           f"{sum(os.path.getsize(t) for t in traces) / 2**20:,.0f} MiB, {pieces} pieces of at most "
           f"{fleet.CHUNK_BYTES >> 20} MiB, into a Parquet dataset folder")
-    rows = {}
-    for workers in (None, 1, 2):
-        extra = [] if workers is None else ["--workers", str(workers)]
-        runs, starts = [], []
-        for repeat in range(args.repeats):
-            runs.append(fresh(["replay", *traces, *ARGS, "-o", f"{tmp / f'fleet{workers}'}/", *extra]))
-            starts.append(fresh(["replay", str(tmp / "one.jsonl"), *ARGS, "-o", f"{tmp / 'one'}/", *extra]))
-        run = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        start = {k: statistics.median(r[k] for r in starts) for k in starts[0]}
+    rows, runs, starts = {}, {None: [], 1: [], 2: []}, {None: [], 1: [], 2: []}
+    for repeat in range(args.repeats):  # in turns, so that every way of running sees the same load
+        for workers in runs:
+            extra = [] if workers is None else ["--workers", str(workers)]
+            runs[workers].append(fresh(["replay", *traces, *ARGS, "-o", f"{tmp / f'fleet{workers}'}/", *extra]))
+            starts[workers].append(fresh(["replay", str(tmp / "one.jsonl"), *ARGS, "-o", f"{tmp / 'one'}/", *extra]))
+    for workers in runs:
+        run = {k: statistics.median(r[k] for r in runs[workers]) for k in runs[workers][0]}
+        start = {k: statistics.median(r[k] for r in starts[workers]) for k in starts[workers][0]}
         net = run["wall"] - start["wall"]
         rows[workers] = (run, start, net)
         label = "serial (no Dask)" if workers is None else f"{workers} Dask worker{'s' * (workers > 1)}"
