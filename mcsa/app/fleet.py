@@ -427,23 +427,17 @@ class Fleet(AbstractContextManager):
         return 1 if self.client is None else min(per_worker * self.workers, MAX_WINDOW)
 
     def _result(self, future):
-        """A piece's result, waited for in slices: a signal, a cluster that cannot go on, end the wait."""
-        interrupt.check()
+        """A piece's result, waited for in slices (:meth:`_wait`)."""
+        self._wait([future])
         if isinstance(future, _Done):
             return future.value
-        no_worker_since = None
-        while True:
-            try:
-                return future.result(timeout=interrupt.POLL)
-            except asyncio.TimeoutError:
-                pass
-            except Exception as err:  # noqa: BLE001 (Dask's failures become one line; mcsa's own propagate)
-                raise self._lost(err) from None
-            interrupt.check()
-            no_worker_since = self._watch(no_worker_since)
+        try:
+            return future.result()
+        except Exception as err:  # noqa: BLE001 (Dask's failures become one line; mcsa's own propagate)
+            raise self._lost(err) from None
 
     def _wait(self, futures: list) -> None:
-        """Until one of ``futures`` is done, waited for in slices as :meth:`_result` does."""
+        """Until one of ``futures`` is done, waited for in slices: a signal, a cluster that cannot go on, end the wait."""
         interrupt.check()
         if not futures or any(future.done() for future in futures):
             return
