@@ -595,11 +595,10 @@ class Fleet(AbstractContextManager):
             outcome.unknown.update(info.unknown)
             outcome.skipped.extend(shift_lines(m, outcome.path, lines[i])
                                    for m in info.skipped[:SHOWN_SKIPS - len(outcome.skipped)])
+            offset = outcome.summary.packets
+            outcome.summary.merge(info.summary, offset)
             if info.error is None:
-                writes.append((i, self._run(write_piece, replayed, outcome.summary.packets, outcome.folder, number,
-                                            priority=2)))
-            outcome.summary.merge(info.summary, outcome.summary.packets)
-            if info.error is None:
+                writes.append((i, self._run(write_piece, replayed, offset, outcome.folder, number, priority=2)))
                 lines[i] += info.lines
                 progress(outcome.path, info.done)
                 return
