@@ -15,7 +15,9 @@ Two ways out:
   Parquet part file per piece (:class:`mcsa.app.writers.Dataset`); only its count
   and summary come back (a few hundred bytes whatever its size), and the packet
   index each part starts at is sent to the writer once the pieces before it are
-  counted.
+  counted. A trace followed by enough others to keep the other workers busy runs
+  whole in one task instead (:func:`replay_trace`): its worker writes its pieces in
+  turn, as one process does, and only its outcome comes back.
 
 Either way the records, indices, summaries and files are those of a serial run.
 
@@ -44,7 +46,7 @@ import time
 import warnings
 from collections import OrderedDict, deque
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import resource_tracker
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -251,6 +253,27 @@ def write_piece(result: PieceResult, offset: int, folder, number: int) -> int:
     return folder.write_part(number, result.parts, offset)
 
 
+class Unwanted(Exception):
+    """A trace run whole that its client let go (cancelled): it stops between pieces."""
+
+
+def replay_trace(replayer: Replayer, source: TraceSource, folder, skip_bad: bool, chunk_bytes: int) -> Outcome:
+    """Run where a whole trace lands: its pieces (of the client's ``chunk_bytes``) replayed
+    and written in turn, as one process does (the same part files), stopping between pieces once the client lets it
+    go; the staged folder removed if it fails or stops; its outcome."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    key = worker.get_current_task()
+    fleet = Fleet(_kept(replayer))
+    fleet.wanted = lambda: getattr(worker.state.tasks.get(key), "state", None) in ("executing", "long-running")
+    try:
+        return next(fleet._written([source], [folder], skip_bad, chunk_bytes))
+    except BaseException:
+        folder.abort()
+        raise
+
+
 def _unavailable(option: str) -> FleetUnavailable:
     return FleetUnavailable(f"{option} needs dask.distributed: {EXTRA}")
 
@@ -283,6 +306,8 @@ class Fleet(AbstractContextManager):
         self.replayer = replayer
         self.client = self.cluster = None
         self.workers = 0
+        self.wanted: Callable[[], bool] = lambda: True
+        """Whether to go on (a trace run whole in a task: the scheduler still wants it)."""
         self.where = "serial"
         self.had_workers = False
         self._stack = ExitStack()
@@ -383,10 +408,15 @@ class Fleet(AbstractContextManager):
 
     # pieces ---------------------------------------------------------------------------------------
 
-    def _pieces(self, sources: list, skip_bad: bool, chunk_bytes: int, failed: set) -> Iterator[tuple]:
-        """``(trace number, source, piece)`` of every trace in order; a trace is read
-        here only if it cannot be split, and not beyond its failure (``failed``)."""
+    def _pieces(self, sources: list, skip_bad: bool, chunk_bytes: int, failed: set,
+                whole: set = frozenset()) -> Iterator[tuple]:
+        """``(trace number, source, piece)`` of every trace in order, piece None for the
+        traces in ``whole``; a trace is read here only if it cannot be split, and not
+        beyond its failure (``failed``)."""
         for i, source in enumerate(sources):
+            if i in whole:
+                yield i, source, None
+                continue
             for piece in self._trace_pieces(source, skip_bad, chunk_bytes):
                 if i in failed:
                     break
@@ -425,6 +455,22 @@ class Fleet(AbstractContextManager):
     def _window(self, per_worker: int) -> int:
         """Pieces in flight: one here, ``per_worker`` per worker of a cluster, at most :data:`MAX_WINDOW`."""
         return 1 if self.client is None else min(per_worker * self.workers, MAX_WINDOW)
+
+    def _whole(self, sources: list) -> set:
+        """The traces a worker runs whole on a cluster, writing its pieces in turn as one
+        process does (one task, no round trip through the client between pieces): a file
+        that can be split while the traces after it hold at least (workers - 1) times its
+        bytes, so that the other workers are busy meanwhile; the last ones go in pieces,
+        spread over every worker."""
+        whole, after = set(), 0
+        if self.client is None:
+            return whole
+        for i in reversed(range(len(sources))):
+            size = (sources[i].size or 0) if sources[i].splittable else 0
+            if sources[i].splittable and after >= (self.workers - 1) * size:
+                whole.add(i)
+            after += size
+        return whole
 
     def _result(self, future):
         """A piece's result, waited for in slices (:meth:`_wait`)."""
@@ -564,12 +610,19 @@ class Fleet(AbstractContextManager):
         trace that fails has its staged folder removed; committing the others is the
         caller's (:meth:`mcsa.app.writers.TraceFolder.commit`). ``progress(path, bytes)``
         hears how far into each trace the pieces written so far reach."""
+        folders = [dataset.folder(source.path) for source in sources]
+        yield from self._written(sources, folders, skip_bad, CHUNK_BYTES, progress)
+
+    def _written(self, sources: list, folders: list, skip_bad: bool, chunk_bytes: int,
+                 progress: Callable[[str, int], None] = lambda path, done: None) -> Iterator[Outcome]:
+        """:meth:`dataset` into the staged ``folders`` of ``sources``, in pieces of ``chunk_bytes``."""
         failed: set = set()
-        tasks = self._pieces(sources, skip_bad, CHUNK_BYTES, failed)
+        tasks = self._pieces(sources, skip_bad, chunk_bytes, failed, self._whole(sources))
         ahead: deque = deque()  # the next piece, taken early to see where the traces before it end
-        outcomes = [Outcome(source.path, Summary(), None, set(), [], dataset.folder(source.path)) for source in sources]
+        outcomes = [Outcome(source.path, Summary(), None, set(), [], folder) for source, folder in zip(sources, folders)]
         lines = [0] * len(sources)
-        pending: deque = deque()  # (trace number, piece number, replay future, info future), in order
+        pending: deque = deque()  # (trace number, piece number, replay future, info future), in order (a
+        # trace run whole: piece number and replay future None)
         writes: list = []  # (trace number, write future) in flight
         window = self._window(DATASET_WINDOW)
 
@@ -585,12 +638,24 @@ class Fleet(AbstractContextManager):
         def fill():
             """Submit pieces while the window (pieces being replayed, counted or written) has room."""
             while len(pending) + len(writes) < window and upcoming() is not None:
+                if not self.wanted():
+                    raise Unwanted
                 i, source, piece = ahead.popleft()
+                if piece is None:  # a whole trace, written where it is replayed: its outcome comes back
+                    pending.append((i, None, None, self._run(replay_trace, self.replayer, source, folders[i], skip_bad,
+                                                         chunk_bytes)))
+                    continue
                 replayed = self._run(replay_piece, self.replayer, source, piece, skip_bad)
                 pending.append((i, piece.number, replayed, self._run(piece_info, replayed, priority=1)))
 
         def count(i, number, replayed, info):
-            """The next count of trace ``i``: its piece's write submitted, or the trace failed."""
+            """The next count of trace ``i``: its piece's write submitted, or the trace failed;
+            for a trace run whole, its outcome."""
+            if number is None:
+                outcome = outcomes[i] = replace(self._result(info), folder=folders[i])
+                if outcome.error is None:
+                    progress(outcome.path, sources[i].size)
+                return
             info, outcome = self._result(info), outcomes[i]
             outcome.unknown.update(info.unknown)
             outcome.skipped.extend(shift_lines(m, outcome.path, lines[i])
@@ -604,11 +669,17 @@ class Fleet(AbstractContextManager):
                 return
             outcome.error = shift_lines(info.error, outcome.path, lines[i])
             failed.add(i)
-            while pending and pending[0][0] == i:  # the failed trace's pieces in flight
-                _cancel(pending.popleft()[2:])
+            for entry in [e for e in pending if e[0] == i]:  # the failed trace's pieces in flight
+                pending.remove(entry)
+                _cancel(entry[2:])
             self._drain([future for j, future in writes if j == i])
             writes[:] = [(j, future) for j, future in writes if j != i]
             outcome.folder.abort()
+
+        def heads() -> list:
+            """The first of each trace's pieces in flight: the one whose count comes next."""
+            seen: set = set()
+            return [entry for entry in pending if entry[0] not in seen and not seen.add(entry[0])]
 
         def finished(i: int) -> bool:
             """Trace ``i`` (the first not yet given out) is counted and written."""
@@ -624,15 +695,18 @@ class Fleet(AbstractContextManager):
                 for write in [w for w in writes if w[1].done()]:  # let go at once (held, its records stay there)
                     self._result(write[1])  # (its error, if any)
                     writes.remove(write)
-                while pending and pending[0][3].done():
-                    count(*pending.popleft())
+                while ready := [entry for entry in heads() if entry[3].done()]:  # each trace's counts in order
+                    for entry in ready:
+                        if entry in pending:  # (not let go since: its trace failed)
+                            pending.remove(entry)
+                            count(*entry)
                 fill()
                 if finished(current):
                     outcome, outcomes[current] = outcomes[current], None
                     current += 1
                     yield outcome
                     continue
-                self._wait(([pending[0][3]] if pending else []) + [future for _, future in writes])
+                self._wait([entry[3] for entry in heads()] + [future for _, future in writes])
         except BaseException:
             for _, _, *futures in pending:
                 _cancel(futures)
@@ -748,7 +822,8 @@ def _cancel(futures) -> None:
     """Cancel pieces no longer wanted (quietly: the cluster may be gone already)."""
     for future in futures:
         try:
-            future.cancel()
+            if future is not None:
+                future.cancel()
         except Exception:  # noqa: BLE001, S110
             pass
 
