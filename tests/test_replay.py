@@ -9,6 +9,7 @@ import io
 import json
 import socket
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -163,9 +164,10 @@ def test_several_traces_serial_and_on_two_workers(tmp_path):
 
 def test_pieces_of_several_traces_in_flight_and_one_failing_midway_match_a_serial_run(tmp_path, monkeypatch):
     """Pieces small enough that those of several traces are in flight at once, one trace
-    failing in its fifth piece with writes of its own and of the traces around it in flight:
-    on two workers, the same part files as a serial run's, byte for byte, nothing of the
-    failed trace, and the same summaries."""
+    failing in its fifth piece with writes of its own and of the traces around it in flight;
+    on two workers the first three traces run whole (each by one worker, its pieces in turn)
+    and the last two in pieces: the same part files as a serial run's, byte for byte,
+    nothing of the failed trace, and the same summaries."""
     monkeypatch.setattr(fleet, "CHUNK_BYTES", 8 << 10)
     good = (EXAMPLES / "trace.jsonl").read_bytes()
     lines = good.splitlines(keepends=True)
@@ -175,6 +177,8 @@ def test_pieces_of_several_traces_in_flight_and_one_failing_midway_match_a_seria
         traces.append(tmp_path / name)
         traces[-1].write_bytes(data)
     assert len(byte_ranges(open_trace(str(traces[1])), fleet.CHUNK_BYTES)) > 10
+    sources = [open_trace(str(t)) for t in [*traces, EXAMPLES / "trace.jsonl.gz"]]
+    assert fleet.Fleet._whole(SimpleNamespace(client=object(), workers=2), sources) == {0, 1, 2}
     outputs = []
     for extra in ([], ["--workers", "2"]):
         out, summary = tmp_path / f"out{len(extra)}", tmp_path / f"summary{len(extra)}.jsonl"
