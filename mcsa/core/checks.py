@@ -37,9 +37,10 @@ def check_int(value, what: str, lo: int = 0, hi: int | None = None, unit: str | 
     ValueError
         If it is out of bounds.
     """
-    if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__") or isinstance(value, np.ndarray):
-        raise TypeError(f"{what} must be an integer, got {type(value).__name__} {value!r:.40}")
-    value = int(value)
+    if type(value) is not int:
+        if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__") or isinstance(value, np.ndarray):
+            raise TypeError(f"{what} must be an integer, got {type(value).__name__} {value!r:.40}")
+        value = int(value)
     if value < lo or (hi is not None and value > hi):
         bounds = f"in {lo}..={hi}" if hi is not None else f">= {lo}"
         raise ValueError(f"{what} must be {bounds}{f' ({unit})' if unit else ''}, got {value}")

@@ -518,6 +518,8 @@ def int_as_f32(n: int):
     Going through a Python float would round twice for integers above 2^53;
     the bits shifted out are folded into a sticky bit instead.
     """
+    if -(1 << 53) <= n <= 1 << 53:
+        return np.float32(float(n))  # exact in a double: one rounding, to f32
     if n < 0:
         return -int_as_f32(-n)
     shift = max(n.bit_length() - 53, 0)
