@@ -183,3 +183,28 @@ def test_masks_hold_read_only_positions_in_known_order():
             mask.positions[0, 0] = 7
         with pytest.raises(AttributeError):
             mask.positions = np.zeros((0, 2), np.uint16)
+    plan = MincutSparseAttention().plan_mask(GatePacket(lambda_=200, partition_count=4), 64)
+    for kept in (plan.boundaries, plan.tokens):  # kept for the next plan of the same figures
+        with pytest.raises(ValueError, match="read-only"):
+            kept[1] = 7
+    assert built.partition_boundaries.tolist() == [0, 16, 32, 48]
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), max_size=60), st.booleans(),
+       st.lists(st.integers(0, 24), min_size=1, max_size=4))
+def test_by_query_is_rusts_grouping_for_each_length_in_turn(pairs, sort, lengths):
+    """``positions_by_query`` of one mask for q of several lengths in turn (the grouping
+    of the last length is kept): the first query out of bounds, in mask order, or each
+    query's keys in mask order; the arrays are read-only."""
+    if sort:
+        pairs.sort(key=lambda p: p[0])
+    mask = SparseMask(np.array(pairs, np.int64).reshape(-1, 2), 0.5)
+    for seq_len in lengths + lengths:
+        bad, offsets, grouped = mask.by_query(seq_len)
+        outside = [q for q, _ in pairs if q >= seq_len]
+        assert bad == (outside[0] if outside else -1)
+        if bad < 0:
+            keys = [[k for q, k in pairs if q == row] for row in range(seq_len)]
+            assert [grouped[offsets[i]:offsets[i + 1], 1].tolist() for i in range(seq_len)] == keys
+        assert not offsets.flags.writeable and not grouped.flags.writeable

@@ -21,6 +21,7 @@ from .mask import (
     full_count,
     ordered_count,
     ordered_positions,
+    partition_layout,
     position_limit_arg,
     reduced_seq_len,
     sparse_density,
@@ -51,51 +52,6 @@ def _panic(code: int, a: int, b: int) -> TargetPanic:
     if code == INDEX_OUT_OF_BOUNDS:
         return TargetPanic(f"index out of bounds: the len is {a} but the index is {b}")
     return TargetPanic(f"attempt to {'add' if code == ADD_OVERFLOW else 'multiply'} with overflow")
-
-
-@jit
-def _gallop(queries, start, value):
-    """The first ``p >= start`` with ``queries[p] >= value`` (``queries`` nondecreasing,
-    all before ``start`` below ``value``), in steps that double from ``start``."""
-    lo, step = start, 1
-    while lo + step <= queries.size and queries[lo + step - 1] < value:
-        lo += step
-        step *= 2
-    return lo + np.searchsorted(queries[lo : min(lo + step, queries.size)], value)
-
-
-@jit
-def _by_query(positions, seq_len, ordered):
-    """``positions_by_query`` as CSR: ``(bad, offsets, grouped)``, where the keys
-    of query ``i`` are ``grouped[offsets[i]:offsets[i + 1], 1]`` in mask order.
-
-    ``bad`` is the first query, in mask order, that is out of bounds (else -1).
-    Positions sorted by query (``ordered``) are their own grouping: each row's
-    end is found from the last one's and nothing is copied.
-    """
-    count = positions.shape[0]
-    queries = positions[:, 0]
-    offsets = np.zeros(seq_len + 1, np.int64)
-    if ordered:
-        last = np.int64(queries[count - 1]) if count else -1
-        if last >= seq_len:
-            return np.int64(queries[np.searchsorted(queries, seq_len)]), offsets, positions
-        for i in range(1, seq_len + 1):
-            offsets[i] = _gallop(queries, offsets[i - 1], i) if i <= last else count
-        return -1, offsets, positions
-    for p in range(count):
-        query = np.int64(queries[p])
-        if query >= seq_len:
-            return query, offsets, positions
-        offsets[query + 1] += 1
-    for i in range(seq_len):
-        offsets[i + 1] += offsets[i]
-    grouped = np.empty_like(positions)
-    cursor = offsets[:-1].copy()
-    for p in range(count):
-        grouped[cursor[queries[p]]] = positions[p]
-        cursor[queries[p]] += 1
-    return -1, offsets, grouped
 
 
 def _row_chunks(offsets: np.ndarray, chunks: int) -> np.ndarray:
@@ -356,11 +312,9 @@ class MincutSparseAttention:
         if not takes_sparse_path(seq_len, gate.partition_count, gate.lambda_):
             return MaskPlan(seq_len, False, _NO_KEYS, _NO_KEYS, False, False, True)
         parts = max(gate.partition_count, 1)
-        size = seq_len // parts
-        bounds = (np.arange(parts, dtype=np.uint64) * np.uint64(size) & np.uint64(0xFFFF)).astype(np.uint16)
-        tokens = bounds[: self.config.max_cross_partition_edges]
+        bounds, tokens, top = partition_layout(parts, seq_len // parts, self.config.max_cross_partition_edges)
         cross = self.config.boundary_cross_attention and tokens.size > 0
-        token_wraps = cross and int(tokens.max()) + 3 >= U16_END
+        token_wraps = cross and top + 3 >= U16_END
         if token_wraps and self.target.panics_on_overflow:
             raise TargetPanic("attempt to add with overflow")
         ordered = seq_len <= U16_END and not token_wraps
@@ -505,7 +459,7 @@ class MincutSparseAttention:
         seq_len = q.size // dim
         check_layout(seq_len * dim, 4, self.target)  # output: vec![0.0f32; seq_len * dim]
         check_layout(seq_len, 3 * self.target.usize_bits // 8, self.target)  # vec![Vec::new(); seq_len]
-        bad, offsets, grouped = _by_query(mask.positions, seq_len, mask.sorted_by_query())
+        bad, offsets, grouped = mask.by_query(seq_len)
         if bad >= 0:
             raise _panic(INDEX_OUT_OF_BOUNDS, seq_len, bad)
         out = _aligned_zeros(seq_len * dim)

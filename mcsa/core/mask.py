@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 
@@ -330,6 +331,18 @@ def distinct_positions(seq_len, bounds, tokens, intra, cross, out, fill):
     return n
 
 
+@functools.lru_cache(maxsize=64)
+def partition_layout(parts: int, size: int, max_edges: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``build_mask``'s partition boundaries ``(p * size) as u16`` for ``p`` in
+    ``0..parts``, its boundary tokens (the first ``max_edges`` of them) and their
+    largest (-1 when there are none). Read-only arrays, kept for the next call
+    with the same figures: a controller sends the same few partition counts."""
+    bounds = (np.arange(parts, dtype=np.uint64) * np.uint64(size) & np.uint64(0xFFFF)).astype(np.uint16)
+    bounds.flags.writeable = False
+    tokens = bounds[:max_edges]
+    return bounds, tokens, int(tokens.max()) if tokens.size else -1
+
+
 def reduced_seq_len(seq_len: int) -> int:
     """A ``seq_len`` below 2^18 that gives the same distinct pairs as ``seq_len``
     (so no kernel sees a usize past int64): rows are u16, and from 3 * 65536 tokens
@@ -458,6 +471,47 @@ def _sorted_by_query(positions):
     return True
 
 
+@jit
+def _gallop(queries, start, value):
+    """The first ``p >= start`` with ``queries[p] >= value`` (``queries`` nondecreasing,
+    all before ``start`` below ``value``), in steps that double from ``start``."""
+    lo, step = start, 1
+    while lo + step <= queries.size and queries[lo + step - 1] < value:
+        lo += step
+        step *= 2
+    return lo + np.searchsorted(queries[lo : min(lo + step, queries.size)], value)
+
+
+@jit
+def _by_query(positions, seq_len, ordered):
+    """The CSR of :meth:`SparseMask.by_query`. Positions sorted by query
+    (``ordered``) are their own grouping: each row's end is found from the last
+    one's and nothing is copied."""
+    count = positions.shape[0]
+    queries = positions[:, 0]
+    offsets = np.zeros(seq_len + 1, np.int64)
+    if ordered:
+        last = np.int64(queries[count - 1]) if count else -1
+        if last >= seq_len:
+            return np.int64(queries[np.searchsorted(queries, seq_len)]), offsets, positions
+        for i in range(1, seq_len + 1):
+            offsets[i] = _gallop(queries, offsets[i - 1], i) if i <= last else count
+        return -1, offsets, positions
+    for p in range(count):
+        query = np.int64(queries[p])
+        if query >= seq_len:
+            return query, offsets, positions
+        offsets[query + 1] += 1
+    for i in range(seq_len):
+        offsets[i + 1] += offsets[i]
+    grouped = np.empty_like(positions)
+    cursor = offsets[:-1].copy()
+    for p in range(count):
+        grouped[cursor[queries[p]]] = positions[p]
+        cursor[queries[p]] += 1
+    return -1, offsets, grouped
+
+
 class SparseMask:
     """The reference's ``SparseMask``.
 
@@ -504,6 +558,7 @@ class SparseMask:
         positions.flags.writeable = False  # so what is known about their order stays true
         self._positions = positions
         self._by_query = by_query
+        self._rows = None
         self.density = density
         self.partition_boundaries = partition_boundaries
         self.boundary_tokens = boundary_tokens
@@ -520,6 +575,22 @@ class SparseMask:
         if self._by_query is None:
             self._by_query = bool(_sorted_by_query(self._positions))
         return self._by_query
+
+    def by_query(self, seq_len: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """``positions_by_query`` for a ``q`` of ``seq_len`` rows, as CSR: ``(bad,
+        offsets, grouped)``, where the keys of query ``i`` are
+        ``grouped[offsets[i]:offsets[i + 1], 1]`` in mask order and ``bad`` is the
+        first query, in mask order, at or past ``seq_len`` (else -1); both arrays are
+        read-only. Positions sorted by query are their own grouping, and their
+        offsets are kept for the next call with the same ``seq_len`` (one mask
+        serves every head and layer)."""
+        if self._rows is not None and self._rows[0] == seq_len:
+            return self._rows[1]
+        rows = _by_query(self._positions, seq_len, self.sorted_by_query())
+        rows[1].flags.writeable = rows[2].flags.writeable = False
+        if self.sorted_by_query():
+            self._rows = (seq_len, rows)
+        return rows
 
     def __repr__(self) -> str:
         return (
