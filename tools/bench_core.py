@@ -19,6 +19,11 @@ config, lambda 200, dim 64: issue 17's table) the median wall time of:
   pure-arithmetic loop on all of Numba's threads over 1 (one chunk per thread).
   Scalar and register-bound, it reaches 2x on 2 cores where work that loads
   and stores vectors does not when the host's load makes one core slower.
+- **vspin**: the same for vector float work, the kind of the attention's weighted
+  sums: f32 multiply and add over a 4 KiB row per thread, held in L1. Where the
+  host shares its vector units between the two cores (measured on the 2-core
+  development VM: 1.05-1.6x while spin gave 1.9-2.0x), this is the ceiling of
+  the attention's speedup too.
 - ``mask_stats`` and the heap model (``firmware_model.heap.build_mask_usage``, 32-bit),
   which have no loop to compare with: compare them between runs.
 
@@ -112,11 +117,28 @@ def _spin(chunks, steps):
     return out
 
 
+@jit(parallel=True)
+def _vector_spin(rows, steps):
+    for c in numba.prange(rows.shape[0]):
+        row = rows[c]
+        for _ in range(steps):
+            for d in range(row.size):
+                row[d] = row[d] * np.float32(0.999) + np.float32(0.5)
+
+
 def spin(threads: int, steps: int) -> None:
     """The machine's parallel limit: one chunk of pure arithmetic per thread of
     Numba's pool, run on ``threads`` threads (1 thread does them one after another)."""
     with numba_threads(threads):
         _spin(numba.config.NUMBA_NUM_THREADS, steps)
+
+
+def vector_spin(threads: int, rows: np.ndarray, steps: int) -> None:
+    """The machine's parallel limit for vector float work (the attention's weighted
+    sums): per thread of Numba's pool, ``steps`` passes of f32 multiply and add over
+    its own 4 KiB row (in L1), run on ``threads`` threads."""
+    with numba_threads(threads):
+        _vector_spin(rows, steps)
 
 
 @jit
@@ -200,7 +222,7 @@ def main() -> None:
     print(f"medians of {args.repeats} rounds (ms), dim {args.dim}, {args.partitions} partitions, lambda 200; "
           f"attention on 1 and {all_threads} threads (threading layer: set at the first parallel call)")
     print(f"{'seq_len':>7} {'positions':>11} | {'build_mask':>10} {'write':>8} {'ratio':>5} | "
-          f"{'1 thread':>9} {f'{all_threads} threads':>9} {'loop':>9} {'1t/loop':>7} {'speedup':>7} {'loops':>6} {'spin':>5} | "
+          f"{'1 thread':>9} {f'{all_threads} threads':>9} {'loop':>9} {'1t/loop':>7} {'speedup':>7} {'loops':>6} {'spin':>5} {'vspin':>5} | "
           f"{'mask_stats':>10} {'heap model':>10}")
     for seq_len in (int(s) for s in args.sizes.split(",")):
         gate = mcsa.GatePacket(lambda_=200, partition_count=args.partitions)
@@ -212,6 +234,8 @@ def main() -> None:
         arithmetic_loop(one, q, k, v, mask, args.dim, scale)
         write_positions(1)
         steps = max(1, 16 * mask.num_positions // all_threads)  # about as long as the attention on 1 thread
+        rows = np.ones((all_threads, 1024 + 16), np.float32)  # rows 4 KiB + a line apart: no 4K aliasing
+        vector_steps = max(1, mask.num_positions // (4 * all_threads))  # likewise
         rounds = args.repeats if seq_len <= 4096 else max(3, args.repeats // 2)
         t = medians({"build": lambda: one.build_mask(gate, seq_len),
                      "write": lambda: write_positions(mask.num_positions)},
@@ -221,14 +245,16 @@ def main() -> None:
                       "loop": lambda: arithmetic_loop(one, q, k, v, mask, args.dim, scale),
                       "loops": lambda: arithmetic_loop(one, q, k, v, mask, args.dim, scale, all_threads),
                       "spin1": lambda: spin(1, steps),
-                      "spin": lambda: spin(all_threads, steps)}, rounds)
+                      "spin": lambda: spin(all_threads, steps),
+                      "vspin1": lambda: vector_spin(1, rows, vector_steps),
+                      "vspin": lambda: vector_spin(all_threads, rows, vector_steps)}, rounds)
         t |= medians({"stats": lambda: one.mask_stats(gate, seq_len),
                       "heap": lambda: build_mask_usage(cfg, gate, seq_len, 32)}, rounds)
         ms = {name: 1e3 * seconds for name, seconds in t.items()}
         print(f"{seq_len:>7} {mask.num_positions:>11,} | {ms['build']:>10.3f} {ms['write']:>8.3f} "
               f"{t['build'] / t['write']:>4.1f}x | {ms['one']:>9.3f} {ms['every']:>9.3f} {ms['loop']:>9.3f} "
               f"{t['one'] / t['loop']:>6.2f}x {t['one'] / t['every']:>6.2f}x {t['loop'] / t['loops']:>5.2f}x "
-              f"{t['spin1'] / t['spin']:>4.2f}x | "
+              f"{t['spin1'] / t['spin']:>4.2f}x {t['vspin1'] / t['vspin']:>4.2f}x | "
               f"{ms['stats']:>10.3f} {ms['heap']:>10.3f}", flush=True)
     print(f"threading layer: {numba.threading_layer()}")
     print(f"after: {load()}")
