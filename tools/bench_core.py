@@ -20,10 +20,9 @@ config, lambda 200, dim 64: issue 17's table) the median wall time of:
   Scalar and register-bound, it reaches 2x on 2 cores where work that loads
   and stores vectors does not when the host's load makes one core slower.
 - **vspin**: the same for vector float work, the kind of the attention's weighted
-  sums: f32 multiply and add over a 4 KiB row per thread, held in L1. Where the
-  host shares its vector units between the two cores (measured on the 2-core
-  development VM: 1.05-1.6x while spin gave 1.9-2.0x), this is the ceiling of
-  the attention's speedup too.
+  sums: f32 multiply and add over a 4 KiB row per thread, held in L1. On the
+  2-core development VM it gave 1.2-1.9x from run to run where spin gave
+  1.9-2.0x: two threads of vector work do not always get two cores' worth.
 - ``mask_stats`` and the heap model (``firmware_model.heap.build_mask_usage``, 32-bit),
   which have no loop to compare with: compare them between runs.
 

@@ -139,28 +139,27 @@ def ordered_positions(seq_len, bounds, tokens, intra, cross, out, fill, row_coun
                 if t + offset < seq_len:
                     reached[t + offset] = True
     n = 0
-    part = 0
     below = 0
-    for i in range(seq_len):
-        row_start = n
-        lo = i + 1
-        if intra:
-            while part + 1 < bounds.size and bounds[part + 1] <= i:
-                part += 1
-            lo = np.int64(bounds[part])
-        if reached[i]:
-            while below < n_uniq and uniq[below] < lo:
-                below += 1
-            if fill:
-                for u in range(below):
-                    pairs[n + u] = _pair(i, uniq[u])
-            n += below
-        if intra:
-            if fill:
-                _key_run(pairs, n, i, lo, i + 1 - lo)
-            n += i + 1 - lo
-        if row_counts.size:
-            row_counts[i] = n - row_start
+    parts = bounds.size if intra else 1  # without intra, all rows in one run
+    for part in range(parts):  # the rows of each partition, lo its start
+        first = np.int64(bounds[part]) if intra else 0
+        end = min(np.int64(bounds[part + 1]), seq_len) if part + 1 < parts else seq_len
+        for i in range(first, end):
+            row_start = n
+            lo = first if intra else i + 1
+            if reached[i]:
+                while below < n_uniq and uniq[below] < lo:
+                    below += 1
+                if fill:
+                    for u in range(below):
+                        pairs[n + u] = _pair(i, uniq[u])
+                n += below
+            if intra:
+                if fill:
+                    _key_run(pairs, n, i, lo, i + 1 - lo)
+                n += i + 1 - lo
+            if row_counts.size:
+                row_counts[i] = n - row_start
     return n
 
 
