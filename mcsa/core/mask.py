@@ -361,7 +361,8 @@ class MaskPlan:
     sparse : bool
         The sparse path is taken (else ``SparseMask::full``).
     boundaries, tokens : numpy.ndarray
-        uint16 partition boundaries and boundary tokens (empty on the full path).
+        uint16 partition boundaries and boundary tokens (empty on the full path),
+        read-only: they are kept for the next plan with the same figures.
     intra, cross : bool
         Which of the two loops of ``build_sparse_positions`` insert anything.
     ordered : bool
