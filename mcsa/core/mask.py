@@ -583,12 +583,14 @@ class SparseMask:
         first query, in mask order, at or past ``seq_len`` (else -1); both arrays are
         read-only. Positions sorted by query are their own grouping, and their
         offsets are kept for the next call with the same ``seq_len`` (one mask
-        serves every head and layer)."""
+        serves every head and layer), unless ``seq_len`` is above the number of
+        positions: what is kept (8 bytes a row) stays within twice the positions'
+        own 4 bytes each."""
         if self._rows is not None and self._rows[0] == seq_len:
             return self._rows[1]
         rows = _by_query(self._positions, seq_len, self.sorted_by_query())
         rows[1].flags.writeable = rows[2].flags.writeable = False
-        if self.sorted_by_query():
+        if self.sorted_by_query() and seq_len <= self.num_positions:
             self._rows = (seq_len, rows)
         return rows
 
