@@ -20,9 +20,11 @@ config, lambda 200, dim 64: issue 17's table) the median wall time of:
   Scalar and register-bound, it reaches 2x on 2 cores where work that loads
   and stores vectors does not when the host's load makes one core slower.
 - **vspin**: the same for vector float work, the kind of the attention's weighted
-  sums: f32 multiply and add over a 4 KiB row per thread, held in L1. On the
-  2-core development VM it gave 1.2-1.9x from run to run where spin gave
-  1.9-2.0x: two threads of vector work do not always get two cores' worth.
+  sums, in chunks claimed in turn as the attention claims its runs: f32 multiply
+  and add over a 4 KiB row per thread, held in L1. On the 2-core development VM
+  one core at times ran vector work at half the other's speed for seconds (the
+  attention's thread on it claimed a third of the runs), while spin still gave
+  1.9-2.0x: this is the limit of the attention's speedup at that moment.
 - ``mask_stats`` and the heap model (``firmware_model.heap.build_mask_usage``, 32-bit),
   which have no loop to compare with: compare them between runs.
 
@@ -117,12 +119,16 @@ def _spin(chunks, steps):
 
 
 @jit(parallel=True)
-def _vector_spin(rows, steps):
-    for c in numba.prange(rows.shape[0]):
-        row = rows[c]
-        for _ in range(steps):
-            for d in range(row.size):
-                row[d] = row[d] * np.float32(0.999) + np.float32(0.5)
+def _vector_spin(rows, chunks, steps):
+    taken = np.zeros(1, np.int64)
+    for w in numba.prange(rows.shape[0]):
+        row = rows[w]
+        c = claim(taken)
+        while c < chunks:
+            for _ in range(steps):
+                for d in range(row.size):
+                    row[d] = row[d] * np.float32(0.999) + np.float32(0.5)
+            c = claim(taken)
 
 
 def spin(threads: int, steps: int) -> None:
@@ -134,10 +140,11 @@ def spin(threads: int, steps: int) -> None:
 
 def vector_spin(threads: int, rows: np.ndarray, steps: int) -> None:
     """The machine's parallel limit for vector float work (the attention's weighted
-    sums): per thread of Numba's pool, ``steps`` passes of f32 multiply and add over
-    its own 4 KiB row (in L1), run on ``threads`` threads."""
+    sums): chunks of ``steps`` passes of f32 multiply and add over a 4 KiB row (in
+    L1), one row per thread of Numba's pool, claimed in turn as sparse_attention
+    claims its runs of rows, on ``threads`` threads."""
     with numba_threads(threads):
-        _vector_spin(rows, steps)
+        _vector_spin(rows, _RUNS_PER_THREAD * rows.shape[0], steps)
 
 
 @jit
@@ -234,7 +241,7 @@ def main() -> None:
         write_positions(1)
         steps = max(1, 16 * mask.num_positions // all_threads)  # about as long as the attention on 1 thread
         rows = np.ones((all_threads, 1024 + 16), np.float32)  # rows 4 KiB + a line apart: no 4K aliasing
-        vector_steps = max(1, mask.num_positions // (4 * all_threads))  # likewise
+        vector_steps = max(1, mask.num_positions // (4 * _RUNS_PER_THREAD * all_threads))  # likewise
         rounds = args.repeats if seq_len <= 4096 else max(3, args.repeats // 2)
         t = medians({"build": lambda: one.build_mask(gate, seq_len),
                      "write": lambda: write_positions(mask.num_positions)},
