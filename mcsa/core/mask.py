@@ -558,7 +558,7 @@ class SparseMask:
         positions.flags.writeable = False  # so what is known about their order stays true
         self._positions = positions
         self._by_query = by_query
-        self._rows = None
+        self._grouping = None
         self.density = density
         self.partition_boundaries = partition_boundaries
         self.boundary_tokens = boundary_tokens
@@ -586,12 +586,12 @@ class SparseMask:
         serves every head and layer), unless ``seq_len`` is above the number of
         positions: what is kept (8 bytes a row) stays within twice the positions'
         own 4 bytes each."""
-        if self._rows is not None and self._rows[0] == seq_len:
-            return self._rows[1]
+        if self._grouping is not None and self._grouping[0] == seq_len:
+            return self._grouping[1]
         rows = _by_query(self._positions, seq_len, self.sorted_by_query())
         rows[1].flags.writeable = rows[2].flags.writeable = False
         if self.sorted_by_query() and seq_len <= self.num_positions:
-            self._rows = (seq_len, rows)
+            self._grouping = (seq_len, rows)
         return rows
 
     def __repr__(self) -> str:
